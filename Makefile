@@ -1,0 +1,49 @@
+# Two commands set everything up: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+# Local defaults for the test suite; override any of them from the environment.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/teamchat
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
+
+.PHONY: install run test bench lint check clean
+
+install: $(STAMP) node_modules/.installed
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py runstack
+
+test: install
+	$(PY) manage.py collectstatic --noinput -v0
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) manage.py collectstatic --noinput -v0
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/teamchat_bench} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/13} \
+	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} \
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) node_modules var

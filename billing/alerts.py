@@ -1,0 +1,68 @@
+"""Tell admins (and the member) when a budget passes 80% and 100%."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.core.mail import send_mail
+from django.db import transaction
+
+from accounts.models import Membership
+from billing.models import Notification, UsagePeriod
+
+THRESHOLDS = ((Decimal("1.00"), "alerted_100", "100%"), (Decimal("0.80"), "alerted_80", "80%"))
+
+
+def _limit(row: UsagePeriod) -> Decimal | None:
+    organization = row.organization
+    if row.user_id is None:
+        return organization.monthly_budget_usd
+    membership = Membership.objects.filter(organization=organization, user_id=row.user_id).first()
+    if membership is None:
+        return None
+    if membership.monthly_budget_usd is not None:
+        return membership.monthly_budget_usd
+    return organization.member_budget_usd
+
+
+def notify(*, organization_id: int, user_ids: Iterable[int], text: str, link: str = "") -> None:
+    from accounts.models import User
+
+    users = list(User.objects.filter(pk__in=set(user_ids)))
+    Notification.objects.bulk_create(
+        [Notification(user=user, organization_id=organization_id, text=text, link=link) for user in users]
+    )
+    recipients = [user.email for user in users]
+    if recipients:
+        send_mail(subject=f"[Team Chat] {text[:80]}", message=text, from_email=None,
+                  recipient_list=recipients, fail_silently=True)
+
+
+def admin_ids(organization_id: int) -> list[int]:
+    return list(
+        Membership.objects.admins().filter(organization_id=organization_id).values_list("user_id", flat=True)
+    )
+
+
+def send_threshold_alerts(row_ids: Iterable[int]) -> None:
+    for row in UsagePeriod.objects.select_related("organization", "user").filter(pk__in=list(row_ids)):
+        limit = _limit(row)
+        if not limit:
+            continue
+        for ratio, flag, label in THRESHOLDS:
+            if row.spent_usd < limit * ratio:
+                continue
+            with transaction.atomic():
+                # Race: two settlements crossing the line together; one flips the flag.
+                if not UsagePeriod.objects.filter(pk=row.pk, **{flag: False}).update(**{flag: True}):
+                    break
+            who = "The organization" if row.user_id is None else str(row.user)
+            text = (f"{who} has used {label} of its ${limit:,.2f} monthly budget "
+                    f"(${row.spent_usd:,.2f} spent in {row.period_start:%B %Y}).")
+            recipients = admin_ids(row.organization_id)
+            if row.user_id is not None:
+                recipients.append(row.user_id)
+            notify(organization_id=row.organization_id, user_ids=recipients, text=text,
+                   link="/org/usage/")
+            break

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+ZERO = Decimal(0)
+
+
+class UsagePeriod(models.Model):
+    """Money spent and reserved in one calendar month (in the org's time zone).
+
+    ``user`` empty is the org's own row; otherwise the row of one member in that org.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="usage_periods"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="usage_periods",
+    )
+    period_start = models.DateField()
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    alerted_80 = models.BooleanField(default=False)
+    alerted_100 = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start"], condition=Q(user__isnull=True),
+                name="one_org_period",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "user", "period_start"], condition=Q(user__isnull=False),
+                name="one_member_period",
+            ),
+            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="reserved_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.user or "whole org"
+        return f"{self.organization} / {who} / {self.period_start:%Y-%m}"
+
+
+class Reservation(models.Model):
+    """A turn's worst-case cost held against both budgets until the turn settles.
+
+    One per assistant message: settlement is keyed by the message, so a redelivered
+    task, a retry or the reaper can never charge twice.
+    """
+
+    message = models.OneToOneField(
+        "conversations.Message", on_delete=models.CASCADE, related_name="reservation"
+    )
+    org_period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="+")
+    member_period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="+")
+    amount_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    charged_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    estimated = models.BooleanField(default=False)
+    prompt_tokens_estimate = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["created_at"], name="unsettled_reservations",
+                         condition=Q(settled_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation for message {self.message_id}"
+
+
+class BudgetRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DECLINED = "declined", "Declined"
+
+    membership = models.ForeignKey(
+        "accounts.Membership", on_delete=models.CASCADE, related_name="budget_requests"
+    )
+    note = models.TextField(max_length=2000, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    new_budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Notification(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="notifications"
+    )
+    text = models.CharField(max_length=500)
+    link = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -1,0 +1,192 @@
+"""Budgets that never overspend: reserve the worst case, settle to the actual cost.
+
+Money is Decimal throughout. A turn may start only if its worst case (prompt tokens
+at the input price plus the turn's whole completion cap at the output price) fits
+both the org's and the member's remaining monthly budget.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.models import ZERO, Reservation, UsagePeriod
+from conversations.exceptions import TurnRefused
+from conversations.models import MILLION
+
+if TYPE_CHECKING:
+    from accounts.models import Membership, Organization
+    from conversations.models import Message, ModelProfile
+
+CENT = Decimal("0.000001")
+
+
+def period_start(organization: Organization, when: dt.datetime | None = None) -> dt.date:
+    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
+    local = timezone.localtime(when or timezone.now(), tz)
+    return local.date().replace(day=1)
+
+
+def next_period_start(start: dt.date) -> dt.date:
+    days = calendar.monthrange(start.year, start.month)[1]
+    return start + dt.timedelta(days=days)
+
+
+def member_limit(membership: Membership) -> Decimal | None:
+    if membership.monthly_budget_usd is not None:
+        return membership.monthly_budget_usd
+    return membership.organization.member_budget_usd
+
+
+def worst_case_cost(profile: ModelProfile, *, prompt_tokens: int, completion_cap: int) -> Decimal:
+    """Every prompt token uncached, and the whole cap spent (reasoning included)."""
+    cost = (prompt_tokens * profile.input_price + completion_cap * profile.output_price) / MILLION
+    return cost.quantize(CENT, rounding=ROUND_CEILING)
+
+
+def _period_row(organization: Organization, user_id: int | None, start: dt.date) -> UsagePeriod:
+    # Race: the first turns of a month create the row concurrently; ignore_conflicts
+    # turns the loser's INSERT into a no-op and both read the one row.
+    UsagePeriod.objects.bulk_create(
+        [UsagePeriod(organization=organization, user_id=user_id, period_start=start)],
+        ignore_conflicts=True,
+    )
+    return UsagePeriod.objects.get(organization=organization, user_id=user_id, period_start=start)
+
+
+def _hold(row: UsagePeriod, amount: Decimal, limit: Decimal | None) -> bool:
+    rows = UsagePeriod.objects.filter(pk=row.pk)
+    if limit is not None:
+        # Race: N turns starting at once. PostgreSQL re-evaluates this WHERE on the
+        # locked, latest row version, so at most the turns that fit get through.
+        rows = rows.filter(spent_usd__lte=limit - amount - F("reserved_usd"))
+    return rows.update(reserved_usd=F("reserved_usd") + amount) == 1
+
+
+def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
+    resets = next_period_start(start)
+    if which == "org":
+        text = (f"Your organization's monthly budget of ${limit:,.2f} is used up; it resets on "
+                f"{resets:%-d %b}. Ask an admin to raise it.")
+    else:
+        text = (f"Your monthly budget of ${limit:,.2f} is used up (or this turn's worst case "
+                f"would pass it); it resets on {resets:%-d %b}. Use “Request more” to ask an admin.")
+    return TurnRefused("quota_exceeded", text)
+
+
+def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
+            prompt_tokens: int) -> Reservation:
+    """Hold the turn's worst case on both rows. Call inside the turn's transaction:
+    a refusal raises, and the rollback also undoes the first row's hold."""
+    assert transaction.get_connection().in_atomic_block
+    organization = membership.organization
+    start = period_start(organization)
+    amount = worst_case_cost(
+        profile, prompt_tokens=prompt_tokens,
+        completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
+    )
+    org_row = _period_row(organization, None, start)
+    member_row = _period_row(organization, membership.user_id, start)
+    if not _hold(org_row, amount, organization.monthly_budget_usd):
+        raise _refusal("org", organization.monthly_budget_usd or ZERO, start)
+    limit = member_limit(membership)
+    if not _hold(member_row, amount, limit):
+        raise _refusal("member", limit or ZERO, start)
+    return Reservation.objects.create(
+        message=message, org_period=org_row, member_period=member_row, amount_usd=amount,
+        prompt_tokens_estimate=prompt_tokens,
+    )
+
+
+def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
+    """Charge the actual cost and release the rest, once per message.
+
+    Returns False when there was nothing to settle (already settled, or no
+    reservation). Must run in the same transaction as the message's final state.
+    """
+    assert transaction.get_connection().in_atomic_block
+    # Race: a redelivered task, a late worker and the reaper may all try to settle one
+    # turn; the row lock serialises them and settled_at makes every later one a no-op.
+    reservation = (
+        Reservation.objects.select_for_update().filter(message_id=message_id, settled_at=None).first()
+    )
+    if reservation is None:
+        return False
+    charge = cost.quantize(CENT)
+    for row_id in (reservation.org_period_id, reservation.member_period_id):
+        UsagePeriod.objects.filter(pk=row_id).update(
+            reserved_usd=F("reserved_usd") - reservation.amount_usd,
+            spent_usd=F("spent_usd") + charge,
+        )
+    reservation.charged_usd = charge
+    reservation.estimated = estimated
+    reservation.settled_at = timezone.now()
+    reservation.save(update_fields=["charged_usd", "estimated", "settled_at"])
+    transaction.on_commit(lambda: _check_alerts(reservation.org_period_id, reservation.member_period_id))
+    return True
+
+
+def _check_alerts(*row_ids: int) -> None:
+    from billing.alerts import send_threshold_alerts
+
+    send_threshold_alerts(row_ids)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    limit: Decimal | None
+    spent: Decimal
+    reserved: Decimal
+    resets_on: dt.date
+
+    @property
+    def remaining(self) -> Decimal | None:
+        if self.limit is None:
+            return None
+        return max(self.limit - self.spent - self.reserved, ZERO)
+
+    @property
+    def used_up(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "limit": None if self.limit is None else f"{self.limit:.2f}",
+            "spent": f"{self.spent:.6f}",
+            "reserved": f"{self.reserved:.6f}",
+            "remaining": None if self.remaining is None else f"{self.remaining:.6f}",
+            "resets_on": self.resets_on.isoformat(),
+        }
+
+
+def budget_status(membership: Membership) -> dict[str, BudgetStatus]:
+    organization = membership.organization
+    start = period_start(organization)
+    rows = {
+        row.user_id: row
+        for row in UsagePeriod.objects.filter(
+            organization=organization, period_start=start, user_id__in=[membership.user_id]
+        ) | UsagePeriod.objects.filter(organization=organization, period_start=start, user=None)
+    }
+
+    def status(user_id: int | None, limit: Decimal | None) -> BudgetStatus:
+        row = rows.get(user_id)
+        return BudgetStatus(
+            limit=limit,
+            spent=row.spent_usd if row else ZERO,
+            reserved=row.reserved_usd if row else ZERO,
+            resets_on=next_period_start(start),
+        )
+
+    return {
+        "org": status(None, organization.monthly_budget_usd),
+        "member": status(membership.user_id, member_limit(membership)),
+    }

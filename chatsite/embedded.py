@@ -1,0 +1,49 @@
+"""Embedded mode: a Celery worker and the reaper inside the web process.
+
+Used by ``make run`` with no settings (in-memory broker and channel layer only work
+within one process) and by the test suite, which runs a real worker against Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery.worker import WorkController
+
+from chatsite.celery import app
+
+logger = logging.getLogger(__name__)
+
+
+def start_worker(*, concurrency: int = 50) -> WorkController:
+    """A real Celery worker (threads pool) running in a daemon thread."""
+    worker = WorkController(
+        app=app,
+        pool="threads",
+        concurrency=concurrency,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        hostname=f"embedded-{threading.get_ident()}@localhost",
+        loglevel="WARNING",
+    )
+    threading.Thread(target=worker.start, name="celery-worker", daemon=True).start()
+    return worker
+
+
+def start_reaper(*, every: float = 30.0) -> threading.Thread:
+    from conversations.replies import reap_stale_replies
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                reap_stale_replies()
+            except Exception:
+                logger.exception("reaper failed")
+
+    thread = threading.Thread(target=loop, name="reaper", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,245 @@
+"""Settings for the team chat product, all read from the environment.
+
+With nothing set the product runs *embedded*: SQLite under ``var/``, an in-memory
+channel layer, an in-process Celery worker and the built-in emulator as the model.
+``DATABASE_URL`` and ``REDIS_URL`` switch to the real topology.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatsite.static_vendor import vendor_static_dirs
+from chatsite.env import (
+    check_redis_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+# --- Core -----------------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", False)
+_secret = env_str("SECRET_KEY")
+if not _secret:
+    # No key configured: generate a random one per installation (never a shared default)
+    # and keep it under var/ so sessions survive restarts. Deployments should set SECRET_KEY.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _key_file = VAR_DIR / "secret_key"
+    if not _key_file.exists():
+        import secrets
+
+        _key_file.write_text(secrets.token_urlsafe(50))
+        _key_file.chmod(0o600)
+    _secret = _key_file.read_text().strip()
+SECRET_KEY = _secret
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "conversations",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "chatsite.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "chatsite.context_processors.product",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+
+DATABASE_URL = env_str("DATABASE_URL")
+EMBEDDED = not DATABASE_URL
+if DATABASE_URL:
+    _db = parse_database_url(DATABASE_URL)
+    _options: dict[str, object] = dict(_db.options)
+    if env_bool("DB_POOL", True):
+        # Celery threads and Channels executors each hold a connection only while they
+        # run a query; a bounded pool keeps 200 concurrent answers under max_connections.
+        _options["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("DB_POOL_MAX", 20, minimum=2),
+            "timeout": 30,
+        }
+    DATABASES = {
+        "default": {
+            "ENGINE": _db.engine,
+            "NAME": _db.name,
+            "USER": _db.user,
+            "PASSWORD": _db.password,
+            "HOST": _db.host,
+            "PORT": _db.port,
+            "OPTIONS": _options,
+            "CONN_MAX_AGE": 0,
+            "TEST": {"NAME": env_str("TEST_DATABASE_NAME") or None},
+        }
+    }
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "conversations:home"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Redis: channel layer, Celery broker, cache -------------------------------------------
+
+REDIS_URL = check_redis_url(env_str("REDIS_URL")) if env_str("REDIS_URL") else ""
+
+if REDIS_URL:
+    # The pub/sub layer publishes a group message with one PUBLISH and has no per-channel
+    # capacity that silently drops deltas; gaps after a Redis blip are closed by `resume`.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "teamchat",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# A reply task is redelivered if its worker dies; the conditional claim in
+# generation.claim() makes the second delivery a no-op instead of a second bill.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-replies": {"task": "conversations.tasks.reap_stale_replies", "schedule": 30.0},
+}
+
+# --- Model providers ---------------------------------------------------------------------
+# Credentials are read here and only handed to the provider layer; they never reach a
+# template, a websocket frame or a log line.
+
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+OPENAI_ORGANIZATION = env_str("OPENAI_ORGANIZATION")
+OPENAI_PROJECT = env_str("OPENAI_PROJECT")
+AZURE_OPENAI_ENDPOINT = env_str("AZURE_OPENAI_ENDPOINT")
+AZURE_OPENAI_API_KEY = env_str("AZURE_OPENAI_API_KEY")
+AZURE_OPENAI_API_VERSION = env_str("AZURE_OPENAI_API_VERSION", "2024-12-01-preview")
+AZURE_OPENAI_DEPLOYMENT = env_str("AZURE_OPENAI_DEPLOYMENT")
+CHAT_MODEL = env_str("CHAT_MODEL", "o3-mini")
+EMULATOR_URL = env_str("EMULATOR_URL", "http://127.0.0.1:8001")
+LLM_READ_TIMEOUT = env_int("LLM_READ_TIMEOUT", 600, minimum=5)
+LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 3, minimum=1)
+LLM_MAX_RETRY_WAIT = env_int("LLM_MAX_RETRY_WAIT", 30, minimum=0)
+
+# --- Streaming ------------------------------------------------------------------------------
+
+STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 50, minimum=1)
+STREAM_CHECKPOINT_SECONDS = env_int("STREAM_CHECKPOINT_SECONDS", 3, minimum=1)
+STREAM_LEASE_SECONDS = env_int("STREAM_LEASE_SECONDS", 60, minimum=10)
+STREAM_IDLE_TIMEOUT = env_int("STREAM_IDLE_TIMEOUT", 90, minimum=5)
+STREAM_MAX_CHECKPOINTS = env_int("STREAM_MAX_CHECKPOINTS", 20, minimum=1)
+MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
+REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
+MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
+
+# --- HTTP, security ------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "teamchat@localhost")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+NODE_MODULES_DIR = BASE_DIR / "node_modules"
+STATICFILES_DIRS = [BASE_DIR / "static", *vendor_static_dirs(NODE_MODULES_DIR)]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,48 @@
+"""The only permission-checked fetches. A numeric id is never authorisation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from accounts.models import Membership
+from conversations.exceptions import NotFound
+from conversations.models import Conversation, Message
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+def get_conversation_for_user(user: User, conversation_id: int) -> Conversation:
+    """A conversation the user owns, in an org they still belong to."""
+    try:
+        return Conversation.objects.select_related("profile", "organization").get(
+            pk=conversation_id,
+            user=user,
+            organization__memberships__user=user,
+        )
+    except (Conversation.DoesNotExist, ValueError, TypeError) as exc:
+        raise NotFound("conversation") from exc
+
+
+def get_message_for_user(user: User, message_id: int) -> Message:
+    try:
+        return Message.objects.select_related("conversation").get(
+            pk=message_id,
+            conversation__user=user,
+            conversation__organization__memberships__user=user,
+        )
+    except (Message.DoesNotExist, ValueError, TypeError) as exc:
+        raise NotFound("message") from exc
+
+
+def get_membership(user: User, organization_id: int | None) -> Membership:
+    """The user's membership in the given org, or their first one when none is chosen."""
+    memberships = Membership.objects.select_related("organization").filter(user=user)
+    if organization_id is not None:
+        membership = memberships.filter(organization_id=organization_id).first()
+        if membership is not None:
+            return membership
+    membership = memberships.order_by("joined_at", "id").first()
+    if membership is None:
+        raise NotFound("organization")
+    return membership

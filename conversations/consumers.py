@@ -1,0 +1,175 @@
+"""The chat websocket: commands in, progress out. Postgres stays the source of truth."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from conversations import replies
+from conversations.access import get_message_for_user
+from conversations.exceptions import TurnRefused
+from conversations.models import Message
+from conversations.realtime import message_group
+from conversations.replay import get_replay_store
+from conversations.serializers import final_frame, message_created_frame
+
+logger = logging.getLogger(__name__)
+
+EFFORTS = ("minimal", "low", "medium", "high")
+MAX_CLIENT_ID = 64
+
+
+class FrameError(Exception):
+    def __init__(self, detail: str, message: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.message = message
+
+
+def _int_field(frame: dict[str, Any], name: str, *, nullable: bool = False) -> int | None:
+    value = frame.get(name)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**62:
+        raise FrameError(f"'{name}' must be a non-negative integer id.")
+    return value
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.user = user
+        self.following: dict[int, int] = {}  # message id → last seq sent to this socket
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for message_id in list(getattr(self, "following", {})):
+            await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+
+    # --- Commands from the browser ---------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_error("invalid_request", "Frames must be JSON text.")
+            return
+        if len(text_data) > settings.MAX_MESSAGE_CHARS * 2 + 1024:
+            await self.send_error("invalid_request", "Frame too large.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_request", "Frames must be JSON.")
+            return
+        if not isinstance(frame, dict):
+            await self.send_error("invalid_request", "Frames must be JSON objects.")
+            return
+        handler = {"send": self.on_send, "stop": self.on_stop, "resume": self.on_resume}.get(
+            frame.get("type")  # type: ignore[arg-type]
+        )
+        if handler is None:
+            await self.send_error("invalid_request", "Unknown frame type.")
+            return
+        try:
+            await handler(frame)
+        except FrameError as error:
+            await self.send_error("invalid_request", error.detail, error.message)
+        except TurnRefused as refusal:
+            await self.send_error(refusal.code, refusal.detail, frame.get("message")
+                                  if isinstance(frame.get("message"), int) else None)
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        conversation_id = _int_field(frame, "conversation", nullable=True)
+        content = frame.get("content")
+        if not isinstance(content, str):
+            raise FrameError("'content' must be a string.")
+        effort = frame.get("reasoning_effort")
+        if effort is not None and effort not in EFFORTS:
+            raise FrameError("'reasoning_effort' must be low, medium or high.")
+        client_id = frame.get("client_id", "")
+        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+            raise FrameError("'client_id' must be a string of at most 64 characters.")
+        organization_id = self.scope["session"].get("organization_id")
+        profile_name = frame.get("profile")
+        if profile_name is not None and not isinstance(profile_name, str):
+            raise FrameError("'profile' must be a string.")
+        turn = await database_sync_to_async(replies.start_turn)(
+            user=self.user,
+            organization_id=organization_id,
+            conversation_id=conversation_id,
+            content=content,
+            reasoning_effort=effort,
+            client_id=client_id,
+            profile_name=profile_name,
+        )
+        await self.follow(turn.assistant_message.pk, 0)
+        await self.send_json(message_created_frame(turn, client_id))
+
+    async def on_stop(self, frame: dict[str, Any]) -> None:
+        message_id = _int_field(frame, "message")
+        assert message_id is not None
+        await database_sync_to_async(replies.request_stop)(user=self.user, message_id=message_id)
+
+    async def on_resume(self, frame: dict[str, Any]) -> None:
+        message_id = _int_field(frame, "message")
+        after_seq = _int_field(frame, "after_seq")
+        assert message_id is not None and after_seq is not None
+        message = await database_sync_to_async(get_message_for_user)(self.user, message_id)
+        # Subscribe before reading the buffer: a frame published in between is then both
+        # buffered and delivered live, and the seq check drops the duplicate.
+        await self.follow(message_id, after_seq)
+        for buffered in await get_replay_store().read_after(message_id, after_seq):
+            await self.forward(buffered)
+        if message_id not in self.following:
+            return
+        message = await database_sync_to_async(Message.objects.get)(pk=message_id)
+        if message.status not in Message.LIVE_STATUSES:
+            last = self.following.get(message_id, after_seq)
+            if last < message.stream_seq:
+                # The buffer expired: send the saved text whole instead of the lost deltas.
+                await self.send_json(
+                    {"type": "snapshot", "message": message_id, "seq": message.stream_seq,
+                     "text": message.content}
+                )
+            await self.forward(final_frame(message))
+
+    async def follow(self, message_id: int, after_seq: int) -> None:
+        if message_id not in self.following:
+            await self.channel_layer.group_add(message_group(message_id), self.channel_name)
+        self.following[message_id] = max(after_seq, self.following.get(message_id, 0))
+
+    async def unfollow(self, message_id: int) -> None:
+        if self.following.pop(message_id, None) is not None:
+            await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+
+    # --- Events from workers ------------------------------------------------------------------
+
+    async def stream_frame(self, event: dict[str, Any]) -> None:
+        await self.forward(event["frame"])
+
+    async def forward(self, frame: dict[str, Any]) -> None:
+        message_id = frame["message"]
+        last = self.following.get(message_id)
+        if last is None:
+            return  # not following (anymore): never send another person's frames
+        seq = frame.get("seq")
+        if seq is not None:
+            if seq <= last:
+                return  # already sent from the buffer or live
+            self.following[message_id] = seq
+        await self.send_json(frame)
+        if frame["type"] in ("done", "error"):
+            await self.unfollow(message_id)
+
+    async def send_json(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def send_error(self, code: str, detail: str, message: int | None = None) -> None:
+        await self.send_json({"type": "error", "message": message, "code": code, "detail": detail})

@@ -1,0 +1,484 @@
+"""The streaming loop for one assistant answer, testable without Celery.
+
+``run_generation`` claims a pending message, streams it from the provider, publishes
+coalesced deltas, checkpoints text a bounded number of times, and ends the message in
+exactly one final state. It never writes per token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.quotas import settle
+from conversations import llm
+from conversations.live import LiveReply, monitor
+from conversations.llm.types import (
+    ChatRequest,
+    Finished,
+    LLMError,
+    ReasoningSummaryDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from conversations.models import Conversation, Message, ModelProfile
+from conversations.prompts import build_prompt
+from conversations.realtime import publish
+from conversations.tools import run_tool, tool_schemas
+from emulator.tokens import count_tokens
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+
+# Without a usage chunk (stop, crash, dropped stream) the hidden reasoning is unknown;
+# bill a conservative allowance per effort rather than nothing, and flag it.
+REASONING_ALLOWANCE = {"minimal": 256, "low": 1024, "medium": 4096, "high": 16384}
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Abandoned(Exception):
+    """The message left `streaming` under us (the reaper declared it interrupted)."""
+
+
+def _release_db() -> None:
+    # A live answer holds no database connection between writes: 200 concurrent answers
+    # share a small pool instead of needing 200 connections.
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def claim(message_id: int) -> Message | None:
+    """pending → streaming, once. A redelivered task finds nothing to claim."""
+    now = timezone.now()
+    claimed = Message.objects.filter(pk=message_id, status=Status.PENDING).update(
+        status=Status.STREAMING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
+    )
+    if not claimed:
+        return None
+    return Message.objects.select_related(
+        "profile", "conversation", "conversation__organization"
+    ).get(pk=message_id)
+
+
+@dataclass
+class Streamer:
+    """Coalesces deltas (one frame per flush window) and checkpoints text."""
+
+    message_id: int
+    text_parts: list[str] = field(default_factory=list)
+    refusal_parts: list[str] = field(default_factory=list)
+    summary_parts: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    pending_refusal: list[str] = field(default_factory=list)
+    seq: int = 0
+    checkpoints: int = 0
+    frames: int = 0
+    last_flush: float = 0.0
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def refusal(self) -> str:
+        return "".join(self.refusal_parts)
+
+    @property
+    def shown_anything(self) -> bool:
+        return bool(self.seq or self.pending or self.pending_refusal)
+
+    def add_text(self, text: str) -> None:
+        self.text_parts.append(text)
+        self.pending.append(text)
+        self._after_add()
+
+    def add_refusal(self, text: str) -> None:
+        self.refusal_parts.append(text)
+        self.pending_refusal.append(text)
+        self._after_add()
+
+    def add_summary(self, text: str) -> None:
+        self.summary_parts.append(text)
+        publish(self.message_id, {"type": "reasoning", "message": self.message_id, "text": text})
+        self.frames += 1
+
+    def _after_add(self) -> None:
+        now = time.monotonic()
+        # The first token goes out at once (it ends the thinking timer); later ones wait
+        # for the flush window so a stream costs at most ~20 frames per second.
+        if self.seq == 0 or (now - self.last_flush) * 1000 >= settings.STREAM_FLUSH_MS:
+            self.flush(now)
+        if (
+            now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
+            and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
+        ):
+            self.checkpoint(now)
+
+    def flush(self, now: float | None = None) -> None:
+        for kind, buffer in (("text", self.pending), ("refusal", self.pending_refusal)):
+            if not buffer:
+                continue
+            self.seq += 1
+            frame: dict[str, Any] = {
+                "type": "delta",
+                "message": self.message_id,
+                "seq": self.seq,
+                "text": "".join(buffer),
+            }
+            if kind == "refusal":
+                frame["refusal"] = True
+            buffer.clear()
+            publish(self.message_id, frame)
+            self.frames += 1
+        self.last_flush = now if now is not None else time.monotonic()
+
+    def checkpoint(self, now: float) -> None:
+        """Save text up to the last flushed seq, so a reload + resume loses nothing."""
+        self.flush(now)
+        self.last_checkpoint = now
+        self.checkpoints += 1
+        saved = Message.objects.filter(pk=self.message_id, status=Status.STREAMING).update(
+            content=self.text, refusal=self.refusal, stream_seq=self.seq
+        )
+        _release_db()
+        if not saved:
+            raise Abandoned()
+
+
+@dataclass
+class Outcome:
+    status: str
+    finish_reason: str = ""
+    error_code: str = ""
+    error_detail: str = ""
+    notice: str = ""
+
+
+@dataclass
+class RoundResult:
+    finish_reason: str = ""
+    usage: Usage | None = None
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    base: float = min(0.5 * 2 ** (attempt - 1), 8.0)
+    return base * (1 - 0.25 * random.random())  # jitter spreads a thundering herd
+
+
+def _stream_round(
+    profile: ModelProfile, request: ChatRequest, streamer: Streamer, live: LiveReply
+) -> RoundResult:
+    attempt = 0
+    while True:
+        attempt += 1
+        result = RoundResult()
+        try:
+            stream = llm.open_stream(profile, request)
+            live.attach(stream)
+            for event in stream:
+                if live.cancelled.is_set():
+                    raise Cancelled()
+                if isinstance(event, TextDelta):
+                    live.touch()
+                    streamer.add_text(event.text)
+                elif isinstance(event, RefusalDelta):
+                    live.touch()
+                    streamer.add_refusal(event.text)
+                elif isinstance(event, ReasoningSummaryDelta):
+                    streamer.add_summary(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    live.touch()
+                    call = result.tool_calls.setdefault(
+                        event.index, {"id": "", "name": "", "arguments": ""}
+                    )
+                    call["id"] = event.id or call["id"]
+                    call["name"] = event.name or call["name"]
+                    call["arguments"] += event.arguments
+                elif isinstance(event, Finished):
+                    result.finish_reason = event.reason
+                elif isinstance(event, UsageReport):
+                    result.usage = event.usage
+            if live.cancelled.is_set():
+                raise Cancelled()
+            if live.stalled:
+                raise LLMError("upstream_error", "The model stopped sending mid-answer.")
+            if not result.finish_reason:
+                raise LLMError(
+                    "upstream_error", "The answer ended early: the provider closed the stream."
+                )
+            return result
+        except LLMError as error:
+            if live.cancelled.is_set():
+                raise Cancelled() from error
+            if error.retryable and not streamer.shown_anything and attempt < settings.LLM_MAX_ATTEMPTS:
+                wait = _backoff(attempt, error.retry_after)
+                if wait <= settings.LLM_MAX_RETRY_WAIT:
+                    logger.info("retrying message %s in %.2fs (%s)", streamer.message_id, wait, error.code)
+                    if live.wait(wait):
+                        raise Cancelled() from error
+                    continue
+            if error.code == "rate_limited" and error.retry_after:
+                error.detail += f" Try again in about {int(error.retry_after + 0.999)} seconds."
+            elif error.code == "rate_limited":
+                error.detail += " Try again in a minute."
+            raise
+
+
+def _estimate_usage(message: Message, prompt_tokens: int, streamer: Streamer) -> Usage:
+    visible = count_tokens(streamer.text + streamer.refusal)
+    cap = message.max_completion_tokens or visible
+    reasoning = min(REASONING_ALLOWANCE.get(message.reasoning_effort, 4096), max(cap - visible, 0))
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=visible + reasoning, reasoning_tokens=reasoning)
+
+
+def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
+    """Usage and cost for a turn that ended without a usage chunk (reaper)."""
+    streamer = Streamer(message.pk, text_parts=[text])
+    prompt_tokens = getattr(getattr(message, "reservation", None), "prompt_tokens_estimate", 0)
+    usage = _estimate_usage(message, prompt_tokens, streamer)
+    return usage, _cost(message.profile, usage)
+
+
+def _cost(profile: ModelProfile | None, usage: Usage) -> Decimal:
+    assert profile is not None
+    return profile.cost(
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens,
+        completion_tokens=usage.completion_tokens,
+    ).quantize(Decimal("0.000001"))
+
+
+def _add(total: Usage | None, more: Usage) -> Usage:
+    if total is None:
+        return more
+    return Usage(
+        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+        cached_tokens=total.cached_tokens + more.cached_tokens,
+        completion_tokens=total.completion_tokens + more.completion_tokens,
+        reasoning_tokens=total.reasoning_tokens + more.reasoning_tokens,
+    )
+
+
+def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any]) -> Outcome:
+    conversation = message.conversation
+    profile = message.profile
+    assert profile is not None
+    prompt = build_prompt(
+        message,
+        profile=profile,
+        org_message=conversation.organization.developer_message,
+        custom=conversation.custom_instructions,
+    )
+    _release_db()
+    state["prompt_tokens"] = prompt.prompt_tokens
+    state["left_out"] = prompt.left_out
+    if prompt.left_out:
+        publish(
+            message.pk,
+            {"type": "context", "message": message.pk, "left_out": prompt.left_out},
+        )
+    messages = list(prompt.messages)
+    tools = tool_schemas() if profile.accepts("tools") else []
+    for round_number in range(settings.MAX_TOOL_ROUNDS + 1):
+        request = ChatRequest(
+            messages=messages,
+            reasoning_effort=message.reasoning_effort,
+            max_completion_tokens=message.max_completion_tokens or profile.max_completion_tokens,
+            tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
+        )
+        result = _stream_round(profile, request, streamer, live)
+        if result.usage is not None:
+            state["usage"] = _add(state.get("usage"), result.usage)
+        else:
+            state["usage_missing"] = True
+        if result.finish_reason != "tool_calls" or not result.tool_calls:
+            return _outcome_for(result.finish_reason, streamer, message)
+        calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
+        messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in calls
+                ],
+            }
+        )
+        for call in calls:
+            output, ok = run_tool(call["name"], call["arguments"])
+            record = {"name": call["name"], "arguments": call["arguments"], "result": output, "ok": ok}
+            state["tool_calls"].append(record)
+            publish(message.pk, {"type": "tool", "message": message.pk, **record})
+            messages.append(
+                {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(output)}
+            )
+    return Outcome(Status.DONE, finish_reason="tool_calls")
+
+
+def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Outcome:
+    if finish_reason == "content_filter":
+        return Outcome(
+            Status.FAILED,
+            finish_reason=finish_reason,
+            error_code="content_filtered",
+            error_detail="The provider's content filter stopped this answer. What was shown "
+            "is kept; rephrase the question to try again.",
+        )
+    if finish_reason == "length" and not streamer.text.strip():
+        return Outcome(
+            Status.DONE,
+            finish_reason=finish_reason,
+            notice=(
+                f"The model spent its whole budget of {message.max_completion_tokens} tokens "
+                "reasoning and wrote no answer. Try a lower reasoning effort, or ask an admin "
+                "for a larger completion cap."
+            ),
+        )
+    if finish_reason == "length":
+        return Outcome(
+            Status.DONE,
+            finish_reason=finish_reason,
+            notice="The answer reached the completion cap and was cut short.",
+        )
+    return Outcome(Status.DONE, finish_reason=finish_reason or "stop")
+
+
+def run_generation(message_id: int) -> None:
+    message = claim(message_id)
+    _release_db()
+    if message is None:
+        return
+    live = monitor.register(message.pk)
+    streamer = Streamer(message.pk)
+    state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
+    try:
+        outcome = _generate(message, live, streamer, state)
+    except Cancelled:
+        outcome = Outcome(Status.CANCELLED, finish_reason="cancelled")
+    except Abandoned:
+        logger.warning("message %s was taken over by the reaper", message.pk)
+        return
+    except LLMError as error:
+        outcome = Outcome(
+            Status.FAILED, error_code=error.code, error_detail=error.detail, finish_reason="error"
+        )
+    except Exception:
+        logger.exception("generation for message %s failed", message.pk)
+        outcome = Outcome(
+            Status.FAILED,
+            error_code="upstream_error",
+            error_detail="Something went wrong while answering. Try again.",
+            finish_reason="error",
+        )
+    finally:
+        monitor.unregister(message.pk)
+    try:
+        streamer.flush()
+        finish(message, outcome, streamer, state)
+    except Abandoned:
+        logger.warning("message %s was taken over by the reaper", message.pk)
+    finally:
+        _release_db()
+
+
+def finish(message: Message, outcome: Outcome, streamer: Streamer, state: dict[str, Any]) -> None:
+    """streaming → final state, once; then tell the browser."""
+    profile = message.profile
+    assert profile is not None
+    usage: Usage | None = state.get("usage")
+    estimated = usage is None or bool(state.get("usage_missing"))
+    if usage is None or state.get("usage_missing"):
+        estimate = _estimate_usage(message, state["prompt_tokens"], streamer)
+        usage = _add(usage, estimate) if usage is not None else estimate
+    cost = _cost(profile, usage)
+    now = timezone.now()
+    with transaction.atomic():
+        finished = Message.objects.filter(pk=message.pk, status=Status.STREAMING).update(
+            status=outcome.status,
+            content=streamer.text,
+            refusal=streamer.refusal,
+            reasoning_summary="".join(streamer.summary_parts),
+            stream_seq=streamer.seq,
+            finish_reason=outcome.finish_reason,
+            error_code=outcome.error_code,
+            error_detail=outcome.error_detail or outcome.notice,
+            tool_calls=state["tool_calls"],
+            history_truncated=state.get("left_out", 0),
+            prompt_tokens=usage.prompt_tokens,
+            cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_estimated=estimated,
+            cost_usd=cost,
+            price_snapshot={
+                "input": str(profile.input_price),
+                "cached_input": str(profile.cached_input_price),
+                "output": str(profile.output_price),
+            },
+            lease_expires_at=None,
+            finished_at=now,
+        )
+        if not finished:
+            raise Abandoned()
+        settle(message_id=message.pk, cost=cost, estimated=estimated)
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
+        transaction.on_commit(lambda: _after_finish(message.pk, outcome))
+    if outcome.status == Status.FAILED:
+        frame: dict[str, Any] = {
+            "type": "error",
+            "message": message.pk,
+            "seq": streamer.seq + 1,
+            "code": outcome.error_code,
+            "detail": outcome.error_detail,
+            "partial": bool(streamer.text),
+            "usage": usage.as_dict(),
+            "cost_usd": str(cost),
+        }
+    else:
+        frame = {
+            "type": "done",
+            "message": message.pk,
+            "seq": streamer.seq + 1,
+            "status": outcome.status,
+            "finish_reason": outcome.finish_reason,
+            "usage": usage.as_dict(),
+            "usage_estimated": estimated,
+            "cost_usd": str(cost),
+        }
+        if outcome.notice:
+            frame["notice"] = outcome.notice
+        if streamer.refusal:
+            frame["refusal"] = streamer.refusal
+    publish(message.pk, frame)
+
+
+def _after_finish(message_id: int, outcome: Outcome) -> None:
+    """Hook for work that follows a finished answer (titles, budget alerts)."""
+    from conversations import titles
+
+    if outcome.status == Status.DONE:
+        titles.maybe_schedule_title(message_id)

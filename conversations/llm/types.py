@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0  # visible + hidden reasoning: never add reasoning again
+    reasoning_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class RefusalDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningSummaryDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    usage: Usage
+
+
+StreamEvent = TextDelta | RefusalDelta | ReasoningSummaryDelta | ToolCallDelta | Finished | UsageReport
+
+
+@dataclass
+class ChatRequest:
+    """Provider-neutral description of one upstream call."""
+
+    messages: list[dict[str, Any]]
+    reasoning_effort: str
+    max_completion_tokens: int
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    response_format: dict[str, Any] | None = None
+    stream: bool = True
+
+
+class LLMError(Exception):
+    """An upstream failure translated into one of our error codes.
+
+    ``retryable`` says whether trying again could succeed (and is only acted on before
+    any text reached the user); ``retry_after`` is the provider's hint in seconds.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+MILLION = Decimal(1_000_000)
+
+
+class ModelProfile(models.Model):
+    """Everything needed to build a request for one model, edited by admins as data."""
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        AZURE = "azure", "Azure OpenAI"
+        COMPATIBLE = "compatible", "OpenAI-compatible"
+
+    class ApiStyle(models.TextChoices):
+        CHAT = "chat", "Chat Completions"
+        RESPONSES = "responses", "Responses (reasoning summaries)"
+
+    class InstructionRole(models.TextChoices):
+        DEVELOPER = "developer", "developer"
+        SYSTEM = "system", "system"
+
+    name = models.SlugField(max_length=80, unique=True, help_text="Key used by CHAT_MODEL.")
+    display_name = models.CharField(max_length=120)
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.OPENAI)
+    model = models.CharField(
+        max_length=200, help_text="Model name, or the deployment name on Azure OpenAI."
+    )
+    endpoint = models.URLField(
+        blank=True,
+        help_text="Base URL. Empty: OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT from the environment.",
+    )
+    api_version = models.CharField(
+        max_length=40, blank=True, help_text="Azure api-version; empty uses the v1 GA path."
+    )
+    api_key_env = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="Name of the environment variable holding this profile's key (never the key).",
+    )
+    api_style = models.CharField(max_length=12, choices=ApiStyle.choices, default=ApiStyle.CHAT)
+    instruction_role = models.CharField(
+        max_length=12, choices=InstructionRole.choices, default=InstructionRole.DEVELOPER
+    )
+    accepted_params = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Optional request parameters this model accepts, e.g. reasoning_effort, "
+        "max_completion_tokens, tools, response_format, temperature.",
+    )
+    reasoning_efforts = models.JSONField(default=list, blank=True)
+    default_effort = models.CharField(max_length=16, blank=True)
+    context_window = models.PositiveIntegerField()
+    max_output_tokens = models.PositiveIntegerField()
+    max_completion_tokens = models.PositiveIntegerField(
+        help_text="Default cap on visible + reasoning tokens per turn."
+    )
+    max_completion_tokens_by_effort = models.JSONField(default=dict, blank=True)
+    input_price = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M")
+    cached_input_price = models.DecimalField(
+        max_digits=10, decimal_places=4, help_text="USD per 1M"
+    )
+    output_price = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M")
+    shutdown_date = models.DateField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    def clean(self) -> None:
+        if self.reasoning_efforts and self.default_effort not in self.reasoning_efforts:
+            raise ValidationError({"default_effort": "Must be one of the reasoning efforts."})
+        if self.max_completion_tokens > self.max_output_tokens:
+            raise ValidationError({"max_completion_tokens": "Cannot exceed max output tokens."})
+
+    def accepts(self, param: str) -> bool:
+        return param in (self.accepted_params or [])
+
+    def effort_or_default(self, effort: str | None) -> str:
+        if effort and effort in (self.reasoning_efforts or []):
+            return effort
+        return self.default_effort
+
+    def completion_cap(self, effort: str) -> int:
+        by_effort: dict[str, Any] = self.max_completion_tokens_by_effort or {}
+        return int(by_effort.get(effort, self.max_completion_tokens))
+
+    def is_retired(self, on: dt.date | None = None) -> bool:
+        return self.shutdown_date is not None and self.shutdown_date <= (
+            on or timezone.localdate()
+        )
+
+    def cost(self, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
+        """Dollar cost; reasoning tokens are already inside completion_tokens."""
+        uncached = max(prompt_tokens - cached_tokens, 0)
+        return (
+            uncached * self.input_price
+            + cached_tokens * self.cached_input_price
+            + completion_tokens * self.output_price
+        ) / MILLION
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def owned_by(self, user: Any) -> ConversationQuerySet:
+        return self.filter(user=user)
+
+
+class Conversation(models.Model):
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="conversations"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    profile = models.ForeignKey(ModelProfile, on_delete=models.PROTECT, related_name="+")
+    title = models.CharField(max_length=200, blank=True)
+    title_generated = models.BooleanField(default=False)
+    custom_instructions = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "organization", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New conversation"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STREAMING = "streaming", "Streaming"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Stopped"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+    LIVE_STATUSES = (Status.PENDING, Status.STREAMING)
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
+    client_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    # Assistant-only facts: which model answered, how, and what it cost.
+    profile = models.ForeignKey(
+        ModelProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    model_name = models.CharField(max_length=200, blank=True)
+    reasoning_effort = models.CharField(max_length=16, blank=True)
+    max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    refusal = models.TextField(blank=True)
+    reasoning_summary = models.TextField(blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_detail = models.TextField(blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    history_truncated = models.PositiveIntegerField(
+        default=0, help_text="How many older turns were left out to fit the context window."
+    )
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    price_snapshot = models.JSONField(default=dict, blank=True)
+    stream_seq = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"]),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="live_message_lease",
+                condition=Q(status__in=["pending", "streaming"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.pk} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+    def usage_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }

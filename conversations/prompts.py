@@ -1,0 +1,96 @@
+"""What the model is sent: instructions, then as much recent history as fits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conversations.models import Message, ModelProfile
+from emulator.tokens import count_tokens
+
+# Reasoning models answer in plain text unless the developer message starts with this.
+FORMATTING_LINE = "Formatting re-enabled"
+PER_MESSAGE_OVERHEAD = 3
+PRIMING_TOKENS = 3
+SAFETY_MARGIN = 256
+
+
+@dataclass
+class Prompt:
+    messages: list[dict[str, Any]]
+    prompt_tokens: int
+    left_out: int
+
+
+def instructions_for(*, org_message: str, custom: str) -> str:
+    parts = [FORMATTING_LINE, org_message.strip(), custom.strip()]
+    return "\n\n".join(part for part in parts if part)
+
+
+def message_tokens(message: dict[str, Any]) -> int:
+    return PER_MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""))
+
+
+def _history_turns(assistant: Message) -> list[list[dict[str, Any]]]:
+    """Earlier messages grouped into turns (a user message and the answer after it)."""
+    earlier = (
+        Message.objects.filter(conversation_id=assistant.conversation_id, id__lt=assistant.id)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("id")
+        .values("role", "content", "status")
+    )
+    turns: list[list[dict[str, Any]]] = []
+    for row in earlier:
+        item = {"role": row["role"], "content": row["content"]}
+        if row["role"] == Message.Role.USER or not turns:
+            turns.append([item])
+        else:
+            turns[-1].append(item)
+    return turns
+
+
+def build_prompt(
+    assistant: Message, *, profile: ModelProfile, org_message: str, custom: str
+) -> Prompt:
+    """Instructions first, then the newest turns that fit the context window.
+
+    The budget leaves room for the turn's whole completion cap (visible + reasoning
+    tokens count against the window) plus a margin for chat formatting overhead.
+    """
+    instructions = {
+        "role": profile.instruction_role,
+        "content": instructions_for(org_message=org_message, custom=custom),
+    }
+    budget = (
+        profile.context_window
+        - (assistant.max_completion_tokens or profile.max_completion_tokens)
+        - SAFETY_MARGIN
+        - PRIMING_TOKENS
+    )
+    used = message_tokens(instructions)
+    turns = _history_turns(assistant)
+    kept: list[list[dict[str, Any]]] = []
+    for turn in reversed(turns):
+        cost = sum(message_tokens(item) for item in turn)
+        # The newest turn (the question being answered) is always sent; if even that
+        # does not fit, the provider's context_length_exceeded says so plainly.
+        if kept and used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    left_out = len(turns) - len(kept)
+    messages = [instructions] + [item for turn in reversed(kept) for item in turn]
+    return Prompt(messages=messages, prompt_tokens=used + PRIMING_TOKENS, left_out=left_out)
+
+
+def estimate_prompt_tokens(
+    *, conversation_id: int | None, content: str, profile: ModelProfile, org_message: str,
+    custom: str, completion_cap: int,
+) -> int:
+    """An upper bound on the next request's prompt tokens, for the budget reservation."""
+    total = PRIMING_TOKENS + message_tokens({"content": instructions_for(org_message=org_message, custom=custom)})
+    total += message_tokens({"content": content})
+    if conversation_id is not None:
+        for text in Message.objects.filter(conversation_id=conversation_id).values_list("content", flat=True):
+            total += message_tokens({"content": text})
+    return min(total, max(profile.context_window - completion_cap, 0)) + SAFETY_MARGIN

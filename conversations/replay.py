@@ -1,0 +1,109 @@
+"""Short-lived buffer of each answer's frames, so a reconnecting tab resumes exactly.
+
+Redis when ``REDIS_URL`` is set (shared by web and worker processes); a process-local
+dict in embedded mode, where web and worker share one process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from functools import cache
+from typing import Any, Protocol
+
+from django.conf import settings
+
+
+def _key(message_id: int) -> str:
+    return f"teamchat:replay:{message_id}"
+
+
+class ReplayStore(Protocol):
+    def append(self, message_id: int, frame: dict[str, Any]) -> None: ...
+
+    async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]: ...
+
+    def read_sync(self, message_id: int) -> list[dict[str, Any]]: ...
+
+
+class RedisReplayStore:
+    def __init__(self, url: str, ttl: int) -> None:
+        self.url = url
+        self.ttl = ttl
+        self._local = threading.local()
+        self._async_clients: dict[int, Any] = {}
+
+    def _sync_client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import redis
+
+            client = self._local.client = redis.Redis.from_url(self.url)
+        return client
+
+    def append(self, message_id: int, frame: dict[str, Any]) -> None:
+        pipe = self._sync_client().pipeline(transaction=False)
+        pipe.rpush(_key(message_id), json.dumps(frame, separators=(",", ":")))
+        pipe.expire(_key(message_id), self.ttl)
+        pipe.execute()
+
+    def read_sync(self, message_id: int) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self._sync_client().lrange(_key(message_id), 0, -1)]
+
+    async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
+        import asyncio
+
+        import redis.asyncio as aredis
+
+        # One client per event loop: redis-py asyncio connections must not cross loops.
+        loop_id = id(asyncio.get_running_loop())
+        client = self._async_clients.get(loop_id)
+        if client is None:
+            client = self._async_clients[loop_id] = aredis.Redis.from_url(self.url)
+        raw = await client.lrange(_key(message_id), 0, -1)
+        frames = [json.loads(item) for item in raw]
+        return [frame for frame in frames if frame.get("seq", 0) > after_seq]
+
+
+class MemoryReplayStore:
+    def __init__(self, ttl: int) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._frames: dict[int, tuple[float, list[dict[str, Any]]]] = {}
+
+    def append(self, message_id: int, frame: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            _, frames = self._frames.get(message_id, (now, []))
+            frames.append(frame)
+            self._frames[message_id] = (now + self.ttl, frames)
+            for stale in [k for k, (exp, _) in self._frames.items() if exp < now]:
+                del self._frames[stale]
+
+    def read_sync(self, message_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._frames.get(message_id, (0.0, []))[1])
+
+    async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
+        with self._lock:
+            _, frames = self._frames.get(message_id, (0.0, []))
+            return [frame for frame in frames if frame.get("seq", 0) > after_seq]
+
+
+@cache
+def get_replay_store() -> ReplayStore:
+    if settings.REDIS_URL:
+        return RedisReplayStore(settings.REDIS_URL, settings.REPLAY_TTL_SECONDS)
+    return MemoryReplayStore(settings.REPLAY_TTL_SECONDS)
+
+
+def read_text(message_id: int, checkpoint_text: str, checkpoint_seq: int) -> tuple[str, int]:
+    """The checkpointed text plus any text deltas the buffer holds beyond it."""
+    text, seq = checkpoint_text, checkpoint_seq
+    for frame in sorted(get_replay_store().read_sync(message_id), key=lambda f: f.get("seq", 0)):
+        if frame.get("type") == "delta" and frame["seq"] == seq + 1:
+            if not frame.get("refusal"):
+                text += frame["text"]
+            seq = frame["seq"]
+    return text, seq

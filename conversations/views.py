@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from conversations.access import get_conversation_for_user, get_membership
+from conversations.exceptions import NotFound
+from conversations.llm import is_demo_mode
+from conversations.models import Conversation, Message
+from conversations.profiles import default_profile, enabled_profiles, is_retired
+
+
+class InstructionsForm(forms.Form):
+    custom_instructions = forms.CharField(
+        label="Custom instructions", required=False, max_length=8000, widget=forms.Textarea
+    )
+
+
+def _message_state(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "seq": message.stream_seq,
+        "reasoning_effort": message.reasoning_effort,
+        "model": message.model_name,
+        "finish_reason": message.finish_reason,
+        "refusal": message.refusal,
+        "reasoning_summary": message.reasoning_summary,
+        "error_code": message.error_code,
+        "error_detail": message.error_detail,
+        "tool_calls": message.tool_calls,
+        "left_out": message.history_truncated,
+        "usage": message.usage_dict(),
+        "usage_estimated": message.usage_estimated,
+        "cost_usd": str(message.cost_usd),
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def _profile_state(profile: Any) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    return {
+        "name": profile.name,
+        "display_name": profile.display_name,
+        "efforts": profile.reasoning_efforts,
+        "default_effort": profile.default_effort,
+        "retired": is_retired(profile),
+        "shutdown_date": profile.shutdown_date.isoformat() if profile.shutdown_date else None,
+    }
+
+
+def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
+    membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
+    organization = membership.organization
+    conversations = (
+        Conversation.objects.filter(user=request.user, organization=organization)
+        .order_by("-updated_at")
+        .only("id", "title", "updated_at")[:200]
+    )
+    messages = list(conversation.messages.order_by("id")) if conversation else []
+    profile = conversation.profile if conversation else default_profile(organization)
+    profiles = [_profile_state(p) for p in enabled_profiles(organization)]
+    state = {
+        "conversation": conversation.pk if conversation else None,
+        "messages": [_message_state(m) for m in messages],
+        "profile": _profile_state(profile),
+        "profiles": profiles,
+        "max_chars": settings.MAX_MESSAGE_CHARS,
+    }
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation": conversation,
+            "conversations": conversations,
+            "organization": organization,
+            "membership": membership,
+            "memberships": request.user.memberships.select_related("organization"),  # type: ignore[union-attr]
+            "demo_mode": is_demo_mode(),
+            "state": state,
+            "instructions_form": InstructionsForm(
+                initial={"custom_instructions": conversation.custom_instructions if conversation else ""}
+            ),
+        },
+    )
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return _chat_page(request, None)
+
+
+@login_required
+def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        conversation = get_conversation_for_user(request.user, conversation_id)  # type: ignore[arg-type]
+    except NotFound as exc:
+        raise Http404("No such conversation") from exc
+    if conversation.organization_id != request.session.get("organization_id"):
+        request.session["organization_id"] = conversation.organization_id
+    return _chat_page(request, conversation)
+
+
+@login_required
+@require_POST
+def update_instructions(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        conversation = get_conversation_for_user(request.user, conversation_id)  # type: ignore[arg-type]
+    except NotFound as exc:
+        raise Http404("No such conversation") from exc
+    form = InstructionsForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors}, status=400)
+    conversation.custom_instructions = form.cleaned_data["custom_instructions"]
+    conversation.save(update_fields=["custom_instructions"])
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse({"custom_instructions": conversation.custom_instructions})
+    return redirect("conversations:detail", conversation_id=conversation.pk)
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    connection.close()
+    return "ok"
+
+
+def _check_broker() -> str:
+    from chatsite.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return "ok"
+
+
+async def _check_channel_layer() -> str:
+    layer = get_channel_layer()
+    if layer is None:
+        return "missing"
+    channel = await layer.new_channel("healthz.")
+    await layer.send(channel, {"type": "healthz"})
+    received = await asyncio.wait_for(layer.receive(channel), timeout=2)
+    return "ok" if received.get("type") == "healthz" else "wrong reply"
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, str] = {}
+    for name, check in (
+        ("database", sync_to_async(_check_database)),
+        ("channel_layer", _check_channel_layer),
+        ("broker", sync_to_async(_check_broker)),
+    ):
+        try:
+            checks[name] = await check()
+        except Exception as exc:  # report, never raise: this is what monitoring reads
+            checks[name] = f"error: {type(exc).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", **checks,
+         "mode": "embedded" if settings.EMBEDDED else "full"},
+        status=200 if healthy else 503,
+    )

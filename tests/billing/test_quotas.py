@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Membership, Organization, User
+from billing import quotas
+from billing.models import Reservation, UsagePeriod
+from conversations.exceptions import TurnRefused
+from conversations.models import Message, ModelProfile
+from conversations.replies import start_turn
+from tests.conftest import make_user
+
+O3_WORST_MEDIUM = Decimal("0.110000")  # 25,000-token cap × $4.40 per million
+
+
+def test_worst_case_is_prompt_at_input_price_plus_cap_at_output_price(o3_mini: Any) -> None:
+    cost = quotas.worst_case_cost(o3_mini, prompt_tokens=1000, completion_cap=25_000)
+    assert cost == Decimal("0.001100") + O3_WORST_MEDIUM
+
+
+def test_cost_bills_cached_tokens_at_the_cached_price_and_reasoning_once(o3_mini: Any) -> None:
+    # 1,200 prompt (1,024 cached) + 650 completion (512 of them reasoning).
+    cost = o3_mini.cost(prompt_tokens=1200, cached_tokens=1024, completion_tokens=650)
+    assert cost == Decimal("0.0036168")
+
+
+def test_periods_are_calendar_months_in_the_org_time_zone(org_a: Organization) -> None:
+    org_a.time_zone = "America/Los_Angeles"
+    # 02:00 UTC on 1 Dec is still 30 Nov in Los Angeles.
+    when = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+    assert quotas.period_start(org_a, when) == dt.date(2026, 11, 1)
+    assert quotas.next_period_start(dt.date(2026, 11, 1)) == dt.date(2026, 12, 1)
+
+
+def _send(user: User, text: str = "hello", conversation: int | None = None) -> Any:
+    return start_turn(user=user, organization_id=None, conversation_id=conversation,
+                      content=text, reasoning_effort="medium")
+
+
+@pytest.mark.django_db
+def test_a_turn_reserves_its_worst_case_on_both_rows(alice: User, org_a: Organization) -> None:
+    turn = _send(alice)
+    reservation = Reservation.objects.get(message=turn.assistant_message)
+    assert reservation.amount_usd > O3_WORST_MEDIUM
+    rows = UsagePeriod.objects.filter(organization=org_a)
+    assert {row.user_id for row in rows} == {None, alice.pk}
+    assert all(row.reserved_usd == reservation.amount_usd for row in rows)
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_turn_over_the_member_budget_and_changes_nothing(
+    alice: User, bob: User, org_a: Organization
+) -> None:
+    membership = Membership.objects.get(user=bob)
+    membership.monthly_budget_usd = Decimal("0.10")  # less than one worst case
+    membership.save(update_fields=["monthly_budget_usd"])
+    with pytest.raises(TurnRefused) as refused:
+        _send(bob)
+    assert refused.value.code == "quota_exceeded"
+    assert "$0.10" in refused.value.detail and "Request more" in refused.value.detail
+    assert not Message.objects.exists()
+    assert not Reservation.objects.exists()
+    assert all(row.reserved_usd == 0 for row in UsagePeriod.objects.all())
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_turn_over_the_org_budget(alice: User, org_a: Organization) -> None:
+    org_a.monthly_budget_usd = Decimal("0.05")
+    org_a.save(update_fields=["monthly_budget_usd"])
+    with pytest.raises(TurnRefused) as refused:
+        _send(alice)
+    assert refused.value.code == "quota_exceeded"
+    assert "organization's monthly budget of $0.05" in refused.value.detail
+
+
+@pytest.mark.django_db
+def test_settlement_charges_actual_releases_the_rest_and_happens_once(alice: User) -> None:
+    turn = _send(alice)
+    reservation = Reservation.objects.get(message=turn.assistant_message)
+    with transaction.atomic():
+        assert quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.000917"), estimated=False)
+    with transaction.atomic():  # a redelivered task settling again
+        assert not quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.5"), estimated=False)
+    for row in UsagePeriod.objects.all():
+        assert row.reserved_usd == 0
+        assert row.spent_usd == Decimal("0.000917")
+    reservation.refresh_from_db()
+    assert reservation.charged_usd == Decimal("0.000917") and reservation.settled_at
+
+
+@pytest.mark.django_db
+def test_a_new_month_starts_from_zero(alice: User, org_a: Organization) -> None:
+    org_a.member_budget_usd = Decimal("0.20")
+    org_a.save(update_fields=["member_budget_usd"])
+    turn = _send(alice)
+    with transaction.atomic():
+        quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.15"), estimated=False)
+    Message.objects.update(status=Message.Status.DONE)
+    with pytest.raises(TurnRefused):
+        _send(alice, conversation=turn.conversation.pk)
+    next_month = quotas.next_period_start(quotas.period_start(org_a)) + dt.timedelta(hours=12)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timezone, "now", lambda: dt.datetime.combine(next_month, dt.time(12), tzinfo=dt.UTC))
+        new_turn = _send(alice, conversation=turn.conversation.pk)
+    assert new_turn.assistant_message.reservation.member_period.period_start == next_month.replace(day=1)
+
+
+@pytest.mark.slow
+def test_concurrent_turns_never_overspend_an_exact_budget(
+    celery_worker: Any, emulator: Any
+) -> None:
+    """N simultaneous turns against a budget that fits exactly K worst cases."""
+    n, k = 50, 7
+    owner = make_user("owner@example.com", org_name="Race Inc")
+    organization = owner.memberships.get().organization
+    users = [owner] + [
+        make_user(f"member{i}@example.com", organization=organization) for i in range(n - 1)
+    ]
+    # Every turn here has the same worst case; the budget fits exactly k of them.
+    probe = quotas.worst_case_cost(
+        ModelProfile.objects.get(name="o3-mini"),
+        prompt_tokens=_prompt_estimate(organization), completion_cap=25_000,
+    )
+    organization.monthly_budget_usd = (probe * k).quantize(Decimal("0.01"), rounding="ROUND_CEILING")
+    if organization.monthly_budget_usd >= probe * (k + 1):
+        pytest.fail("budget rounding would admit an extra turn")
+    organization.save(update_fields=["monthly_budget_usd"])
+    emulator.config.think_ms = {"low": 0, "medium": 300, "high": 0}
+
+    barrier = threading.Barrier(n)
+    started: list[int] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def attempt(user: User) -> None:
+        try:
+            barrier.wait()
+            turn = _send(user, "race")
+            with lock:
+                started.append(turn.assistant_message.pk)
+        except TurnRefused as refusal:
+            with lock:
+                refused.append(refusal.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(started) == k
+    assert refused == ["quota_exceeded"] * (n - k)
+    deadline = time.monotonic() + 60
+    while Message.objects.filter(status__in=Message.LIVE_STATUSES).exists():
+        assert time.monotonic() < deadline, "answers did not finish"
+        time.sleep(0.1)
+    upstream_calls = [e for e in emulator.journal if e["path"].endswith("/chat/completions")
+                      and e["body"] and e["body"].get("stream")]
+    assert len(upstream_calls) == k
+    org_row = UsagePeriod.objects.get(organization=organization, user=None)
+    assert org_row.reserved_usd == 0
+    assert org_row.spent_usd <= organization.monthly_budget_usd
+    assert org_row.spent_usd == sum(
+        Message.objects.filter(pk__in=started).values_list("cost_usd", flat=True), Decimal(0)
+    )
+
+
+def _prompt_estimate(organization: Organization) -> int:
+    from conversations.prompts import estimate_prompt_tokens
+
+    profile = ModelProfile.objects.get(name="o3-mini")
+    return estimate_prompt_tokens(conversation_id=None, content="race", profile=profile,
+                                  org_message="", custom="", completion_cap=25_000)

@@ -1,0 +1,49 @@
+"""Helpers to drive the real ASGI app's websocket as a signed-in browser would."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from chatsite.asgi import application
+
+ORIGIN = b"http://127.0.0.1:8000"
+
+
+def _session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def connect(user: Any | None, *, origin: bytes = ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1:8000")]
+    if user is not None:
+        cookie = await sync_to_async(_session_cookie)(user)
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    return communicator
+
+
+async def send(communicator: WebsocketCommunicator, frame: Any) -> None:
+    await communicator.send_to(text_data=json.dumps(frame))
+
+
+async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> dict[str, Any]:
+    return json.loads(await communicator.receive_from(timeout=timeout))
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator, *types: str, timeout: float = 20
+) -> list[dict[str, Any]]:
+    """Every frame up to and including the first whose type is in `types`."""
+    frames = []
+    while True:
+        frame = await receive(communicator, timeout)
+        frames.append(frame)
+        if frame["type"] in types:
+            return frames
