@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chatsite.static_vendor import vendor_static_dirs
 from chatsite.env import (
     check_redis_url,
     env_bool,
@@ -18,6 +17,7 @@ from chatsite.env import (
     env_str,
     parse_database_url,
 )
+from chatsite.static_vendor import vendor_static_dirs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))

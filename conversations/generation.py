@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.quotas import settle
+from billing.quotas import settle, worst_case_cost
 from conversations import llm
 from conversations.live import LiveReply, monitor
 from conversations.llm.types import (
@@ -35,7 +35,7 @@ from conversations.llm.types import (
     UsageReport,
 )
 from conversations.models import Conversation, Message, ModelProfile
-from conversations.prompts import build_prompt
+from conversations.prompts import build_prompt, message_tokens
 from conversations.realtime import publish
 from conversations.tools import run_tool, tool_schemas
 from emulator.tokens import count_tokens
@@ -302,7 +302,21 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
         )
     messages = list(prompt.messages)
     tools = tool_schemas() if profile.accepts("tools") else []
+    reserved = _reserved_amount(message)
     for round_number in range(settings.MAX_TOOL_ROUNDS + 1):
+        if round_number and reserved is not None:
+            # Each tool round is another billed call; the turn's single reservation must
+            # cover the spend so far plus this round's worst case, or tools stop here.
+            prompt_tokens = sum(message_tokens(m) for m in messages)
+            so_far = _cost(profile, state.get("usage") or Usage())
+            if so_far + worst_case_cost(
+                profile, prompt_tokens=prompt_tokens,
+                completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
+            ) > reserved:
+                return Outcome(
+                    Status.DONE, finish_reason="tool_calls",
+                    notice="Tool use stopped: another step would exceed this turn's budget reservation.",
+                )
         request = ChatRequest(
             messages=messages,
             reasoning_effort=message.reasoning_effort,
@@ -337,6 +351,14 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
                 {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(output)}
             )
     return Outcome(Status.DONE, finish_reason="tool_calls")
+
+
+def _reserved_amount(message: Message) -> Decimal | None:
+    from billing.models import Reservation
+
+    amount = Reservation.objects.filter(message_id=message.pk).values_list("amount_usd", flat=True).first()
+    _release_db()
+    return amount
 
 
 def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Outcome:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing.quotas import reserve, settle
 from conversations.access import get_conversation_for_user, get_membership, get_message_for_user
 from conversations.exceptions import NotFound, TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
-from billing.quotas import reserve, settle
 from conversations.profiles import usable_profile
 from conversations.prompts import estimate_prompt_tokens
 from conversations.realtime import publish
@@ -193,9 +193,25 @@ def reap_stale_replies() -> int:
                     "partial": bool(text),
                 },
             )
+    reaped += _settle_leaked_reservations()
     if reaped:
-        logger.warning("reaped %d interrupted answers", reaped)
+        logger.warning("reaped %d interrupted answers or leaked reservations", reaped)
     return reaped
+
+
+def _settle_leaked_reservations() -> int:
+    """Defence in depth: a final message whose reservation is still open (which the
+    same-transaction settlement should make impossible) is settled to its recorded cost."""
+    from billing.models import Reservation
+
+    leaked = Reservation.objects.filter(
+        settled_at=None, message__status__in=Message.FINAL_STATUSES
+    ).values_list("message_id", "message__cost_usd", "message__usage_estimated")[:500]
+    settled = 0
+    for message_id, cost, estimated in leaked:
+        with transaction.atomic():
+            settled += settle(message_id=message_id, cost=cost, estimated=estimated)
+    return settled
 
 
 def _interrupt(pk: int, status: str, now: datetime, text: str, last_seq: int) -> bool:

@@ -40,9 +40,8 @@ def _evaluate(node: ast.AST) -> Fraction:
         return Fraction(Decimal(str(node.value)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow):
-            if right.denominator != 1 or abs(right) > MAX_EXPONENT:
-                raise ToolError("Exponents must be whole numbers up to 1000.")
+        if isinstance(node.op, ast.Pow) and (right.denominator != 1 or abs(right) > MAX_EXPONENT):
+            raise ToolError("Exponents must be whole numbers up to 1000.")
         if isinstance(node.op, ast.Div | ast.FloorDiv | ast.Mod) and right == 0:
             raise ToolError("Division by zero.")
         return Fraction(_BINARY[type(node.op)](left, right))

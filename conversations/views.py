@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from billing.quotas import budget_status
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
 from conversations.llm import is_demo_mode
@@ -73,7 +74,10 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
     messages = list(conversation.messages.order_by("id")) if conversation else []
     profile = conversation.profile if conversation else default_profile(organization)
     profiles = [_profile_state(p) for p in enabled_profiles(organization)]
+    budgets = budget_status(membership)
     state = {
+        "budget": {name: status.as_dict() for name, status in budgets.items()},
+        "is_admin": membership.is_admin,
         "conversation": conversation.pk if conversation else None,
         "messages": [_message_state(m) for m in messages],
         "profile": _profile_state(profile),

@@ -8,6 +8,7 @@ after text was shown would duplicate (and double-bill) an answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -209,10 +210,9 @@ class ChatStream:
 
     def close(self) -> None:
         self._closed.set()
-        try:
+        # Closing a half-read response from another thread is best effort.
+        with contextlib.suppress(Exception):
             self._raw.close()
-        except Exception:  # closing a half-read response from another thread is best effort
-            pass
 
     @property
     def closed(self) -> bool:
