@@ -174,6 +174,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-replies": {"task": "conversations.tasks.reap_stale_replies", "schedule": 30.0},
+    "refresh-shutdown-dates": {
+        "task": "conversations.tasks.refresh_shutdown_dates", "schedule": 6 * 3600.0,
+    },
 }
 
 # --- Model providers ---------------------------------------------------------------------

@@ -1,14 +1,20 @@
 from django.contrib import admin
 
 from conversations.models import Conversation, Message, ModelProfile
+from conversations.profiles import shutdown_warning
 
 
 @admin.register(ModelProfile)
 class ModelProfileAdmin(admin.ModelAdmin):
     list_display = ["display_name", "name", "provider", "model", "api_style", "context_window",
-                    "input_price", "cached_input_price", "output_price", "shutdown_date", "is_active"]
+                    "input_price", "cached_input_price", "output_price", "shutdown_date",
+                    "retirement", "is_active"]
     list_filter = ["provider", "api_style", "is_active"]
     search_fields = ["name", "display_name", "model"]
+
+    @admin.display(description="Retirement")
+    def retirement(self, profile: ModelProfile) -> str:
+        return shutdown_warning(profile, within_days=60) or "—"
 
 
 @admin.register(Conversation)

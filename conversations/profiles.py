@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from conversations.exceptions import TurnRefused
 from conversations.llm import is_demo_mode
@@ -61,3 +62,39 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
             f"{profile.shutdown_date:%d %b %Y}. {advice}",
         )
     return profile
+
+
+def refresh_shutdown_dates() -> list[str]:
+    """Record shutdown dates the providers announce; returns the profiles that changed."""
+    from conversations.llm.client import listed_shutdown_date
+    from conversations.llm.types import LLMError
+
+    changed = []
+    for profile in ModelProfile.objects.filter(is_active=True):
+        if served_by_emulator(profile):
+            continue
+        try:
+            announced = listed_shutdown_date(profile)
+        except LLMError:
+            continue
+        if announced and announced != profile.shutdown_date:
+            profile.shutdown_date = announced
+            profile.save(update_fields=["shutdown_date"])
+            changed.append(profile.name)
+    return changed
+
+
+def shutdown_warning(profile: ModelProfile, *, within_days: int = 30) -> str:
+    """Words for admins when a profile retires soon or has retired."""
+    if profile.shutdown_date is None:
+        return ""
+    days = (profile.shutdown_date - timezone.localdate()).days
+    if days < 0 and served_by_emulator(profile):
+        return (f"{profile.display_name} was retired by its provider on {profile.shutdown_date:%d %b %Y}; "
+                "the offline demo still answers for it, but a real key needs a successor profile.")
+    if days < 0:
+        return f"{profile.display_name} was retired on {profile.shutdown_date:%d %b %Y}. Add and enable its successor."
+    if days <= within_days:
+        return (f"{profile.display_name} retires on {profile.shutdown_date:%d %b %Y} ({days} days). "
+                "Add and enable its successor before then.")
+    return ""

@@ -24,3 +24,10 @@ def reap_stale_replies() -> int:
     from conversations.replies import reap_stale_replies as reap
 
     return reap()
+
+
+@shared_task(ignore_result=True)
+def refresh_shutdown_dates() -> None:
+    from conversations.profiles import refresh_shutdown_dates as refresh
+
+    refresh()

@@ -18,7 +18,7 @@ from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
 from conversations.llm import is_demo_mode
 from conversations.models import Conversation, Message
-from conversations.profiles import default_profile, enabled_profiles, is_retired
+from conversations.profiles import default_profile, enabled_profiles, is_retired, shutdown_warning
 
 
 class InstructionsForm(forms.Form):
@@ -78,6 +78,8 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
     state = {
         "budget": {name: status.as_dict() for name, status in budgets.items()},
         "is_admin": membership.is_admin,
+        "admin_warnings": [w for w in (shutdown_warning(p) for p in enabled_profiles(organization)) if w]
+        if membership.is_admin else [],
         "conversation": conversation.pk if conversation else None,
         "messages": [_message_state(m) for m in messages],
         "profile": _profile_state(profile),

@@ -9,6 +9,7 @@ after text was shown would duplicate (and double-bill) an answer.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import threading
@@ -267,6 +268,25 @@ def complete_json(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]
     if not isinstance(value, dict):
         raise LLMError("upstream_error", "The model returned JSON that is not an object.")
     return value
+
+
+def listed_shutdown_date(profile: ModelProfile) -> dt.date | None:
+    """The provider's announced shutdown date for the profile's model, if it lists one
+    (OpenAI's ``GET /v1/models/{id}`` carries ``shutdown_date``)."""
+    client = build_client(profile)
+    try:
+        model = client.models.retrieve(profile.model)
+    except openai.NotFoundError:
+        return None
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    raw = (model.model_extra or {}).get("shutdown_date")
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(str(raw)[:10])
+    except ValueError:
+        return None
 
 
 def _usage_from_chat(raw: Any) -> Usage:
