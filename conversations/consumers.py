@@ -124,7 +124,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message = await database_sync_to_async(get_message_for_user)(self.user, message_id)
         # Subscribe before reading the buffer: a frame published in between is then both
         # buffered and delivered live, and the seq check drops the duplicate.
-        await self.follow(message_id, after_seq)
+        await self.follow(message_id, after_seq, rewind=True)
         for buffered in await get_replay_store().read_after(message_id, after_seq):
             await self.forward(buffered)
         if message_id not in self.following:
@@ -140,10 +140,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
             await self.forward(final_frame(message))
 
-    async def follow(self, message_id: int, after_seq: int) -> None:
+    async def follow(self, message_id: int, after_seq: int, *, rewind: bool = False) -> None:
         if message_id not in self.following:
             await self.channel_layer.group_add(message_group(message_id), self.channel_name)
-        self.following[message_id] = max(after_seq, self.following.get(message_id, 0))
+        # An explicit resume rewinds: the tab says what it has, even if this socket sent
+        # more (a frame it lost in transit); the tab drops any duplicate by seq.
+        self.following[message_id] = (
+            after_seq if rewind else max(after_seq, self.following.get(message_id, 0))
+        )
 
     async def unfollow(self, message_id: int) -> None:
         if self.following.pop(message_id, None) is not None:

@@ -45,6 +45,11 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
     """The profile for a new turn, or a refusal that says what to use instead."""
     profiles = enabled_profiles(organization)
     profile = profiles.filter(name=name).first() if name else default_profile(organization)
+    if profile is None and name:
+        raise TurnRefused(
+            "model_unavailable",
+            f"The model profile {name!r} is not enabled for your organization. Pick another model.",
+        )
     if profile is None:
         raise TurnRefused(
             "model_unavailable",
