@@ -1,0 +1,106 @@
+"""Prompt token accounting, prompt-cache emulation and rate-limit header counters.
+
+Prompt tokens (documented approximation; OpenAI does not publish the o-series
+chat framing cost):
+
+    prompt_tokens = priming (3)
+                  + tokens(json of `tools`, if any)
+                  + sum over messages of (3 + tokens(text content) + tokens(name)
+                                          + tokens(tool-call names and arguments))
+
+Roles are not counted separately; the per-message overhead covers them.
+
+Cached tokens: a request whose first N messages (N >= 1, at least
+`cache_min_tokens` = 1024 tokens including the tools) equal those of an earlier
+request for the same model reports the largest multiple of 128 of that shared
+prefix, like OpenAI's automatic prompt caching. Seen prefixes live in a small LRU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from emulator.tokens import count_tokens
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    text: str  # the text whose tokens are billed
+    identity: str  # canonical JSON of the message, for prefix matching
+
+
+@dataclass(frozen=True)
+class PromptAccount:
+    prompt_tokens: int
+    cumulative: tuple[int, ...]  # tokens of tools + first k messages, k = 1..n
+    digests: tuple[str, ...]  # prefix identity of the first k messages, k = 1..n
+
+
+def account_prompt(
+    model_id: str,
+    tools_json: str,
+    items: list[PromptItem],
+    overhead: int,
+    priming: int,
+) -> PromptAccount:
+    running = count_tokens(tools_json)
+    digest = hashlib.sha1(f"{model_id}\x00{tools_json}\x00".encode())
+    cumulative: list[int] = []
+    digests: list[str] = []
+    for item in items:
+        running += overhead + count_tokens(item.text)
+        digest.update(item.identity.encode())
+        digest.update(b"\x00")
+        cumulative.append(running)
+        digests.append(digest.copy().hexdigest())
+    return PromptAccount(running + priming, tuple(cumulative), tuple(digests))
+
+
+class PrefixCache:
+    """LRU of prompt prefixes already seen."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached_tokens(self, account: PromptAccount, min_tokens: int, granularity: int) -> int:
+        """Look up the longest cached prefix, then remember this request's prefixes."""
+        eligible = [k for k, total in enumerate(account.cumulative) if total >= min_tokens]
+        cached = 0
+        with self._lock:
+            for k in reversed(eligible):
+                if account.digests[k] in self._seen:
+                    cached = account.cumulative[k] // granularity * granularity
+                    break
+            for k in eligible:
+                self._seen[account.digests[k]] = None
+                self._seen.move_to_end(account.digests[k])
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+        return min(cached, account.prompt_tokens)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+class RateWindow:
+    """Fixed one-minute window feeding the x-ratelimit-remaining-* headers (never enforced)."""
+
+    def __init__(self) -> None:
+        self._minute = 0
+        self._requests = 0
+        self._tokens = 0
+
+    def record(self, tokens: int, limit_requests: int, limit_tokens: int) -> tuple[int, int]:
+        minute = int(time.time() // 60)
+        if minute != self._minute:
+            self._minute, self._requests, self._tokens = minute, 0, 0
+        self._requests += 1
+        self._tokens += tokens
+        return max(limit_requests - self._requests, 0), max(limit_tokens - self._tokens, 0)
