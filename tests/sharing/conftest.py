@@ -1,0 +1,127 @@
+"""Factories and fixtures for the sharing tests (the cast comes from tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import Organization, User
+from conversations.models import Conversation, Message, ModelProfile
+from tests.conftest import free_port
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def generous_lookup_limit(settings: Any) -> None:
+    """Tests share one client address; only the rate-limit tests lower this."""
+    settings.SHARE_LOOKUPS_PER_MINUTE = 1_000_000
+
+
+def seeded_profile() -> ModelProfile:
+    """The o3-mini seed profile, restored if a transactional test flushed it."""
+    seed = importlib.import_module("conversations.migrations.0002_seed_o3_mini").O3_MINI
+    profile, _ = ModelProfile.objects.get_or_create(name=seed["name"], defaults=seed)
+    return profile
+
+
+def make_conversation(
+    user: User,
+    turns: Sequence[tuple[str, str]] = (("What is 2 + 2?", "**4**"),),
+    *,
+    title: str = "Arithmetic",
+    organization: Organization | None = None,
+    custom_instructions: str = "",
+) -> Conversation:
+    """A conversation of finished turns: each (question, answer) is a user message and a
+    done assistant message, in order."""
+    organization = organization or user.memberships.get().organization
+    profile = seeded_profile()
+    conversation = Conversation.objects.create(
+        organization=organization,
+        user=user,
+        profile=profile,
+        title=title,
+        custom_instructions=custom_instructions,
+    )
+    for question, answer in turns:
+        add_turn(conversation, question, answer)
+    return conversation
+
+
+def add_turn(
+    conversation: Conversation,
+    question: str,
+    answer: str,
+    *,
+    status: str = Message.Status.DONE,
+    **assistant_fields: Any,
+) -> tuple[Message, Message]:
+    now = timezone.now()
+    asked = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=question, created_at=now
+    )
+    answered = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content=answer,
+        status=status,
+        model_name="o3-mini",
+        reasoning_effort="medium",
+        created_at=now + timedelta(microseconds=1),
+        **assistant_fields,
+    )
+    return asked, answered
+
+
+def client_for(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def as_user() -> Callable[[User | None], Client]:
+    return client_for
+
+
+@pytest.fixture
+def share_site_url(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[str]:
+    """The real ASGI app over HTTP for browser tests.
+
+    Uses the suite's ``live_server_url`` (uvicorn + Celery worker + emulator) when the
+    emulator server module exists; until then, the same uvicorn set-up without the
+    worker, which sharing does not need (no answer is generated in these tests).
+    """
+    if importlib.util.find_spec("emulator.server") is not None:
+        yield request.getfixturevalue("live_server_url")
+        return
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        "chatsite.asgi:application", host="127.0.0.1", port=port, log_level="warning",
+        lifespan="off", ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
