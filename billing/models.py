@@ -96,6 +96,9 @@ class BudgetRequest(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"budget request {self.pk} ({self.status})"
+
 
 class Notification(models.Model):
     user = models.ForeignKey(
@@ -111,3 +114,6 @@ class Notification(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text[:60]

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "accounts",
     "conversations",
     "billing",
+    "sharing",
 ]
 
 MIDDLEWARE = [

@@ -7,5 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("healthz", healthz, name="healthz"),
+    path("", include("accounts.org_urls")),
+    path("", include("sharing.urls")),
     path("", include("conversations.urls")),
 ]

@@ -71,8 +71,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict):
             await self.send_error("invalid_request", "Frames must be JSON objects.")
             return
-        handler = {"send": self.on_send, "stop": self.on_stop, "resume": self.on_resume}.get(
-            frame.get("type")  # type: ignore[arg-type]
+        kind = frame.get("type")
+        # A non-string type (a list, an object) is a bad frame, not a crash: it cannot
+        # be a dict key.
+        handler = (
+            {"send": self.on_send, "stop": self.on_stop, "resume": self.on_resume}.get(kind)
+            if isinstance(kind, str)
+            else None
         )
         if handler is None:
             await self.send_error("invalid_request", "Unknown frame type.")

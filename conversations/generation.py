@@ -34,7 +34,7 @@ from conversations.llm.types import (
     Usage,
     UsageReport,
 )
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import MILLION, Conversation, Message, ModelProfile
 from conversations.prompts import build_prompt, message_tokens
 from conversations.realtime import publish
 from conversations.tools import run_tool, tool_schemas
@@ -47,6 +47,8 @@ Status = Message.Status
 # Without a usage chunk (stop, crash, dropped stream) the hidden reasoning is unknown;
 # bill a conservative allowance per effort rather than nothing, and flag it.
 REASONING_ALLOWANCE = {"minimal": 256, "low": 1024, "medium": 4096, "high": 16384}
+# A tool round with a smaller completion budget than this would mostly end in reasoning.
+MIN_TOOL_ROUND_TOKENS = 1024
 
 
 class Cancelled(Exception):
@@ -303,16 +305,22 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
     messages = list(prompt.messages)
     tools = tool_schemas() if profile.accepts("tools") else []
     reserved = _reserved_amount(message)
+    full_cap = cap = message.max_completion_tokens or profile.max_completion_tokens
     for round_number in range(settings.MAX_TOOL_ROUNDS + 1):
         if round_number and reserved is not None:
-            # Each tool round is another billed call; the turn's single reservation must
-            # cover the spend so far plus this round's worst case, or tools stop here.
+            # Each tool round is another billed call under the turn's one reservation, which
+            # holds a single worst case: a later round gets the completion budget still
+            # unspent (a whole fresh cap never fits), and tools stop when too little is left.
             prompt_tokens = sum(message_tokens(m) for m in messages)
             so_far = _cost(profile, state.get("usage") or Usage())
-            if so_far + worst_case_cost(
-                profile, prompt_tokens=prompt_tokens,
-                completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
-            ) > reserved:
+            left = reserved - so_far - worst_case_cost(
+                profile, prompt_tokens=prompt_tokens, completion_cap=0
+            )
+            if left <= 0:
+                cap = 0
+            elif profile.output_price > 0:
+                cap = min(cap, int(left * MILLION / profile.output_price))
+            if cap <= 0 or cap < min(MIN_TOOL_ROUND_TOKENS, full_cap):
                 return Outcome(
                     Status.DONE, finish_reason="tool_calls",
                     notice="Tool use stopped: another step would exceed this turn's budget reservation.",
@@ -320,7 +328,7 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
         request = ChatRequest(
             messages=messages,
             reasoning_effort=message.reasoning_effort,
-            max_completion_tokens=message.max_completion_tokens or profile.max_completion_tokens,
+            max_completion_tokens=cap,
             tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
         )
         result = _stream_round(profile, request, streamer, live)

@@ -2,8 +2,11 @@
 
 Every frame sent from a worker goes through :func:`publish`. Calling
 ``async_to_sync(group_send)`` per frame would build an event loop and a Redis
-connection per call (channels_redis#125); instead one long-lived loop per process
-runs every publish, and each caller waits for its own so frames stay in order.
+connection per call (channels_redis#125), and waiting for each send would make a
+streaming thread queue behind every other thread's sends. Instead each process has one
+long-lived loop; ``publish`` only enqueues (it never blocks the caller), and a single
+drain task sends frames in the order they were published, so one answer's frames stay
+in order, and appends them to the replay buffer in one round trip per batch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -22,54 +24,101 @@ logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "stream.frame"
 REPLAYED_FRAMES = {"delta", "done", "error"}
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
+MAX_BATCH = 512
 
 
 def message_group(message_id: int) -> str:
     return f"message.{message_id}"
 
 
+class Publisher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[int, dict[str, Any]]] | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._loop = loop
+            self._queue = None
+            loop.call_soon_threadsafe(self._start_drain)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="realtime-publisher", daemon=True).start()
+                self._loop = loop
+                loop.call_soon_threadsafe(self._start_drain)
+            return self._loop
+
+    def _start_drain(self) -> None:
+        self._queue = asyncio.Queue()
+        asyncio.get_running_loop().create_task(self._drain(self._queue))
+
+    def _put(self, item: tuple[int, dict[str, Any]]) -> None:
+        if self._queue is None:
+            self._start_drain()
+        assert self._queue is not None
+        self._queue.put_nowait(item)
+
+    def publish(self, message_id: int, frame: dict[str, Any]) -> None:
+        loop = self._ensure_loop()
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        loop.call_soon_threadsafe(self._put, (message_id, frame))
+
+    def wait_idle(self, timeout: float = 10) -> bool:
+        """Block until every published frame has been sent (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    async def _drain(self, queue: asyncio.Queue[tuple[int, dict[str, Any]]]) -> None:
+        layer = get_channel_layer()
+        store = get_replay_store()
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                # Buffer first: a tab that subscribes while this batch is in flight
+                # reads the frames from the buffer and drops live duplicates by seq.
+                replayed = [(mid, frame) for mid, frame in batch if frame["type"] in REPLAYED_FRAMES]
+                if replayed:
+                    await store.append_many(replayed)
+                if layer is not None:
+                    for message_id, frame in batch:
+                        await layer.group_send(
+                            message_group(message_id), {"type": EVENT_TYPE, "frame": frame}
+                        )
+            except Exception:
+                # The frames are in the replay buffer if that part succeeded; a tab that
+                # sees a gap resumes from there.
+                logger.warning("publishing %d frames failed", len(batch), exc_info=True)
+            finally:
+                with self._lock:
+                    self._pending -= len(batch)
+                    if self._pending <= 0:
+                        self._pending = 0
+                        self._idle.set()
+
+
+_publisher = Publisher()
+
+
 def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Publish on an existing loop (embedded mode: the web server's own loop, which the
     in-memory channel layer lives on)."""
-    global _loop
-    with _loop_lock:
-        _loop = loop
+    _publisher.use_loop(loop)
 
 
-def _publish_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="realtime-publisher", daemon=True
-            )
-            thread.start()
-            _loop = loop
-        return _loop
+def publish(message_id: int, frame: dict[str, Any]) -> None:
+    """Send one server→client frame to every socket following this message. Never blocks."""
+    _publisher.publish(message_id, frame)
 
 
-def publish(message_id: int, frame: dict[str, Any], *, wait: bool = True) -> None:
-    """Send one server→client frame to every socket following this message.
-
-    Deltas and terminal frames are also kept in the replay buffer first, so a tab that
-    subscribes a moment later can still read them.
-    """
-    if frame["type"] in REPLAYED_FRAMES:
-        get_replay_store().append(message_id, frame)
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    future: Future[None] = asyncio.run_coroutine_threadsafe(
-        layer.group_send(message_group(message_id), {"type": EVENT_TYPE, "frame": frame}),
-        _publish_loop(),
-    )
-    if wait:
-        try:
-            future.result(timeout=10)
-        except Exception:
-            # The frame is in the replay buffer; a client that missed it resumes from there.
-            logger.warning("publish to message %s failed", message_id, exc_info=True)
+def wait_until_sent(timeout: float = 10) -> bool:
+    return _publisher.wait_idle(timeout)

@@ -26,6 +26,8 @@ class ReplayStore(Protocol):
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]: ...
 
+    async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None: ...
+
 
 class RedisReplayStore:
     def __init__(self, url: str, ttl: int) -> None:
@@ -51,7 +53,7 @@ class RedisReplayStore:
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:
         return [json.loads(item) for item in self._sync_client().lrange(_key(message_id), 0, -1)]
 
-    async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
+    def _async_client(self) -> Any:
         import asyncio
 
         import redis.asyncio as aredis
@@ -61,7 +63,18 @@ class RedisReplayStore:
         client = self._async_clients.get(loop_id)
         if client is None:
             client = self._async_clients[loop_id] = aredis.Redis.from_url(self.url)
-        raw = await client.lrange(_key(message_id), 0, -1)
+        return client
+
+    async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
+        pipe = self._async_client().pipeline(transaction=False)
+        for message_id, frame in frames:
+            pipe.rpush(_key(message_id), json.dumps(frame, separators=(",", ":")))
+        for message_id in {message_id for message_id, _ in frames}:
+            pipe.expire(_key(message_id), self.ttl)
+        await pipe.execute()
+
+    async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
+        raw = await self._async_client().lrange(_key(message_id), 0, -1)
         frames = [json.loads(item) for item in raw]
         return [frame for frame in frames if frame.get("seq", 0) > after_seq]
 
@@ -80,6 +93,10 @@ class MemoryReplayStore:
             self._frames[message_id] = (now + self.ttl, frames)
             for stale in [k for k, (exp, _) in self._frames.items() if exp < now]:
                 del self._frames[stale]
+
+    async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
+        for message_id, frame in frames:
+            self.append(message_id, frame)
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:
         with self._lock:

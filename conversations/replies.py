@@ -221,7 +221,8 @@ def _interrupt(pk: int, status: str, now: datetime, text: str, last_seq: int) ->
     # Race: the worker may come back and finish between our read and this write;
     # the status and lease in the filter let only one of us end the message.
     message = (
-        Message.objects.select_for_update()
+        # of=("self",): the profile join is an outer join, which PostgreSQL cannot lock.
+        Message.objects.select_for_update(of=("self",))
         .select_related("profile")
         .filter(pk=pk, status=status, lease_expires_at__lt=now)
         .first()

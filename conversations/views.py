@@ -13,12 +13,14 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
 from conversations.llm import is_demo_mode
 from conversations.models import Conversation, Message
 from conversations.profiles import default_profile, enabled_profiles, is_retired, shutdown_warning
+from conversations.prompts import estimate_prompt_tokens
 
 
 class InstructionsForm(forms.Form):
@@ -179,3 +181,31 @@ async def healthz(request: HttpRequest) -> JsonResponse:
          "mode": "embedded" if settings.EMBEDDED else "full"},
         status=200 if healthy else 503,
     )
+
+
+@login_required
+def budget(request: HttpRequest) -> JsonResponse:
+    """The member's budget meter and the estimated cost of the next turn per effort."""
+    membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
+    organization = membership.organization
+    conversation = None
+    if request.GET.get("conversation", "").isdigit():
+        try:
+            conversation = get_conversation_for_user(request.user, int(request.GET["conversation"]))  # type: ignore[arg-type]
+        except NotFound as exc:
+            raise Http404("No such conversation") from exc
+    profile = conversation.profile if conversation else default_profile(organization)
+    estimates = {}
+    if profile is not None:
+        prompt_tokens = estimate_prompt_tokens(
+            conversation_id=conversation.pk if conversation else None, content="",
+            profile=profile, org_message=organization.developer_message,
+            custom=conversation.custom_instructions if conversation else "",
+            completion_cap=profile.max_completion_tokens,
+        )
+        estimates = estimate_turn_costs(organization=organization, profile=profile,
+                                        prompt_tokens=prompt_tokens)
+    return JsonResponse({
+        "budget": {name: status.as_dict() for name, status in budget_status(membership).items()},
+        "estimates": estimates,
+    })

@@ -7,6 +7,7 @@ real HTTP; Celery workers, Redis and PostgreSQL are the real ones.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import threading
 import time
@@ -17,6 +18,38 @@ import pytest
 from django.conf import settings
 
 from accounts.models import Membership, Organization, User
+
+O3_MINI_SEED = importlib.import_module("conversations.migrations.0002_seed_o3_mini").O3_MINI
+
+
+@pytest.fixture(scope="session", autouse=True)
+def message_ids_unique_to_this_run(django_db_setup: None, django_db_blocker: Any) -> None:
+    """Redis keys and channel groups are named after message ids, and a replay buffer
+    lives ten minutes: ids that start where no earlier run's did keep runs apart."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    start = time.time_ns() // 1000  # microseconds: well inside bigint and the 2**62 frame limit
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('conversations_message', 'id'), %s)", [start]
+        )
+
+
+@pytest.fixture(autouse=True)
+def seeded_profiles(request: pytest.FixtureRequest) -> None:
+    """A transactional test's closing flush empties every table, including the o3-mini
+    profile a data migration seeds; put it back for every test that uses the database."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    if marker is None and not {"db", "transactional_db"} & set(names):
+        return
+    transactional = "transactional_db" in names or bool(marker and marker.kwargs.get("transaction"))
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from conversations.models import ModelProfile
+
+    ModelProfile.objects.get_or_create(name=O3_MINI_SEED["name"], defaults=O3_MINI_SEED)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +111,8 @@ def charlie(db: None) -> User:
 def o3_mini(db: None) -> Any:
     from conversations.models import ModelProfile
 
-    return ModelProfile.objects.get(name="o3-mini")
+    profile, _ = ModelProfile.objects.get_or_create(name=O3_MINI_SEED["name"], defaults=O3_MINI_SEED)
+    return profile
 
 
 @pytest.fixture

@@ -601,6 +601,7 @@ function showComposerError(code, detail) {
   );
   page.error.dataset.code = code || "";
   page.error.hidden = false;
+  document.dispatchEvent(new CustomEvent("chat:composer-error", { detail: { code, detail } }));
 }
 
 function clearComposerError() {
@@ -988,6 +989,7 @@ function handleFrame(frame) {
       break;
     case "done":
     case "error":
+      if (frame.usage) document.dispatchEvent(new CustomEvent("chat:answer-finished"));
       if (frame.seq === undefined || frame.seq === null) {
         // Not part of the stream: a refused command about this message (e.g. Stop).
         if (frame.type === "error" && view.isLive) {

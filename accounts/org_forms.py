@@ -1,0 +1,82 @@
+"""Forms for the org pages: they parse and validate input, domain modules act on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts.invitations import INVITABLE_ROLES
+from accounts.models import Membership
+
+ORG_BUDGET_LABEL = "Org monthly budget (USD)"
+MEMBER_BUDGET_LABEL = "Member monthly budget (USD)"
+
+
+class BudgetField(forms.DecimalField):
+    """Dollars and cents, zero or more; empty means no limit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", "Empty means no limit.")
+        kwargs["error_messages"] = {
+            "invalid": "Enter an amount in US dollars, like 25 or 12.50.",
+            "min_value": "A budget cannot be negative. Leave it empty for no limit.",
+            "max_digits": "That amount is too large.",
+            "max_decimal_places": "Use at most two decimal places (cents).",
+            "max_whole_digits": "That amount is too large.",
+            **kwargs.get("error_messages", {}),
+        }
+        super().__init__(min_value=0, max_digits=12, decimal_places=2, **kwargs)
+
+
+class OrgBudgetForm(forms.Form):
+    monthly_budget_usd = BudgetField(label=ORG_BUDGET_LABEL)
+    member_budget_usd = BudgetField(
+        label=MEMBER_BUDGET_LABEL,
+        help_text="The default for every member without their own budget. Empty means no limit.",
+    )
+
+
+class MemberBudgetForm(forms.Form):
+    monthly_budget_usd = BudgetField(
+        label=MEMBER_BUDGET_LABEL,
+        help_text="Empty uses the org's member budget.",
+    )
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(
+        label="Role", choices=Membership.Role.choices,
+        error_messages={"invalid_choice": "Choose a role: owner, admin or member."},
+    )
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label="Email", max_length=254)
+    role = forms.ChoiceField(
+        label="Role", initial=Membership.Role.MEMBER,
+        choices=[(value, label) for value, label in Membership.Role.choices if value in INVITABLE_ROLES],
+        error_messages={"invalid_choice": "Invite people as a member or an admin."},
+    )
+
+
+class InvitationSignUpForm(forms.Form):
+    """Sign-up through an invitation: the address is the invited one and cannot change."""
+
+    email = forms.EmailField(label="Email", disabled=True, required=False)
+    password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput)
+
+
+class BudgetRequestForm(forms.Form):
+    note = forms.CharField(
+        label="Note", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What you are working on and how much more you need.",
+    )
+
+
+class ApproveForm(forms.Form):
+    new_budget_usd = BudgetField(
+        label="New member monthly budget (USD)", required=True, help_text="",
+        error_messages={"required": "Enter the new monthly budget for this member."},
+    )

@@ -1,0 +1,243 @@
+"""What an organization spent, by member, model and day, for one calendar month.
+
+Spend comes from assistant messages (their settled cost and token counts), never from
+their text. Every report is one grouped query whatever the number of members or days;
+the rollups by member, by model and by day are sums over its rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+
+from accounts.models import Membership, Organization
+from billing.models import ZERO, UsagePeriod
+from billing.quotas import BudgetStatus, next_period_start, period_start
+from conversations.models import Message
+
+CSV_HEADER = [
+    "member", "model", "day", "messages", "prompt_tokens", "cached_tokens",
+    "completion_tokens", "reasoning_tokens", "cost_usd",
+]
+
+
+class BadPeriod(ValueError):
+    pass
+
+
+def parse_period(value: str | None, organization: Organization) -> dt.date:
+    """``YYYY-MM`` to the first day of that month; empty means the current period."""
+    if not value:
+        return period_start(organization)
+    match = re.fullmatch(r"(\d{4})-(\d{1,2})", value.strip())
+    if match is None or not 1 <= int(match[2]) <= 12:
+        raise BadPeriod(f"“{value[:20]}” is not a month. Choose a period like "
+                        f"{period_start(organization):%Y-%m}.")
+    when = dt.date(int(match[1]), int(match[2]), 1)
+    if not 2000 <= when.year <= 2999:
+        raise BadPeriod(f"Choose a period between 2000-01 and 2999-12, not {value[:20]}.")
+    return when
+
+
+@dataclass
+class Totals:
+    messages: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal = ZERO
+
+    def add(self, row: dict) -> None:
+        self.messages += row["messages"]
+        self.prompt_tokens += row["prompt_tokens"] or 0
+        self.cached_tokens += row["cached_tokens"] or 0
+        self.completion_tokens += row["completion_tokens"] or 0
+        self.reasoning_tokens += row["reasoning_tokens"] or 0
+        self.cost += row["cost"] or ZERO
+
+
+@dataclass
+class UsageReport:
+    organization: Organization
+    period: dt.date
+    rows: list[dict]
+    total: Totals = field(default_factory=Totals)
+    by_member: list[tuple[str, Totals]] = field(default_factory=list)
+    by_model: list[tuple[str, Totals]] = field(default_factory=list)
+    by_day: list[tuple[dt.date, Totals]] = field(default_factory=list)
+
+    @property
+    def days(self) -> list[dt.date]:
+        end = next_period_start(self.period)
+        return [self.period + dt.timedelta(days=n) for n in range((end - self.period).days)]
+
+
+def _bounds(organization: Organization, start: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
+    end = next_period_start(start)
+    return (dt.datetime.combine(start, dt.time.min, tzinfo=tz),
+            dt.datetime.combine(end, dt.time.min, tzinfo=tz))
+
+
+def usage_rows(*, organization: Organization, period: dt.date) -> list[dict]:
+    """One row per member, model and day (in the org's time zone): one query."""
+    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
+    since, until = _bounds(organization, period)
+    return list(
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT,
+            conversation__organization=organization,
+            created_at__gte=since,
+            created_at__lt=until,
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values("conversation__user_id", "conversation__user__email", "model_name", "day")
+        .annotate(
+            messages=Count("id"),
+            prompt_tokens=Sum("prompt_tokens"),
+            cached_tokens=Sum("cached_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            reasoning_tokens=Sum("reasoning_tokens"),
+            cost=Sum("cost_usd"),
+        )
+        .order_by("day", "conversation__user__email", "model_name")
+    )
+
+
+def _rollup(rows: Iterable[dict], key: str) -> dict:
+    groups: dict = defaultdict(Totals)
+    for row in rows:
+        groups[row[key]].add(row)
+    return groups
+
+
+def usage_report(*, organization: Organization, period: dt.date) -> UsageReport:
+    rows = usage_rows(organization=organization, period=period)
+    report = UsageReport(organization=organization, period=period, rows=rows)
+    for row in rows:
+        report.total.add(row)
+    by_member = _rollup(rows, "conversation__user__email")
+    report.by_member = sorted(by_member.items(), key=lambda item: (-item[1].cost, item[0]))
+    by_model = _rollup(rows, "model_name")
+    report.by_model = sorted(by_model.items(), key=lambda item: (-item[1].cost, item[0]))
+    by_day = _rollup(rows, "day")
+    report.by_day = [(day, by_day.get(day, Totals())) for day in report.days]
+    return report
+
+
+def _cell(value: object) -> object:
+    # A spreadsheet runs a cell that starts with = + - @ as a formula; model names and
+    # addresses are data, so such text is prefixed with a quote.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+def csv_rows(report: UsageReport) -> Iterator[list[object]]:
+    yield CSV_HEADER
+    for row in report.rows:
+        yield [
+            _cell(row["conversation__user__email"]),
+            _cell(row["model_name"] or "(unknown)"),
+            row["day"].isoformat(),
+            row["messages"],
+            row["prompt_tokens"] or 0,
+            row["cached_tokens"] or 0,
+            row["completion_tokens"] or 0,
+            row["reasoning_tokens"] or 0,
+            f"{(row['cost'] or ZERO):.6f}",
+        ]
+
+
+def known_periods(organization: Organization) -> list[dt.date]:
+    """Months with recorded spend, newest first, always including the current one."""
+    starts = set(
+        UsagePeriod.objects.filter(organization=organization, user=None)
+        .values_list("period_start", flat=True)
+    )
+    starts.add(period_start(organization))
+    return sorted(starts, reverse=True)
+
+
+@dataclass(frozen=True)
+class MemberBudget:
+    membership: Membership
+    status: BudgetStatus
+    overridden: bool
+
+
+def budget_overview(*, organization: Organization, period: dt.date,
+                    ) -> tuple[BudgetStatus, list[MemberBudget]]:
+    """Spent, reserved and remaining for the org and each current member: two queries.
+
+    Limits are today's settings, also for past periods (budgets are not versioned).
+    """
+    rows = {
+        row.user_id: row
+        for row in UsagePeriod.objects.filter(organization=organization, period_start=period)
+    }
+    resets_on = next_period_start(period)
+
+    def status(user_id: int | None, limit: Decimal | None) -> BudgetStatus:
+        row = rows.get(user_id)
+        return BudgetStatus(limit=limit, spent=row.spent_usd if row else ZERO,
+                            reserved=row.reserved_usd if row else ZERO, resets_on=resets_on)
+
+    members = []
+    for membership in (Membership.objects.filter(organization=organization)
+                       .select_related("user").order_by("user__email")):
+        membership.organization = organization  # spare member_limit() a query per row
+        overridden = membership.monthly_budget_usd is not None
+        limit = membership.monthly_budget_usd if overridden else organization.member_budget_usd
+        members.append(MemberBudget(membership, status(membership.user_id, limit), overridden))
+    return status(None, organization.monthly_budget_usd), members
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: dt.date
+    cost: Decimal
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    plot_height: int
+    bars: list[Bar]
+    max_cost: Decimal
+    ticks: list[tuple[float, str]]
+
+
+def cost_chart(report: UsageReport, *, width: int = 620, height: int = 180) -> Chart:
+    """Geometry for a server-rendered SVG bar chart of cost per day (no script needed)."""
+    plot_height = height - 20  # room under the bars for day labels
+    days = report.by_day
+    slot = width / max(len(days), 1)
+    peak = max((totals.cost for _, totals in days), default=ZERO)
+    bars = []
+    for index, (day, totals) in enumerate(days):
+        share = float(totals.cost / peak) if peak else 0.0
+        bar_height = round(share * (plot_height - 4), 2)
+        if totals.cost and bar_height < 1:
+            bar_height = 1.0  # a day with any spend stays visible
+        bars.append(Bar(day=day, cost=totals.cost, x=round(index * slot + 1, 2),
+                        y=round(plot_height - bar_height, 2), width=round(slot - 2, 2),
+                        height=bar_height))
+    ticks = [(round(index * slot + slot / 2, 2), f"{day.day}")
+             for index, (day, _) in enumerate(days) if day.day in (1, 5, 10, 15, 20, 25, 30)]
+    return Chart(width=width, height=height, plot_height=plot_height, bars=bars, max_cost=peak,
+                 ticks=ticks)

@@ -1,0 +1,115 @@
+// The member's budget meter, the estimated cost of the next turn per reasoning effort,
+// and "Request more" when a budget is used up. Reads /budget/ (JSON) and refreshes it
+// after every finished answer.
+
+const meter = document.getElementById("budget-meter");
+const estimateNode = document.getElementById("cost-estimate");
+const effortSelect = document.getElementById("effort-select");
+const composerError = document.getElementById("composer-error");
+const csrf = document.querySelector("input[name=csrfmiddlewaretoken]");
+let latest = null;
+
+function money(value, digits = 2) {
+  if (value === null || value === undefined) return "no limit";
+  return `$${Number(value).toFixed(digits)}`;
+}
+
+function line(label, status) {
+  const item = document.createElement("p");
+  item.className = "budget-line";
+  if (status.limit === null) {
+    item.textContent = `${label}: ${money(status.spent, 4)} spent this month, no limit`;
+    return item;
+  }
+  const spent = Number(status.spent);
+  const reserved = Number(status.reserved);
+  const limit = Number(status.limit);
+  const bar = document.createElement("meter");
+  bar.min = 0;
+  bar.max = limit;
+  bar.value = Math.min(spent + reserved, limit);
+  bar.low = limit * 0.8;
+  bar.high = limit * 0.95;
+  bar.optimum = 0;
+  bar.setAttribute("aria-label", `${label} used`);
+  item.append(
+    `${label}: ${money(status.spent, 4)} spent, ${money(status.reserved, 4)} reserved, `
+      + `${money(status.remaining, 4)} left of ${money(status.limit)} · resets ${status.resets_on} `,
+    bar,
+  );
+  return item;
+}
+
+function renderEstimate() {
+  if (!estimateNode || !latest || !effortSelect) return;
+  const estimate = (latest.estimates || {})[effortSelect.value];
+  if (!estimate) {
+    estimateNode.textContent = "";
+    return;
+  }
+  const basis = estimate.basis === "history"
+    ? `from your organization's last ${estimate.samples} turns at this effort`
+    : "a default range until there is more history";
+  estimateNode.textContent = `This turn: about ${money(estimate.low, 4)}–${money(estimate.high, 4)} (${basis}).`;
+}
+
+function render(data) {
+  latest = data;
+  if (meter) {
+    meter.replaceChildren(line("Your budget", data.budget.member), line("Organization", data.budget.org));
+    meter.hidden = false;
+  }
+  renderEstimate();
+}
+
+async function refresh() {
+  const conversation = new URL(window.location.href).pathname.match(/^\/c\/(\d+)\//);
+  const query = conversation ? `?conversation=${conversation[1]}` : "";
+  try {
+    const response = await fetch(`/budget/${query}`, { headers: { Accept: "application/json" } });
+    if (response.ok) render(await response.json());
+  } catch (error) {
+    // The meter is informative only; the server enforces budgets regardless.
+  }
+}
+
+function offerRequestMore() {
+  if (!composerError || composerError.querySelector(".request-more")) return;
+  const form = document.createElement("form");
+  form.className = "request-more";
+  const label = document.createElement("label");
+  label.textContent = "Note to your admins";
+  const note = document.createElement("input");
+  note.name = "note";
+  note.maxLength = 2000;
+  label.append(" ", note);
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.textContent = "Request more";
+  const status = document.createElement("span");
+  status.setAttribute("role", "status");
+  form.append(label, " ", button, " ", status);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = new URLSearchParams({ note: note.value });
+    if (csrf) body.set("csrfmiddlewaretoken", csrf.value);
+    const response = await fetch("/org/budget-request/", {
+      method: "POST",
+      body,
+      headers: { Accept: "application/json", "X-CSRFToken": csrf ? csrf.value : "" },
+    });
+    const data = await response.json().catch(() => ({}));
+    status.textContent = response.ok
+      ? "Sent. Your admins have been notified."
+      : data.error || "Could not send the request.";
+    button.disabled = response.ok;
+  });
+  composerError.append(form);
+}
+
+document.addEventListener("chat:answer-finished", refresh);
+document.addEventListener("chat:composer-error", (event) => {
+  if (event.detail && event.detail.code === "quota_exceeded") offerRequestMore();
+});
+if (effortSelect) effortSelect.addEventListener("change", renderEstimate);
+refresh();
