@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +37,54 @@ def message_ids_unique_to_this_run(django_db_setup: None, django_db_blocker: Any
         cursor.execute(
             "SELECT setval(pg_get_serial_sequence('conversations_message', 'id'), %s)", [start]
         )
+
+
+_AMQP_CACHED = ("queues", "default_queue", "default_exchange", "router")
+
+
+def _forget_celery_routing(app: Any) -> None:
+    for name in _AMQP_CACHED:
+        app.amqp.__dict__.pop(name, None)
+    app.amqp._rtable = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_task_queue() -> Iterator[str]:
+    """Tasks go to a queue only this run's worker consumes.
+
+    The broker is a shared Redis database: a second test run against the same REDIS_URL
+    (another checkout, a colleague's `make test`) would otherwise take this run's
+    generate_reply tasks, find no such message in its own test database and ack them,
+    leaving the answer pending here forever (and vice versa).
+    """
+    from chatsite.celery import app
+
+    queue = f"tests-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    keys = ("task_default_queue", "task_default_exchange", "task_default_routing_key")
+    saved = {key: app.conf[key] for key in keys}
+    app.conf.update({key: queue for key in keys})
+    _forget_celery_routing(app)
+    yield queue
+    app.conf.update(saved)
+    _forget_celery_routing(app)
+    if str(app.conf.broker_url).startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(app.conf.broker_url)
+        try:
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        finally:
+            client.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_llm_clients() -> Iterator[None]:
+    """SDK clients are cached per endpoint and key; settings change between tests."""
+    from conversations.llm import client
+
+    client._clients.clear()
+    yield
+    client._clients.clear()
 
 
 @pytest.fixture(autouse=True)

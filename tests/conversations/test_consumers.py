@@ -11,17 +11,13 @@ import redis
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 
 from billing.models import Reservation, UsagePeriod
 from conversations.models import Conversation, Message
 from tests.conversations.wsclient import connect, receive, receive_until, send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-@pytest.fixture(autouse=True)
-def seeded(o3_mini: Any) -> None:
-    """Every turn needs the o3-mini profile."""
 
 QUESTION = {"type": "send", "conversation": None, "content": "Explain Euler's identity",
             "reasoning_effort": "low", "client_id": "tab-1"}
@@ -89,6 +85,9 @@ async def test_a_socket_from_a_foreign_origin_is_rejected(alice: Any) -> None:
     ws = await connect(alice, origin=b"https://evil.example.com")
     connected, _ = await ws.connect()
     assert not connected
+    # No consumer ran to close the connection the session cookie was made with; an
+    # open one would keep the test database from being dropped.
+    await sync_to_async(connections.close_all)()
 
 
 # --- Bad frames ------------------------------------------------------------------------------
@@ -393,4 +392,26 @@ async def test_thinking_frames_arrive_before_the_first_delta_with_growing_elapse
     assert "thinking" not in kinds[first_delta:]
     elapsed = [f["elapsed_ms"] for f in thinking]
     assert elapsed == sorted(elapsed) and len(set(elapsed)) == len(elapsed)
+    await ws.disconnect()
+
+
+async def test_stop_during_the_silent_reasoning_pause_cancels_without_waiting_for_it(
+    alice: Any, celery_worker: Any, emulator: Any
+) -> None:
+    emulator.config.think_ms = {**emulator.config.think_ms, "medium": 60_000}
+    ws = await open_socket(alice)
+    created = await ask(ws, reasoning_effort="medium")
+    thinking = await receive(ws)
+    assert thinking["type"] == "thinking"
+
+    await send(ws, {"type": "stop", "message": created["assistant_message"]})
+    frames = await receive_until(ws, "done", "error")
+
+    assert frames[-1]["type"] == "done" and frames[-1]["status"] == "cancelled", frames[-1]
+    assert not deltas_in(frames)
+    # A heartbeat goes out each second of thinking; Stop is polled twice a second. Waiting
+    # out the pause instead of cutting the read would mean about sixty more heartbeats.
+    assert len([f for f in frames if f["type"] == "thinking"]) <= 3
+    answer = await load(created["assistant_message"])
+    assert answer.status == Message.Status.CANCELLED and answer.content == ""
     await ws.disconnect()

@@ -7,6 +7,8 @@ never fires), then answered in this thread by calling ``run_generation`` directl
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +22,7 @@ from billing.models import Reservation, UsagePeriod
 from conversations.generation import Abandoned, Outcome, Streamer, claim, finish, run_generation
 from conversations.llm.types import Usage
 from conversations.models import Message
+from conversations.realtime import wait_until_sent
 from conversations.replay import get_replay_store
 from conversations.replies import reap_stale_replies, start_turn
 from conversations.tools import tool_schemas
@@ -57,6 +60,8 @@ def upstream_calls(emulator: Any) -> list[dict[str, Any]]:
 
 
 def frames(message: Message) -> list[dict[str, Any]]:
+    """Every delta and terminal frame published for the message (publishing is queued)."""
+    assert wait_until_sent()
     return get_replay_store().read_sync(message.pk)
 
 
@@ -224,7 +229,8 @@ def test_a_long_flush_window_sends_the_first_token_at_once_and_the_rest_in_one_f
     assert [f["seq"] for f in sent] == [1, 2]
     assert sent[0]["text"] == message.content[: len(sent[0]["text"])]
     assert "".join(f["text"] for f in sent) == message.content
-    assert frames(message)[-1] == {**frames(message)[-1], "type": "done", "seq": 3}
+    done = frames(message)[-1]
+    assert done["type"] == "done" and done["seq"] == 3
 
 
 def test_a_zero_flush_window_sends_one_frame_per_upstream_chunk(alice: Any, o3_mini: Any,
@@ -451,6 +457,7 @@ def test_the_reaper_interrupts_an_answer_whose_worker_died_and_a_late_finish_cha
     worker.add_text("The answer so far")
     worker.add_text(" is partial.")
     worker.flush()
+    assert wait_until_sent()
     Message.objects.filter(pk=message.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -484,3 +491,44 @@ def test_the_reaper_interrupts_an_answer_whose_worker_died_and_a_late_finish_cha
         assert period.reserved_usd == 0
     assert [f["type"] for f in frames(message)].count("done") == 0
     assert reap_stale_replies() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_still_streaming_when_reaped_neither_saves_nor_charges_again(
+    alice: Any, o3_mini: Any, emulator: Any, settings: Any
+) -> None:
+    settings.STREAM_CHECKPOINT_SECONDS = 1  # the worker notices at its next checkpoint
+    settings.STREAM_LEASE_SECONDS = 3600  # keep the monitor from renewing the lease we expire
+    emulator.config.tokens_per_second = 40
+    emulator.config.reply_tokens = 200  # about five seconds
+    message = begin(alice)
+    worker = threading.Thread(target=run_generation, args=(message.pk,), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(deltas(message)) < 3:
+        assert time.monotonic() < deadline, "the answer never started streaming"
+        time.sleep(0.05)
+
+    reaped = 0
+    while not reaped:  # the monitor thread may renew a lease once; expire it again
+        assert time.monotonic() < deadline
+        Message.objects.filter(pk=message.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        reaped = reap_stale_replies()
+    interrupted = Message.objects.get(pk=message.pk)
+    worker.join(timeout=30)
+
+    assert not worker.is_alive()
+    after = Message.objects.get(pk=message.pk)
+    assert after.status == Message.Status.INTERRUPTED
+    assert after.content == interrupted.content != ""
+    assert after.cost_usd == interrupted.cost_usd > 0
+    assert after.completion_tokens - after.reasoning_tokens < 200  # the rest was never saved
+    reservation = Reservation.objects.get(message=message)
+    assert reservation.estimated and reservation.charged_usd == after.cost_usd
+    for period in UsagePeriod.objects.all():
+        assert period.spent_usd == after.cost_usd
+        assert period.reserved_usd == 0
+    assert [f["type"] for f in frames(message)].count("done") == 0
+    assert len(upstream_calls(emulator)) == 1

@@ -1,20 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def fresh_llm_clients() -> Iterator[None]:
-    """SDK clients are cached per endpoint and key; every test configures its own."""
-    from conversations.llm import client
-
-    client._clients.clear()
-    yield
-    client._clients.clear()
 
 
 @pytest.fixture
