@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +14,6 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from conversations.models import Conversation, Message, ModelProfile
-from tests.conftest import free_port
 
 PASSWORD = "correct horse battery staple"
 
@@ -97,31 +93,6 @@ def as_user() -> Callable[[User | None], Client]:
 
 
 @pytest.fixture
-def share_site_url(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[str]:
-    """The real ASGI app over HTTP for browser tests.
-
-    Uses the suite's ``live_server_url`` (uvicorn + Celery worker + emulator) when the
-    emulator server module exists; until then, the same uvicorn set-up without the
-    worker, which sharing does not need (no answer is generated in these tests).
-    """
-    if importlib.util.find_spec("emulator.server") is not None:
-        yield request.getfixturevalue("live_server_url")
-        return
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(
-        "chatsite.asgi:application", host="127.0.0.1", port=port, log_level="warning",
-        lifespan="off", ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def share_site_url(live_server_url: str) -> str:
+    """The real ASGI app (uvicorn + Celery worker + emulator) for browser tests."""
+    return live_server_url
