@@ -14,7 +14,7 @@ from conversations import replies
 from conversations.access import get_message_for_user
 from conversations.exceptions import TurnRefused
 from conversations.models import Message
-from conversations.realtime import message_group
+from conversations.realtime import EVENT_TYPE, message_group
 from conversations.replay import get_replay_store
 from conversations.serializers import final_frame, message_created_frame
 
@@ -114,19 +114,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             client_id=client_id,
             profile_name=profile_name,
         )
-        await self.follow(turn.assistant_message.pk, 0)
+        message_id = turn.assistant_message.pk
+        await self.follow(message_id, 0)
         await self.send_json(message_created_frame(turn, client_id))
+        # The worker may have started before this socket joined the group: anything it
+        # published meanwhile is in the buffer (live duplicates are dropped by seq).
+        for buffered in await get_replay_store().read_after(message_id, 0):
+            await self.forward(buffered)
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         assert message_id is not None
-        await database_sync_to_async(replies.request_stop)(user=self.user, message_id=message_id)
+        await database_sync_to_async(replies.request_stop)(
+            user=self.user, message_id=message_id
+        )
 
     async def on_resume(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         after_seq = _int_field(frame, "after_seq")
         assert message_id is not None and after_seq is not None
-        message = await database_sync_to_async(get_message_for_user)(self.user, message_id)
+        message = await database_sync_to_async(get_message_for_user)(
+            self.user, message_id
+        )
         # Subscribe before reading the buffer: a frame published in between is then both
         # buffered and delivered live, and the seq check drops the duplicate.
         await self.follow(message_id, after_seq, rewind=True)
@@ -134,7 +143,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.forward(buffered)
         if message_id not in self.following:
             return
-        message = await database_sync_to_async(Message.objects.get)(pk=message_id)
+        message = await database_sync_to_async(Message.objects.get)(
+            pk=message_id
+        )
         if message.status not in Message.LIVE_STATUSES:
             last = self.following.get(message_id, after_seq)
             if last < message.stream_seq:
@@ -157,6 +168,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def unfollow(self, message_id: int) -> None:
         if self.following.pop(message_id, None) is not None:
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale DB connections before every handler, a round trip through
+        # the one thread-sensitive executor; forwarding a stream frame touches no database,
+        # and at thousands of frames a second that hop would queue behind every turn.
+        if message.get("type") == EVENT_TYPE:
+            await self.stream_frame(message)
+            return
+        await super().dispatch(message)
 
     # --- Events from workers ------------------------------------------------------------------
 

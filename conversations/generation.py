@@ -403,6 +403,9 @@ def run_generation(message_id: int) -> None:
     if message is None:
         return
     live = monitor.register(message.pk)
+    # The answer is now with the model: say so at once rather than on the monitor's tick.
+    live.last_thinking = live.started
+    publish(message.pk, {"type": "thinking", "message": message.pk, "elapsed_ms": 0})
     streamer = Streamer(message.pk)
     state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
     try:

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -211,7 +212,14 @@ class ChatStream:
 
     def close(self) -> None:
         self._closed.set()
-        # Closing a half-read response from another thread is best effort.
+        # Closing a half-read response from another thread is best effort. Closing alone
+        # does not wake a read blocked in the silent reasoning phase (it would wait for
+        # the first token, minutes at high effort); shutting the socket down does.
+        with contextlib.suppress(Exception):
+            http = getattr(self._raw, "http_response", None) or self._raw.response
+            http.extensions["network_stream"].get_extra_info("socket").shutdown(
+                socket.SHUT_RDWR
+            )
         with contextlib.suppress(Exception):
             self._raw.close()
 
