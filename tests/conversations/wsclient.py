@@ -33,12 +33,13 @@ async def send(communicator: WebsocketCommunicator, frame: Any) -> None:
     await communicator.send_to(text_data=json.dumps(frame))
 
 
-async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> dict[str, Any]:
+# The timeouts are handed to WebsocketCommunicator, whose API takes them as arguments.
+async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
 async def receive_until(
-    communicator: WebsocketCommunicator, *types: str, timeout: float = 20
+    communicator: WebsocketCommunicator, *types: str, timeout: float = 20  # noqa: ASYNC109
 ) -> list[dict[str, Any]]:
     """Every frame up to and including the first whose type is in `types`."""
     frames = []
