@@ -1,0 +1,492 @@
+"""``python -m bench``: set up, sweep N, report. See docs/benchmark.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import analysis, cpu, fixtures, load, micro, profile, report
+from bench.stack import ROOT, BenchError, Stack, configure_environment
+
+LOG_ERROR_MARKERS = ("Traceback", " ERROR ", " CRITICAL ", "over capacity")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--streams", default="50,100,200",
+                        help="comma-separated numbers of concurrent answers (default 50,100,200)")
+    parser.add_argument("--stagger", type=float, default=1.0,
+                        help="spread the N sends evenly over this many seconds (0 = all at once)")
+    parser.add_argument("--tokens-per-second", type=float, default=100.0)
+    parser.add_argument("--reply-tokens", type=int, default=300)
+    parser.add_argument("--think-ms", type=int, default=500, help="reasoning pause for every effort")
+    parser.add_argument("--chunk-tokens", type=int, default=1)
+    parser.add_argument("--effort", default="low", choices=["low", "medium", "high"])
+    parser.add_argument("--concurrency", type=int, default=250, help="Celery worker threads")
+    parser.add_argument("--warmup", type=int, default=5, help="answers streamed before measuring")
+    parser.add_argument("--answer-timeout", type=float, default=120.0,
+                        help="seconds allowed beyond the nominal answer time")
+    parser.add_argument("--drain-timeout", type=float, default=60.0,
+                        help="after a wave, wait up to this long for answers still streaming in the "
+                             "worker (clients that timed out) before measuring DB writes and moving on")
+    parser.add_argument("--quiet-wait", type=float, default=20.0,
+                        help="before each step, wait up to this long for other load on the machine "
+                             "to drop below 0.3 cores (0 = don't wait)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the web and worker processes during the largest step")
+    parser.add_argument("--no-page", action="store_true", help="skip the page query count")
+    parser.add_argument("--no-length-check", action="store_true",
+                        help="skip the DB-writes-vs-answer-length check")
+    parser.add_argument("--no-tap", action="store_true",
+                        help="don't subscribe to the channel layer to split latency worker/web")
+    parser.add_argument("--tap-every", type=int, default=10,
+                        help="tap one answer in this many (default 10)")
+    parser.add_argument("--no-micro", action="store_true",
+                        help="skip the per-operation cost measurements")
+    parser.add_argument("--time-budget", type=float, default=540.0,
+                        help="skip remaining steps once this many seconds have passed")
+    parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
+    args = parser.parse_args(argv)
+    try:
+        args.stream_list = [int(x) for x in args.streams.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--streams must be a comma-separated list of integers")
+    if not args.stream_list or min(args.stream_list) < 1:
+        parser.error("--streams needs at least one positive integer")
+    return args
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _log_errors(stack: Stack, offsets: dict[str, int]) -> dict[str, int]:
+    """Error lines written to each child's log since ``offsets`` (updated in place)."""
+    found: dict[str, int] = {}
+    for child in stack.children:
+        try:
+            with child.log.open("rb") as handle:
+                handle.seek(offsets.get(child.name, 0))
+                text = handle.read().decode(errors="replace")
+                offsets[child.name] = handle.tell()
+        except OSError:
+            continue
+        count = sum(1 for line in text.splitlines() if any(m in line for m in LOG_ERROR_MARKERS))
+        if count:
+            found[child.name] = count
+    return found
+
+
+def _group_channel(message_id: int) -> str:
+    """The Redis pub/sub channel the channel layer uses for ``message.<id>``."""
+    from django.conf import settings
+
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")
+    return f"{prefix}__group__message.{message_id}"
+
+
+def _decode_tap(tap: load.Tap | None) -> dict[int, list[tuple[float, dict[str, Any]]]]:
+    if tap is None:
+        return {}
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    frames: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+    for at, channel, data in tap.records:
+        try:
+            event = layer.deserialize(data)  # type: ignore[union-attr]
+            message_id = int(channel.rsplit(b".", 1)[1])
+        except Exception:
+            continue
+        frame = event.get("frame") if isinstance(event, dict) else None
+        if isinstance(frame, dict):
+            frames.setdefault(message_id, []).append((at, frame))
+    return frames
+
+
+def _log_error_excerpt(stack: Stack, lines: int = 12) -> str:
+    """The last error lines of each child's log, for a failure message."""
+    parts = []
+    for child in stack.children:
+        try:
+            text = child.log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        hits = [i for i, line in enumerate(text) if any(m in line for m in LOG_ERROR_MARKERS)]
+        if hits:
+            start = max(0, hits[-1] - 2)
+            excerpt = "\n".join(f"    {line}" for line in text[start : start + lines])
+            parts.append(f"  {child.name} ({child.log}):\n{excerpt}")
+    return "\n".join(parts) or "  no errors in the logs under " + str(stack.log_dir)
+
+
+def _product_fingerprint() -> dict[str, Any]:
+    """Which code was measured: others edit the repository while the bench runs."""
+    import hashlib
+    import subprocess
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    files = {}
+    for name in ("conversations/realtime.py", "conversations/generation.py", "conversations/consumers.py",
+                 "conversations/replay.py", "conversations/replies.py", "conversations/live.py",
+                 "conversations/llm/client.py", "chatsite/settings.py"):
+        try:
+            files[name] = hashlib.sha256((ROOT / name).read_bytes()).hexdigest()[:12]
+        except OSError:
+            files[name] = "missing"
+    return {"git_head": git("rev-parse", "--short", "HEAD"),
+            "modified_files": len(git("status", "--porcelain").splitlines()), "files": files}
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.log_dir = self.out / "logs"
+        self.stack = Stack(self.log_dir)
+        self.started = time.monotonic()
+        self.token_base = 0
+        self.notes: list[str] = []
+        self.log_offsets: dict[str, int] = {}
+        self.pg: Any = None
+        self.meter: cpu.CpuMeter | None = None
+        self.web_url = ""
+
+    # --- setup -------------------------------------------------------------------------
+
+    def prepare(self) -> list[fixtures.BenchUser]:
+        from bench import stack as st
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        database_url, redis_url = os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
+        if not database_url.startswith(("postgres://", "postgresql://")) or not redis_url:
+            raise BenchError("the bench measures the full topology: DATABASE_URL must be PostgreSQL "
+                             "and REDIS_URL must be set")
+        st.check_postgres(database_url)
+        st.check_redis(redis_url)
+        if st.ensure_database(database_url):
+            say(f"created database {database_url.rsplit('/', 1)[-1]}")
+        say("migrating the bench database")
+        st.migrate(self.log_dir)
+        st.flush_redis(redis_url)
+        self.pg = st.pg_connect(database_url)
+        fixtures.setup_django()
+        fixtures.raise_message_ids()
+        leftovers = fixtures.cancel_leftovers()
+        if leftovers:
+            say(f"cancelled {leftovers} answers left live by an earlier, aborted run")
+        count = max(max(self.args.stream_list), self.args.warmup, 1)
+        say(f"creating {count} users and sessions")
+        return fixtures.users_and_sessions(count)
+
+    def start_stack(self) -> None:
+        args = self.args
+        say("starting emulator, web and worker processes")
+        self.stack.start_emulator(tokens_per_second=args.tokens_per_second, think_ms=args.think_ms,
+                                  reply_tokens=args.reply_tokens, chunk_tokens=args.chunk_tokens)
+        self.stack.start_worker(args.concurrency)
+        self.stack.start_web()
+        self.web_url = f"127.0.0.1:{self.stack.web_port}"
+        dbname = os.environ["DATABASE_URL"].rsplit("/", 1)[-1].split("?", 1)[0]
+        self.meter = cpu.CpuMeter(self.stack.pids(), dbname, extra={"bench clients": os.getpid()})
+
+    # --- one wave ----------------------------------------------------------------------
+
+    def expected_tokens(self, count: int | None = None) -> list[int]:
+        count = self.args.reply_tokens if count is None else count
+        return list(range(self.token_base, self.token_base + count))
+
+    def wave(self, users: list[fixtures.BenchUser], tag: str, *, stagger: float,
+             profile_dir: Path | None = None, answer_timeout: float | None = None) -> dict[str, Any]:
+        from django.conf import settings
+
+        args = self.args
+        assert self.meter is not None
+        nominal = args.think_ms / 1000 + args.reply_tokens / args.tokens_per_second
+        timeout = nominal + (args.answer_timeout if answer_timeout is None else answer_timeout)
+        url = f"ws://{self.web_url}/ws/chat/"
+        origin = f"http://{self.web_url}"
+        profilers: dict[str, Any] = {}
+
+        tap = None if args.no_tap else load.Tap(os.environ["REDIS_URL"], _group_channel)
+
+        async def main() -> dict[str, Any]:
+            clients = await load.open_clients(url, origin, settings.SESSION_COOKIE_NAME,
+                                              [u.session_key for u in users])
+            if tap is not None:
+                await tap.start()
+            try:
+                if profile_dir is not None:
+                    for name in ("web", "worker"):
+                        proc = profile.start(self.stack.pids()[name], profile_dir / f"{name}.txt",
+                                             stagger + nominal + 1)
+                        if proc is not None:
+                            profilers[name] = proc
+                before = self.meter.snapshot()
+                answers, wall_start, wall_end = await load.run_wave(
+                    clients, tag=tag, stagger=stagger, answer_timeout=timeout, effort=args.effort,
+                    tap=tap, tap_every=args.tap_every)
+                after = self.meter.snapshot()
+            finally:
+                await load.close_clients(clients)
+                if tap is not None:
+                    await tap.stop()
+            return {"answers": answers, "start": wall_start, "end": wall_end,
+                    "before": before, "after": after}
+
+        return load.event_loop_runner()(main()) | {"profilers": profilers,
+                                                    "tapped": _decode_tap(tap)}
+
+    def quiet(self) -> float:
+        """Wait (bounded) for CPU use outside this stack to settle; returns it in cores."""
+        assert self.meter is not None
+        deadline = time.monotonic() + self.args.quiet_wait
+        while True:
+            first = self.meter.snapshot()
+            time.sleep(1.0)
+            other = cpu.CpuMeter.diff(first, self.meter.snapshot())["other (not this stack)"]
+            if other < 0.3 or time.monotonic() >= deadline:
+                return other
+
+    def step(self, users: list[fixtures.BenchUser], *, label: str, profile_dir: Path | None = None,
+             stagger: float | None = None) -> dict[str, Any]:
+        from bench.fixtures import pg_write_counters, wait_for_pg_stats
+
+        assert self.meter is not None
+        stagger = self.args.stagger if stagger is None else stagger
+        self.stack.check_alive()
+        other_before = self.quiet()
+        writes_before = pg_write_counters(self.pg)
+        run = self.wave(users, label, stagger=stagger, profile_dir=profile_dir)
+        self.stack.check_alive()
+        result = analysis.analyse_wave(run["answers"], expected=self.expected_tokens(),
+                                       tokens_per_second=self.args.tokens_per_second,
+                                       think_s=self.args.think_ms / 1000)
+        if run["tapped"]:
+            result["split"] = analysis.analyse_split(run["answers"], run["tapped"])
+        for proc in run["profilers"].values():
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+        tail_start = run["after"]
+        drained_s, still_live = fixtures.drain(self.args.drain_timeout)
+        if still_live:
+            self.notes.append(f"{label}: {still_live} answers were still live {drained_s:.0f}s after the "
+                              "wave ended (--drain-timeout); later steps ran alongside them.")
+        writes_after = wait_for_pg_stats(self.pg)
+        tail = cpu.CpuMeter.diff(tail_start, self.meter.snapshot())
+        n = len(users)
+        return {
+            "streams": n,
+            "label": label,
+            "stagger_s": stagger,
+            "cores": os.cpu_count(),
+            "wave_seconds": run["end"] - run["start"],
+            "other_load_before_cores": round(other_before, 2),
+            "analysis": result,
+            "cpu_window": cpu.CpuMeter.diff(run["before"], run["after"]),
+            "cpu_tail": tail,
+            "drain_s": round(drained_s, 1),
+            "cpu_system_share": cpu.CpuMeter.system_share(run["before"], run["after"]),
+            "db_writes_per_answer": {k: (writes_after[k] - writes_before[k]) / n for k in writes_after},
+            "log_errors": _log_errors(self.stack, self.log_offsets),
+        }
+
+    # --- phases --------------------------------------------------------------------------
+
+    def warm_up(self, users: list[fixtures.BenchUser]) -> None:
+        count = self.args.warmup
+        if count <= 0:
+            return
+        say(f"warm-up: {count} answers (not measured)")
+        run = self.wave(users[:count], f"warmup-{os.getpid()}", stagger=0.5, answer_timeout=30.0)
+        numbers = []
+        for answer in run["answers"]:
+            if answer.failure or not answer.frames or answer.frames[-1][1].get("type") != "done":
+                last = answer.frames[-1][1] if answer.frames else {}
+                raise BenchError(
+                    f"a warm-up answer did not complete ({answer.failure or last or 'no frames'}).\n"
+                    + _log_error_excerpt(self.stack)
+                )
+            text = "".join(f.get("text", "") for _, f in answer.frames if f.get("type") == "delta")
+            numbers.extend(int(m.group(1)) for m in analysis.TOKEN.finditer(text))
+        if not numbers:
+            raise BenchError("the warm-up answers carried no timestamped tokens: is the emulator "
+                             "in --timestamps mode?")
+        self.token_base = min(numbers)
+        self.notes.append(f"The emulator numbers tokens from {self.token_base}; each answer must carry "
+                          f"exactly {self.token_base}..{self.token_base + self.args.reply_tokens - 1}.")
+        _log_errors(self.stack, self.log_offsets)  # warm-up noise is not counted
+
+    def length_check(self, users: list[fixtures.BenchUser], base_step: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """DB writes per answer for a 10× longer answer streamed in the same time."""
+        import urllib.request
+
+        rows = []
+        if base_step is not None:
+            rows.append({"streams": base_step["streams"], "tokens": self.args.reply_tokens,
+                         "tokens_per_second": self.args.tokens_per_second,
+                         "writes": base_step["db_writes_per_answer"]})
+        longer = self.args.reply_tokens * 10
+        rate = self.args.tokens_per_second * 10
+
+        def configure(tokens: int, tps: float) -> None:
+            body = json.dumps({"reply_tokens": tokens, "tokens_per_second": tps}).encode()
+            request = urllib.request.Request(f"{self.stack.emulator_url}/_emulator/config", data=body,
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+
+        say(f"length check: 10 answers of {longer} tokens at {rate:g} tokens/s")
+        configure(longer, rate)
+        saved = (self.args.reply_tokens, self.args.tokens_per_second)
+        try:
+            self.args.reply_tokens, self.args.tokens_per_second = longer, rate
+            step = self.step(users[:10], label=f"length-{os.getpid()}")
+        finally:
+            self.args.reply_tokens, self.args.tokens_per_second = saved
+            configure(*saved)
+        rows.append({"streams": step["streams"], "tokens": longer, "tokens_per_second": rate,
+                     "writes": step["db_writes_per_answer"], "ok": step["analysis"]["ok"]})
+        return rows
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        meta = {
+            "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu_model": _cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "tokens_per_second": args.tokens_per_second,
+            "reply_tokens": args.reply_tokens,
+            "think_ms": args.think_ms,
+            "effort": args.effort,
+            "chunk_tokens": args.chunk_tokens,
+            "stagger": args.stagger,
+            "concurrency": args.concurrency,
+            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "streams": args.stream_list,
+            "product": _product_fingerprint(),
+        }
+        users = self.prepare()
+        result: dict[str, Any] = {"meta": meta, "steps": [], "notes": self.notes}
+        if not args.no_page:
+            say("page query count: conversations with 10 and 1,000 messages")
+            result["page_queries"] = fixtures.page_queries(users[0].pk)
+        self.start_stack()
+        self.warm_up(users)
+        largest = max(args.stream_list)
+        for n in args.stream_list:
+            elapsed = time.monotonic() - self.started
+            if elapsed > args.time_budget:
+                self.notes.append(f"Skipped N={n}: the run had used {elapsed:.0f}s of its "
+                                  f"{args.time_budget:.0f}s budget (--time-budget).")
+                continue
+            profile_dir = None
+            if args.profile and n == largest:
+                if profile.py_spy() is None:
+                    self.notes.append("--profile: py-spy is not installed (pip install py-spy).")
+                else:
+                    profile_dir = self.out / f"profile-N{n}"
+                    profile_dir.mkdir(parents=True, exist_ok=True)
+            say(f"step N={n}: opening {n} websockets, sending over {args.stagger:g}s")
+            step = self.step(users[:n], label=f"n{n}-{os.getpid()}", profile_dir=profile_dir)
+            a = step["analysis"]
+            say(f"  N={n}: {a['ok']}/{a['answers']} ok, per-token p99 "
+                f"{report._ms(a['token_latency_ms']['p99'])} ms, first event p50 "
+                f"{report._ms(a['first_event_ms']['p50'])} ms")
+            result["steps"].append(step)
+            if profile_dir is not None:
+                result["profiles"] = {name: profile.summarise(profile_dir / f"{name}.txt")
+                                      for name in ("web", "worker")}
+        steps = result["steps"]
+        target = next((s for s in steps if s["streams"] == 200), None) or (
+            max(steps, key=lambda s: s["streams"]) if steps else None)
+        result["budget_step"] = target
+        if not args.no_length_check and time.monotonic() - self.started < args.time_budget + 60:
+            base = next((s for s in steps if s["streams"] == min(args.stream_list)), None)
+            result["length_check"] = self.length_check(users, base)
+        if not args.no_micro:
+            say("per-operation costs (provider stream, publish, start_turn)")
+            result["micro"] = micro.run(self.stack.emulator_url, users[0].pk)
+        result["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        return result
+
+
+def _write(result: dict[str, Any], out: Path) -> str:
+    markdown = report.render(result)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown)
+    serialisable = dict(result)
+    serialisable.pop("budget_step", None)
+    payload = json.dumps(serialisable, indent=2, default=str)
+    (out / "results.json").write_text(payload)
+    # Keep every run: the product changes under the bench and runs get compared.
+    runs = out / "runs"
+    runs.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (runs / f"{stamp}.md").write_text(markdown)
+    (runs / f"{stamp}.json").write_text(payload)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    configure_environment()
+    _raise_fd_limit()
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    runner = Runner(args)
+    try:
+        result = runner.run()
+    except BenchError as error:
+        say(f"FAILED: {error}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        say("interrupted")
+        raise SystemExit(130) from None
+    finally:
+        runner.stack.stop()
+    markdown = _write(result, Path(args.out))
+    print(markdown)
+    say(f"wrote {Path(args.out) / 'results.md'} and results.json in {result['elapsed_s']}s")
