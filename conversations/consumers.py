@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import close_old_connections, connection
 
 from conversations import replies
 from conversations.access import get_message_for_user
@@ -20,8 +24,27 @@ from conversations.serializers import final_frame, message_created_frame
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 EFFORTS = ("minimal", "low", "medium", "high")
 MAX_CLIENT_ID = 64
+
+
+# Starting a turn takes a dozen queries inside one transaction; on Channels' single
+# thread-sensitive executor every tab's turn would queue behind every other's. A small
+# dedicated pool lets turns start in parallel, each thread returning its connection to
+# the pool when it is done.
+_turn_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="turns")
+
+
+def _in_turn_thread(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return sync_to_async(run, thread_sensitive=False, executor=_turn_executor)
 
 
 class FrameError(Exception):
@@ -105,7 +128,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         profile_name = frame.get("profile")
         if profile_name is not None and not isinstance(profile_name, str):
             raise FrameError("'profile' must be a string.")
-        turn = await database_sync_to_async(replies.start_turn)(
+        turn = await _in_turn_thread(replies.start_turn)(
             user=self.user,
             organization_id=organization_id,
             conversation_id=conversation_id,
@@ -125,7 +148,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         assert message_id is not None
-        await database_sync_to_async(replies.request_stop)(
+        await _in_turn_thread(replies.request_stop)(
             user=self.user, message_id=message_id
         )
 

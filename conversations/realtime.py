@@ -76,6 +76,11 @@ class Publisher:
         """Block until every published frame has been sent (tests, shutdown)."""
         return self._idle.wait(timeout)
 
+    @staticmethod
+    async def _send_in_order(layer: Any, message_id: int, frames: list[dict[str, Any]]) -> None:
+        for frame in frames:
+            await layer.group_send(message_group(message_id), {"type": EVENT_TYPE, "frame": frame})
+
     async def _drain(self, queue: asyncio.Queue[tuple[int, dict[str, Any]]]) -> None:
         layer = get_channel_layer()
         store = get_replay_store()
@@ -90,10 +95,18 @@ class Publisher:
                 if replayed:
                     await store.append_many(replayed)
                 if layer is not None:
+                    # Order matters within one answer, not across answers: each answer's
+                    # frames go out in sequence while different answers' go concurrently.
+                    by_message: dict[int, list[dict[str, Any]]] = {}
                     for message_id, frame in batch:
-                        await layer.group_send(
-                            message_group(message_id), {"type": EVENT_TYPE, "frame": frame}
-                        )
+                        by_message.setdefault(message_id, []).append(frame)
+                    results = await asyncio.gather(
+                        *(self._send_in_order(layer, mid, frames) for mid, frames in by_message.items()),
+                        return_exceptions=True,
+                    )
+                    failures = [r for r in results if isinstance(r, BaseException)]
+                    if failures:
+                        raise failures[0]
             except Exception:
                 # The frames are in the replay buffer if that part succeeded; a tab that
                 # sees a gap resumes from there.
