@@ -12,11 +12,14 @@ in order, and appends them to the replay buffer in one round trip per batch.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import threading
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from conversations.replay import get_replay_store
 
@@ -122,6 +125,62 @@ class Publisher:
 _publisher = Publisher()
 
 
+class RedisPublisher:
+    """Direct path for the Redis pub/sub channel layer: the calling thread sends its own
+    frame, replay append and PUBLISH in one pipelined round trip.
+
+    Handing every frame to one loop thread made that thread the bottleneck of a worker
+    streaming hundreds of answers (it must win the GIL from all of them for each
+    send); here each streaming thread waits only on its own socket, and one answer's
+    frames stay in order because one thread sends them. The channel name follows
+    channels_redis's pub/sub layer (``<prefix>__group__<group>``, single host), and the
+    payload is serialised by the layer itself.
+    """
+
+    def __init__(self, layer: Any, url: str, prefix: str, ttl: int) -> None:
+        self.layer = layer
+        self.url = url
+        self.prefix = prefix
+        self.ttl = ttl
+        self._local = threading.local()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import redis
+
+            client = self._local.client = redis.Redis.from_url(self.url)
+        return client
+
+    def publish(self, message_id: int, frame: dict[str, Any]) -> None:
+        from conversations.replay import replay_key
+
+        pipe = self._client().pipeline(transaction=False)
+        if frame["type"] in REPLAYED_FRAMES:
+            key = replay_key(message_id)
+            pipe.rpush(key, json.dumps(frame, separators=(",", ":")))
+            pipe.expire(key, self.ttl)
+        channel = f"{self.prefix}__group__{message_group(message_id)}"
+        pipe.publish(channel, self.layer.serialize({"type": EVENT_TYPE, "frame": frame}))
+        try:
+            pipe.execute()
+        except Exception:
+            logger.warning("publishing to message %s failed", message_id, exc_info=True)
+
+
+@functools.cache
+def _direct_publisher() -> RedisPublisher | None:
+    config = settings.CHANNEL_LAYERS.get("default", {})
+    hosts = config.get("CONFIG", {}).get("hosts", [])
+    if config.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer" or len(hosts) != 1:
+        return None
+    host = hosts[0]
+    if not isinstance(host, str):
+        return None
+    prefix = config.get("CONFIG", {}).get("prefix", "asgi")
+    return RedisPublisher(get_channel_layer(), host, prefix, settings.REPLAY_TTL_SECONDS)
+
+
 def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Publish on an existing loop (embedded mode: the web server's own loop, which the
     in-memory channel layer lives on)."""
@@ -129,7 +188,14 @@ def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def publish(message_id: int, frame: dict[str, Any]) -> None:
-    """Send one server→client frame to every socket following this message. Never blocks."""
+    """Send one server→client frame to every socket following this message.
+
+    With Redis the caller's thread sends it (one round trip); otherwise (embedded mode's
+    in-memory layer) it is queued for the loop the layer lives on, and never blocks."""
+    direct = _direct_publisher()
+    if direct is not None:
+        direct.publish(message_id, frame)
+        return
     _publisher.publish(message_id, frame)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 
-def _key(message_id: int) -> str:
+def replay_key(message_id: int) -> str:
     return f"teamchat:replay:{message_id}"
 
 
@@ -46,12 +46,12 @@ class RedisReplayStore:
 
     def append(self, message_id: int, frame: dict[str, Any]) -> None:
         pipe = self._sync_client().pipeline(transaction=False)
-        pipe.rpush(_key(message_id), json.dumps(frame, separators=(",", ":")))
-        pipe.expire(_key(message_id), self.ttl)
+        pipe.rpush(replay_key(message_id), json.dumps(frame, separators=(",", ":")))
+        pipe.expire(replay_key(message_id), self.ttl)
         pipe.execute()
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:
-        return [json.loads(item) for item in self._sync_client().lrange(_key(message_id), 0, -1)]
+        return [json.loads(item) for item in self._sync_client().lrange(replay_key(message_id), 0, -1)]
 
     def _async_client(self) -> Any:
         import asyncio
@@ -68,13 +68,13 @@ class RedisReplayStore:
     async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         pipe = self._async_client().pipeline(transaction=False)
         for message_id, frame in frames:
-            pipe.rpush(_key(message_id), json.dumps(frame, separators=(",", ":")))
+            pipe.rpush(replay_key(message_id), json.dumps(frame, separators=(",", ":")))
         for message_id in {message_id for message_id, _ in frames}:
-            pipe.expire(_key(message_id), self.ttl)
+            pipe.expire(replay_key(message_id), self.ttl)
         await pipe.execute()
 
     async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
-        raw = await self._async_client().lrange(_key(message_id), 0, -1)
+        raw = await self._async_client().lrange(replay_key(message_id), 0, -1)
         frames = [json.loads(item) for item in raw]
         return [frame for frame in frames if frame.get("seq", 0) > after_seq]
 
