@@ -8,6 +8,7 @@ channel layer, an in-process Celery worker and the built-in emulator as the mode
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from chatsite.env import (
     check_redis_url,
@@ -148,7 +149,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Pub/sub channels ignore the Redis database number: a prefix per database
+            # keeps two deployments (or tests and a dev server) on one Redis apart.
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env_str("CHANNEL_PREFIX")
+                or "teamchat" + (urlsplit(REDIS_URL).path.strip("/") or "0"),
+            },
         }
     }
     CACHES = {
