@@ -34,11 +34,16 @@ def is_retired(profile: ModelProfile) -> bool:
 
 
 def default_profile(organization: Organization) -> ModelProfile | None:
+    """The org's default, else CHAT_MODEL, else the first enabled profile; retired ones
+    are passed over so a new chat starts on a model that still answers."""
     profiles = enabled_profiles(organization)
-    candidates = [organization.default_profile_id] if organization.default_profile_id else []
-    for profile in profiles.filter(pk__in=candidates) or profiles.filter(name=settings.CHAT_MODEL):
-        return profile
-    return next((p for p in profiles.order_by("display_name") if not is_retired(p)), None)
+    preferred = [
+        *profiles.filter(pk=organization.default_profile_id),
+        *profiles.filter(name=settings.CHAT_MODEL),
+        *profiles.order_by("display_name"),
+    ]
+    usable = next((p for p in preferred if not is_retired(p)), None)
+    return usable or (preferred[0] if preferred else None)
 
 
 def usable_profile(organization: Organization, name: str | None) -> ModelProfile:

@@ -296,7 +296,8 @@ def listed_shutdown_date(profile: ModelProfile) -> dt.date | None:
         return None
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
-    raw = (model.model_extra or {}).get("shutdown_date")
+    # A typed field in recent SDKs, an extra field in older ones and on gateways.
+    raw = getattr(model, "shutdown_date", None) or (model.model_extra or {}).get("shutdown_date")
     if not raw:
         return None
     try:
