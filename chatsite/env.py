@@ -23,6 +23,19 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
+def env_secret(name: str) -> str:
+    """A secret from ``NAME``, or from the file named by ``NAME_FILE`` (Docker/Kubernetes
+    secrets), so keys need not sit in the process environment."""
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ImproperlyConfiguredEnv(f"{name}_FILE points at {path!r}, which cannot be read") from exc
+    return env_str(name)
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
     if raw is None:

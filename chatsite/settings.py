@@ -15,6 +15,7 @@ from chatsite.env import (
     env_bool,
     env_int,
     env_list,
+    env_secret,
     env_str,
     parse_database_url,
 )
@@ -26,7 +27,7 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 # --- Core -----------------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
-_secret = env_str("SECRET_KEY")
+_secret = env_secret("SECRET_KEY")
 if not _secret:
     # No key configured: generate a random one per installation (never a shared default)
     # and keep it under var/ so sessions survive restarts. Deployments should set SECRET_KEY.
@@ -194,12 +195,12 @@ CELERY_BEAT_SCHEDULE = {
 # Credentials are read here and only handed to the provider layer; they never reach a
 # template, a websocket frame or a log line.
 
-OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_ORGANIZATION = env_str("OPENAI_ORGANIZATION")
 OPENAI_PROJECT = env_str("OPENAI_PROJECT")
 AZURE_OPENAI_ENDPOINT = env_str("AZURE_OPENAI_ENDPOINT")
-AZURE_OPENAI_API_KEY = env_str("AZURE_OPENAI_API_KEY")
+AZURE_OPENAI_API_KEY = env_secret("AZURE_OPENAI_API_KEY")
 AZURE_OPENAI_API_VERSION = env_str("AZURE_OPENAI_API_VERSION", "2024-12-01-preview")
 AZURE_OPENAI_DEPLOYMENT = env_str("AZURE_OPENAI_DEPLOYMENT")
 CHAT_MODEL = env_str("CHAT_MODEL", "o3-mini")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from chatsite.env import env_secret
 from conversations.llm.types import (
     ChatRequest,
     Finished,
@@ -59,7 +59,7 @@ def _http_client() -> httpx2.Client:
 
 def _profile_key(profile: ModelProfile) -> str | None:
     if profile.api_key_env:
-        return os.environ.get(profile.api_key_env) or None
+        return env_secret(profile.api_key_env) or None
     return None
 
 
