@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import threading
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.replay import get_replay_store
+from conversations.replay import RedisReplayStore, get_replay_store
 
 logger = logging.getLogger(__name__)
 
@@ -137,29 +136,15 @@ class RedisPublisher:
     payload is serialised by the layer itself.
     """
 
-    def __init__(self, layer: Any, url: str, prefix: str, ttl: int) -> None:
+    def __init__(self, layer: Any, prefix: str, store: RedisReplayStore) -> None:
         self.layer = layer
-        self.url = url
         self.prefix = prefix
-        self.ttl = ttl
-        self._local = threading.local()
-
-    def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            import redis
-
-            client = self._local.client = redis.Redis.from_url(self.url)
-        return client
+        self.store = store
 
     def publish(self, message_id: int, frame: dict[str, Any]) -> None:
-        from conversations.replay import replay_key
-
-        pipe = self._client().pipeline(transaction=False)
+        pipe = self.store.sync_client().pipeline(transaction=False)
         if frame["type"] in REPLAYED_FRAMES:
-            key = replay_key(message_id)
-            pipe.rpush(key, json.dumps(frame, separators=(",", ":")))
-            pipe.expire(key, self.ttl)
+            self.store.queue_append(pipe, message_id, frame)
         channel = f"{self.prefix}__group__{message_group(message_id)}"
         pipe.publish(channel, self.layer.serialize({"type": EVENT_TYPE, "frame": frame}))
         try:
@@ -174,11 +159,12 @@ def _direct_publisher() -> RedisPublisher | None:
     hosts = config.get("CONFIG", {}).get("hosts", [])
     if config.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer" or len(hosts) != 1:
         return None
-    host = hosts[0]
-    if not isinstance(host, str):
+    store = get_replay_store()
+    # The replay buffer and the channel layer must be the same Redis for one round trip.
+    if not isinstance(store, RedisReplayStore) or hosts[0] != store.url:
         return None
     prefix = config.get("CONFIG", {}).get("prefix", "asgi")
-    return RedisPublisher(get_channel_layer(), host, prefix, settings.REPLAY_TTL_SECONDS)
+    return RedisPublisher(get_channel_layer(), prefix, store)
 
 
 def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -20,8 +20,6 @@ def replay_key(message_id: int) -> str:
 
 
 class ReplayStore(Protocol):
-    def append(self, message_id: int, frame: dict[str, Any]) -> None: ...
-
     async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]: ...
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]: ...
@@ -36,7 +34,9 @@ class RedisReplayStore:
         self._local = threading.local()
         self._async_clients: dict[int, Any] = {}
 
-    def _sync_client(self) -> Any:
+    def sync_client(self) -> Any:
+        """A client for the calling thread (redis-py clients are not shared across threads
+        here, so no thread waits on another's round trip)."""
         client = getattr(self._local, "client", None)
         if client is None:
             import redis
@@ -44,14 +44,13 @@ class RedisReplayStore:
             client = self._local.client = redis.Redis.from_url(self.url)
         return client
 
-    def append(self, message_id: int, frame: dict[str, Any]) -> None:
-        pipe = self._sync_client().pipeline(transaction=False)
+    def queue_append(self, pipe: Any, message_id: int, frame: dict[str, Any]) -> None:
+        """Add one frame's append (and the buffer's expiry) to a sync or async pipeline."""
         pipe.rpush(replay_key(message_id), json.dumps(frame, separators=(",", ":")))
         pipe.expire(replay_key(message_id), self.ttl)
-        pipe.execute()
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:
-        return [json.loads(item) for item in self._sync_client().lrange(replay_key(message_id), 0, -1)]
+        return [json.loads(item) for item in self.sync_client().lrange(replay_key(message_id), 0, -1)]
 
     def _async_client(self) -> Any:
         import asyncio
@@ -68,9 +67,7 @@ class RedisReplayStore:
     async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         pipe = self._async_client().pipeline(transaction=False)
         for message_id, frame in frames:
-            pipe.rpush(replay_key(message_id), json.dumps(frame, separators=(",", ":")))
-        for message_id in {message_id for message_id, _ in frames}:
-            pipe.expire(replay_key(message_id), self.ttl)
+            self.queue_append(pipe, message_id, frame)
         await pipe.execute()
 
     async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
