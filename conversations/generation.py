@@ -249,8 +249,8 @@ def _stream_round(
             raise
 
 
-def _estimate_usage(message: Message, prompt_tokens: int, streamer: Streamer) -> Usage:
-    visible = count_tokens(streamer.text + streamer.refusal)
+def _estimate_usage(message: Message, prompt_tokens: int, visible_text: str) -> Usage:
+    visible = count_tokens(visible_text)
     cap = message.max_completion_tokens or visible
     reasoning = min(REASONING_ALLOWANCE.get(message.reasoning_effort, 4096), max(cap - visible, 0))
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=visible + reasoning, reasoning_tokens=reasoning)
@@ -258,9 +258,8 @@ def _estimate_usage(message: Message, prompt_tokens: int, streamer: Streamer) ->
 
 def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
     """Usage and cost for a turn that ended without a usage chunk (reaper)."""
-    streamer = Streamer(message.pk, text_parts=[text])
     prompt_tokens = getattr(getattr(message, "reservation", None), "prompt_tokens_estimate", 0)
-    usage = _estimate_usage(message, prompt_tokens, streamer)
+    usage = _estimate_usage(message, prompt_tokens, text)
     return usage, _cost(message.profile, usage)
 
 
@@ -445,7 +444,7 @@ def finish(message: Message, outcome: Outcome, streamer: Streamer, state: dict[s
     usage: Usage | None = state.get("usage")
     estimated = usage is None or bool(state.get("usage_missing"))
     if usage is None or state.get("usage_missing"):
-        estimate = _estimate_usage(message, state["prompt_tokens"], streamer)
+        estimate = _estimate_usage(message, state["prompt_tokens"], streamer.text + streamer.refusal)
         usage = _add(usage, estimate) if usage is not None else estimate
     cost = _cost(profile, usage)
     now = timezone.now()

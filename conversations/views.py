@@ -76,9 +76,7 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
     messages = list(conversation.messages.order_by("id")) if conversation else []
     profile = conversation.profile if conversation else default_profile(organization)
     profiles = [_profile_state(p) for p in enabled_profiles(organization)]
-    budgets = budget_status(membership)
     state = {
-        "budget": {name: status.as_dict() for name, status in budgets.items()},
         "is_admin": membership.is_admin,
         "admin_warnings": [w for w in (shutdown_warning(p) for p in enabled_profiles(organization)) if w]
         if membership.is_admin else [],
