@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -58,6 +59,27 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfiguredEnv(f"{name} must be an integer, not {raw!r}") from exc
     if minimum is not None and value < minimum:
         raise ImproperlyConfiguredEnv(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).lower() or default
+    if value not in choices:
+        raise ImproperlyConfiguredEnv(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def env_decimal(name: str, default: str, *, minimum: Decimal | None = None) -> Decimal:
+    raw = env_str(name, default) or default
+    try:
+        # Only ASCII digits: Decimal() would also accept "²" or Arabic-Indic digits.
+        if not raw.isascii():
+            raise InvalidOperation
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise ImproperlyConfiguredEnv(f"{name} must be a decimal number, not {raw!r}") from exc
+    if not value.is_finite() or (minimum is not None and value < minimum):
+        raise ImproperlyConfiguredEnv(f"{name} must be a finite number of at least {minimum}, not {raw!r}")
     return value
 
 

@@ -7,12 +7,17 @@ channel layer, an in-process Celery worker and the built-in emulator as the mode
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from chatsite.env import (
+    ImproperlyConfiguredEnv,
     check_redis_url,
     env_bool,
+    env_choice,
+    env_decimal,
     env_int,
     env_list,
     env_secret,
@@ -39,6 +44,13 @@ if not _secret:
         _key_file.write_text(secrets.token_urlsafe(50))
         _key_file.chmod(0o600)
     _secret = _key_file.read_text().strip()
+# The placeholder in .env.example must never sign a production session.
+PLACEHOLDER_SECRET_KEYS = {"change-me-to-a-long-random-string"}
+if _secret in PLACEHOLDER_SECRET_KEYS:
+    raise ImproperlyConfiguredEnv(
+        "SECRET_KEY is still the placeholder from .env.example; set it to 50 or more random "
+        "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 SECRET_KEY = _secret
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
@@ -52,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "django_ratelimit",
     "accounts",
     "conversations",
     "billing",
@@ -67,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -132,6 +148,12 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "conversations:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
+
+# django-axes first: it refuses a locked-out account or client before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -220,6 +242,47 @@ MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
 REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
 
+# --- Accounts, sign-in protection and abuse limits ----------------------------------------
+
+# "invite": only the first account of a fresh install, then only people holding an
+# invitation (or an address in an org's allowed email domains). "open": anyone; each new
+# account owns a new org that starts with a monthly budget of NEW_ORG_BUDGET_USD.
+SIGNUP = env_choice("SIGNUP", "invite", ("invite", "open"))
+NEW_ORG_BUDGET_USD = env_decimal("NEW_ORG_BUDGET_USD", "5", minimum=Decimal(0))
+# Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For / -Proto headers are
+# believed; every launcher passes this to uvicorn's --forwarded-allow-ips. Empty: none.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+
+# Sign-in lockout (django-axes): 10 failures for one account or 50 from one client within
+# 15 minutes lock further attempts, even correct ones, for 15 minutes.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1)
+LOGIN_FAILURES_PER_CLIENT = env_int("LOGIN_FAILURES_PER_CLIENT", 50, minimum=1)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_HANDLER = "accounts.lockout.LockoutHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_ACCOUNT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_RESET_ON_SUCCESS = False
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.username_from_request"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.locked_out_response"
+AXES_VERBOSE = False
+
+# django-ratelimit counts in the default cache (Redis in the full topology).
+RATELIMIT_IP_META_KEY = "REMOTE_ADDR"
+# Django's own RedisCache increments atomically (INCR) but is not on django-ratelimit's
+# list; embedded mode is one process, so its local-memory cache is the shared one.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", *(["django_ratelimit.E003"] if EMBEDDED else [])]
+SIGNUPS_PER_HOUR = env_int("SIGNUPS_PER_HOUR", 20, minimum=1)
+PASSWORD_RESETS_PER_HOUR = env_int("PASSWORD_RESETS_PER_HOUR", 10, minimum=1)
+SHARE_LOOKUPS_PER_MINUTE = env_int("SHARE_LOOKUPS_PER_MINUTE", 60, minimum=1)
+INVITATIONS_PER_HOUR = env_int("INVITATIONS_PER_HOUR", 30, minimum=1)
+MAX_LIVE_ANSWERS_PER_USER = env_int("MAX_LIVE_ANSWERS_PER_USER", 3, minimum=1)
+SENDS_PER_MINUTE = env_int("SENDS_PER_MINUTE", 20, minimum=1)
+# Environment variables a model profile may name as its key, besides any LLM_KEY_* name.
+PROFILE_KEY_ENVS = env_list("PROFILE_KEY_ENVS", [])
+
 # --- HTTP, security ------------------------------------------------------------------------
 
 SESSION_COOKIE_HTTPONLY = True
@@ -232,6 +295,9 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "teamchat@localhost")
