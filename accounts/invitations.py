@@ -5,17 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-import smtplib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, User
+from chatsite.mail import one_line, send_product_mail
+from chatsite.ratelimits import over_limit_for
 from conversations.exceptions import NotFound
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 INVITATION_LIFETIME = dt.timedelta(days=7)
 INVITABLE_ROLES = (Membership.Role.MEMBER, Membership.Role.ADMIN)
+REINVITES_PER_HOUR = 5
 
 
 class InvitationInvalid(Exception):
@@ -42,13 +45,54 @@ def invitation_path(token: str) -> str:
     return reverse("org:invitation", args=[token])
 
 
-def invite(*, by: Membership, email: str, role: str, site_url: str) -> tuple[Invitation, str]:
-    """Create an invitation and email its link. Returns the invitation and the raw token,
-    which is never stored: only its SHA-256 is.
+def create_invitation(*, organization: Organization, email: str, role: str,
+                      invited_by: User | None) -> tuple[Invitation, str]:
+    """A new pending invitation and its raw token; earlier pending ones for the address die."""
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        Invitation.objects.pending().filter(organization=organization, email__iexact=email).update(
+            revoked_at=now
+        )
+        invitation = Invitation.objects.create(
+            organization=organization, email=email, role=role, token_hash=hash_token(token),
+            invited_by=invited_by, expires_at=now + INVITATION_LIFETIME,
+        )
+    return invitation, token
 
-    ``site_url`` is the scheme and host the link should use (``request.build_absolute_uri("/")``).
-    Earlier pending invitations of the same address to the same org are revoked, so only
-    the newest link works.
+
+@dataclass(frozen=True)
+class SentInvitation:
+    invitation: Invitation
+    link: str  # shown to the admin once; only the token's hash is stored
+    emailed: bool
+
+
+def _refuse_too_many(by: Membership, email: str) -> None:
+    """INVITATIONS_PER_HOUR per admin, and a few per address, so an admin account (or a
+    stolen session) cannot turn the server into a mail cannon or bomb one inbox."""
+    limited, retry_after = over_limit_for(
+        str(by.user_id), group="invitations-per-admin", rate=f"{settings.INVITATIONS_PER_HOUR}/h"
+    )
+    if not limited:
+        limited, retry_after = over_limit_for(
+            f"{by.organization_id}:{email}", group="invitations-per-address",
+            rate=f"{REINVITES_PER_HOUR}/h",
+        )
+    if limited:
+        raise InvitationInvalid(
+            f"Too many invitations sent; try again in {retry_after // 60 + 1} minutes.", status=429
+        )
+
+
+def invite(*, by: Membership, email: str, role: str, site_url: str) -> SentInvitation:
+    """Create an invitation, email its link and return it with the link.
+
+    Only the token's SHA-256 is stored, so the link is returned here for the admin to see
+    once. ``site_url`` is the scheme and host the link should use
+    (``request.build_absolute_uri("/")``). Earlier pending invitations of the same address
+    to the same org are revoked, so only the newest link works (this is also "Resend").
+    If the email cannot be sent the invitation stands: the admin copies the link instead.
     """
     if not by.is_admin:
         raise NotFound("organization")
@@ -59,38 +103,30 @@ def invite(*, by: Membership, email: str, role: str, site_url: str) -> tuple[Inv
     organization = by.organization
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise InvitationInvalid(f"{email} is already a member of {organization}.", status=400)
-    token = secrets.token_urlsafe(32)
-    now = timezone.now()
-    with transaction.atomic():
-        Invitation.objects.pending().filter(organization=organization, email__iexact=email).update(
-            revoked_at=now
-        )
-        invitation = Invitation.objects.create(
-            organization=organization, email=email, role=role, token_hash=hash_token(token),
-            invited_by=by.user, expires_at=now + INVITATION_LIFETIME,
-        )
+    _refuse_too_many(by, email)
+    invitation, token = create_invitation(organization=organization, email=email, role=role,
+                                          invited_by=by.user)
     link = site_url.rstrip("/") + invitation_path(token)
-    try:
-        send_mail(
-            subject=f"[Team Chat] {by.user} invited you to {organization}",
-            message=(
-                f"{by.user} invited you to join {organization} on Team Chat as "
-                f"{invitation.get_role_display().lower()}.\n\n"
-                f"Open this link to accept (it works once and expires on "
-                f"{invitation.expires_at:%-d %b %Y}):\n{link}\n"
-            ),
-            from_email=None,
-            recipient_list=[email],
-        )
-    except (OSError, smtplib.SMTPException) as exc:
-        # The link exists only in this email; without it the invitation is useless.
-        Invitation.objects.filter(pk=invitation.pk).update(revoked_at=timezone.now())
-        raise InvitationInvalid(
-            f"The invitation email to {email} could not be sent, so no invitation was made. "
-            "Try again in a few minutes, or ask whoever runs this server to check its email "
-            "settings.", status=503,
-        ) from exc
-    return invitation, token
+    emailed = send_product_mail(
+        subject=f"{by.user} invited you to {organization}",
+        body=(
+            f"{by.user} invited you to join {one_line(str(organization))} on Team Chat as "
+            f"{invitation.get_role_display().lower()}.\n\n"
+            f"Open this link to accept (it works once and expires on "
+            f"{invitation.expires_at:%-d %b %Y}):\n{link}\n"
+        ),
+        to=[email], quiet=True,
+    )
+    return SentInvitation(invitation=invitation, link=link, emailed=emailed)
+
+
+def resend_invitation(*, by: Membership, invitation: Invitation, site_url: str) -> SentInvitation:
+    """A fresh link for the same address and role; the old link stops working."""
+    if by.organization_id != invitation.organization_id or not by.is_admin:
+        raise NotFound("invitation")
+    if invitation.state == "accepted":
+        raise InvitationInvalid(f"{invitation.email} already joined.", status=400)
+    return invite(by=by, email=invitation.email, role=invitation.role, site_url=site_url)
 
 
 def revoke_invitation(*, by: Membership, invitation: Invitation) -> bool:

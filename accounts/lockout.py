@@ -39,11 +39,11 @@ def username_from_request(request: HttpRequest, credentials: dict[str, Any] | No
     return str(raw).strip().lower()[:254]
 
 
-def client_ip(request: HttpRequest) -> str:
+def client_ip(request: HttpRequest) -> str | None:
     """The client as uvicorn saw it: behind a proxy listed in TRUSTED_PROXIES, uvicorn has
     already replaced REMOTE_ADDR with the forwarded client address; anyone else's
     X-Forwarded-For is ignored, so one proxy never becomes one bucket for everyone."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+    return request.META.get("REMOTE_ADDR") or None if request is not None else None
 
 
 def locked_out_response(request: HttpRequest, credentials: dict[str, Any] | None = None,

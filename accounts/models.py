@@ -176,3 +176,23 @@ class Invitation(models.Model):
         if self.expires_at <= timezone.now():
             return "expired"
         return "pending"
+
+
+class AllowedEmailDomain(models.Model):
+    """People whose verified address is at ``domain`` may join ``organization`` as members
+    without an invitation. A domain belongs to at most one organization."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="allowed_domains"
+    )
+    domain = models.CharField(max_length=253, unique=True)
+    added_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return f"{self.domain} → {self.organization}"

@@ -61,6 +61,16 @@ class InviteForm(forms.Form):
     )
 
 
+class AllowedDomainsForm(forms.Form):
+    domains = forms.CharField(
+        label="Allowed email domains", required=False, max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="People with a verified address at these domains may join as members "
+                  "without an invitation. One per line; only your own email's domain. "
+                  "Empty: invitations only.",
+    )
+
+
 class InvitationSignUpForm(forms.Form):
     """Sign-up through an invitation: the address is the invited one and cannot change."""
 

@@ -12,8 +12,11 @@ app_name = "org"
 urlpatterns = [
     path("org/", views.members_page, name="members"),
     path("org/invitations/", views.invite, name="invite"),
+    path("org/allowed-domains/", views.allowed_domains, name="allowed_domains"),
     path("org/invitations/<int:invitation_id>/revoke/", views.revoke_invitation,
          name="revoke_invitation"),
+    path("org/invitations/<int:invitation_id>/resend/", views.resend_invitation,
+         name="resend_invitation"),
     path("org/members/<int:membership_id>/role/", views.change_role, name="change_role"),
     path("org/members/<int:membership_id>/budget/", views.member_budget, name="member_budget"),
     path("org/members/<int:membership_id>/remove/", views.remove_member, name="remove_member"),

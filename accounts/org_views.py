@@ -22,9 +22,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import invitations, members
+from accounts import invitations, members, onboarding
 from accounts.models import Invitation, Membership
 from accounts.org_forms import (
+    AllowedDomainsForm,
     ApproveForm,
     BudgetRequestForm,
     InvitationSignUpForm,
@@ -42,6 +43,7 @@ from conversations.models import ModelProfile
 from conversations.profiles import enabled_profiles
 
 View = Callable[..., HttpResponse]
+NEW_INVITATION_KEY = "new_invitation"
 
 
 def _not_found_as_404(view: View) -> View:
@@ -87,6 +89,7 @@ def _org_url(name: str, organization_id: int, **params: str) -> str:
 
 def _members_page(request: HttpRequest, admin: Membership, *, status: int = 200,
                   invite_form: InviteForm | None = None,
+                  domains_form: AllowedDomainsForm | None = None,
                   bound: dict[int, dict[str, Any]] | None = None, error: str = "") -> HttpResponse:
     organization = admin.organization
     _, member_budgets = usage.budget_overview(organization=organization,
@@ -108,7 +111,11 @@ def _members_page(request: HttpRequest, admin: Membership, *, status: int = 200,
         })
     pending = (Invitation.objects.pending().filter(organization=organization)
                .select_related("invited_by"))
+    new_invitation = request.session.pop(NEW_INVITATION_KEY, None) if status == 200 else None
     return render(request, "org/members.html", {
+        "new_invitation": new_invitation,
+        "domains_form": domains_form or AllowedDomainsForm(
+            initial={"domains": "\n".join(onboarding.allowed_domains(organization))}),
         "admin": admin,
         "organization": organization,
         "rows": rows,
@@ -135,14 +142,60 @@ def invite(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _members_page(request, admin, status=400, invite_form=form)
     try:
-        invitation, _ = invitations.invite(
+        sent = invitations.invite(
             by=admin, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
             site_url=request.build_absolute_uri("/"),
         )
     except invitations.InvitationInvalid as exc:
         return _members_page(request, admin, status=exc.status, invite_form=form, error=exc.detail)
-    messages.success(request, f"Invitation sent to {invitation.email}. The link works once "
-                              f"and expires on {invitation.expires_at:%-d %b}.")
+    _show_link_once(request, sent)
+    return redirect(_org_url("org:members", admin.organization_id))
+
+
+def _show_link_once(request: HttpRequest, sent: invitations.SentInvitation) -> None:
+    """The link exists only now (its hash is stored): the next Members page shows it once."""
+    invitation = sent.invitation
+    request.session[NEW_INVITATION_KEY] = {"email": invitation.email, "link": sent.link,
+                                           "emailed": sent.emailed}
+    if sent.emailed:
+        messages.success(request, f"Invitation sent to {invitation.email}. The link works once "
+                                  f"and expires on {invitation.expires_at:%-d %b}.")
+    else:
+        messages.warning(request, f"The invitation email to {invitation.email} could not be "
+                                  "sent. Copy the link below and send it yourself.")
+
+
+@login_required
+@require_POST
+@_not_found_as_404
+def resend_invitation(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = invitations.get_invitation_for_admin(request.user, invitation_id)  # type: ignore[arg-type]
+    admin = members.acting_membership(user=request.user, organization=invitation.organization)  # type: ignore[arg-type]
+    try:
+        sent = invitations.resend_invitation(by=admin, invitation=invitation,
+                                             site_url=request.build_absolute_uri("/"))
+    except invitations.InvitationInvalid as exc:
+        return _members_page(request, admin, status=exc.status, error=exc.detail)
+    _show_link_once(request, sent)
+    return redirect(_org_url("org:members", invitation.organization_id))
+
+
+@login_required
+@require_POST
+@_not_found_as_404
+def allowed_domains(request: HttpRequest) -> HttpResponse:
+    admin = _page_admin(request)
+    form = AllowedDomainsForm(request.POST)
+    if not form.is_valid():
+        return _members_page(request, admin, status=400, domains_form=form)
+    try:
+        domains = onboarding.set_allowed_domains(
+            by=admin, domains=onboarding.parse_domains(form.cleaned_data["domains"]))
+    except onboarding.DomainRefused as exc:
+        form.add_error("domains", str(exc))
+        return _members_page(request, admin, status=400, domains_form=form)
+    messages.success(request, f"People at {', '.join(domains)} may now join as members."
+                     if domains else "Only invited people can join now.")
     return redirect(_org_url("org:members", admin.organization_id))
 
 
@@ -462,8 +515,10 @@ def _invitation_page(request: HttpRequest, token: str, *, status: int = 200,
             "error": error or signed_in_elsewhere,
             "can_accept": not signed_in_elsewhere,
         }, status=status)
-    # The token is in the URL: never send it onwards in a Referer header.
-    response["Referrer-Policy"] = "no-referrer"
+    # The token is in the URL: keep it out of Referer headers to other sites. Not
+    # "no-referrer": under it browsers post this page's own forms with "Origin: null",
+    # which CSRF protection rightly refuses, and nobody could accept an invitation.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 

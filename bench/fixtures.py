@@ -70,7 +70,7 @@ def users_and_sessions(count: int) -> list[BenchUser]:
             user = existing.get(email)
             if user is None:
                 user = sign_up(email=email, password="bench-password-not-used",
-                               organization_name=f"Bench org {email[11:15]}")
+                               organization_name=f"Bench org {email[11:15]}", budgeted=False)
             store = SessionStore()
             store[SESSION_KEY] = str(user.pk)
             store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]

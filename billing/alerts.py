@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from django.core.mail import send_mail
 from django.db import transaction
 
 from accounts.models import Membership
 from billing.models import Notification, UsagePeriod
+from chatsite.mail import send_product_mail
 
 THRESHOLDS = ((Decimal("1.00"), "alerted_100", "100%"), (Decimal("0.80"), "alerted_80", "80%"))
 
@@ -35,8 +35,7 @@ def notify(*, organization_id: int, user_ids: Iterable[int], text: str, link: st
     )
     recipients = [user.email for user in users]
     if recipients:
-        send_mail(subject=f"[Team Chat] {text[:80]}", message=text, from_email=None,
-                  recipient_list=recipients, fail_silently=True)
+        send_product_mail(subject=text[:80], body=text, to=recipients, quiet=True)
 
 
 def admin_ids(organization_id: int) -> list[int]:

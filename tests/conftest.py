@@ -78,6 +78,14 @@ def private_task_queue() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_rate_limits(settings: Any) -> None:
+    """Rate-limit counts live in the shared cache (Redis) for up to an hour, keyed by ids
+    that a new test database hands out again: a prefix per test keeps every test's
+    counts its own, without flushing a Redis database the broker also uses."""
+    settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(autouse=True)
 def fresh_llm_clients() -> Iterator[None]:
     """SDK clients are cached per endpoint and key; settings change between tests."""
     from conversations.llm import client

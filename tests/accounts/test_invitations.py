@@ -243,14 +243,82 @@ def test_charlie_cannot_withdraw_alices_invitation(as_alice: Client, charlie: Us
     assert Client().get(path).status_code == 200
 
 
-def test_when_the_email_cannot_be_sent_no_usable_invitation_is_left(
+def test_when_the_email_cannot_be_sent_the_admin_gets_the_link_to_send_themselves(
     as_alice: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import chatsite.mail
+
     def broken(*args: object, **kwargs: object) -> None:
         raise ConnectionRefusedError("smtp down")
 
-    monkeypatch.setattr(invitations, "send_mail", broken)
+    monkeypatch.setattr(chatsite.mail, "send_mail", broken)
+    response = as_alice.post("/org/invitations/", {"email": "dana@example.com", "role": "member"},
+                             follow=True)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "could not be sent" in page
+    link = re.search(r'id="invitation-link" value="http://testserver(/invite/[^/"]+/)"', page)
+    assert link
+    assert Invitation.objects.pending().count() == 1
+    assert Client().get(link[1]).status_code == 200
+
+
+def test_the_invitation_link_is_shown_once_and_resend_voids_the_old_one(
+    as_alice: Client, org_a: Organization
+) -> None:
+    page = as_alice.post("/org/invitations/", {"email": "dana@example.com", "role": "member"},
+                         follow=True).content.decode()
+    first = re.search(r'id="invitation-link" value="http://testserver(/invite/[^/"]+/)"', page)
+    assert first and first[1] in mail.outbox[-1].body
+    assert "invitation-link" not in as_alice.get("/org/").content.decode()  # once
+    invitation = Invitation.objects.get()
+    page = as_alice.post(f"/org/invitations/{invitation.pk}/resend/", follow=True).content.decode()
+    second = re.search(r'id="invitation-link" value="http://testserver(/invite/[^/"]+/)"', page)
+    assert second and second[1] != first[1]
+    assert Client().get(first[1]).status_code == 410
+    assert Client().get(second[1]).status_code == 200
+    assert Invitation.objects.pending().get().role == "member"
+
+
+def test_charlie_cannot_resend_alices_invitation(as_alice: Client, charlie: User) -> None:
+    _invite(as_alice, "dana@example.com")
+    invitation = Invitation.objects.get()
+    other = Client()
+    other.force_login(charlie)
+    sent = len(mail.outbox)
+    assert other.post(f"/org/invitations/{invitation.pk}/resend/").status_code == 404
+    assert len(mail.outbox) == sent
+    assert Invitation.objects.pending().count() == 1
+
+
+def test_invitations_per_admin_are_limited_per_hour(
+    as_alice: Client, settings: object, org_a: Organization
+) -> None:
+    settings.INVITATIONS_PER_HOUR = 3  # type: ignore[attr-defined]
+    for n in range(3):
+        _invite(as_alice, f"person{n}@example.com")
+    response = as_alice.post("/org/invitations/", {"email": "one-more@example.com", "role": "member"})
+    assert response.status_code == 429
+    assert "Too many invitations" in response.content.decode()
+    assert not Invitation.objects.filter(email="one-more@example.com").exists()
+
+
+def test_reinviting_one_address_is_throttled(as_alice: Client, org_a: Organization) -> None:
+    for _ in range(invitations.REINVITES_PER_HOUR):
+        _invite(as_alice, "dana@example.com")
     response = as_alice.post("/org/invitations/", {"email": "dana@example.com", "role": "member"})
-    assert response.status_code == 503
-    assert "could not be sent" in response.content.decode()
-    assert not Invitation.objects.pending().exists()
+    assert response.status_code == 429
+    assert Invitation.objects.filter(email="dana@example.com").count() == invitations.REINVITES_PER_HOUR
+
+
+def test_a_newline_in_the_org_name_never_reaches_an_email_header(
+    as_alice: Client, org_a: Organization
+) -> None:
+    org_a.name = "Acme\r\nBcc: victim@example.com"
+    org_a.save(update_fields=["name"])
+    response = as_alice.post("/org/invitations/", {"email": "dana@example.com", "role": "member"})
+    assert response.status_code == 302
+    message = mail.outbox[-1]
+    assert "\n" not in message.subject and "\r" not in message.subject
+    assert message.to == ["dana@example.com"] and not message.bcc
+    assert Invitation.objects.pending().count() == 1
