@@ -49,5 +49,6 @@ def client_ip(request: HttpRequest) -> str | None:
 def locked_out_response(request: HttpRequest, credentials: dict[str, Any] | None = None,
                         *args: Any, **kwargs: Any) -> HttpResponse:
     minutes = settings.LOGIN_LOCKOUT_MINUTES
-    return render(request, "accounts/locked_out.html", {"minutes": minutes}, status=429,
-                  headers={"Retry-After": str(minutes * 60)})
+    response = render(request, "accounts/locked_out.html", {"minutes": minutes}, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response
