@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from conversations.key_envs import validate_key_env
+
 MILLION = Decimal(1_000_000)
 
 
@@ -43,9 +45,13 @@ class ModelProfile(models.Model):
         max_length=40, blank=True, help_text="Azure api-version; empty uses the v1 GA path."
     )
     api_key_env = models.CharField(
+        "API key environment variable",
         max_length=80,
         blank=True,
-        help_text="Name of the environment variable holding this profile's key (never the key).",
+        validators=[validate_key_env],
+        help_text="Name of the environment variable holding this profile's key (never the "
+        "key): LLM_KEY_… or a name listed in PROFILE_KEY_ENVS. Empty: OPENAI_API_KEY / "
+        "AZURE_OPENAI_API_KEY.",
     )
     api_style = models.CharField(max_length=12, choices=ApiStyle.choices, default=ApiStyle.CHAT)
     instruction_role = models.CharField(

@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -21,6 +22,7 @@ import openai
 from django.conf import settings
 
 from chatsite.env import env_secret
+from conversations.key_envs import key_env_problem
 from conversations.llm.types import (
     ChatRequest,
     Finished,
@@ -63,6 +65,19 @@ def _profile_key(profile: ModelProfile) -> str | None:
     return None
 
 
+def _check_key_env(profile: ModelProfile) -> None:
+    """Refuse a key variable outside the allowed names before reading it; the admin form
+    refuses it too, but a row may have reached the database some other way."""
+    problem = key_env_problem(profile.api_key_env) if profile.api_key_env else None
+    if problem is not None:
+        raise LLMError(
+            "upstream_error",
+            f"Model profile {profile.display_name!r} is misconfigured: {problem} "
+            "An admin must fix its API key environment variable.",
+            reason="configuration",
+        )
+
+
 def _entra_token_provider() -> Callable[[], str]:
     from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 
@@ -71,10 +86,21 @@ def _entra_token_provider() -> Callable[[], str]:
 
 def build_client(profile: ModelProfile) -> openai.OpenAI:
     """A cached SDK client for the profile's provider, endpoint and credentials."""
+    _check_key_env(profile)
     provider = profile.provider
     if provider == "azure":
         endpoint = (profile.endpoint or settings.AZURE_OPENAI_ENDPOINT).rstrip("/")
-        key = _profile_key(profile) or settings.AZURE_OPENAI_API_KEY or None
+        own_key = _profile_key(profile)
+        if not own_key and endpoint != settings.AZURE_OPENAI_ENDPOINT.rstrip("/"):
+            # The server's Azure key and its Entra ID tokens go only to the server's own
+            # Azure endpoint, never to one typed into a profile.
+            raise LLMError(
+                "upstream_error",
+                f"Model profile {profile.display_name!r} points at its own Azure endpoint but "
+                "names no key variable. An admin must set its key variable (LLM_KEY_…).",
+                reason="configuration",
+            )
+        key = own_key or settings.AZURE_OPENAI_API_KEY or None
         version = profile.api_version
         cache_key: tuple[Any, ...] = ("azure", endpoint, version, key)
     elif provider == "compatible":
@@ -209,6 +235,9 @@ class ChatStream:
         self._raw = raw
         self._api_style = api_style
         self._closed = threading.Event()
+        # When the provider last sent anything, keep-alive comments included: the
+        # monitor counts it as progress of this answer.
+        self.last_read_at = 0.0
 
     def close(self) -> None:
         self._closed.set()
@@ -230,9 +259,9 @@ class ChatStream:
     def __iter__(self) -> Iterator[StreamEvent]:
         try:
             if self._api_style == "responses":
-                yield from _responses_events(self._raw)
+                yield from _responses_events(self._timed(self._raw))
             else:
-                yield from _chat_events(_sse_payloads(self._raw.iter_lines()))
+                yield from _chat_events(_sse_payloads(self._timed(self._raw.iter_lines())))
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -244,6 +273,11 @@ class ChatStream:
                 retryable=True,
                 reason="connection",
             ) from exc
+
+    def _timed(self, items: Iterable[Any]) -> Iterator[Any]:
+        for item in items:
+            self.last_read_at = time.monotonic()
+            yield item
 
 
 def open_stream(profile: ModelProfile, request: ChatRequest) -> ChatStream:

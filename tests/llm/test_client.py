@@ -99,6 +99,7 @@ def test_an_azure_profile_with_an_api_version_uses_the_deployment_url_and_api_ke
     make_profile: Callable[..., Any], settings: Any, emulator: Any
 ) -> None:
     settings.AZURE_OPENAI_API_KEY = "azure-key-123"
+    settings.AZURE_OPENAI_ENDPOINT = settings.EMULATOR_URL  # the server's key goes only here
     profile = make_profile(provider="azure", model="team-o3", endpoint=settings.EMULATOR_URL,
                            api_version=AZURE_VERSION)
 
@@ -121,6 +122,7 @@ def test_an_azure_profile_without_an_api_version_uses_the_v1_path(
     make_profile: Callable[..., Any], settings: Any, emulator: Any
 ) -> None:
     settings.AZURE_OPENAI_API_KEY = "azure-key-123"
+    settings.AZURE_OPENAI_ENDPOINT = settings.EMULATOR_URL  # the server's key goes only here
     profile = make_profile(provider="azure", model="team-o3", endpoint=settings.EMULATOR_URL,
                            api_version="")
 
@@ -139,6 +141,7 @@ def test_an_azure_stream_with_content_filter_annotations_is_read_without_losing_
     make_profile: Callable[..., Any], settings: Any, emulator: Any
 ) -> None:
     settings.AZURE_OPENAI_API_KEY = "azure-key-123"
+    settings.AZURE_OPENAI_ENDPOINT = settings.EMULATOR_URL  # the server's key goes only here
     profile = make_profile(provider="azure", model="team-o3", endpoint=settings.EMULATOR_URL,
                            api_version=AZURE_VERSION)
     reply = "Annotated answers arrive with delta-less filter chunks in between. " * 4
@@ -154,6 +157,7 @@ def test_an_azure_content_filter_finish_is_reported_as_such(
     make_profile: Callable[..., Any], settings: Any, emulator: Any
 ) -> None:
     settings.AZURE_OPENAI_API_KEY = "azure-key-123"
+    settings.AZURE_OPENAI_ENDPOINT = settings.EMULATOR_URL  # the server's key goes only here
     profile = make_profile(provider="azure", model="team-o3", endpoint=settings.EMULATOR_URL,
                            api_version=AZURE_VERSION)
     emulator.push({"fault": "content_filter", "after_tokens": 4})
@@ -167,9 +171,9 @@ def test_an_azure_content_filter_finish_is_reported_as_such(
 def test_an_openai_compatible_profile_reads_its_key_from_the_named_variable(
     make_profile: Callable[..., Any], settings: Any, emulator: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setenv("TEAMCHAT_TEST_GATEWAY_KEY", "gw-key-456")
+    monkeypatch.setenv("LLM_KEY_TEST_GATEWAY", "gw-key-456")
     profile = make_profile(provider="compatible", endpoint=settings.EMULATOR_URL + "/v1",
-                           api_key_env="TEAMCHAT_TEST_GATEWAY_KEY")
+                           api_key_env="LLM_KEY_TEST_GATEWAY")
 
     events = stream(profile)
 
@@ -355,21 +359,21 @@ def test_credentials_never_appear_in_error_details(
     make_profile: Callable[..., Any], settings: Any, emulator: Any, monkeypatch: Any,
     provider: str,
 ) -> None:
-    monkeypatch.setenv("TEAMCHAT_TEST_SECRET_KEY", SECRET)
+    monkeypatch.setenv("LLM_KEY_TEST_SECRET", SECRET)
     settings.OPENAI_API_KEY = SECRET
     settings.OPENAI_BASE_URL = settings.EMULATOR_URL + "/v1"
     endpoint = {"openai": "", "azure": settings.EMULATOR_URL,
                 "compatible": settings.EMULATOR_URL + "/v1"}[provider]
-    profile = make_profile(provider=provider, endpoint=endpoint, api_key_env="TEAMCHAT_TEST_SECRET_KEY",
+    profile = make_profile(provider=provider, endpoint=endpoint, api_key_env="LLM_KEY_TEST_SECRET",
                            api_version=AZURE_VERSION if provider == "azure" else "")
     # A profile that sends a parameter the model rejects: the provider's 400 names it.
     rejected = make_profile(name="rejected", provider=provider, endpoint=endpoint,
-                            api_key_env="TEAMCHAT_TEST_SECRET_KEY",
+                            api_key_env="LLM_KEY_TEST_SECRET",
                             api_version=AZURE_VERSION if provider == "azure" else "",
                             accepted_params=["max_tokens"])
     unreachable = make_profile(name="unreachable", provider="compatible",
                                endpoint=f"http://127.0.0.1:{closed_port()}/v1",
-                               api_key_env="TEAMCHAT_TEST_SECRET_KEY")
+                               api_key_env="LLM_KEY_TEST_SECRET")
     errors: list[LLMError] = []
     for scenario in CREDENTIAL_FAULTS:
         emulator.push(scenario)
