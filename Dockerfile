@@ -1,9 +1,20 @@
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && rm -rf /var/lib/apt/lists/*
+# Every command of the image runs as this unprivileged user (docker-compose.yml pins the
+# same ids).
+RUN groupadd --system --gid 10001 teamchat \
+    && useradd --system --uid 10001 --gid teamchat --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin teamchat
 WORKDIR /app
 COPY pyproject.toml package.json package-lock.json ./
 RUN pip install --no-cache-dir . && npm ci --no-audit --no-fund
 COPY . .
-RUN python manage.py collectstatic --noinput
+# collectstatic loads the settings; a throwaway key keeps them from generating a
+# SECRET_KEY into the image. var/ (VAR_DIR) is the one directory the app writes to.
+RUN SECRET_KEY=collectstatic-only-never-used python manage.py collectstatic --noinput \
+    && mkdir -p var && chown teamchat:teamchat var
+USER 10001:10001
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "chatsite.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
+# Websocket frames over 1 MiB are refused; X-Forwarded-For/-Proto are believed only from
+# TRUSTED_PROXIES (empty or unset: from no one, never uvicorn's 127.0.0.1 default).
+CMD ["sh", "-c", "exec python -m uvicorn chatsite.asgi:application --host 0.0.0.0 --port 8000 --ws-max-size 1048576 --ws-per-message-deflate false --proxy-headers --forwarded-allow-ips \"$TRUSTED_PROXIES\""]

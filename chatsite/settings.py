@@ -75,6 +75,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "chatsite.middleware.ContentSecurityPolicyMiddleware",
+    "chatsite.middleware.RejectNullCharactersMiddleware",
+    "chatsite.middleware.NotFoundAs404Middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -236,6 +238,8 @@ LLM_MAX_RETRY_WAIT = env_int("LLM_MAX_RETRY_WAIT", 30, minimum=0)
 STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 50, minimum=1)
 STREAM_CHECKPOINT_SECONDS = env_int("STREAM_CHECKPOINT_SECONDS", 3, minimum=1)
 STREAM_LEASE_SECONDS = env_int("STREAM_LEASE_SECONDS", 60, minimum=10)
+# A queued answer no worker claimed within this long fails as `queue_timeout` at $0.
+PENDING_TIMEOUT_SECONDS = env_int("PENDING_TIMEOUT_SECONDS", 600, minimum=10)
 STREAM_IDLE_TIMEOUT = env_int("STREAM_IDLE_TIMEOUT", 90, minimum=5)
 STREAM_MAX_CHECKPOINTS = env_int("STREAM_MAX_CHECKPOINTS", 20, minimum=1)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
@@ -291,10 +295,14 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind a TLS proxy, plain HTTP that reaches the app is redirected to HTTPS, except the
+# container healthcheck, which calls /healthz over plain HTTP from inside the container.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
 SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)

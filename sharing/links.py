@@ -23,7 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from conversations.access import get_conversation_for_user, get_membership
+from conversations.access import get_conversation_for_user
 from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 from conversations.profiles import default_profile
@@ -70,6 +70,12 @@ class Snapshot:
     @property
     def title(self) -> str:
         return self.link.display_title
+
+    @property
+    def is_public(self) -> bool:
+        """Open to anyone under the org's current policy, not just its members."""
+        policy = self.link.organization.share_policy
+        return self.link.effective_visibility(policy) == Visibility.PUBLIC
 
 
 def hash_token(token: str) -> str:
@@ -334,17 +340,42 @@ def _is_member(viewer: User | AnonymousUser | None, organization_id: int) -> boo
     return Membership.objects.filter(user=viewer, organization_id=organization_id).exists()
 
 
+def fork_destinations(*, snapshot: Snapshot, viewer: User) -> list[Membership]:
+    """The viewer's orgs a snapshot may be copied into, in the order they joined them.
+
+    A members-only link (or a public link whose org now allows members-only links)
+    copies only into the link's own org: its content never leaves that org through a
+    viewer who also belongs to another. A public link copies into any of the
+    viewer's orgs.
+    """
+    memberships = Membership.objects.select_related("organization").filter(user=viewer)
+    if not snapshot.is_public:
+        memberships = memberships.filter(organization_id=snapshot.link.organization_id)
+    return list(memberships.order_by("joined_at", "id"))
+
+
 def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> Conversation:
-    """Copy a snapshot into a new conversation of the viewer's, in their current org,
-    answered by that org's default model. The shared conversation is only read."""
+    """Copy a snapshot into a new conversation of the viewer's, answered by the
+    destination org's default model. The shared conversation is only read.
+
+    The destination is ``organization_id`` (the viewer's choice, or their current org)
+    when ``fork_destinations`` allows it, else the first allowed org: a members-only
+    link always copies into its own org, whatever org the viewer is looking at.
+    """
     snapshot = get_shared_snapshot(token=token, viewer=viewer)
-    try:
-        membership = get_membership(viewer, organization_id)
-    except NotFound as exc:
+    destinations = fork_destinations(snapshot=snapshot, viewer=viewer)
+    if not destinations:
+        if not snapshot.is_public:
+            # Left the link's org between the read above and now: the same 404 as
+            # any other link this viewer cannot open.
+            raise LinkNotFound
         raise ShareRefused(
             "You are not in an organization yet, so there is nowhere to continue this "
             "conversation. Ask an admin for an invitation."
-        ) from exc
+        )
+    membership = next(
+        (m for m in destinations if m.organization_id == organization_id), destinations[0]
+    )
     organization = membership.organization
     profile = default_profile(organization)
     if profile is None:

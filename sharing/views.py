@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -19,6 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization
+from chatsite.ratelimits import over_limit
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
@@ -28,6 +30,7 @@ from sharing.links import (
     ShareRefused,
     change_link_settings,
     create_link,
+    fork_destinations,
     fork_snapshot,
     get_link_for_owner,
     get_shared_snapshot,
@@ -37,7 +40,6 @@ from sharing.links import (
     update_link,
 )
 from sharing.models import ShareLink
-from sharing.throttle import allow_lookup
 
 # Share pages hold other people's words: nothing runs but our own scripts, nothing
 # loads from elsewhere, nothing frames them, and nothing is sent onwards.
@@ -74,6 +76,19 @@ def _private_headers(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def _too_many_lookups(request: HttpRequest) -> tuple[bool, int]:
+    """Count one token lookup for the client, so tokens cannot be guessed in bulk.
+
+    The client is REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for the
+    proxies in TRUSTED_PROXIES; a request without one (a Unix socket) counts as one
+    shared "unknown" client rather than failing.
+    """
+    key = "ip" if request.META.get("REMOTE_ADDR") else (lambda _group, _request: "unknown")
+    return over_limit(
+        request, group="sharing.lookup", rate=f"{settings.SHARE_LOOKUPS_PER_MINUTE}/m", key=key
+    )
+
+
 def share_page(
     referrer_policy: str = "no-referrer",
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
@@ -87,8 +102,8 @@ def share_page(
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             request.user.is_authenticated  # noqa: B018 (touch the session, see above)
-            allowed, retry_after = allow_lookup(request)
-            if not allowed:
+            limited, retry_after = _too_many_lookups(request)
+            if limited:
                 response = HttpResponse(
                     render_to_string("sharing/rate_limited.html"), status=429
                 )
@@ -146,7 +161,8 @@ def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
 @share_page(referrer_policy="same-origin")
 @require_http_methods(["GET", "POST"])
 def continue_shared(request: HttpRequest, token: str) -> HttpResponse:
-    """GET: confirm (and choose the org); POST: copy the snapshot, open the copy."""
+    """GET: confirm (and choose the org, for a public link); POST: copy the snapshot,
+    open the copy. A members-only link offers, and copies into, only its own org."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.path)
     if request.method == "POST":
@@ -166,9 +182,7 @@ def continue_shared(request: HttpRequest, token: str) -> HttpResponse:
         snapshot = get_shared_snapshot(token=token, viewer=request.user)
     except LinkNotFound:
         return _not_found()
-    memberships = list(
-        request.user.memberships.select_related("organization").order_by("joined_at", "id")  # type: ignore[union-attr]
-    )
+    memberships = fork_destinations(snapshot=snapshot, viewer=request.user)  # type: ignore[arg-type]
     current = request.session.get("organization_id")
     if not any(m.organization_id == current for m in memberships):
         current = memberships[0].organization_id if memberships else None

@@ -154,12 +154,17 @@ def test_share_continue_go_public_and_revoke(
     expect(bob_page.locator(".share-message--user code", has_text="3 + 3")).to_be_visible()
     assert "LATER-QUESTION" not in bob_page.content()
     assert "CUSTOM-SECRET" not in bob_page.content()
+    # bob is in a second org too, but a members-only link only continues inside Acme.
+    side = Organization.objects.create(name="Side project")
+    bob.memberships.create(organization=side, role="owner")
     bob_page.get_by_role("link", name="Continue in my account").click()
     expect(bob_page.get_by_text("It goes into Acme")).to_be_visible()
+    expect(bob_page.get_by_label("Organization")).to_have_count(0)
     bob_page.get_by_role("button", name="Continue in my account").click()
     bob_page.wait_for_url(re.compile(r"/c/\d+/$"))
     fork = Conversation.objects.get(user=bob)
     assert bob_page.url == f"{base}/c/{fork.pk}/"
+    assert fork.organization == org_a
     assert list(fork.messages.values_list("role", "content", "status")) == [
         ("user", "What is **2 + 2**?", "done"), ("assistant", "It is **4**.", "done"),
         ("user", "And `3 + 3`?", "done"), ("assistant", "It is *6*.", "done"),

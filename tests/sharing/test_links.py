@@ -309,10 +309,13 @@ def test_a_fork_never_writes_to_the_shared_conversation(alice: User, bob: User) 
     assert Conversation.objects.filter(user=alice).count() == 1
 
 
-def test_a_fork_goes_to_the_viewers_chosen_org(alice: User, bob: User, org_a: Organization) -> None:
+def test_a_fork_of_a_public_link_goes_to_the_viewers_chosen_org(
+    alice: User, bob: User, org_a: Organization
+) -> None:
+    allow_public(org_a)
     other = Organization.objects.create(name="Bob's side project")
     Membership.objects.create(user=bob, organization=other, role=Membership.Role.OWNER)
-    issued = share(alice, make_conversation(alice))
+    issued = share(alice, make_conversation(alice), PUBLIC)
     fork = links.fork_snapshot(token=issued.token, viewer=bob, organization_id=other.pk)
     assert fork.organization == other
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import random
 import re
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
+import django_ratelimit.core
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Organization, User
 from conversations.models import Conversation, Message
-from sharing import links, throttle
+from sharing import links
 from sharing.models import ShareLink
 from sharing.views import SHARE_CSP
 from tests.sharing.conftest import add_turn, client_for, make_conversation
@@ -401,9 +404,12 @@ def test_lookups_are_rate_limited_per_client_address(
     alice: User, bob: User, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.SHARE_LOOKUPS_PER_MINUTE = 3
-    monkeypatch.setattr(throttle, "_now", lambda: 1_800_000_040.0)  # 20 s before the next window
     issued = share(alice, make_conversation(alice))
     address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    # django-ratelimit staggers each client's one-minute window by crc32(client) % 60:
+    # start the clock 20 s before this client's window ends.
+    now = 1_800_000_000 + (zlib.crc32(address.encode()) % 60 - 20) % 60
+    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: now))
     client = client_for(bob)
     guesses = [client.get(path_of(f"guess-{n}"), REMOTE_ADDR=address).status_code for n in range(3)]
     assert guesses == [404, 404, 404]
@@ -418,7 +424,7 @@ def test_lookups_are_rate_limited_per_client_address(
     # Another client is not affected; nor is the next minute.
     other = f"192.0.2.{random.randrange(1, 255)}"
     assert client.get(path_of(issued.token), REMOTE_ADDR=other).status_code == 200
-    monkeypatch.setattr(throttle, "_now", lambda: 1_800_000_061.0)
+    now += 21
     assert client.get(path_of(issued.token), REMOTE_ADDR=address).status_code == 200
 
 
@@ -455,10 +461,13 @@ def test_continuing_asks_which_org_first_with_a_normal_csrf_post(
     assert not Conversation.objects.filter(user=bob).exists()  # a GET copies nothing
 
 
-def test_continuing_into_another_of_the_viewers_orgs(alice: User, bob: User, as_user: AsUser) -> None:
+def test_continuing_a_public_link_into_another_of_the_viewers_orgs(
+    alice: User, bob: User, org_a: Organization, as_user: AsUser
+) -> None:
     side = Organization.objects.create(name="Side project")
     bob.memberships.create(organization=side, role="owner")
-    issued = share(alice, make_conversation(alice))
+    set_policy(org_a, "public")
+    issued = share(alice, make_conversation(alice), "public")
     client = as_user(bob)
     assert ">Side project</option>" in client.get(f"{path_of(issued.token)}continue/").content.decode()
     client.post(f"{path_of(issued.token)}continue/", {"organization": str(side.pk)})

@@ -76,8 +76,23 @@ class Command(BaseCommand):
         if settings.EMBEDDED:
             # The in-memory channel layer lives on this loop; workers publish onto it.
             use_event_loop(asyncio.get_running_loop())
-        config = uvicorn.Config(
-            "chatsite.asgi:application", host=host, port=port, log_level="info",
-            ws_max_size=1_048_576, ws_per_message_deflate=False, lifespan="off",
-        )
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(server_config(host=host, port=port)).serve()
+
+
+# Websocket frames over 1 MiB are refused by uvicorn before any of our code reads them.
+WS_MAX_SIZE = 1_048_576
+
+
+def server_config(*, host: str, port: int) -> uvicorn.Config:
+    """uvicorn as every launcher runs it: 1 MiB websocket frames, and proxy headers
+    believed only from TRUSTED_PROXIES.
+
+    ``forwarded_allow_ips`` is always a string: None would make uvicorn trust
+    $FORWARDED_ALLOW_IPS or, without it, 127.0.0.1; "" (TRUSTED_PROXIES empty) trusts
+    no proxy at all.
+    """
+    return uvicorn.Config(
+        "chatsite.asgi:application", host=host, port=port, log_level="info",
+        ws_max_size=WS_MAX_SIZE, ws_per_message_deflate=False, lifespan="off",
+        proxy_headers=True, forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
+    )

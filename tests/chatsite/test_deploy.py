@@ -1,0 +1,282 @@
+"""Deployable safely: Django's deployment checks pass with the documented production
+settings, the .env.example placeholder secret is refused, proxy headers are believed
+only from TRUSTED_PROXIES, and the compose file is locked down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+from click.testing import CliRunner
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from chatsite import healthcheck
+
+ROOT = Path(__file__).resolve().parents[2]
+WS_CAP = "--ws-max-size 1048576"
+APP_SERVICES = ("web", "worker", "beat", "emulator")
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    """The environment README's deployment section asks for, and nothing else."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50)[:50],
+        "ALLOWED_HOSTS": "chat.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+        "SECURE_COOKIES": "true",
+        "BEHIND_TLS_PROXY": "true",
+        "HSTS_SECONDS": "31536000",
+        "DATABASE_URL": os.environ.get(
+            "DATABASE_URL", "postgres://teamchat:teamchat@127.0.0.1:5432/teamchat"
+        ),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
+    env.update(overrides)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# --- Django settings ------------------------------------------------------------------------
+
+
+def test_the_deployment_checks_pass_with_the_documented_production_settings() -> None:
+    result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                 production_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthz_answers_plain_http_while_everything_else_goes_to_https() -> None:
+    script = """
+import json
+import django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="chat.example.com")
+health = client.get("/healthz")
+login = client.get("/accounts/login/")
+secure_login = client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
+print(json.dumps([health.status_code, login.status_code, login.get("Location"),
+                  secure_login.status_code, secure_login.get("Strict-Transport-Security")]))
+"""
+    env = production_env(DJANGO_SETTINGS_MODULE="chatsite.settings", DB_POOL="false",
+                         PYTHONPATH=str(ROOT))
+    result = run([sys.executable, "-c", script], env)
+    assert result.returncode == 0, result.stderr
+    health, login, location, secure_login, hsts = json.loads(result.stdout.splitlines()[-1])
+    assert health in (200, 503)  # healthy or not, never a redirect the healthcheck can't follow
+    assert (login, location) == (301, "https://chat.example.com/accounts/login/")
+    assert secure_login == 200
+    assert hsts == "max-age=31536000; includeSubDomains; preload"
+
+
+def test_the_placeholder_secret_from_env_example_is_refused_at_start() -> None:
+    placeholder = re.search(r"^SECRET_KEY=(.+)$", (ROOT / ".env.example").read_text(), re.M)
+    assert placeholder is not None
+    result = run([sys.executable, "manage.py", "check"],
+                 production_env(SECRET_KEY=placeholder.group(1).strip()))
+    assert result.returncode != 0
+    assert "SECRET_KEY is still the placeholder from .env.example" in result.stderr
+
+
+# --- Proxy headers -----------------------------------------------------------------------------
+
+
+def client_seen(trusted: Any, *, peer: str = "127.0.0.1") -> tuple[str, str]:
+    """The client address and scheme the app sees behind uvicorn's proxy-header
+    middleware configured with ``trusted``, for a request from ``peer`` that claims to
+    come from 203.0.113.9 over HTTPS."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.update(scope)
+
+    scope = {"type": "http", "scheme": "http", "client": (peer, 40000),
+             "headers": [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https")]}
+    asyncio.run(ProxyHeadersMiddleware(app, trusted_hosts=trusted)(scope, None, None))  # type: ignore[arg-type]
+    return seen["client"][0], seen["scheme"]
+
+
+def test_an_empty_trusted_proxies_trusts_no_proxy_even_with_forwarded_allow_ips_set(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conversations.management.commands.runstack import server_config
+
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    settings.TRUSTED_PROXIES = []
+    config = server_config(host="127.0.0.1", port=8000)
+    assert config.proxy_headers and config.forwarded_allow_ips == ""
+    assert config.ws_max_size == 1_048_576
+    assert client_seen(config.forwarded_allow_ips) == ("127.0.0.1", "http")
+    # What None (uvicorn's default) would have done instead: trust the environment.
+    fallback = uvicorn.Config("chatsite.asgi:application", forwarded_allow_ips=None)
+    assert client_seen(fallback.forwarded_allow_ips) == ("203.0.113.9", "https")
+
+
+def test_an_empty_forwarded_allow_ips_flag_is_passed_on_as_trust_no_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the compose and Dockerfile launchers run: ``--forwarded-allow-ips ""`` when
+    TRUSTED_PROXIES is empty reaches uvicorn as "", not as None (its env/127.0.0.1
+    fallback)."""
+    cli = sys.modules["uvicorn.main"]  # the module; uvicorn.main is the click command
+    received: dict[str, Any] = {}
+    monkeypatch.setattr(cli, "run", lambda app, **options: received.update(options))
+    result = CliRunner().invoke(
+        cli.main, ["chatsite.asgi:application", "--ws-max-size", "1048576",
+                   "--forwarded-allow-ips", ""], env={"FORWARDED_ALLOW_IPS": "*"},
+    )
+    assert result.exit_code == 0, result.output
+    assert received["forwarded_allow_ips"] == "" and received["proxy_headers"] is True
+    assert client_seen(received["forwarded_allow_ips"]) == ("127.0.0.1", "http")
+
+
+def test_trusted_proxies_are_believed_and_nobody_else(settings: Any) -> None:
+    from conversations.management.commands.runstack import server_config
+
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8", "192.0.2.1"]
+    trusted = server_config(host="127.0.0.1", port=8000).forwarded_allow_ips
+    assert client_seen(trusted, peer="10.1.2.3") == ("203.0.113.9", "https")
+    assert client_seen(trusted, peer="192.0.2.1") == ("203.0.113.9", "https")
+    assert client_seen(trusted, peer="127.0.0.1") == ("127.0.0.1", "http")
+
+
+def test_every_launcher_caps_websocket_frames_and_passes_trusted_proxies() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert WS_CAP in cmd and '--forwarded-allow-ips \\"$TRUSTED_PROXIES\\"' in cmd
+    conftest = (ROOT / "tests" / "conftest.py").read_text()
+    assert "ws_max_size=1_048_576" in conftest
+    assert 'forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES)' in conftest
+
+
+def test_the_image_runs_as_a_non_root_user_and_bakes_in_no_secret() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "SECRET_KEY=" in dockerfile  # collectstatic must not generate var/secret_key
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "var", ".venv", "node_modules"} <= set(ignored)
+
+
+# --- Compose -----------------------------------------------------------------------------------
+
+
+def compose_config(tmp_path: Path, **env: str) -> dict[str, Any]:
+    """``docker-compose config`` (Debian's) on a copy of the compose file next to an .env
+    made from .env.example, as a deployment would have it."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install -y docker-compose)")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    example = (ROOT / ".env.example").read_text()
+    (tmp_path / ".env").write_text(
+        re.sub(r"^SECRET_KEY=.*$", f"SECRET_KEY={secrets.token_urlsafe(50)}", example, flags=re.M)
+    )
+    environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
+    result = run([binary, "config"], environment, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_the_compose_file_is_valid_and_locked_down(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    assert set(services) == {"web", "worker", "beat", "emulator", "postgres", "redis"}
+    for name in APP_SERVICES:
+        assert services[name]["user"] == "10001:10001", name
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    web = services["web"]
+    assert [(p["host_ip"], p["published"]) for p in _ports(web)] == [("127.0.0.1", "8000")]
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+    assert WS_CAP in web["command"] and '--forwarded-allow-ips "$$TRUSTED_PROXIES"' in web["command"]
+    assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert services["worker"]["stop_grace_period"] == "120s"
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    redis = services["redis"]
+    assert "--appendonly yes" in redis["command"]
+    assert any(volume.startswith("redisdata:/data") for volume in redis["volumes"])
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert "8001" in " ".join(services["emulator"]["healthcheck"]["test"])
+
+
+def test_web_is_published_beyond_loopback_only_when_told(tmp_path: Path) -> None:
+    web = compose_config(tmp_path, WEB_BIND="0.0.0.0")["services"]["web"]
+    assert [p["host_ip"] for p in _ports(web)] == ["0.0.0.0"]
+
+
+def _ports(service: dict[str, Any]) -> list[dict[str, str]]:
+    """Ports in either of docker-compose's spellings ("ip:published:target/tcp" or a map)."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            host_ip, published, _target = port.split("/")[0].rsplit(":", 2)
+            ports.append({"host_ip": host_ip, "published": published})
+        else:
+            ports.append({"host_ip": port.get("host_ip", ""), "published": str(port["published"])})
+    return ports
+
+
+# --- The healthcheck script ---------------------------------------------------------------------
+
+
+def test_the_healthcheck_sends_the_allowed_host_and_fails_on_errors(
+    live_healthz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_HOSTS", "chat.example.com,other.example.com")
+    assert healthcheck.host_header() == "chat.example.com"
+    assert healthcheck.check_http(f"{live_healthz}/ok") is None
+    assert "503" in (healthcheck.check_http(f"{live_healthz}/degraded") or "")
+    monkeypatch.setenv("ALLOWED_HOSTS", "wrong.example.com")
+    assert "400" in (healthcheck.check_http(f"{live_healthz}/ok") or "")
+
+
+def test_the_process_healthcheck_reads_pid_1s_arguments(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"python\0-m\0celery\0-A\0chatsite\0beat\0--loglevel\0INFO\0")
+    assert healthcheck.check_process("beat", cmdline) is None
+    assert healthcheck.check_process("worker", cmdline) is not None
+    assert healthcheck.check_process("beat", tmp_path / "missing") is not None
+
+
+@pytest.fixture
+def live_healthz() -> Any:
+    """A tiny HTTP server that answers like /healthz, and 400 to any Host but the first
+    allowed one (as Django does)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers["Host"] != "chat.example.com":
+                status = 400
+            else:
+                status = 200 if self.path == "/ok" else 503
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
