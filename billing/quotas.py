@@ -15,7 +15,9 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from billing.models import ZERO, Reservation, UsagePeriod
@@ -27,6 +29,20 @@ if TYPE_CHECKING:
     from conversations.models import Message, ModelProfile
 
 CENT = Decimal("0.000001")
+PLACES = 6  # micro-dollars: every money column has decimal_places=6
+
+
+def exact(expression: CombinedExpression) -> Round:
+    """Money arithmetic in the database, rounded to the micro-dollar.
+
+    PostgreSQL computes ``numeric`` exactly, so this is a no-op there. SQLite (embedded
+    mode) computes in binary floating point: 0.1 + 0.2 - 0.3 leaves 5.6e-17, and repeated
+    holds and releases leave ``reserved_usd`` a hair below zero, which fails its check
+    constraint inside finish(). Rounding each result to six places stores the double
+    nearest the exact decimal, so the error never accumulates and a full release lands
+    on exactly zero.
+    """
+    return Round(expression, PLACES)
 
 
 def period_start(organization: Organization, when: dt.datetime | None = None) -> dt.date:
@@ -67,8 +83,8 @@ def _hold(row: UsagePeriod, amount: Decimal, limit: Decimal | None) -> bool:
     if limit is not None:
         # Race: N turns starting at once. PostgreSQL re-evaluates this WHERE on the
         # locked, latest row version, so at most the turns that fit get through.
-        rows = rows.filter(spent_usd__lte=limit - amount - F("reserved_usd"))
-    return rows.update(reserved_usd=F("reserved_usd") + amount) == 1
+        rows = rows.filter(spent_usd__lte=exact(Value(limit - amount) - F("reserved_usd")))
+    return rows.update(reserved_usd=exact(F("reserved_usd") + amount)) == 1
 
 
 def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
@@ -123,8 +139,8 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     charge = cost.quantize(CENT)
     for row_id in (reservation.org_period_id, reservation.member_period_id):
         UsagePeriod.objects.filter(pk=row_id).update(
-            reserved_usd=F("reserved_usd") - reservation.amount_usd,
-            spent_usd=F("spent_usd") + charge,
+            reserved_usd=exact(F("reserved_usd") - reservation.amount_usd),
+            spent_usd=exact(F("spent_usd") + charge),
         )
     reservation.charged_usd = charge
     reservation.estimated = estimated

@@ -46,3 +46,13 @@ def get_membership(user: User, organization_id: int | None) -> Membership:
     if membership is None:
         raise NotFound("organization")
     return membership
+
+
+def get_membership_in(user: User, organization_id: int) -> Membership:
+    """The user's membership in exactly this org (no fallback to another one)."""
+    try:
+        return Membership.objects.select_related("organization").get(
+            user=user, organization_id=organization_id
+        )
+    except Membership.DoesNotExist as exc:
+        raise NotFound("organization") from exc

@@ -14,11 +14,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from accounts.revocation import AUTH_GONE, SessionEnded, ensure_session_current
 from conversations import replies
 from conversations.access import get_message_for_user
 from conversations.exceptions import TurnRefused
 from conversations.models import Message
-from conversations.realtime import EVENT_TYPE, message_group
+from conversations.realtime import EVENT_TYPE, message_group, session_group, user_group
 from conversations.replay import get_replay_store
 from conversations.serializers import final_frame, message_created_frame
 
@@ -64,6 +65,8 @@ def _int_field(frame: dict[str, Any], name: str, *, nullable: bool = False) -> i
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    ended = False  # set once the account's access ended: nothing more is sent or run
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -71,11 +74,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.following: dict[int, int] = {}  # message id → last seq sent to this socket
+        self.session_key: str | None = self.scope["session"].session_key
+        # Joined so a logout, deactivation, password or access change closes this socket
+        # (accounts.revocation publishes to these groups).
+        self.account_groups = [user_group(user.pk)]
+        if self.session_key:
+            self.account_groups.append(session_group(self.session_key))
+        for group in self.account_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        # Race: a logout between the middleware reading the session and the subscriptions
+        # above published to nobody; checking again after subscribing closes that window.
+        try:
+            await database_sync_to_async(self._checked(lambda: None))()
+        except SessionEnded:
+            await self.close(code=AUTH_GONE)
+            return
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         for message_id in list(getattr(self, "following", {})):
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+        for group in getattr(self, "account_groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    def _checked(self, func: Callable[..., T]) -> Callable[..., T]:
+        """``func`` run only while this socket's session still signs its user in: the
+        backstop for a revocation event lost in pub/sub. Runs in the caller's thread, so
+        it adds two primary-key reads to the command and no extra thread hop."""
+        session_key, user_id = self.session_key, self.user.pk
+
+        def run(*args: Any, **kwargs: Any) -> T:
+            ensure_session_current(session_key=session_key, user_id=user_id)
+            return func(*args, **kwargs)
+
+        return run
 
     # --- Commands from the browser ---------------------------------------------------------
 
@@ -105,13 +137,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self.send_error("invalid_request", "Unknown frame type.")
             return
+        if self.ended:
+            return  # closing: a command that raced the close is not run
         try:
             await handler(frame)
+        except SessionEnded:
+            await self.end_session(AUTH_GONE)
         except FrameError as error:
             await self.send_error("invalid_request", error.detail, error.message)
         except TurnRefused as refusal:
             await self.send_error(refusal.code, refusal.detail, frame.get("message")
-                                  if isinstance(frame.get("message"), int) else None)
+                                  if isinstance(frame.get("message"), int) else None,
+                                  retry_after=getattr(refusal, "retry_after", None))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         conversation_id = _int_field(frame, "conversation", nullable=True)
@@ -128,7 +165,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         profile_name = frame.get("profile")
         if profile_name is not None and not isinstance(profile_name, str):
             raise FrameError("'profile' must be a string.")
-        turn = await _in_turn_thread(replies.start_turn)(
+        turn = await _in_turn_thread(self._checked(replies.start_turn))(
             user=self.user,
             organization_id=organization_id,
             conversation_id=conversation_id,
@@ -148,7 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         assert message_id is not None
-        await _in_turn_thread(replies.request_stop)(
+        await _in_turn_thread(self._checked(replies.request_stop))(
             user=self.user, message_id=message_id
         )
 
@@ -156,7 +193,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_id = _int_field(frame, "message")
         after_seq = _int_field(frame, "after_seq")
         assert message_id is not None and after_seq is not None
-        message = await database_sync_to_async(get_message_for_user)(
+        message = await database_sync_to_async(self._checked(get_message_for_user))(
             self.user, message_id
         )
         # Subscribe before reading the buffer: a frame published in between is then both
@@ -180,6 +217,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.forward(final_frame(message))
 
     async def follow(self, message_id: int, after_seq: int, *, rewind: bool = False) -> None:
+        if self.ended:
+            return  # the session ended while this command ran: follow nothing new
         if message_id not in self.following:
             await self.channel_layer.group_add(message_group(message_id), self.channel_name)
         # An explicit resume rewinds: the tab says what it has, even if this socket sent
@@ -201,10 +240,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await super().dispatch(message)
 
-    # --- Events from workers ------------------------------------------------------------------
+    # --- Events from workers and from account changes ------------------------------------------
 
     async def stream_frame(self, event: dict[str, Any]) -> None:
         await self.forward(event["frame"])
+
+    async def account_revoked(self, event: dict[str, Any]) -> None:
+        """Signed out, deactivated, password or access changed (accounts.revocation)."""
+        await self.end_session(event["code"])
+
+    async def end_session(self, code: int) -> None:
+        """Forward nothing more, run no more commands, and close with ``code``."""
+        if self.ended:
+            return
+        self.ended = True
+        for message_id in list(self.following):
+            await self.unfollow(message_id)
+        await self.close(code=code)
 
     async def forward(self, frame: dict[str, Any]) -> None:
         message_id = frame["message"]
@@ -221,7 +273,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.unfollow(message_id)
 
     async def send_json(self, frame: dict[str, Any]) -> None:
+        if self.ended:
+            return
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
-    async def send_error(self, code: str, detail: str, message: int | None = None) -> None:
-        await self.send_json({"type": "error", "message": message, "code": code, "detail": detail})
+    async def send_error(self, code: str, detail: str, message: int | None = None, *,
+                         retry_after: int | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "message": message, "code": code, "detail": detail}
+        if retry_after is not None:
+            frame["retry_after"] = retry_after
+        await self.send_json(frame)

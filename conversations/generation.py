@@ -191,28 +191,43 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 
 
 def _stream_round(
-    profile: ModelProfile, request: ChatRequest, streamer: Streamer, live: LiveReply
+    profile: ModelProfile,
+    request: ChatRequest,
+    streamer: Streamer,
+    live: LiveReply,
+    state: dict[str, Any],
 ) -> RoundResult:
     attempt = 0
     while True:
         attempt += 1
         result = RoundResult()
+        # Whether this attempt made the model produce anything: a request the provider
+        # rejected before any output costs nothing unless the provider reported usage.
+        produced = False
+        live.begin_round()
         try:
             stream = llm.open_stream(profile, request)
             live.attach(stream)
             for event in stream:
+                # Any event is progress of this answer (it renews the lease and keeps the
+                # stall detector quiet), including reasoning summaries and the usage chunk.
+                live.touch()
                 if live.cancelled.is_set():
                     raise Cancelled()
                 if isinstance(event, TextDelta):
-                    live.touch()
+                    produced = True
+                    live.output()
                     streamer.add_text(event.text)
                 elif isinstance(event, RefusalDelta):
-                    live.touch()
+                    produced = True
+                    live.output()
                     streamer.add_refusal(event.text)
                 elif isinstance(event, ReasoningSummaryDelta):
+                    produced = True
                     streamer.add_summary(event.text)
                 elif isinstance(event, ToolCallDelta):
-                    live.touch()
+                    produced = True
+                    live.output()
                     call = result.tool_calls.setdefault(
                         event.index, {"id": "", "name": "", "arguments": ""}
                     )
@@ -220,6 +235,7 @@ def _stream_round(
                     call["name"] = event.name or call["name"]
                     call["arguments"] += event.arguments
                 elif isinstance(event, Finished):
+                    produced = True
                     result.finish_reason = event.reason
                 elif isinstance(event, UsageReport):
                     result.usage = event.usage
@@ -231,8 +247,16 @@ def _stream_round(
                 raise LLMError(
                     "upstream_error", "The answer ended early: the provider closed the stream."
                 )
+            _count_attempt(state, result.usage, unreported=True)
             return result
+        except Cancelled:
+            # Stopped mid-attempt: the model may have reasoned already; estimate (flagged).
+            _count_attempt(state, result.usage, unreported=True)
+            raise
         except LLMError as error:
+            # A failed attempt costs what the provider reported, an estimate if it had
+            # started producing output without a usage chunk, and nothing otherwise.
+            _count_attempt(state, result.usage, unreported=produced)
             if live.cancelled.is_set():
                 raise Cancelled() from error
             if error.retryable and not streamer.shown_anything and attempt < settings.LLM_MAX_ATTEMPTS:
@@ -247,6 +271,18 @@ def _stream_round(
             elif error.code == "rate_limited":
                 error.detail += " Try again in a minute."
             raise
+        except Exception:
+            _count_attempt(state, result.usage, unreported=produced)
+            raise
+
+
+def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bool) -> None:
+    """Add one upstream attempt's usage to the turn; flag an estimate when the attempt
+    made the model work but the provider never reported what it cost."""
+    if usage is not None:
+        state["usage"] = _add(state.get("usage"), usage)
+    elif unreported:
+        state["usage_missing"] = True
 
 
 def _estimate_usage(message: Message, prompt_tokens: int, visible_text: str) -> Usage:
@@ -330,11 +366,7 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             max_completion_tokens=cap,
             tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
         )
-        result = _stream_round(profile, request, streamer, live)
-        if result.usage is not None:
-            state["usage"] = _add(state.get("usage"), result.usage)
-        else:
-            state["usage_missing"] = True
+        result = _stream_round(profile, request, streamer, live, state)
         if result.finish_reason != "tool_calls" or not result.tool_calls:
             return _outcome_for(result.finish_reason, streamer, message)
         calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
@@ -437,15 +469,28 @@ def run_generation(message_id: int) -> None:
         _release_db()
 
 
+def billable_usage(message: Message, streamer: Streamer, state: dict[str, Any]) -> tuple[Usage, bool]:
+    """What the turn is billed for, and whether that is an estimate (``_count_attempt``
+    keeps the tally per upstream attempt).
+
+    Reported usage (of every round and every failed attempt) is billed as reported. An
+    attempt that made the model work without a usage chunk (stopped, dropped mid-answer)
+    adds a flagged estimate. A failure with nothing reported costs nothing: a request the
+    provider rejected (404, 401, quota, context too long, prompt filter, 5xx after
+    retries, a configuration error before any call) is not billed as if the model reasoned.
+    """
+    usage: Usage | None = state.get("usage")
+    if not state.get("usage_missing"):
+        return usage or Usage(), False
+    estimate = _estimate_usage(message, state["prompt_tokens"], streamer.text + streamer.refusal)
+    return (_add(usage, estimate) if usage is not None else estimate), True
+
+
 def finish(message: Message, outcome: Outcome, streamer: Streamer, state: dict[str, Any]) -> None:
     """streaming → final state, once; then tell the browser."""
     profile = message.profile
     assert profile is not None
-    usage: Usage | None = state.get("usage")
-    estimated = usage is None or bool(state.get("usage_missing"))
-    if usage is None or state.get("usage_missing"):
-        estimate = _estimate_usage(message, state["prompt_tokens"], streamer.text + streamer.refusal)
-        usage = _add(usage, estimate) if usage is not None else estimate
+    usage, estimated = billable_usage(message, streamer, state)
     cost = _cost(profile, usage)
     now = timezone.now()
     with transaction.atomic():

@@ -2,7 +2,8 @@
 
 One monitor thread per worker process does the periodic work for *all* live answers
 at once: ``thinking`` heartbeats until the first token, one query per second to pick up
-Stop requests, one UPDATE to renew every lease, and closing streams that stalled. That
+Stop requests, one UPDATE to renew the leases of the answers still making progress, and
+closing streams that stalled. That
 keeps database and channel-layer traffic per answer constant instead of per tick.
 """
 
@@ -34,6 +35,10 @@ class LiveReply:
         self.started = time.monotonic()
         self.first_output_at: float | None = None
         self.last_activity = self.started
+        # True from the start of each upstream request until its first event: the model
+        # reasons silently then (minutes at high effort, in every tool round), and only
+        # the provider's read timeout bounds that wait, not the idle timeout.
+        self.awaiting_first_event = True
         self.last_thinking = 0.0
         self.stream: Any = None
         self.cancelled = threading.Event()
@@ -43,11 +48,35 @@ class LiveReply:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
+    def begin_round(self) -> None:
+        """A new upstream request (a retry or a tool round) is about to be sent."""
+        self.last_activity = time.monotonic()
+        self.awaiting_first_event = True
+
     def touch(self) -> None:
-        now = time.monotonic()
-        self.last_activity = now
+        """The provider sent something for this answer: progress."""
+        self.last_activity = time.monotonic()
+        self.awaiting_first_event = False
+
+    def output(self) -> None:
+        """Visible output arrived (ends the thinking heartbeats)."""
         if self.first_output_at is None:
-            self.first_output_at = now
+            self.first_output_at = time.monotonic()
+
+    def silence(self, now: float) -> float:
+        """Seconds since the provider last sent anything for this answer (bytes
+        included: SSE keep-alive comments count when the stream tracks them)."""
+        last = max(self.last_activity, getattr(self.stream, "last_read_at", 0.0) or 0.0)
+        return now - last
+
+    def stalled_at(self, now: float) -> bool:
+        return not self.awaiting_first_event and self.silence(now) > settings.STREAM_IDLE_TIMEOUT
+
+    def making_progress(self, now: float) -> bool:
+        """Whether this answer's lease deserves renewal: it heard from the provider
+        within the silence its current phase allows."""
+        allowed = settings.LLM_READ_TIMEOUT if self.awaiting_first_event else settings.STREAM_IDLE_TIMEOUT
+        return not self.stalled and self.silence(now) <= allowed
 
     def attach(self, stream: Any) -> None:
         self.stream = stream
@@ -117,8 +146,7 @@ class Monitor:
                     reply.message_id,
                     {"type": "thinking", "message": reply.message_id, "elapsed_ms": reply.elapsed_ms},
                 )
-            idle_limit = settings.STREAM_IDLE_TIMEOUT
-            if reply.first_output_at is not None and now - reply.last_activity > idle_limit:
+            if not reply.stalled and reply.stalled_at(now):
                 reply.stall()
         if now - self._last_cancel_poll >= CANCEL_POLL_EVERY:
             self._last_cancel_poll = now
@@ -133,10 +161,14 @@ class Monitor:
                     reply.cancel()
         if now - self._last_lease_renewal >= settings.STREAM_LEASE_SECONDS / 3:
             self._last_lease_renewal = now
-            Message.objects.filter(
-                pk__in=[reply.message_id for reply in replies],
-                status=Message.Status.STREAMING,
-            ).update(lease_expires_at=timezone.now() + timedelta(seconds=settings.STREAM_LEASE_SECONDS))
+            # A lease proves progress of that answer, not that this process is alive: an
+            # answer whose thread hangs (or whose provider went quiet) stops renewing and
+            # the reaper ends it.
+            progressing = [reply.message_id for reply in replies if reply.making_progress(now)]
+            if progressing:
+                Message.objects.filter(
+                    pk__in=progressing, status=Message.Status.STREAMING
+                ).update(lease_expires_at=timezone.now() + timedelta(seconds=settings.STREAM_LEASE_SECONDS))
 
 
 monitor = Monitor()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import threading
 from typing import Any
@@ -31,6 +32,19 @@ MAX_BATCH = 512
 
 def message_group(message_id: int) -> str:
     return f"message.{message_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of one person (closed when their account or access changes)."""
+    return f"user.{user_id}"
+
+
+def session_group(session_key: str) -> str:
+    """Every socket opened with one session (closed when that session signs out).
+
+    Hashed: group names travel as Redis channel names, and a session key is a credential.
+    """
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
 class Publisher:
@@ -73,6 +87,14 @@ class Publisher:
             self._pending += 1
             self._idle.clear()
         loop.call_soon_threadsafe(self._put, (message_id, frame))
+
+    def publish_event(self, group: str, event: dict[str, Any]) -> None:
+        """Send one control event to a group on the layer's loop, without waiting."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), self._ensure_loop())
+        future.add_done_callback(_log_failure)
 
     def wait_idle(self, timeout: float = 10) -> bool:
         """Block until every published frame has been sent (tests, shutdown)."""
@@ -121,6 +143,11 @@ class Publisher:
                         self._idle.set()
 
 
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("publishing an event failed", exc_info=future.exception())
+
+
 _publisher = Publisher()
 
 
@@ -151,6 +178,13 @@ class RedisPublisher:
             pipe.execute()
         except Exception:
             logger.warning("publishing to message %s failed", message_id, exc_info=True)
+
+    def publish_event(self, group: str, event: dict[str, Any]) -> None:
+        channel = f"{self.prefix}__group__{group}"
+        try:
+            self.store.sync_client().publish(channel, self.layer.serialize(event))
+        except Exception:
+            logger.warning("publishing %s to %s failed", event.get("type"), group, exc_info=True)
 
 
 @functools.cache
@@ -183,6 +217,17 @@ def publish(message_id: int, frame: dict[str, Any]) -> None:
         direct.publish(message_id, frame)
         return
     _publisher.publish(message_id, frame)
+
+
+def publish_event(group: str, event: dict[str, Any]) -> None:
+    """Send one control event (not a stream frame: no sequence number, no replay) to every
+    socket in ``group``; the consumer handles it by its ``type``. Fire and forget: a lost
+    event is caught by the consumer's own checks."""
+    direct = _direct_publisher()
+    if direct is not None:
+        direct.publish_event(group, event)
+        return
+    _publisher.publish_event(group, event)
 
 
 def wait_until_sent(timeout: float = 10) -> bool:

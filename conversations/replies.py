@@ -13,8 +13,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.quotas import reserve, settle
-from conversations.access import get_conversation_for_user, get_membership, get_message_for_user
+from chatsite.ratelimits import over_limit_for
+from conversations.access import (
+    get_conversation_for_user,
+    get_membership,
+    get_membership_in,
+    get_message_for_user,
+)
 from conversations.exceptions import NotFound, TurnRefused
+from conversations.llm.types import Usage
 from conversations.models import Conversation, Message, ModelProfile
 from conversations.profiles import usable_profile
 from conversations.prompts import estimate_prompt_tokens
@@ -58,8 +65,11 @@ def start_turn(
         )
     from conversations.tasks import generate_reply
 
+    # Counted before the transaction: a refused send writes nothing to the database.
+    _refuse_fast_senders(user)
     membership = get_membership(user, organization_id)
     with transaction.atomic():
+        _refuse_too_many_live_answers(user)
         if conversation_id is None:
             profile = usable_profile(membership.organization, profile_name)
             conversation = Conversation.objects.create(
@@ -70,6 +80,9 @@ def start_turn(
             )
         else:
             conversation = get_conversation_for_user(user, conversation_id)
+            # The conversation's own org decides: its budgets, profiles and instructions
+            # apply, not the session's org (which only picks where new chats go).
+            membership = get_membership_in(user, conversation.organization_id)
             # Race: two tabs sending into one conversation at once; the row lock makes
             # the "one live answer per conversation" check below hold for both.
             Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
@@ -94,7 +107,8 @@ def start_turn(
             max_completion_tokens=profile.completion_cap(effort),
             client_id=client_id,
             created_at=now,
-            lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS * 5),
+            # Until a worker claims it, the lease is the deadline for claiming it.
+            lease_expires_at=now + timedelta(seconds=settings.PENDING_TIMEOUT_SECONDS),
         )
         reserve(
             membership=membership,
@@ -115,6 +129,47 @@ def start_turn(
         conversation.save(update_fields=["profile", "updated_at"])
         generate_reply.delay_on_commit(assistant.pk)
     return Turn(conversation, user_message, assistant)
+
+
+class SendsRateLimited(TurnRefused):
+    """Over SENDS_PER_MINUTE; ``retry_after`` is the seconds until the window resets."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "rate_limited",
+            f"You have sent {settings.SENDS_PER_MINUTE} messages in the last minute, the most "
+            f"allowed. Wait {retry_after} second{'s' if retry_after != 1 else ''}, then send again.",
+        )
+        self.retry_after = retry_after
+
+
+def _refuse_fast_senders(user: User) -> None:
+    # Counted in the shared cache, so every web process sees one count per person.
+    limited, retry_after = over_limit_for(
+        f"user:{user.pk}", group="chat-send", rate=f"{settings.SENDS_PER_MINUTE}/m"
+    )
+    if limited:
+        raise SendsRateLimited(retry_after)
+
+
+def _refuse_too_many_live_answers(user: User) -> None:
+    """Call inside start_turn's transaction, before anything is written."""
+    from accounts.models import User as UserModel
+
+    # Race: two tabs sending at once with one slot left would both count the same live
+    # answers and both start; locking the person's row makes the second count wait until
+    # the first turn has committed its pending answer (or rolled back).
+    UserModel.objects.select_for_update().filter(pk=user.pk).first()
+    live = Message.objects.filter(
+        conversation__user=user, role=Message.Role.ASSISTANT, status__in=Message.LIVE_STATUSES
+    ).count()
+    limit = settings.MAX_LIVE_ANSWERS_PER_USER
+    if live >= limit:
+        raise TurnRefused(
+            "too_many_live_answers",
+            f"You already have {live} answer{'s' if live != 1 else ''} being written, the most "
+            f"at once is {limit}. Wait for one to finish or stop one, then send again.",
+        )
 
 
 def _effort_for(profile: ModelProfile, requested: str | None) -> str:
@@ -167,36 +222,95 @@ def request_stop(*, user: User, message_id: int) -> Message:
 
 
 def reap_stale_replies() -> int:
-    """Mark answers whose worker died as interrupted, keeping their partial text."""
-    from conversations.replay import read_text
+    """End answers nobody is working on: a pending one no worker claimed in time fails
+    as ``queue_timeout`` at $0; a streaming one whose lease lapsed (its worker died or
+    stopped making progress) is marked interrupted, keeping its partial text.
 
+    Each row is handled in its own transaction: one row that cannot be ended is logged
+    and skipped, never blocking the rows behind it.
+    """
     now = timezone.now()
     stale = list(
         Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")
         .values_list("pk", "status", "content", "stream_seq")[:500]
     )
     reaped = 0
     for pk, status, content, seq in stale:
-        text, last_seq = read_text(pk, content, seq)
-        with transaction.atomic():
-            updated = _interrupt(pk, status, now, text, last_seq)
-        if updated:
-            reaped += 1
-            publish(
-                pk,
-                {
-                    "type": "error",
-                    "message": pk,
-                    "seq": last_seq + 1,
-                    "code": "interrupted",
-                    "detail": "The answer was interrupted. What was written so far is kept.",
-                    "partial": bool(text),
-                },
-            )
+        try:
+            if status == Status.PENDING:
+                reaped += _expire_pending(pk, now)
+            else:
+                reaped += _reap_streaming(pk, status, now, content, seq)
+        except Exception:
+            logger.exception("could not reap message %s; will retry on the next pass", pk)
     reaped += _settle_leaked_reservations()
     if reaped:
-        logger.warning("reaped %d interrupted answers or leaked reservations", reaped)
+        logger.warning("reaped %d stale answers or leaked reservations", reaped)
     return reaped
+
+
+def _reap_streaming(pk: int, status: str, now: datetime, content: str, seq: int) -> bool:
+    from conversations.replay import read_text
+
+    text, last_seq = read_text(pk, content, seq)
+    with transaction.atomic():
+        updated = _interrupt(pk, status, now, text, last_seq)
+    if updated:
+        publish(
+            pk,
+            {
+                "type": "error",
+                "message": pk,
+                "seq": last_seq + 1,
+                "code": "interrupted",
+                "detail": "The answer was interrupted. What was written so far is kept.",
+                "partial": bool(text),
+            },
+        )
+    return updated
+
+
+QUEUE_TIMEOUT_DETAIL = (
+    "No worker picked this question up in time (the service is busy or restarting), so "
+    "nothing was charged. Send it again."
+)
+
+
+def _expire_pending(pk: int, now: datetime) -> bool:
+    """pending → failed (queue_timeout) at $0, releasing the whole reservation."""
+    with transaction.atomic():
+        # Race: a worker may claim this message right now; the status and deadline in
+        # the filter let exactly one of the claim and this update win.
+        expired = Message.objects.filter(
+            pk=pk, status=Status.PENDING, lease_expires_at__lt=now
+        ).update(
+            status=Status.FAILED,
+            finish_reason="error",
+            error_code="queue_timeout",
+            error_detail=QUEUE_TIMEOUT_DETAIL,
+            cost_usd=Decimal(0),
+            usage_estimated=False,
+            lease_expires_at=None,
+            finished_at=now,
+        )
+        if expired:
+            settle(message_id=pk, cost=Decimal(0), estimated=False)
+    if expired:
+        publish(
+            pk,
+            {
+                "type": "error",
+                "message": pk,
+                "seq": 1,
+                "code": "queue_timeout",
+                "detail": QUEUE_TIMEOUT_DETAIL,
+                "partial": False,
+                "usage": Usage().as_dict(),
+                "cost_usd": "0.000000",
+            },
+        )
+    return bool(expired)
 
 
 def _settle_leaked_reservations() -> int:
@@ -209,8 +323,11 @@ def _settle_leaked_reservations() -> int:
     ).values_list("message_id", "message__cost_usd", "message__usage_estimated")[:500]
     settled = 0
     for message_id, cost, estimated in leaked:
-        with transaction.atomic():
-            settled += settle(message_id=message_id, cost=cost, estimated=estimated)
+        try:
+            with transaction.atomic():
+                settled += settle(message_id=message_id, cost=cost, estimated=estimated)
+        except Exception:
+            logger.exception("could not settle the reservation of message %s", message_id)
     return settled
 
 

@@ -11,16 +11,19 @@ const LIVE = new Set(["pending", "streaming"]);
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5000;
 const GAP_TIMEOUT_MS = 3000;
+const ACCESS_RELOAD_GUARD_MS = 30_000;
 
 const ERROR_TITLES = {
   quota_exceeded: "Budget used up",
   rate_limited: "Rate limited",
+  too_many_live_answers: "Too many answers at once",
   provider_quota: "Provider quota exhausted",
   model_unavailable: "Model unavailable",
   context_too_long: "Conversation too long",
   content_filtered: "Content filtered",
   upstream_error: "The model service failed",
   interrupted: "Interrupted",
+  queue_timeout: "Not started in time",
   invalid_request: "Request not accepted",
   forbidden: "Not allowed",
 };
@@ -870,9 +873,28 @@ class Connection {
   onClosed(event) {
     if (event.code === 4401 || event.code === 4403) {
       this.stopped = true;
-      this.setState("closed", "Your session has ended. Reload the page and sign in again.");
       composer.pendingSend = null;
       updateComposer();
+    }
+    if (event.code === 4401) {
+      // Signed out, deactivated or password changed: reconnecting cannot work.
+      this.setState("closed", "Your session has ended. Taking you to the sign-in page…");
+      const next = window.location.pathname + window.location.search;
+      window.location.assign(`/accounts/login/?next=${encodeURIComponent(next)}`);
+      return;
+    }
+    if (event.code === 4403) {
+      // Removed from an org or role changed: reload once so the page shows the new access
+      // (a second 4403 soon after would be a loop, so then just say so).
+      const key = "teamchat.accessReloadAt";
+      const last = Number(window.sessionStorage.getItem(key) || 0);
+      if (Date.now() - last > ACCESS_RELOAD_GUARD_MS) {
+        window.sessionStorage.setItem(key, String(Date.now()));
+        this.setState("closed", "Your access changed. Reloading…");
+        window.location.reload();
+      } else {
+        this.setState("closed", "Your access to this organization changed. Reload the page to continue.");
+      }
       return;
     }
     const pending = composer.pendingSend;
