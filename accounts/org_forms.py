@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -28,6 +29,15 @@ class BudgetField(forms.DecimalField):
             **kwargs.get("error_messages", {}),
         }
         super().__init__(min_value=0, max_digits=12, decimal_places=2, **kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        # Decimal() reads "٣" as 3 and "1e3" as 1000; an amount of money is typed with
+        # ASCII digits and at most one decimal point, or it is a typo.
+        if isinstance(value, str) and value.strip() and not re.fullmatch(
+            r"\s*[0-9]+(\.[0-9]*)?\s*|\s*\.[0-9]+\s*|\s*-[0-9.]+\s*", value
+        ):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
 
 
 class OrgBudgetForm(forms.Form):

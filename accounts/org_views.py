@@ -37,6 +37,7 @@ from accounts.org_forms import (
 from billing import inbox, requests, usage
 from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status, member_limit, period_start
+from chatsite.params import parse_id
 from conversations.access import get_membership
 from conversations.exceptions import NotFound
 from conversations.models import ModelProfile
@@ -58,10 +59,7 @@ def _not_found_as_404(view: View) -> View:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_id(value)
 
 
 def _page_admin(request: HttpRequest) -> Membership:

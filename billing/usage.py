@@ -37,14 +37,13 @@ def parse_period(value: str | None, organization: Organization) -> dt.date:
     """``YYYY-MM`` to the first day of that month; empty means the current period."""
     if not value:
         return period_start(organization)
-    match = re.fullmatch(r"(\d{4})-(\d{1,2})", value.strip())
+    match = re.fullmatch(r"([0-9]{4})-([0-9]{1,2})", value.strip())
     if match is None or not 1 <= int(match[2]) <= 12:
         raise BadPeriod(f"“{value[:20]}” is not a month. Choose a period like "
                         f"{period_start(organization):%Y-%m}.")
-    when = dt.date(int(match[1]), int(match[2]), 1)
-    if not 2000 <= when.year <= 2999:
+    if not 2000 <= int(match[1]) <= 2999:
         raise BadPeriod(f"Choose a period between 2000-01 and 2999-12, not {value[:20]}.")
-    return when
+    return dt.date(int(match[1]), int(match[2]), 1)
 
 
 @dataclass

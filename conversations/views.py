@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status
+from chatsite.params import parse_id
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
 from conversations.llm import is_demo_mode
@@ -106,7 +107,11 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return _chat_page(request, None)
+    try:
+        return _chat_page(request, None)
+    except NotFound:
+        # Signed in but in no org (removed from the last one): say what to do, not 500.
+        return render(request, "accounts/no_organization.html")
 
 
 @login_required
@@ -137,6 +142,11 @@ def update_instructions(request: HttpRequest, conversation_id: int) -> HttpRespo
     return redirect("conversations:detail", conversation_id=conversation.pk)
 
 
+# /healthz publishes to this group, which no consumer joins.
+HEALTHZ_GROUP = "healthz"
+HEALTHZ_TIMEOUT_SECONDS = 5
+
+
 def _check_database() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -145,21 +155,31 @@ def _check_database() -> str:
 
 
 def _check_broker() -> str:
+    """Ping the broker over a connection from Celery's pool.
+
+    Monitoring calls /healthz every few seconds: a connection of its own per call
+    (connection_for_write) opened and closed a Redis client every time.
+    """
     from chatsite.celery import app
 
-    with app.connection_for_write() as conn:
+    with app.pool.acquire(block=True, timeout=2) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
+        client = getattr(conn.default_channel, "client", None)
+        if client is not None:  # Redis: prove the pooled connection still answers
+            client.ping()
     return "ok"
 
 
 async def _check_channel_layer() -> str:
+    """Publish to a group no consumer joins: it reaches Redis through the layer's
+    own connection and subscribes to nothing. (A round trip through a new channel
+    left one pub/sub subscription behind per call: the layer unsubscribes only when
+    a receive is cancelled.)"""
     layer = get_channel_layer()
     if layer is None:
         return "missing"
-    channel = await layer.new_channel("healthz.")
-    await layer.send(channel, {"type": "healthz"})
-    received = await asyncio.wait_for(layer.receive(channel), timeout=2)
-    return "ok" if received.get("type") == "healthz" else "wrong reply"
+    await layer.group_send(HEALTHZ_GROUP, {"type": "healthz"})
+    return "ok"
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -170,7 +190,8 @@ async def healthz(request: HttpRequest) -> JsonResponse:
         ("broker", sync_to_async(_check_broker)),
     ):
         try:
-            checks[name] = await check()
+            # Bounded: a hung Redis or database must not hang the monitor's request.
+            checks[name] = await asyncio.wait_for(check(), timeout=HEALTHZ_TIMEOUT_SECONDS)
         except Exception as exc:  # report, never raise: this is what monitoring reads
             checks[name] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
@@ -187,9 +208,10 @@ def budget(request: HttpRequest) -> JsonResponse:
     membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
     organization = membership.organization
     conversation = None
-    if request.GET.get("conversation", "").isdigit():
+    conversation_id = parse_id(request.GET.get("conversation"))
+    if conversation_id is not None:
         try:
-            conversation = get_conversation_for_user(request.user, int(request.GET["conversation"]))  # type: ignore[arg-type]
+            conversation = get_conversation_for_user(request.user, conversation_id)  # type: ignore[arg-type]
         except NotFound as exc:
             raise Http404("No such conversation") from exc
     profile = conversation.profile if conversation else default_profile(organization)

@@ -224,7 +224,10 @@ def test_alice_gives_bob_his_own_budget_and_empty_returns_to_the_default(
     ("ten dollars", "Enter an amount in US dollars"),
     ("1.234", "at most two decimal places"),
     ("NaN", "Enter an amount in US dollars"),
-    ("1e100", "too large"),
+    ("1e100", "Enter an amount in US dollars"),
+    ("9" * 40, "too large"),
+    ("٣", "Enter an amount in US dollars"),
+    ("²", "Enter an amount in US dollars"),
 ])
 def test_it_refuses_a_bad_member_budget_and_changes_nothing(
     client: Client, alice: User, bob: User, value: str, text: str
