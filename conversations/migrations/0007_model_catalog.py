@@ -4,6 +4,6 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("conversations", "0006_model_catalog"), ("billing", "0002_lifecycle")]
+    dependencies = [("conversations", "0006_imports")]
 
     operations: list = []
