@@ -216,6 +216,9 @@ class Stack:
             "--host", "127.0.0.1", "--port", str(self.web_port),
             "--ws-per-message-deflate", "false", "--lifespan", "off",
             "--log-level", "warning", "--no-access-log",
+            # As every launcher: 1 MiB websocket frames, proxies only from TRUSTED_PROXIES.
+            "--ws-max-size", "1048576",
+            "--forwarded-allow-ips", os.environ.get("TRUSTED_PROXIES", "").replace(" ", ""),
         ])
         self.wait_http(child, f"http://127.0.0.1:{self.web_port}/healthz", timeout=60)
         return child
