@@ -30,12 +30,14 @@ def get_own_membership(user: User, organization_id: int | None, *, admin: bool =
     For an org id that came from the request; NotFound otherwise, which views answer with
     404. (conversations.access.get_membership is the lenient one for the session's choice.)
     """
+    if organization_id is None or getattr(user, "pk", None) is None:
+        raise NotFound("organization")
     memberships = Membership.objects.select_related("organization").filter(
-        user_id=getattr(user, "pk", None), organization_id=organization_id
+        user_id=user.pk, organization_id=organization_id
     )
     if admin:
         memberships = memberships.filter(role__in=ADMIN_ROLES)
-    membership = memberships.first() if organization_id is not None else None
+    membership = memberships.first()
     if membership is None:
         raise NotFound("organization")
     return membership

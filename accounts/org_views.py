@@ -406,7 +406,7 @@ def request_budget(request: HttpRequest) -> HttpResponse:
         return _budget_request_page(request, membership)
     form = BudgetRequestForm(request.POST)
     if not form.is_valid():
-        detail = "; ".join(form.errors.get("note", [])) or "Check the note and try again."
+        detail = "; ".join(str(e) for e in form.errors.get("note", [])) or "Check the note and try again."
         if wants_json:
             return JsonResponse({"ok": False, "error": detail}, status=400)
         return _budget_request_page(request, membership, status=400, form=form, error=detail)
@@ -426,8 +426,8 @@ def request_budget(request: HttpRequest) -> HttpResponse:
 
 def _decision(request: HttpRequest, request_id: int) -> tuple[Membership, Any]:
     budget_request = requests.get_budget_request_for_admin(request.user, request_id)  # type: ignore[arg-type]
-    admin = members.acting_membership(  # type: ignore[arg-type]
-        user=request.user, organization=budget_request.membership.organization,
+    admin = members.acting_membership(
+        user=request.user, organization=budget_request.membership.organization,  # type: ignore[arg-type]
     )
     return admin, budget_request
 

@@ -94,6 +94,8 @@ def _make_conversation(user_pk: int, size: int) -> int:
     title = PAGE_TITLE.format(size)
     Conversation.objects.filter(user=user, title=title).delete()
     profile = default_profile(organization)
+    if profile is None:
+        raise RuntimeError(f"{organization} has no model profile to benchmark with")
     now = timezone.now()
     with transaction.atomic():
         conversation = Conversation.objects.create(

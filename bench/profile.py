@@ -66,8 +66,7 @@ def summarise(path: Path, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_text)
         total += count
-        frames = [FRAME.match(part) for part in stack.split(";")]
-        frames = [f for f in frames if f]
+        frames = [f for f in (FRAME.match(part) for part in stack.split(";")) if f is not None]
         if not frames:
             continue
         leaf = frames[-1]

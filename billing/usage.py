@@ -142,7 +142,7 @@ def _cell(value: object) -> object:
 
 
 def csv_rows(report: UsageReport) -> Iterator[list[object]]:
-    yield CSV_HEADER
+    yield list(CSV_HEADER)
     for row in report.rows:
         yield [
             _cell(row["conversation__user__email"]),

@@ -112,8 +112,8 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
             raise ValueError("chunk_tokens must be >= 1")
         return number
     if isinstance(current, float):
-        number = float(value)
-        if number < 0:
+        real = float(value)
+        if real < 0:
             raise ValueError(f"{key} must be >= 0")
-        return number
+        return real
     return value

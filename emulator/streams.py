@@ -25,6 +25,10 @@ from emulator.replies import Piece
 from emulator.validation import GenerationRequest
 
 
+def _fixed(fields: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """An event's fields, bound now and rendered when the event is sent."""
+    return lambda: fields
+
 class DropConnection(Exception):
     """Raised inside a started streaming body: the server then aborts the TCP connection."""
 
@@ -598,7 +602,7 @@ class ResponsesRenderer:
             fields = {**common, "delta": piece}
             items.append(
                 Item(
-                    self._later("response.reasoning_summary_text.delta", lambda f=fields: f, True),
+                    self._later("response.reasoning_summary_text.delta", _fixed(fields), True),
                     tokens,
                 )
             )
@@ -687,14 +691,14 @@ class ResponsesRenderer:
             common = {"item_id": opened["id"], "output_index": output_index}
             added = {"output_index": output_index, "item": opened}
             items.append(
-                Item(self._later("response.output_item.added", lambda a=added: a), content=True)
+                Item(self._later("response.output_item.added", _fixed(added)), content=True)
             )
             for fragment, tokens in call.pieces:
                 fields = {**common, "delta": fragment}
                 items.append(
                     Item(
                         self._later(
-                            "response.function_call_arguments.delta", lambda f=fields: f, True
+                            "response.function_call_arguments.delta", _fixed(fields), True
                         ),
                         tokens,
                         True,
@@ -702,10 +706,10 @@ class ResponsesRenderer:
                 )
             args_done = {**common, "arguments": call.arguments, "name": call.name}
             items.append(
-                Item(self._later("response.function_call_arguments.done", lambda d=args_done: d))
+                Item(self._later("response.function_call_arguments.done", _fixed(args_done)))
             )
             item_done = {"output_index": output_index, "item": closed}
-            items.append(Item(self._later("response.output_item.done", lambda d=item_done: d)))
+            items.append(Item(self._later("response.output_item.done", _fixed(item_done))))
         return items
 
     def _fault_tail(self, fault: str, content_tokens: int) -> list[bytes]:

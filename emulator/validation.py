@@ -204,7 +204,7 @@ def validate_chat(
 ) -> GenerationRequest:
     messages = body.get("messages")
     roles = (
-        [m.get("role") for m in messages if isinstance(m, dict)]
+        [str(m.get("role")) for m in messages if isinstance(m, dict)]
         if isinstance(messages, list)
         else []
     )

@@ -47,14 +47,14 @@ class ShareSettingsForm(forms.Form):
             )
         super().__init__(*args, **kwargs)
         self.link = link
-        self.fields["visibility"].choices = visibility_choices(organization)
+        self.fields["visibility"].choices = visibility_choices(organization)  # type: ignore[attr-defined]
         choices = list(LIFETIME_LABELS)
         if link is not None and link.expires_at is not None:
             # An existing expiry stays unless another lifetime is chosen.
             when = date_format(timezone.localtime(link.expires_at), "j M Y, H:i")
             verb = "expired" if link.is_expired else "expires"
             choices.insert(0, (KEEP, f"Keep current ({verb} {when})"))
-        self.fields["expires"].choices = choices
+        self.fields["expires"].choices = choices  # type: ignore[attr-defined]
 
     def expires_at(self) -> datetime | None:
         choice = self.cleaned_data["expires"]
