@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_out
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
@@ -91,3 +91,12 @@ def close_sockets_on_role_change(sender: Any, instance: Membership, created: boo
 def close_sockets_on_removal(sender: Any, instance: Membership, **kwargs: Any) -> None:
     revoke_sockets(user_id=instance.user_id, code=ACCESS_CHANGED,
                    reason="You were removed from an organization.")
+
+
+@receiver(pre_delete, sender=User, dispatch_uid="accounts.erase_person_before_delete")
+def erase_person_before_delete(sender: Any, instance: User, **kwargs: Any) -> None:
+    """Every path that deletes a person (admin, shell) erases their data first and keeps
+    the org's numbers (accounts.erasure)."""
+    from accounts.erasure import erase_person
+
+    erase_person(user=instance)

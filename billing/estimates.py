@@ -10,13 +10,14 @@ share of the effort's completion cap (``DEFAULT_SHARE``) and is marked ``"defaul
 from __future__ import annotations
 
 from collections import defaultdict
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from conversations.models import MILLION, Message
+from billing.pricing import range_cost
+from conversations.models import Message
 
 if TYPE_CHECKING:
     from accounts.models import Organization
@@ -29,7 +30,6 @@ HIGH_PERCENTILE = 0.90
 # Without history: between 5% and 50% of the completion cap. Typical o-series answers use a
 # few percent of the cap at low effort and a sizeable share at high effort.
 DEFAULT_SHARE = (Decimal("0.05"), Decimal("0.50"))
-MICRO = Decimal("0.000001")
 
 
 def percentile(values: list[int], fraction: float) -> float:
@@ -69,8 +69,7 @@ def recent_completion_tokens(*, organization: Organization, profile: ModelProfil
 
 
 def _usd(profile: ModelProfile, prompt_tokens: int, completion_tokens: Decimal) -> str:
-    cost = (prompt_tokens * profile.input_price + completion_tokens * profile.output_price) / MILLION
-    return str(cost.quantize(MICRO, rounding=ROUND_HALF_UP))
+    return str(range_cost(profile, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
 
 
 def estimate_turn_costs(*, organization: Organization, profile: ModelProfile,

@@ -18,6 +18,8 @@ class UsagePeriod(models.Model):
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.CASCADE, related_name="usage_periods"
     )
+    # CASCADE on purpose: a member's row only enforces that member's budget; the money
+    # stays on the org's row (and on the settled reservations) after the member is deleted.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
         related_name="usage_periods",
@@ -47,17 +49,37 @@ class UsagePeriod(models.Model):
 
 
 class Reservation(models.Model):
-    """A turn's worst-case cost held against both budgets until the turn settles.
+    """A turn's (or a title's) worst-case cost held against both budgets until it
+    settles; once settled, the billing record of what was charged.
 
     One per assistant message: settlement is keyed by the message, so a redelivered
-    task, a retry or the reaper can never charge twice.
+    task, a retry or the reaper can never charge twice. A title has no message; its
+    row carries its own usage and is settled by its id.
+
+    Deletion (docs/decisions.md): deleting the message or the member keeps this row and
+    its numbers (SET_NULL: no personal data is left on it); deleting the org deletes it
+    with the org's budget rows.
     """
 
+    class Kind(models.TextChoices):
+        ANSWER = "answer", "Answer"
+        TITLE = "title", "Title"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ANSWER)
     message = models.OneToOneField(
-        "conversations.Message", on_delete=models.CASCADE, related_name="reservation"
+        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="reservation",
     )
-    org_period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="+")
-    member_period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="+")
+    org_period = models.ForeignKey(UsagePeriod, on_delete=models.CASCADE, related_name="+")
+    member_period = models.ForeignKey(
+        UsagePeriod, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Titles only (an answer's usage is on its message): shown as their own usage line.
+    model_name = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
     amount_usd = models.DecimalField(max_digits=14, decimal_places=6)
     charged_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     estimated = models.BooleanField(default=False)

@@ -11,7 +11,7 @@ import calendar
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -20,9 +20,10 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Round
 from django.utils import timezone
 
+from billing import pricing
 from billing.models import ZERO, Reservation, UsagePeriod
+from billing.pricing import PriceSource
 from conversations.exceptions import TurnRefused
-from conversations.models import MILLION
 
 if TYPE_CHECKING:
     from accounts.models import Membership, Organization
@@ -62,10 +63,9 @@ def member_limit(membership: Membership) -> Decimal | None:
     return membership.organization.member_budget_usd
 
 
-def worst_case_cost(profile: ModelProfile, *, prompt_tokens: int, completion_cap: int) -> Decimal:
+def worst_case_cost(prices: PriceSource, *, prompt_tokens: int, completion_cap: int) -> Decimal:
     """Every prompt token uncached, and the whole cap spent (reasoning included)."""
-    cost = (prompt_tokens * profile.input_price + completion_cap * profile.output_price) / MILLION
-    return cost.quantize(CENT, rounding=ROUND_CEILING)
+    return pricing.worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
 
 
 def _period_row(organization: Organization, user_id: int | None, start: dt.date) -> UsagePeriod:
@@ -103,12 +103,36 @@ def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
     """Hold the turn's worst case on both rows. Call inside the turn's transaction:
     a refusal raises, and the rollback also undoes the first row's hold."""
     assert transaction.get_connection().in_atomic_block
-    organization = membership.organization
-    start = period_start(organization)
+    # The answer's snapshotted prices (taken when the turn started), so the reservation
+    # and the settlement price the turn alike even if an admin edits the profile between.
+    prices = pricing.prices_for_answer(snapshot=message.price_snapshot, profile=profile)
     amount = worst_case_cost(
-        profile, prompt_tokens=prompt_tokens,
+        prices, prompt_tokens=prompt_tokens,
         completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
     )
+    org_row, member_row = _hold_both(membership, amount)
+    return Reservation.objects.create(
+        message=message, org_period=org_row, member_period=member_row, amount_usd=amount,
+        prompt_tokens_estimate=prompt_tokens,
+    )
+
+
+def reserve_title(*, membership: Membership, prices: PriceSource, model_name: str,
+                  prompt_tokens: int, completion_cap: int) -> Reservation:
+    """Hold a title request's worst case on both rows, like a turn's. Call inside a
+    transaction; a refusal raises and nothing is held."""
+    assert transaction.get_connection().in_atomic_block
+    amount = worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
+    org_row, member_row = _hold_both(membership, amount)
+    return Reservation.objects.create(
+        kind=Reservation.Kind.TITLE, model_name=model_name, org_period=org_row,
+        member_period=member_row, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
+    )
+
+
+def _hold_both(membership: Membership, amount: Decimal) -> tuple[UsagePeriod, UsagePeriod]:
+    organization = membership.organization
+    start = period_start(organization)
     org_row = _period_row(organization, None, start)
     member_row = _period_row(organization, membership.user_id, start)
     if not _hold(org_row, amount, organization.monthly_budget_usd):
@@ -116,10 +140,7 @@ def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
     limit = member_limit(membership)
     if not _hold(member_row, amount, limit):
         raise _refusal("member", limit or ZERO, start)
-    return Reservation.objects.create(
-        message=message, org_period=org_row, member_period=member_row, amount_usd=amount,
-        prompt_tokens_estimate=prompt_tokens,
-    )
+    return org_row, member_row
 
 
 def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
@@ -136,8 +157,37 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     )
     if reservation is None:
         return False
+    _charge(reservation, cost, estimated)
+    return True
+
+
+def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -> bool:
+    """Charge a title request what the provider reported (``usage``: the four token
+    counts) and release the rest, once. Call inside a transaction."""
+    assert transaction.get_connection().in_atomic_block
+    # Race: none expected (one task per title), but a redelivered task must not charge
+    # twice; the row lock and settled_at make a second settlement a no-op.
+    reservation = (
+        Reservation.objects.select_for_update()
+        .filter(pk=reservation_id, kind=Reservation.Kind.TITLE, settled_at=None).first()
+    )
+    if reservation is None:
+        return False
+    if usage:
+        for name, value in usage.items():
+            setattr(reservation, name, value)
+        reservation.save(update_fields=list(usage))
+    _charge(reservation, cost, False)
+    return True
+
+
+def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
+    """Call with the reservation row locked and unsettled."""
     charge = cost.quantize(CENT)
+    # A deleted member's row is gone (SET_NULL); the org's row still takes the charge.
     for row_id in (reservation.org_period_id, reservation.member_period_id):
+        if row_id is None:
+            continue
         UsagePeriod.objects.filter(pk=row_id).update(
             reserved_usd=exact(F("reserved_usd") - reservation.amount_usd),
             spent_usd=exact(F("spent_usd") + charge),
@@ -146,8 +196,10 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     reservation.estimated = estimated
     reservation.settled_at = timezone.now()
     reservation.save(update_fields=["charged_usd", "estimated", "settled_at"])
-    transaction.on_commit(lambda: _check_alerts(reservation.org_period_id, reservation.member_period_id))
-    return True
+    rows = [row for row in (reservation.org_period_id, reservation.member_period_id) if row]
+    # Robust: an alert that cannot be sent must not stop the answer's final frame (sent
+    # after this transaction commits) or the other after-commit hooks.
+    transaction.on_commit(lambda: _check_alerts(*rows), robust=True)
 
 
 def _check_alerts(*row_ids: int) -> None:

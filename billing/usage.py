@@ -14,12 +14,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import Membership, Organization
-from billing.models import ZERO, UsagePeriod
+from billing.models import ZERO, Reservation, UsagePeriod
 from billing.quotas import BudgetStatus, next_period_start, period_start
 from conversations.models import Message
 
@@ -87,8 +88,59 @@ def _bounds(organization: Organization, start: dt.date) -> tuple[dt.datetime, dt
             dt.datetime.combine(end, dt.time.min, tzinfo=tz))
 
 
+# A deleted member's usage stays, without their address (docs/decisions.md).
+DELETED_MEMBER = "(deleted member)"
+TITLES_SUFFIX = " (titles)"
+
+
 def usage_rows(*, organization: Organization, period: dt.date) -> list[dict]:
-    """One row per member, model and day (in the org's time zone): one query."""
+    """One row per member, model and day (in the org's time zone): two queries, one for
+    answers and one for title requests, which are billed like turns and shown as their
+    own lines (model "<model> (titles)")."""
+    rows = _answer_rows(organization, period) + _title_rows(organization, period)
+    for row in rows:
+        row["conversation__user__email"] = row["conversation__user__email"] or DELETED_MEMBER
+    rows.sort(key=lambda row: (row["day"], row["conversation__user__email"], row["model_name"]))
+    return rows
+
+
+def _totals(*, cost: str) -> dict[str, Any]:
+    """The same sums for answers (messages) and titles (reservations)."""
+    return {
+        "messages": Count("id"),
+        "prompt_tokens": Sum("prompt_tokens"),
+        "cached_tokens": Sum("cached_tokens"),
+        "completion_tokens": Sum("completion_tokens"),
+        "reasoning_tokens": Sum("reasoning_tokens"),
+        "cost": Sum(cost),
+    }
+
+
+def _title_rows(organization: Organization, period: dt.date) -> list[dict]:
+    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
+    since, until = _bounds(organization, period)
+    rows = (
+        Reservation.objects.filter(
+            kind=Reservation.Kind.TITLE,
+            org_period__organization=organization,
+            settled_at__isnull=False,
+            created_at__gte=since,
+            created_at__lt=until,
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values("member_period__user_id", "member_period__user__email", "model_name", "day")
+        .annotate(**_totals(cost="charged_usd"))
+        .order_by()
+    )
+    return [
+        {**row, "conversation__user_id": row.pop("member_period__user_id"),
+         "conversation__user__email": row.pop("member_period__user__email"),
+         "model_name": (row["model_name"] or "(unknown)") + TITLES_SUFFIX}
+        for row in rows
+    ]
+
+
+def _answer_rows(organization: Organization, period: dt.date) -> list[dict]:
     tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
     since, until = _bounds(organization, period)
     return list(
@@ -100,14 +152,7 @@ def usage_rows(*, organization: Organization, period: dt.date) -> list[dict]:
         )
         .annotate(day=TruncDate("created_at", tzinfo=tz))
         .values("conversation__user_id", "conversation__user__email", "model_name", "day")
-        .annotate(
-            messages=Count("id"),
-            prompt_tokens=Sum("prompt_tokens"),
-            cached_tokens=Sum("cached_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            reasoning_tokens=Sum("reasoning_tokens"),
-            cost=Sum("cost_usd"),
-        )
+        .annotate(**_totals(cost="cost_usd"))
         .order_by("day", "conversation__user__email", "model_name")
     )
 

@@ -1,5 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _restore_sqlite_search_triggers(sender: Any, using: str = "default", **kwargs: Any) -> None:
+    from django.db import connections
+
+    from conversations.search import ensure_sqlite_triggers
+
+    ensure_sqlite_triggers(connections[using])
 
 
 class ConversationsConfig(AppConfig):
     name = "conversations"
+
+    def ready(self) -> None:
+        # Embedded SQLite rebuilds a table to alter it, which drops the FTS triggers.
+        post_migrate.connect(_restore_sqlite_search_triggers, sender=self)
+        # Connects the receivers that queue follow-up work (titles) after an answer ends.
+        from conversations import tasks  # noqa: F401

@@ -12,16 +12,21 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection
 
-from billing.quotas import settle, worst_case_cost
-from conversations import llm
+from billing.pricing import (
+    add_usage,
+    affordable_completion_tokens,
+    estimate_usage,
+    usage_cost,
+    worst_case_cost,
+)
+from conversations import frames, lifecycle, llm
+from conversations.lifecycle import Abandoned, Ending, answer_prices, claim
 from conversations.live import LiveReply, monitor
 from conversations.llm.types import (
     ChatRequest,
@@ -34,19 +39,15 @@ from conversations.llm.types import (
     Usage,
     UsageReport,
 )
-from conversations.models import MILLION, Conversation, Message, ModelProfile
+from conversations.models import Message, ModelProfile
 from conversations.prompts import build_prompt, message_tokens
 from conversations.realtime import publish
 from conversations.tools import run_tool, tool_schemas
-from emulator.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
 Status = Message.Status
 
-# Without a usage chunk (stop, crash, dropped stream) the hidden reasoning is unknown;
-# bill a conservative allowance per effort rather than nothing, and flag it.
-REASONING_ALLOWANCE = {"minimal": 256, "low": 1024, "medium": 4096, "high": 16384}
 # A tool round with a smaller completion budget than this would mostly end in reasoning.
 MIN_TOOL_ROUND_TOKENS = 1024
 
@@ -55,30 +56,11 @@ class Cancelled(Exception):
     pass
 
 
-class Abandoned(Exception):
-    """The message left `streaming` under us (the reaper declared it interrupted)."""
-
-
 def _release_db() -> None:
     # A live answer holds no database connection between writes: 200 concurrent answers
     # share a small pool instead of needing 200 connections.
     if not connection.in_atomic_block:
         connection.close()
-
-
-def claim(message_id: int) -> Message | None:
-    """pending → streaming, once. A redelivered task finds nothing to claim."""
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status=Status.PENDING).update(
-        status=Status.STREAMING,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
-    )
-    if not claimed:
-        return None
-    return Message.objects.select_related(
-        "profile", "conversation", "conversation__organization"
-    ).get(pk=message_id)
 
 
 @dataclass
@@ -121,7 +103,7 @@ class Streamer:
 
     def add_summary(self, text: str) -> None:
         self.summary_parts.append(text)
-        publish(self.message_id, {"type": "reasoning", "message": self.message_id, "text": text})
+        publish(self.message_id, frames.reasoning_frame(self.message_id, text))
         self.frames += 1
 
     def _after_add(self) -> None:
@@ -141,14 +123,8 @@ class Streamer:
             if not buffer:
                 continue
             self.seq += 1
-            frame: dict[str, Any] = {
-                "type": "delta",
-                "message": self.message_id,
-                "seq": self.seq,
-                "text": "".join(buffer),
-            }
-            if kind == "refusal":
-                frame["refusal"] = True
+            frame = frames.delta_frame(self.message_id, self.seq, "".join(buffer),
+                                       refusal=kind == "refusal")
             buffer.clear()
             publish(self.message_id, frame)
             self.frames += 1
@@ -159,8 +135,8 @@ class Streamer:
         self.flush(now)
         self.last_checkpoint = now
         self.checkpoints += 1
-        saved = Message.objects.filter(pk=self.message_id, status=Status.STREAMING).update(
-            content=self.text, refusal=self.refusal, stream_seq=self.seq
+        saved = lifecycle.checkpoint(
+            message_id=self.message_id, content=self.text, refusal=self.refusal, seq=self.seq
         )
         _release_db()
         if not saved:
@@ -280,43 +256,9 @@ def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bo
     """Add one upstream attempt's usage to the turn; flag an estimate when the attempt
     made the model work but the provider never reported what it cost."""
     if usage is not None:
-        state["usage"] = _add(state.get("usage"), usage)
+        state["usage"] = add_usage(state.get("usage"), usage)
     elif unreported:
         state["usage_missing"] = True
-
-
-def _estimate_usage(message: Message, prompt_tokens: int, visible_text: str) -> Usage:
-    visible = count_tokens(visible_text)
-    cap = message.max_completion_tokens or visible
-    reasoning = min(REASONING_ALLOWANCE.get(message.reasoning_effort, 4096), max(cap - visible, 0))
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=visible + reasoning, reasoning_tokens=reasoning)
-
-
-def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
-    """Usage and cost for a turn that ended without a usage chunk (reaper)."""
-    prompt_tokens = getattr(getattr(message, "reservation", None), "prompt_tokens_estimate", 0)
-    usage = _estimate_usage(message, prompt_tokens, text)
-    return usage, _cost(message.profile, usage)
-
-
-def _cost(profile: ModelProfile | None, usage: Usage) -> Decimal:
-    assert profile is not None
-    return profile.cost(
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        completion_tokens=usage.completion_tokens,
-    ).quantize(Decimal("0.000001"))
-
-
-def _add(total: Usage | None, more: Usage) -> Usage:
-    if total is None:
-        return more
-    return Usage(
-        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
-        cached_tokens=total.cached_tokens + more.cached_tokens,
-        completion_tokens=total.completion_tokens + more.completion_tokens,
-        reasoning_tokens=total.reasoning_tokens + more.reasoning_tokens,
-    )
 
 
 def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any]) -> Outcome:
@@ -333,10 +275,7 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
     state["prompt_tokens"] = prompt.prompt_tokens
     state["left_out"] = prompt.left_out
     if prompt.left_out:
-        publish(
-            message.pk,
-            {"type": "context", "message": message.pk, "left_out": prompt.left_out},
-        )
+        publish(message.pk, frames.context_frame(message.pk, prompt.left_out))
     messages = list(prompt.messages)
     tools = tool_schemas() if profile.accepts("tools") else []
     reserved = _reserved_amount(message)
@@ -347,14 +286,12 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             # holds a single worst case: a later round gets the completion budget still
             # unspent (a whole fresh cap never fits), and tools stop when too little is left.
             prompt_tokens = sum(message_tokens(m) for m in messages)
-            so_far = _cost(profile, state.get("usage") or Usage())
+            prices = answer_prices(message)
+            so_far = usage_cost(prices, state.get("usage") or Usage())
             left = reserved - so_far - worst_case_cost(
-                profile, prompt_tokens=prompt_tokens, completion_cap=0
+                prices, prompt_tokens=prompt_tokens, completion_cap=0
             )
-            if left <= 0:
-                cap = 0
-            elif profile.output_price > 0:
-                cap = min(cap, int(left * MILLION / profile.output_price))
+            cap = min(cap, affordable_completion_tokens(prices, left))
             if cap <= 0 or cap < min(MIN_TOOL_ROUND_TOKENS, full_cap):
                 return Outcome(
                     Status.DONE, finish_reason="tool_calls",
@@ -385,7 +322,7 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             output, ok = run_tool(call["name"], call["arguments"])
             record = {"name": call["name"], "arguments": call["arguments"], "result": output, "ok": ok}
             state["tool_calls"].append(record)
-            publish(message.pk, {"type": "tool", "message": message.pk, **record})
+            publish(message.pk, frames.tool_frame(message.pk, record))
             messages.append(
                 {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(output)}
             )
@@ -436,7 +373,7 @@ def run_generation(message_id: int) -> None:
     live = monitor.register(message.pk)
     # The answer is now with the model: say so at once rather than on the monitor's tick.
     live.last_thinking = live.started
-    publish(message.pk, {"type": "thinking", "message": message.pk, "elapsed_ms": 0})
+    publish(message.pk, frames.thinking_frame(message.pk, 0))
     streamer = Streamer(message.pk)
     state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
     try:
@@ -482,80 +419,27 @@ def billable_usage(message: Message, streamer: Streamer, state: dict[str, Any]) 
     usage: Usage | None = state.get("usage")
     if not state.get("usage_missing"):
         return usage or Usage(), False
-    estimate = _estimate_usage(message, state["prompt_tokens"], streamer.text + streamer.refusal)
-    return (_add(usage, estimate) if usage is not None else estimate), True
+    estimate = estimate_usage(
+        effort=message.reasoning_effort, completion_cap=message.max_completion_tokens,
+        prompt_tokens=state["prompt_tokens"], visible_text=streamer.text + streamer.refusal,
+    )
+    return add_usage(usage, estimate), True
 
 
 def finish(message: Message, outcome: Outcome, streamer: Streamer, state: dict[str, Any]) -> None:
-    """streaming → final state, once; then tell the browser."""
-    profile = message.profile
-    assert profile is not None
+    """streaming → final state (conversations.lifecycle.finish), once; then the frame."""
     usage, estimated = billable_usage(message, streamer, state)
-    cost = _cost(profile, usage)
-    now = timezone.now()
-    with transaction.atomic():
-        finished = Message.objects.filter(pk=message.pk, status=Status.STREAMING).update(
-            status=outcome.status,
-            content=streamer.text,
-            refusal=streamer.refusal,
-            reasoning_summary="".join(streamer.summary_parts),
-            stream_seq=streamer.seq,
-            finish_reason=outcome.finish_reason,
-            error_code=outcome.error_code,
-            error_detail=outcome.error_detail or outcome.notice,
-            tool_calls=state["tool_calls"],
-            history_truncated=state.get("left_out", 0),
-            prompt_tokens=usage.prompt_tokens,
-            cached_tokens=usage.cached_tokens,
-            completion_tokens=usage.completion_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_estimated=estimated,
-            cost_usd=cost,
-            price_snapshot={
-                "input": str(profile.input_price),
-                "cached_input": str(profile.cached_input_price),
-                "output": str(profile.output_price),
-            },
-            lease_expires_at=None,
-            finished_at=now,
-        )
-        if not finished:
-            raise Abandoned()
-        settle(message_id=message.pk, cost=cost, estimated=estimated)
-        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
-        transaction.on_commit(lambda: _after_finish(message.pk, outcome))
-    if outcome.status == Status.FAILED:
-        frame: dict[str, Any] = {
-            "type": "error",
-            "message": message.pk,
-            "seq": streamer.seq + 1,
-            "code": outcome.error_code,
-            "detail": outcome.error_detail,
-            "partial": bool(streamer.text),
-            "usage": usage.as_dict(),
-            "cost_usd": str(cost),
-        }
-    else:
-        frame = {
-            "type": "done",
-            "message": message.pk,
-            "seq": streamer.seq + 1,
-            "status": outcome.status,
-            "finish_reason": outcome.finish_reason,
-            "usage": usage.as_dict(),
-            "usage_estimated": estimated,
-            "cost_usd": str(cost),
-        }
-        if outcome.notice:
-            frame["notice"] = outcome.notice
-        if streamer.refusal:
-            frame["refusal"] = streamer.refusal
-    publish(message.pk, frame)
-
-
-def _after_finish(message_id: int, outcome: Outcome) -> None:
-    """Hook for work that follows a finished answer (titles, budget alerts)."""
-    from conversations import titles
-
-    if outcome.status == Status.DONE:
-        titles.maybe_schedule_title(message_id)
+    lifecycle.finish(message, Ending(
+        status=outcome.status,
+        finish_reason=outcome.finish_reason,
+        content=streamer.text,
+        refusal=streamer.refusal,
+        reasoning_summary="".join(streamer.summary_parts),
+        seq=streamer.seq,
+        error_code=outcome.error_code,
+        error_detail=outcome.error_detail or outcome.notice,
+        tool_calls=state["tool_calls"],
+        history_truncated=state.get("left_out", 0),
+        usage=usage,
+        usage_estimated=estimated,
+    ))

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from conversations.frames import thinking_frame
 from conversations.models import Message
 from conversations.realtime import publish
 
@@ -142,10 +143,7 @@ class Monitor:
         for reply in replies:
             if reply.first_output_at is None and now - reply.last_thinking >= THINKING_EVERY:
                 reply.last_thinking = now
-                publish(
-                    reply.message_id,
-                    {"type": "thinking", "message": reply.message_id, "elapsed_ms": reply.elapsed_ms},
-                )
+                publish(reply.message_id, thinking_frame(reply.message_id, reply.elapsed_ms))
             if not reply.stalled and reply.stalled_at(now):
                 reply.stall()
         if now - self._last_cancel_poll >= CANCEL_POLL_EVERY:

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from celery.exceptions import Reject
+from django.dispatch import receiver
+
+from conversations import drain, generation, lifecycle, profiles, titles
+from conversations.models import Message
+
+# Domain modules never import this module (so no import cycle runs through it): they
+# announce what happened (lifecycle.answer_finished) and the edge here queues the work.
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def generate_reply(message_id: int) -> None:
-    from conversations.generation import run_generation
-
-    run_generation(message_id)
+    if drain.is_draining():
+        # This worker is stopping (it had already received the task): back to the
+        # queue, unclaimed, for another worker or this one after its restart.
+        raise Reject("worker is draining", requeue=True)
+    generation.run_generation(message_id)
 
 
 @shared_task(ignore_result=True)
 def generate_title(conversation_id: int) -> None:
-    from conversations import titles
-
     titles.generate_title(conversation_id)
+
+
+@receiver(lifecycle.answer_finished, dispatch_uid="conversations.tasks.schedule_title")
+def schedule_title(sender: Any, *, message_id: int, status: str, conversation_id: int,
+                   **kwargs: Any) -> None:
+    if status == Message.Status.DONE and titles.needs_title(conversation_id):
+        generate_title.delay(conversation_id)
 
 
 @shared_task(ignore_result=True)
 def reap_stale_replies() -> int:
-    from conversations.replies import reap_stale_replies as reap
-
-    return reap()
+    return lifecycle.reap_stale_replies()
 
 
 @shared_task(ignore_result=True)
 def refresh_shutdown_dates() -> None:
-    from conversations.profiles import refresh_shutdown_dates as refresh
-
-    refresh()
+    profiles.refresh_shutdown_dates()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 
+from billing.pricing import Prices, usage_cost
+from billing.quotas import reserve_title, settle_title
 from conversations import llm
-from conversations.llm.types import ChatRequest
+from conversations.access import get_membership_in
+from conversations.exceptions import NotFound, TurnRefused
+from conversations.llm.types import ChatRequest, Usage
 from conversations.models import Conversation, Message
+from conversations.prompts import message_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +39,24 @@ def fallback_title(text: str) -> str:
     return title[:80] + ("…" if len(words) > 8 or len(title) > 80 else "")
 
 
-def maybe_schedule_title(message_id: int) -> None:
-    from conversations.tasks import generate_title
+def release_connection() -> None:
+    """Give this thread's database connection back to the pool, unless a transaction
+    needs it (a caller's atomic block, or a test's)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
-    message = Message.objects.select_related("conversation").get(pk=message_id)
-    if not message.conversation.title_generated:
-        generate_title.delay(message.conversation_id)
+
+def needs_title(conversation_id: int) -> bool:
+    return Conversation.objects.filter(pk=conversation_id, title_generated=False).exists()
 
 
 def generate_title(conversation_id: int) -> str | None:
-    conversation = Conversation.objects.select_related("profile").get(pk=conversation_id)
-    if conversation.title_generated:
+    """Ask the model for a title, reserved and billed like any turn: its worst case is
+    held on the conversation's org and owner before the call and settled to the usage
+    the provider reported after it (a title request is its own line in usage). Without
+    budget for it the conversation keeps its fallback title."""
+    conversation = Conversation.objects.select_related("profile", "user").get(pk=conversation_id)
+    if conversation.title_generated or conversation.user is None:
         return None
     profile = conversation.profile
     first = conversation.messages.filter(role=Message.Role.USER).order_by("id").first()
@@ -60,17 +72,41 @@ def generate_title(conversation_id: int) -> str | None:
         response_format=TITLE_SCHEMA,
         stream=False,
     )
+    prices = Prices.of(profile)  # fixed at reservation, like a turn's
     try:
-        value = llm.complete_json(profile, request)
+        with transaction.atomic():
+            membership = get_membership_in(conversation.user, conversation.organization_id)
+            reservation = reserve_title(
+                membership=membership, prices=prices, model_name=profile.model,
+                prompt_tokens=sum(message_tokens(m) for m in request.messages),
+                completion_cap=request.max_completion_tokens or 0,
+            )
+    except (TurnRefused, NotFound) as refusal:
+        logger.info("no title for conversation %s: %s", conversation_id, refusal)
+        return None
+    # Hold no pooled database connection through the provider call (seconds, up to
+    # LLM_READ_TIMEOUT): a worker's threads share a pool sized for short queries.
+    release_connection()
+    usage: Usage | None = None
+    title = ""
+    try:
+        reply = llm.complete_json(profile, request)
+        usage = reply.usage
+        title = str(reply.value.get("title", "")).strip()[:120]
     except llm.LLMError as error:
+        # A rejected request costs nothing; an unusable reply costs what was reported.
+        usage = error.usage
         logger.info("title for conversation %s failed: %s", conversation_id, error.code)
-        return None
-    title = str(value.get("title", "")).strip()[:120]
-    if not title:
-        return None
-    with transaction.atomic():
-        # Race: two finished answers may both ask for a title; the first one wins.
-        Conversation.objects.filter(pk=conversation_id, title_generated=False).update(
-            title=title, title_generated=True
-        )
-    return title
+    finally:
+        billed = usage or Usage()
+        with transaction.atomic():
+            # Lock order as in start_turn, conversation row before usage rows: the other
+            # order deadlocked with a send arriving while the title was being settled.
+            if title:
+                # Race: two finished answers may both ask for a title; the first one wins.
+                Conversation.objects.filter(pk=conversation_id, title_generated=False).update(
+                    title=title, title_generated=True
+                )
+            settle_title(reservation_id=reservation.pk, cost=usage_cost(prices, billed),
+                         usage=billed.as_dict())
+    return title or None

@@ -68,6 +68,14 @@ class ChatRequest:
     stream: bool = True
 
 
+@dataclass(frozen=True)
+class JsonCompletion:
+    """A non-streaming Structured Outputs answer and what the provider said it used."""
+
+    value: dict[str, Any]
+    usage: Usage | None
+
+
 class LLMError(Exception):
     """An upstream failure translated into one of our error codes.
 
@@ -92,3 +100,5 @@ class LLMError(Exception):
         self.retry_after = retry_after
         self.status = status
         self.reason = reason
+        # What the provider reported using before the failure, when it did (billed).
+        self.usage: Usage | None = None

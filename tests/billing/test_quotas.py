@@ -14,7 +14,7 @@ from accounts.models import Membership, Organization, User
 from billing import quotas
 from billing.models import Reservation, UsagePeriod
 from conversations.exceptions import TurnRefused
-from conversations.models import Message, ModelProfile
+from conversations.models import Conversation, Message, ModelProfile
 from conversations.replies import start_turn
 from tests.conftest import make_user
 
@@ -164,15 +164,24 @@ def test_concurrent_turns_never_overspend_an_exact_budget(
     while Message.objects.filter(status__in=Message.LIVE_STATUSES).exists():
         assert time.monotonic() < deadline, "answers did not finish"
         time.sleep(0.1)
+    # Each finished answer's title is reserved and billed too: wait for every one.
+    while (
+        Conversation.objects.filter(messages__pk__in=started, title_generated=False).exists()
+        or Reservation.objects.filter(settled_at=None).exists()
+    ):
+        assert time.monotonic() < deadline, "titles did not finish"
+        time.sleep(0.1)
     upstream_calls = [e for e in emulator.journal if e["path"].endswith("/chat/completions")
                       and e["body"] and e["body"].get("stream")]
     assert len(upstream_calls) == k
     org_row = UsagePeriod.objects.get(organization=organization, user=None)
     assert org_row.reserved_usd == 0
     assert org_row.spent_usd <= organization.monthly_budget_usd
+    titles = Reservation.objects.filter(kind=Reservation.Kind.TITLE, org_period=org_row)
+    assert titles.count() == k
     assert org_row.spent_usd == sum(
         Message.objects.filter(pk__in=started).values_list("cost_usd", flat=True), Decimal(0)
-    )
+    ) + sum(titles.values_list("charged_usd", flat=True), Decimal(0))
 
 
 def _prompt_estimate(organization: Organization) -> int:

@@ -9,6 +9,7 @@ composer, alice approves on Usage & budgets, and bob's next send is answered.
 from __future__ import annotations
 
 import re
+import time
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,6 +109,22 @@ def worst_case_for(membership_id: int, content: str, conversation_id: int | None
         }
 
     return read_db(compute)
+
+
+def settled_title_cost(user_id: int) -> Decimal:
+    """What the person's conversation title was charged, once its request settled."""
+    from billing.models import Reservation
+
+    deadline = time.monotonic() + 20
+    while True:
+        charged = read_db(lambda: list(
+            Reservation.objects.filter(kind=Reservation.Kind.TITLE, member_period__user_id=user_id)
+            .values_list("settled_at", "charged_usd")
+        ))
+        if charged and all(settled for settled, _ in charged):
+            return sum((cost for _, cost in charged), Decimal(0))
+        assert time.monotonic() < deadline, "the title request never settled"
+        time.sleep(0.1)
 
 
 def member_period(org_id: int, user_id: int) -> dict[str, Decimal]:
@@ -216,13 +233,21 @@ def test_member_budget_refuses_a_turn_then_request_more_is_approved(
         assert Decimal(parts.group(5)) == first_cost
         assert first_cost > Decimal("0.006")
 
-        # Settled at its actual cost: the worst-case hold is released.
+        # Settled at its actual cost: the worst-case hold is released. The conversation's
+        # title is reserved and billed like a turn too; once it is, the meter (read again
+        # on reload) shows both.
+        title_cost = settled_title_cost(ids["bob"])
+        assert title_cost > 0
+        spent = first_cost + title_cost
         period = member_period(ids["org"], ids["bob"])
-        assert period == {"spent_usd": first_cost, "reserved_usd": Decimal(0)}
-        remaining = BOB_BUDGET - first_cost
+        assert period == {"spent_usd": spent, "reserved_usd": Decimal(0)}
+        remaining = BOB_BUDGET - spent
+        bob_page.reload()
+        expect(bob_page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
         expect(meter).to_contain_text(
-            f"Your budget: ${first_cost:.4f} spent, $0.0000 reserved, ${remaining:.4f} left of $0.05"
+            f"Your budget: ${spent:.4f} spent, $0.0000 reserved, ${remaining:.4f} left of $0.05"
         )
+        effort.select_option("low")
 
         # The next turn's worst case no longer fits what is left (though it would fit an
         # untouched $0.05 budget): the send is refused before anything is generated.
@@ -288,12 +313,12 @@ def test_member_budget_refuses_a_turn_then_request_more_is_approved(
         assert any(
             "approved your budget request" in n["text"] and "$0.10" in n["text"] for n in bob_notes
         ), bob_notes
-        assert Decimal("0.10") - first_cost >= second["worst"]
+        assert Decimal("0.10") - spent >= second["worst"]
 
         # --- bob reloads and the same question is answered ---------------------------------
         bob_page.reload()
         expect(bob_page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
-        expect(meter).to_contain_text(f"${Decimal('0.10') - first_cost:.4f} left of $0.10")
+        expect(meter).to_contain_text(f"${Decimal('0.10') - spent:.4f} left of $0.10")
         expect(bob_page.get_by_test_id("composer-error")).to_be_hidden()
         effort.select_option("low")
         expect(effort).to_have_value("low")
