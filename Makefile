@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/teamchat
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 
-.PHONY: install run test bench lint check clean
+.PHONY: install run test chaos bench lint check clean
 
 install: $(STAMP) node_modules/.installed
 
@@ -34,6 +34,19 @@ test: install
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Real processes under faults (tests/chaos/): 50 worker SIGKILLs and 50 SIGTERMs mid-answer,
+# a Redis restart, 200 socket drops, overlapping embedded turns, every provider failure.
+# `make test` runs the same cases at a few faults each.
+CHAOS_REDIS_URL ?= redis://127.0.0.1:6379/12
+
+chaos: install
+	$(PY) manage.py collectstatic --noinput -v0
+	CHAOS=full LOG_LEVEL=$${LOG_LEVEL:-WARNING} \
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	REDIS_URL=$${REDIS_URL:-$(CHAOS_REDIS_URL)} \
+	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
+	$(PY) -m pytest tests/chaos -s -p no:cacheprovider --durations=0 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) manage.py collectstatic --noinput -v0

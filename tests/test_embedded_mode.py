@@ -4,52 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 import websockets
 
-from tests.conftest import free_port
+from tests.embedded import embedded_stack, signed_in_client
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def embedded_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    port, emulator_port = free_port(), free_port()
-    env = {
-        key: value for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(VAR_DIR=str(tmp_path), EMULATOR_URL=f"http://127.0.0.1:{emulator_port}")
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    process = subprocess.Popen(
-        [python, "manage.py", "runstack", "--port", str(port)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx2.get(f"{base}/healthz", timeout=1).status_code in (200, 503):
-                break
-        except httpx2.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(process.stdout.read().decode() if process.stdout else "no output")
-        time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=15)
+def embedded_server(tmp_path: Path) -> Iterator[str]:
+    with embedded_stack(tmp_path) as (base, _emulator):
+        yield base
 
 
 def test_embedded_mode_serves_a_page_and_streams_an_answer(embedded_server: str) -> None:
@@ -57,14 +27,7 @@ def test_embedded_mode_serves_a_page_and_streams_an_answer(embedded_server: str)
     health = httpx2.get(f"{base}/healthz").json()
     assert health == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok",
                       "mode": "embedded"}
-    client = httpx2.Client(base_url=base, follow_redirects=True)
-    page = client.get("/accounts/signup/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    home = client.post("/accounts/signup/", data={
-        "csrfmiddlewaretoken": token, "email": "demo@example.com",
-        "password": "a long demo passphrase", "organization": "Demo"})
-    assert home.status_code == 200
-    assert "offline demo model" in home.text
+    client = signed_in_client(base)
     session = client.cookies["sessionid"]
 
     async def chat() -> list[dict]:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +19,8 @@ import httpx2
 import pytest
 import websockets
 
-from tests.conftest import free_port
+from tests.embedded import embedded_stack, signed_in_client
 
-ROOT = Path(__file__).resolve().parent.parent
 # The stack under test is a subprocess with its own SQLite; the mark only lets the session
 # fixtures in tests/conftest.py set up the test database when this module runs alone.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -38,50 +33,13 @@ LONG_REPLY = {"match": "long story", "reply_tokens": 240, "tokens_per_second": 4
 
 
 @pytest.fixture
-def embedded_stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``runstack`` with no settings, as in tests/test_embedded_mode.py; yields the site's
-    and the in-process emulator's base URLs."""
-    port, emulator_port = free_port(), free_port()
-    emulator = f"http://127.0.0.1:{emulator_port}"
-    env = {
-        key: value for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(VAR_DIR=str(tmp_path), EMULATOR_URL=emulator)
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    process = subprocess.Popen(
-        [python, "manage.py", "runstack", "--port", str(port)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx2.get(f"{base}/healthz", timeout=1).status_code in (200, 503):
-                break
-        except httpx2.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("runstack did not start")
-        time.sleep(0.2)
-    try:
-        yield base, emulator
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+def running_stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with embedded_stack(tmp_path) as urls:
+        yield urls
 
 
 def signed_in_session(base: str) -> str:
-    client = httpx2.Client(base_url=base, follow_redirects=True)
-    page = client.get("/accounts/signup/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    home = client.post("/accounts/signup/", data={
-        "csrfmiddlewaretoken": token, "email": "demo@example.com",
-        "password": "a long demo passphrase", "organization": "Demo"})
-    assert home.status_code == 200
-    return client.cookies["sessionid"]
+    return signed_in_client(base).cookies["sessionid"]
 
 
 async def two_answers(base: str, session: str) -> tuple[list[tuple[float, dict[str, Any]]], ...]:
@@ -117,9 +75,9 @@ async def two_answers(base: str, session: str) -> tuple[list[tuple[float, dict[s
 
 
 def test_a_huge_calculation_leaves_another_answer_streaming_without_a_gap(
-    embedded_stack: tuple[str, str],
+    running_stack: tuple[str, str],
 ) -> None:
-    base, emulator = embedded_stack
+    base, emulator = running_stack
     assert httpx2.post(f"{emulator}/_emulator/scenarios", json=LONG_REPLY).status_code < 300
     session = signed_in_session(base)
 

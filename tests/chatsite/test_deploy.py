@@ -207,7 +207,8 @@ def test_the_compose_file_is_valid_and_locked_down(tmp_path: Path) -> None:
     assert "/healthz" in " ".join(web["healthcheck"]["test"])
     assert WS_CAP in web["command"] and '--forwarded-allow-ips "$$TRUSTED_PROXIES"' in web["command"]
     assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
-    assert services["worker"]["stop_grace_period"] == "120s"
+    # The drain (WORKER_DRAIN_SECONDS, 120 by default) plus time to end what is left.
+    assert services["worker"]["stop_grace_period"] == "135s"
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     redis = services["redis"]
     assert "--appendonly yes" in redis["command"]
