@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import analysis, cpu, fixtures, load, micro, profile, report
+from bench import analysis, cpu, fixtures, load, micro, profile, report, search
 from bench.stack import ROOT, BenchError, Stack, configure_environment
 
 LOG_ERROR_MARKERS = ("Traceback", " ERROR ", " CRITICAL ", "over capacity")
@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tap one answer in this many (default 10)")
     parser.add_argument("--no-micro", action="store_true",
                         help="skip the per-operation cost measurements")
+    parser.add_argument("--no-search", action="store_true",
+                        help="skip the search benchmark (100,000 messages)")
+    parser.add_argument("--search-only", action="store_true",
+                        help="run only the search benchmark (no stack, no streams)")
     parser.add_argument("--time-budget", type=float, default=540.0,
                         help="skip remaining steps once this many seconds have passed")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
@@ -409,6 +413,12 @@ class Runner:
         if not args.no_page:
             say("page query count: conversations with 10 and 1,000 messages")
             result["page_queries"] = fixtures.page_queries(users[0].pk)
+        if not args.no_search or args.search_only:
+            say("search: 100,000 messages, websearch queries, p50/p95")
+            result["search"] = search.run(users[0].pk)
+        if args.search_only:
+            result["elapsed_s"] = round(time.monotonic() - self.started, 1)
+            return result
         self.start_stack()
         self.warm_up(users)
         largest = max(args.stream_list)

@@ -161,6 +161,10 @@ def render(result: dict[str, Any]) -> str:
         out.extend(extra)
     out.append("")
     out.extend(budget_lines(result.get("budget_step")))
+    if result.get("search"):
+        from bench.search import render as render_search
+
+        out.extend(render_search(result["search"]))
     page = result.get("page_queries")
     if page:
         pages = page["pages"]
