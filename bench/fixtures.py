@@ -88,6 +88,7 @@ def _make_conversation(user_pk: int, size: int) -> int:
     from conversations.access import get_membership
     from conversations.models import Conversation, Message
     from conversations.profiles import default_profile
+    from conversations.tree import link_in_order
 
     user = User.objects.get(pk=user_pk)
     organization = get_membership(user, None).organization
@@ -116,6 +117,8 @@ def _make_conversation(user_pk: int, size: int) -> int:
                     stream_seq=10, created_at=now, finished_at=now,
                 ))
         Message.objects.bulk_create(rows, batch_size=500)
+        # One branch of `size` messages, as sends would have built it: the page shows it all.
+        link_in_order(conversation, rows)
     return conversation.pk
 
 

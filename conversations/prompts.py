@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conversations.models import Message, ModelProfile
-from emulator.tokens import count_tokens
+from conversations.tokens import count_tokens
+from conversations.tree import path_to
 
 # Reasoning models answer in plain text unless the developer message starts with this.
 FORMATTING_LINE = "Formatting re-enabled"
@@ -32,17 +33,16 @@ def message_tokens(message: dict[str, Any]) -> int:
 
 
 def _history_turns(assistant: Message) -> list[list[dict[str, Any]]]:
-    """Earlier messages grouped into turns (a user message and the answer after it)."""
-    earlier = (
-        Message.objects.filter(conversation_id=assistant.conversation_id, id__lt=assistant.id)
-        .exclude(role=Message.Role.ASSISTANT, content="")
-        .order_by("id")
-        .values("role", "content", "status")
-    )
+    """Earlier messages of the answer's own branch (other versions are never sent),
+    grouped into turns (a user message and the answer after it)."""
+    earlier = [
+        m for m in path_to(assistant)[:-1]
+        if not (m.role == Message.Role.ASSISTANT and m.content == "")
+    ]
     turns: list[list[dict[str, Any]]] = []
-    for row in earlier:
-        item = {"role": row["role"], "content": row["content"]}
-        if row["role"] == Message.Role.USER or not turns:
+    for message in earlier:
+        item = {"role": message.role, "content": message.content}
+        if message.role == Message.Role.USER or not turns:
             turns.append([item])
         else:
             turns[-1].append(item)

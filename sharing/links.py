@@ -27,6 +27,7 @@ from conversations.access import get_conversation_for_user
 from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 from conversations.profiles import default_profile
+from conversations.tree import branch, link_in_order
 from sharing.models import SharedMessage, ShareLink
 
 if TYPE_CHECKING:
@@ -135,28 +136,30 @@ def _check_policy(organization: Organization, visibility: str) -> None:
         )
 
 
-def _latest_finished_answer(conversation: Conversation) -> Message | None:
-    return (
-        conversation.messages.filter(role=Message.Role.ASSISTANT, status=Message.Status.DONE)
-        .order_by("-id")
-        .only("id")
-        .first()
-    )
+def latest_finished_answer(conversation: Conversation) -> Message | None:
+    """The newest finished answer on the branch on screen (other versions are not shared)."""
+    finished = [
+        m for m in branch(conversation)
+        if m.role == Message.Role.ASSISTANT and m.status == Message.Status.DONE
+    ]
+    return finished[-1] if finished else None
 
 
 def _copy_snapshot(link: ShareLink, conversation: Conversation, upto_id: int) -> None:
-    """Copy the questions and finished answers up to ``upto_id``: content only, never
-    developer messages, custom instructions, tool calls, reasoning or failed answers."""
-    rows = (
-        conversation.messages.filter(pk__lte=upto_id)
-        .filter(
-            Q(role=Message.Role.USER)
-            | Q(role=Message.Role.ASSISTANT, status=Message.Status.DONE)
+    """Copy the questions and finished answers of the branch on screen up to ``upto_id``:
+    content only, never developer messages, custom instructions, tool calls, reasoning,
+    failed answers or other versions."""
+    on_branch = branch(conversation)
+    upto = next((i for i, m in enumerate(on_branch) if m.pk == upto_id), -1)
+    rows = [
+        (m.role, m.content, m.model_name, m.created_at)
+        for m in on_branch[: upto + 1]
+        if m.content
+        and (
+            m.role == Message.Role.USER
+            or (m.role == Message.Role.ASSISTANT and m.status == Message.Status.DONE)
         )
-        .exclude(content="")
-        .order_by("id")
-        .values_list("role", "content", "model_name", "created_at")
-    )
+    ]
     SharedMessage.objects.bulk_create(
         SharedMessage(
             link=link,
@@ -194,7 +197,7 @@ def create_link(
         # makes the second one replace the first link instead of tripping the
         # one-live-link constraint, and pins the answer we snapshot.
         Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
-        answer = _latest_finished_answer(conversation)
+        answer = latest_finished_answer(conversation)
         if answer is None:
             raise _nothing_to_share()
         now = timezone.now()
@@ -237,7 +240,7 @@ def _change(
         link.expires_at = expires_at
         fields = ["visibility", "expires_at"]
         if move_snapshot:
-            answer = _latest_finished_answer(link.conversation)
+            answer = latest_finished_answer(link.conversation)
             if answer is None:
                 raise _nothing_to_share()
             link.messages.all().delete()
@@ -395,7 +398,7 @@ def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> C
         )
         # Same created_at for every copy: the chat orders by (created_at, id), and
         # bulk_create assigns ids in list order.
-        Message.objects.bulk_create(
+        copies = Message.objects.bulk_create(
             Message(
                 conversation=conversation,
                 role=shared.role,
@@ -406,4 +409,5 @@ def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> C
             )
             for shared in snapshot.messages
         )
+        link_in_order(conversation, copies)
     return conversation

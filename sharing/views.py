@@ -23,7 +23,7 @@ from accounts.models import Organization
 from chatsite.ratelimits import over_limit
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
 from sharing.forms import SharePolicyForm, ShareSettingsForm
 from sharing.links import (
     LinkNotFound,
@@ -34,6 +34,7 @@ from sharing.links import (
     fork_snapshot,
     get_link_for_owner,
     get_shared_snapshot,
+    latest_finished_answer,
     live_link_for_conversation,
     revoke_link,
     set_share_policy,
@@ -233,12 +234,9 @@ def _dialog(
 ) -> HttpResponse:
     organization = conversation.organization
     link = live_link_for_conversation(conversation)
-    newest = (
-        conversation.messages.filter(role=Message.Role.ASSISTANT, status=Message.Status.DONE)
-        .order_by("-id")
-        .values_list("id", flat=True)
-        .first()
-    )
+    # The newest finished answer of the branch on screen: what "Update link" would share.
+    answer = latest_finished_answer(conversation)
+    newest = answer.pk if answer else None
     if form is None:
         form = ShareSettingsForm(organization=organization, link=link)
     context = {
@@ -249,7 +247,8 @@ def _dialog(
         "new_url": new_url,
         "error": error,
         "has_answer": newest is not None,
-        "newer_answers": bool(link and newest and newest > link.snapshot_message_id),
+        # Not just newer: another version chosen since is a change to share too.
+        "newer_answers": bool(link and newest and newest != link.snapshot_message_id),
         "sharing_off": organization.share_policy == Organization.SharePolicy.OFF,
         "public_limited": bool(
             link

@@ -22,24 +22,32 @@ pytestmark = pytest.mark.django_db
 
 def _profile(**fields: Any) -> ModelProfile:
     seed = ModelProfile.objects.get(name="o3-mini")
-    values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name != "id"}
+    # A copy is an admin's own profile, not a second follower of the seed's catalog entry.
+    own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
+    values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
     values.update({"name": "small", "display_name": "Small window", **fields})
     return ModelProfile.objects.create(**values)
 
 
 def _conversation(alice: User, org: Organization, profile: ModelProfile, turns: int, words: int) -> Conversation:
     conversation = Conversation.objects.create(organization=org, user=alice, profile=profile)
+    parent = None
     for n in range(turns):
-        Message.objects.create(conversation=conversation, role="user", content=f"question {n} " + "word " * words)
-        Message.objects.create(conversation=conversation, role="assistant", content=f"answer {n} " + "word " * words)
+        question = Message.objects.create(conversation=conversation, role="user", parent=parent,
+                                          content=f"question {n} " + "word " * words)
+        parent = Message.objects.create(conversation=conversation, role="assistant", parent=question,
+                                        content=f"answer {n} " + "word " * words)
+    conversation.current_leaf = parent
+    conversation.save(update_fields=["current_leaf"])
     return conversation
 
 
 def test_history_keeps_instructions_and_the_newest_turns_that_fit(alice: User, org_a: Organization) -> None:
     profile = _profile(context_window=3_000, max_completion_tokens=1_000, max_output_tokens=1_000)
     conversation = _conversation(alice, org_a, profile, turns=10, words=200)
-    question = Message.objects.create(conversation=conversation, role="user", content="latest question")
-    answer = Message.objects.create(conversation=conversation, role="assistant", status="pending",
+    question = Message.objects.create(conversation=conversation, role="user", content="latest question",
+                                      parent_id=conversation.current_leaf_id)
+    answer = Message.objects.create(conversation=conversation, role="assistant", status="pending", parent=question,
                                     max_completion_tokens=1_000, profile=profile)
 
     prompt = build_prompt(answer, profile=profile, org_message="Be exact.", custom="Use SI units.")
@@ -59,7 +67,8 @@ def test_history_keeps_instructions_and_the_newest_turns_that_fit(alice: User, o
 def test_nothing_is_left_out_when_everything_fits(alice: User, org_a: Organization, o3_mini: ModelProfile) -> None:
     conversation = _conversation(alice, org_a, o3_mini, turns=3, words=20)
     answer = Message.objects.create(conversation=conversation, role="assistant", status="pending",
-                                    max_completion_tokens=25_000, profile=o3_mini)
+                                    max_completion_tokens=25_000, profile=o3_mini,
+                                    parent_id=conversation.current_leaf_id)
     prompt = build_prompt(answer, profile=o3_mini, org_message="", custom="")
     assert prompt.left_out == 0
     assert len(prompt.messages) == 1 + 6

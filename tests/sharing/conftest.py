@@ -64,11 +64,14 @@ def add_turn(
     **assistant_fields: Any,
 ) -> tuple[Message, Message]:
     now = timezone.now()
+    # The turn goes on the branch on screen, as a send would put it.
     asked = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=question, created_at=now
+        conversation=conversation, role=Message.Role.USER, content=question, created_at=now,
+        parent_id=conversation.current_leaf_id,
     )
     answered = Message.objects.create(
         conversation=conversation,
+        parent=asked,
         role=Message.Role.ASSISTANT,
         content=answer,
         status=status,
@@ -77,6 +80,8 @@ def add_turn(
         created_at=now + timedelta(microseconds=1),
         **assistant_fields,
     )
+    conversation.current_leaf = answered
+    conversation.save(update_fields=["current_leaf"])
     return asked, answered
 
 

@@ -1,0 +1,37 @@
+"""Regenerate: ask a question again, adding a sibling answer (edits are plain sends
+with a ``parent``; see ``replies.start_turn``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from conversations.access import get_message_for_user
+from conversations.exceptions import NotFound
+from conversations.models import Message
+from conversations.replies import Turn, start_turn
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+def regenerate_answer(
+    *, user: User, message_id: int, reasoning_effort: str | None, client_id: str = ""
+) -> Turn:
+    """A new pending answer to the question ``message_id`` answered, as a sibling of it.
+
+    Everything a send goes through applies: rate limit, live-answer limit, one live
+    answer per conversation, budget reservation, the org's usable profile.
+    """
+    answer = get_message_for_user(user, message_id)
+    if answer.role != Message.Role.ASSISTANT or answer.parent_id is None:
+        raise NotFound("answer")
+    question = Message.objects.only("content").get(pk=answer.parent_id)
+    return start_turn(
+        user=user,
+        organization_id=answer.conversation.organization_id,
+        conversation_id=answer.conversation_id,
+        content=question.content,
+        reasoning_effort=reasoning_effort,
+        client_id=client_id,
+        question_id=question.pk,
+    )

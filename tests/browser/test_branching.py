@@ -1,0 +1,159 @@
+"""Edit & branch, regenerate and "‹ 1 / 2 ›" versions, clicked in headless Chromium
+against the real stack (uvicorn, Celery worker, PostgreSQL, Redis, the emulator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import Watch, read_db
+from tests.browser.test_budgets import send
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+ANSWER_TIMEOUT_MS = 30_000
+
+
+def wait_for_answers(page: Any, count: int) -> Any:
+    answers = page.get_by_test_id("assistant-message")
+    expect(answers).to_have_count(count)
+    last = answers.nth(count - 1)
+    expect(last).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    return last
+
+
+def wait_for_replacement(page: Any, count: int, old_id: str) -> Any:
+    """The last answer once it is a new one (not ``old_id``) and finished."""
+    answers = page.get_by_test_id("assistant-message")
+    expect(answers).to_have_count(count)
+    last = answers.nth(count - 1)
+    expect(last).not_to_have_attribute("data-message-id", old_id)
+    expect(last).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    return last
+
+
+def ask(page: Any, text: str, count: int) -> Any:
+    send(page, text)
+    return wait_for_answers(page, count)
+
+
+def question(page: Any, n: int) -> Any:
+    return page.get_by_test_id("user-message").nth(n)
+
+
+def versions_of(message: Any) -> Any:
+    return message.get_by_role("group", name="Versions")
+
+
+def conversation_rows(conversation_id: int) -> list[dict[str, Any]]:
+    from conversations.models import Message
+
+    return read_db(lambda: list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .order_by("id")
+        .values("id", "role", "content", "parent_id", "reasoning_effort", "status")
+    ))
+
+
+def current_leaf(conversation_id: int) -> int | None:
+    from conversations.models import Conversation
+
+    return read_db(lambda: Conversation.objects.get(pk=conversation_id).current_leaf_id)
+
+
+def test_edit_save_and_send_branches_and_versions_switch_both_ways_and_survive_reload(
+    chat_page: Any, watch: Watch
+) -> None:
+    page = chat_page
+    ask(page, "First question [branch-1]", 1)
+    second = ask(page, "Second question [branch-2]", 2)
+    second_id = second.get_attribute("data-message-id")
+    conversation = page.evaluate("window.teamChat.conversation")
+    assert versions_of(question(page, 1)).count() == 0  # one version: no navigation
+
+    question(page, 1).get_by_role("button", name="Edit").click()
+    editor = page.get_by_role("textbox", name="Edit message")
+    expect(editor).to_have_value("Second question [branch-2]")
+    editor.fill("Second question, edited [branch-2b]")
+    page.get_by_role("button", name="Save & send").click()
+
+    wait_for_replacement(page, 2, second_id)
+    expect(page.get_by_test_id("user-message")).to_have_count(2)
+    expect(question(page, 1).get_by_test_id("message-body")).to_have_text("Second question, edited [branch-2b]")
+    expect(versions_of(question(page, 1))).to_have_text("‹ 2 / 2 ›")
+    expect(page.get_by_label("Message", exact=True)).to_have_value("")  # the composer was not used
+
+    rows = conversation_rows(conversation)
+    old_q, new_q = [r for r in rows if r["role"] == "user"][1:]
+    assert old_q["content"] == "Second question [branch-2]"  # the old branch is kept
+    assert new_q["parent_id"] == old_q["parent_id"]
+    assert len(rows) == 6
+
+    # ‹ back to the first version, in place (no navigation), persisted.
+    question(page, 1).get_by_role("button", name="Previous version").click()
+    expect(question(page, 1).get_by_test_id("message-body")).to_have_text("Second question [branch-2]")
+    expect(versions_of(question(page, 1))).to_have_text("‹ 1 / 2 ›")
+    expect(question(page, 1).get_by_role("button", name="Previous version")).to_be_disabled()
+    old_answer = next(r for r in rows if r["parent_id"] == old_q["id"])
+    assert current_leaf(conversation) == old_answer["id"]
+
+    page.reload()
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "open")
+    expect(question(page, 1).get_by_test_id("message-body")).to_have_text("Second question [branch-2]")
+    expect(versions_of(question(page, 1))).to_have_text("‹ 1 / 2 ›")
+    expect(page.get_by_test_id("assistant-message")).to_have_count(2)
+
+    # › forward again.
+    question(page, 1).get_by_role("button", name="Next version").click()
+    expect(question(page, 1).get_by_test_id("message-body")).to_have_text("Second question, edited [branch-2b]")
+    expect(versions_of(question(page, 1))).to_have_text("‹ 2 / 2 ›")
+    # At the last version "Next" is disabled, so the keyboard lands on "Previous".
+    expect(question(page, 1).get_by_role("button", name="Next version")).to_be_disabled()
+    expect(question(page, 1).get_by_role("button", name="Previous version")).to_be_focused()
+    assert versions_of(question(page, 0)).count() == 0
+    assert watch.page_errors == [] and watch.dialogs == []
+
+
+def test_regenerate_adds_a_version_at_the_chosen_effort_and_arrow_up_edits_the_last_question(
+    chat_page: Any, watch: Watch
+) -> None:
+    page = chat_page
+    first = ask(page, "Only question [regen-1]", 1)
+    first_id = int(first.get_attribute("data-message-id"))
+    conversation = page.evaluate("window.teamChat.conversation")
+
+    page.get_by_label("Reasoning effort").select_option("high")
+    first.get_by_role("button", name="Regenerate").click()
+    again = page.get_by_test_id("assistant-message").first
+    expect(again).not_to_have_attribute("data-message-id", str(first_id))
+    expect(again).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    expect(versions_of(again)).to_have_text("‹ 2 / 2 ›")
+    rows = conversation_rows(conversation)
+    assert [r["role"] for r in rows] == ["user", "assistant", "assistant"]  # no new question
+    assert rows[2]["parent_id"] == rows[0]["id"] and rows[2]["reasoning_effort"] == "high"
+    assert rows[2]["status"] == "done"
+
+    again.get_by_role("button", name="Previous version").click()
+    expect(page.get_by_test_id("assistant-message").first).to_have_attribute("data-message-id", str(first_id))
+    expect(versions_of(page.get_by_test_id("assistant-message").first)).to_have_text("‹ 1 / 2 ›")
+
+    # ↑ in the empty message box opens the last question for editing.
+    box = page.get_by_label("Message", exact=True)
+    box.focus()
+    box.press("ArrowUp")
+    editor = page.get_by_role("textbox", name="Edit message")
+    expect(editor).to_be_focused()
+    expect(editor).to_have_value("Only question [regen-1]")
+    editor.fill("Only question, asked better [regen-2]")
+    editor.press("Enter")
+    answer = page.get_by_test_id("assistant-message").first
+    expect(answer).not_to_have_attribute("data-message-id", str(first_id))
+    expect(answer).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    expect(question(page, 0).get_by_test_id("message-body")).to_have_text("Only question, asked better [regen-2]")
+    expect(versions_of(question(page, 0))).to_have_text("‹ 2 / 2 ›")
+    rows = conversation_rows(conversation)
+    assert [r["role"] for r in rows].count("user") == 2
+    assert rows[-2]["parent_id"] is None  # an edited first question is a second root
+    assert watch.page_errors == [] and watch.dialogs == []
