@@ -1,0 +1,400 @@
+"""Import of a ChatGPT data export: tree mapping, the skipped-parts report, idempotency,
+and hostile uploads (sizes, zip bombs, path traversal, malformed or deeply nested JSON)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from accounts.models import Membership, Organization, User
+from conversations import imports, tree
+from conversations.imports import ImportRefused, import_chatgpt_export
+from conversations.models import Conversation, Message, ModelProfile
+
+pytestmark = pytest.mark.django_db
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "chatgpt" / "conversations.json"
+LISBON, FIB, LOGO, VOICE = (
+    "Weekend in Lisbon", "Fibonacci in Python", "Logo idea", "Voice note",
+)
+
+
+def fixture_bytes() -> bytes:
+    return FIXTURE.read_bytes()
+
+
+def zipped(members: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def run_import(user: User, data: bytes, organization_id: int | None = None) -> imports.ImportReport:
+    return import_chatgpt_export(user=user, organization_id=organization_id,
+                                 upload=io.BytesIO(data), size=len(data))
+
+
+def snapshot() -> tuple[int, int]:
+    return Conversation.objects.count(), Message.objects.count()
+
+
+def contents(messages: list[Message]) -> list[str]:
+    return [m.content for m in messages]
+
+
+# --- What an import makes ----------------------------------------------------------------
+
+
+def test_it_imports_titles_messages_times_and_models_into_the_current_org(
+    alice: User, org_a: Organization
+) -> None:
+    report = run_import(alice, fixture_bytes())
+
+    conversations = {c.title: c for c in Conversation.objects.filter(user=alice)}
+    assert set(conversations) == {LISBON, FIB, LOGO}
+    assert {c.organization_id for c in conversations.values()} == {org_a.pk}
+    assert {c.import_source for c in conversations.values()} == {"chatgpt"}
+    lisbon = conversations[LISBON]
+    assert lisbon.import_id == "6770f1a2-0000-4c3e-9a11-lisbon000001"
+    assert lisbon.created_at.isoformat() == "2025-01-01T10:00:00+00:00"
+    assert lisbon.updated_at.isoformat() == "2025-01-01T10:15:00+00:00"
+    assert lisbon.profile == ModelProfile.objects.get(name="o3-mini")
+    first = lisbon.messages.order_by("id").first()
+    assert first.role == "user"
+    assert first.created_at.isoformat() == "2025-01-01T10:00:10+00:00"
+    assert first.content.startswith("Here is a photo of the tram map.")
+    answers = Message.objects.filter(conversation__user=alice, role="assistant")
+    assert {a.model_name for a in answers} == {"gpt-4o", "o3-mini"}
+    assert report.organization == "Acme"
+    assert sorted(item["title"] for item in report.imported) == sorted([LISBON, FIB, LOGO])
+    assert report.message_count == Message.objects.count() == 11
+
+
+def test_imported_conversations_cost_nothing_and_never_call_the_model(
+    alice: User, org_a: Organization, emulator: Any
+) -> None:
+    run_import(alice, fixture_bytes())
+
+    messages = Message.objects.filter(conversation__user=alice)
+    assert {m.status for m in messages} == {"done"}
+    assert {m.cost_usd for m in messages} == {Decimal(0)}
+    assert all(m.profile_id is None for m in messages)
+    assert emulator.journal == []
+
+
+def test_branches_become_siblings_and_the_branch_on_screen_is_kept(alice: User,
+                                                                   org_a: Organization) -> None:
+    run_import(alice, fixture_bytes())
+
+    lisbon = Conversation.objects.get(title=LISBON)
+    branch = tree.branch(lisbon)
+    assert contents(branch) == [
+        "Here is a photo of the tram map. Plan a relaxed weekend in Lisbon for two: **no** early mornings.",
+        "## Saturday\n\n- 11:00 Tram 28 to Alfama\n- 13:00 Lunch at a tasca\n\n## Sunday\n\n- Belém, pastéis at 12:00",
+        "What if it rains on Saturday?",
+        "Move Alfama to Sunday and spend Saturday at the Oceanário.",
+    ]
+    edited = branch[2]
+    assert contents(tree.siblings(edited)) == ["What about rain?", "What if it rains on Saturday?"]
+    assert [m.parent_id for m in branch] == [None, branch[0].pk, branch[1].pk, branch[2].pk]
+    assert branch[3].finish_reason == "stop"  # from ChatGPT's finish_details
+    assert branch[1].finish_reason == ""  # not recorded there: not made up here
+    # Ids grow down every branch, as the tree module expects.
+    assert all(child.pk > child.parent_id for child in lisbon.messages.exclude(parent=None))
+
+
+def test_an_answer_split_around_tool_steps_is_one_answer_and_a_regeneration_a_sibling(
+    alice: User, org_a: Organization
+) -> None:
+    run_import(alice, fixture_bytes())
+
+    fib = Conversation.objects.get(title=FIB)
+    question = fib.messages.get(role="user")
+    assert contents(tree.siblings(fib.messages.filter(role="assistant").first())) == [
+        "Let me run it.\n\nThey are 0, 1, 1, 2, 3, 5, 8, 13, 21, 34.",
+        "```python\na, b = 0, 1\nfor _ in range(10):\n    print(a)\n    a, b = b, a + b\n```",
+    ]
+    assert all(a.parent_id == question.pk for a in fib.messages.filter(role="assistant"))
+    assert fib.current_leaf.content.startswith("```python")  # current_node was the regeneration
+    assert question.parent_id is None  # the hidden custom-instructions node is not a message
+
+
+def test_parts_it_cannot_read_are_skipped_and_reported(alice: User, org_a: Organization) -> None:
+    report = run_import(alice, fixture_bytes())
+
+    assert dict(report.skipped) == {
+        "image": 2, "file": 1, "audio recording": 1, "plugin or tool step": 3,
+    }
+    by_title = {row["title"]: row["parts"] for row in report.skipped_in}
+    assert by_title[LISBON] == {"file": 1, "image": 1}
+    assert by_title[LOGO] == {"image": 1, "plugin or tool step": 1}
+    assert by_title[FIB] == {"plugin or tool step": 2}
+    assert report.empty == [VOICE]  # only a recording: nothing readable, not imported
+    logo = Conversation.objects.get(title=LOGO)
+    assert contents(tree.branch(logo)) == [
+        "Draw a logo for a bakery called Crumb.",
+        "Here is a minimal logo: a croissant outline over the word Crumb.",
+    ]
+    everything = " ".join(Message.objects.values_list("content", flat=True))
+    assert "file-service://" not in everything and "dalle" not in everything
+    assert "Be brief." not in everything  # ChatGPT custom instructions are not messages
+
+
+def test_importing_the_same_file_twice_adds_nothing(alice: User, org_a: Organization) -> None:
+    run_import(alice, fixture_bytes())
+    before = snapshot()
+
+    again = run_import(alice, zipped({"conversations.json": fixture_bytes()}))
+
+    assert snapshot() == before
+    assert again.imported == []
+    assert sorted(again.already_imported) == sorted([LISBON, FIB, LOGO])
+
+
+def test_the_same_conversation_twice_in_one_file_is_imported_once(alice: User,
+                                                                  org_a: Organization) -> None:
+    items = json.loads(fixture_bytes())
+    report = run_import(alice, json.dumps([items[0], items[0]]).encode())
+
+    assert Conversation.objects.filter(user=alice).count() == 1
+    assert report.already_imported == [LISBON]
+
+
+def test_import_ids_are_per_user_and_org(alice: User, bob: User, charlie: User,
+                                         org_a: Organization) -> None:
+    run_import(alice, fixture_bytes())
+    alices = list(Conversation.objects.filter(user=alice).values_list("pk", "title"))
+    alice_messages = Message.objects.filter(conversation__user=alice).count()
+
+    run_import(bob, fixture_bytes())
+    org_b = charlie.memberships.get().organization
+    Membership.objects.create(user=alice, organization=org_b)
+    run_import(alice, fixture_bytes(), organization_id=org_b.pk)
+
+    assert Conversation.objects.filter(user=bob, organization=org_a).count() == 3
+    assert Conversation.objects.filter(user=alice, organization=org_b).count() == 3
+    # alice's first import is untouched by bob's and by her own in org B.
+    assert list(Conversation.objects.filter(user=alice, organization=org_a)
+                .values_list("pk", "title")) == alices
+    assert Message.objects.filter(conversation__user=alice,
+                                  conversation__organization=org_a).count() == alice_messages
+
+
+def test_charlie_cannot_import_into_alice_s_org(alice: User, charlie: User,
+                                                org_a: Organization) -> None:
+    run_import(charlie, fixture_bytes(), organization_id=org_a.pk)
+
+    # An org he is not in falls back to his own; nothing lands in alice's.
+    assert not Conversation.objects.filter(organization=org_a).exists()
+    assert Conversation.objects.filter(user=charlie).exclude(organization=org_a).count() == 3
+
+
+def test_a_zip_export_with_other_files_imports_only_conversations_json(alice: User,
+                                                                       org_a: Organization) -> None:
+    data = zipped({
+        "chat.html": b"<html>not read</html>",
+        "file-PHOTO1.jpg": b"\xff\xd8\xff" + b"\0" * 100,
+        "conversations.json": fixture_bytes(),
+        "user.json": b'{"email": "someone@example.com"}',
+    })
+
+    run_import(alice, data)
+
+    assert Conversation.objects.filter(user=alice).count() == 3
+
+
+def test_nul_characters_and_long_titles_are_cleaned(alice: User, org_a: Organization) -> None:
+    item = json.loads(fixture_bytes())[2]
+    item["title"] = "T" * 500
+    item["mapping"]["l-u1"]["message"]["content"]["parts"] = ["nul\x00here"]
+
+    run_import(alice, json.dumps([item]).encode())
+
+    conversation = Conversation.objects.get(user=alice)
+    assert conversation.title == "T" * 200
+    assert conversation.messages.order_by("id").first().content == "nulhere"
+
+
+def test_a_mapping_whose_children_loop_back_imports_what_it_can(alice: User,
+                                                                org_a: Organization) -> None:
+    item = json.loads(fixture_bytes())[2]
+    item["mapping"]["l-a2"]["children"] = ["l-u1", "l-root"]  # a cycle
+
+    report = run_import(alice, json.dumps([item]).encode())
+
+    assert report.message_count == 2
+
+
+# --- Hostile and broken uploads ----------------------------------------------------------
+
+
+def refused(user: User, data: bytes) -> str:
+    before = snapshot()
+    with pytest.raises(ImportRefused) as excinfo:
+        run_import(user, data)
+    assert snapshot() == before
+    return str(excinfo.value)
+
+
+def test_an_oversized_upload_is_refused(alice: User, org_a: Organization, settings: Any) -> None:
+    settings.IMPORT_MAX_BYTES = 2048
+
+    assert "limited to" in refused(alice, fixture_bytes())
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(alice: User, org_a: Organization,
+                                                     settings: Any) -> None:
+    settings.IMPORT_MAX_UNCOMPRESSED_BYTES = 1024 * 1024
+    bomb = zipped({"conversations.json": b"[" + b" " * (8 * 1024 * 1024) + b"]"})
+    assert len(bomb) < 20_000
+
+    assert "unpacks to more than 1 MB" in refused(alice, bomb)
+
+
+def test_a_zip_that_understates_its_sizes_is_cut_off_at_the_limit(
+    alice: User, org_a: Organization, settings: Any
+) -> None:
+    settings.IMPORT_MAX_UNCOMPRESSED_BYTES = 1024 * 1024
+    data = bytearray(zipped({"conversations.json": b"[" + b" " * (4 * 1024 * 1024) + b"]"},
+                            compression=zipfile.ZIP_STORED))
+    # Rewrite the declared size in the local header and the central directory to 2 bytes.
+    size = (4 * 1024 * 1024 + 2).to_bytes(4, "little")
+    lie = (2).to_bytes(4, "little")
+    assert data.count(size) == 4  # compressed and uncompressed size, in both headers
+    data = bytearray(bytes(data).replace(size, lie))
+
+    message = refused(alice, bytes(data))
+    assert "unpacks to more than" in message or "damaged" in message
+
+
+def test_a_zip_with_too_many_members_is_refused(alice: User, org_a: Organization,
+                                                settings: Any) -> None:
+    settings.IMPORT_MAX_ZIP_MEMBERS = 10
+    members = {f"file{n}.txt": b"x" for n in range(11)}
+    members["conversations.json"] = fixture_bytes()
+
+    assert "at most 10" in refused(alice, zipped(members))
+
+
+def test_path_traversal_names_are_never_read(alice: User, org_a: Organization) -> None:
+    evil = json.dumps([{"title": "EVIL", "mapping": {}}]).encode()
+
+    message = refused(alice, zipped({"../conversations.json": evil,
+                                     "/abs/conversations.json": evil}))
+    assert "no conversations.json" in message
+
+    run_import(alice, zipped({"../../conversations.json": evil, "conversations.json": fixture_bytes()}))
+    assert not Conversation.objects.filter(title="EVIL").exists()
+    assert Conversation.objects.filter(user=alice).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nests too deeply"),
+        (b'[{"title": "x", "mapping": {}', "not valid JSON"),
+        (b'{"conversations": []}', "should be a list of conversations"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"PK\x03\x04 not really a zip", "damaged"),
+    ],
+    ids=["deeply-nested", "truncated", "not-a-list", "not-utf8", "fake-zip"],
+)
+def test_malformed_files_get_a_clear_error_and_import_nothing(
+    alice: User, org_a: Organization, data: bytes, expected: str
+) -> None:
+    assert expected in refused(alice, data)
+
+
+def test_one_bad_conversation_means_nothing_is_imported(alice: User,
+                                                         org_a: Organization) -> None:
+    items = json.loads(fixture_bytes())
+    items.append({"title": "Broken", "mapping": "not a tree"})
+
+    assert "Conversation 5 of the file has no message tree" in refused(
+        alice, json.dumps(items).encode()
+    )
+
+
+def test_a_failure_while_writing_leaves_nothing_half_imported(
+    alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Message.objects, "bulk_update", fail)
+    before = snapshot()
+
+    with pytest.raises(RuntimeError):
+        run_import(alice, fixture_bytes())
+
+    assert snapshot() == before
+
+
+# --- Through the account page ------------------------------------------------------------
+
+
+def upload(client: Client, name: str, data: bytes) -> Any:
+    file = io.BytesIO(data)
+    file.name = name
+    return client.post("/account/import/", {"file": file}, follow=True)
+
+
+def test_the_account_page_imports_and_shows_the_report(client: Client, alice: User,
+                                                       org_a: Organization) -> None:
+    client.force_login(alice)
+
+    response = upload(client, "chatgpt-export.zip", zipped({"conversations.json": fixture_bytes()}))
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert response.redirect_chain == [("/account/", 302)]
+    assert "Imported 3 conversations (11 messages) into Acme." in body
+    assert "2 × image" in body and "3 × plugin or tool step" in body
+    lisbon = Conversation.objects.get(title=LISBON)
+    assert f'href="/c/{lisbon.pk}/"' in body
+    # Shown once: a reload does not repeat it.
+    assert "Import finished" not in client.get("/account/").content.decode()
+
+
+def test_a_bad_upload_on_the_account_page_says_what_went_wrong(client: Client, alice: User,
+                                                                org_a: Organization) -> None:
+    client.force_login(alice)
+
+    response = upload(client, "conversations.json", b"not json at all")
+
+    assert response.status_code == 400
+    assert "Nothing was imported. The file is not valid JSON" in response.content.decode()
+    assert not Conversation.objects.exists()
+    empty = client.post("/account/import/", {})
+    assert empty.status_code == 400
+    assert "Choose your ChatGPT export" in empty.content.decode()
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(client: Client, alice: User,
+                                                            org_a: Organization,
+                                                            settings: Any) -> None:
+    settings.IMPORT_MAX_BYTES = 1024
+    client.force_login(alice)
+
+    response = upload(client, "conversations.json", b" " * 200_000)
+
+    assert response.status_code == 413
+    assert "import limit" in response.content.decode()
+    assert not Conversation.objects.exists()
+
+
+def test_signed_out_visitors_cannot_import(client: Client, alice: User) -> None:
+    response = client.post("/account/import/", {"file": io.BytesIO(fixture_bytes())})
+
+    assert response.status_code == 302
+    assert "/accounts/login/" in response["Location"]
+    assert not Conversation.objects.exists()
