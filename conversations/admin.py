@@ -33,9 +33,17 @@ def _shown(field: str, value: Any) -> str:
 class ModelProfileAdmin(admin.ModelAdmin):
     list_display = ["display_name", "name", "provider", "model", "api_style", "context_window",
                     "input_price", "cached_input_price", "output_price", "shutdown_date",
-                    "retirement", "is_active"]
-    list_filter = ["provider", "api_style", "is_active"]
+                    "retirement", "is_active", "origin"]
+    list_filter = ["origin", "provider", "api_style", "is_active"]
     search_fields = ["name", "display_name", "model"]
+    readonly_fields = ["catalog_key", "catalog_values", "listed_at"]
+
+    def save_model(self, request: HttpRequest, obj: ModelProfile, form: forms.ModelForm, change: bool) -> None:
+        # A discovered model becomes usable once an admin has priced it: it is theirs now.
+        priced = {"input_price", "output_price"} & set(form.changed_data)
+        if obj.origin == ModelProfile.Origin.DISCOVERED and priced:
+            obj.origin = ModelProfile.Origin.ADMIN
+        super().save_model(request, obj, form, change)
 
     def construct_change_message(
         self, request: HttpRequest, form: forms.Form, formsets: Any, add: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -17,8 +18,14 @@ if TYPE_CHECKING:
 
 
 def enabled_profiles(organization: Organization) -> QuerySet[ModelProfile]:
-    """Profiles the org may use: its explicit list, or every active profile if none."""
-    profiles = ModelProfile.objects.filter(is_active=True)
+    """Profiles the org may use: its explicit list, or every active profile if none.
+    Discovered models wait for an admin to price them; OpenAI profiles need an OpenAI key
+    (an Azure-only set-up has none)."""
+    profiles = ModelProfile.objects.filter(is_active=True).exclude(
+        origin=ModelProfile.Origin.DISCOVERED
+    )
+    if not settings.OPENAI_API_KEY and not is_demo_mode():
+        profiles = profiles.exclude(provider=ModelProfile.Provider.OPENAI)
     if organization.enabled_profiles.exists():
         profiles = profiles.filter(organizations=organization)
     return profiles
@@ -34,16 +41,32 @@ def is_retired(profile: ModelProfile) -> bool:
 
 
 def default_profile(organization: Organization) -> ModelProfile | None:
-    """The org's default, else CHAT_MODEL, else the first enabled profile; retired ones
-    are passed over so a new chat starts on a model that still answers."""
+    """The org's default; else what the environment names (CHAT_MODEL, the Azure
+    deployment); else a profile an admin added; else the newest catalog model the OpenAI
+    key lists; else the first enabled profile. Retired ones are passed over so a new chat
+    starts on a model that still answers. Later candidates are only looked up (and the
+    catalog synced) when the earlier ones do not answer."""
+    from conversations.catalog.sync import environment_profile, newest_listed_profile
+
     profiles = enabled_profiles(organization)
-    preferred = [
-        *profiles.filter(pk=organization.default_profile_id),
-        *profiles.filter(name=settings.CHAT_MODEL),
-        *profiles.order_by("display_name"),
-    ]
-    usable = next((p for p in preferred if not is_retired(p)), None)
-    return usable or (preferred[0] if preferred else None)
+
+    def candidates() -> Iterator[ModelProfile]:
+        yield from profiles.filter(pk=organization.default_profile_id)
+        named = environment_profile()
+        if named is not None:
+            yield from profiles.filter(pk=named.pk)
+        yield from profiles.filter(origin=ModelProfile.Origin.ADMIN).order_by("display_name")
+        newest = newest_listed_profile() if settings.OPENAI_API_KEY else None
+        if newest is not None:
+            yield from profiles.filter(pk=newest.pk)
+        yield from profiles.order_by("display_name")
+
+    first = None
+    for profile in candidates():
+        if not is_retired(profile):
+            return profile
+        first = first or profile
+    return first
 
 
 def usable_profile(organization: Organization, name: str | None) -> ModelProfile:
@@ -51,6 +74,16 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
     profiles = enabled_profiles(organization)
     profile = profiles.filter(name=name).first() if name else default_profile(organization)
     if profile is None and name:
+        discovered = ModelProfile.objects.filter(
+            name=name, origin=ModelProfile.Origin.DISCOVERED
+        ).first()
+        if discovered is not None:
+            raise TurnRefused(
+                "model_unavailable",
+                f"{discovered.display_name} was found at the provider but has no prices yet, "
+                "so its cost could not be counted against budgets. Ask an admin to set its "
+                "prices in the admin (Model profiles), or pick another model.",
+            )
         raise TurnRefused(
             "model_unavailable",
             f"The model profile {name!r} is not enabled for your organization. Pick another model.",
@@ -108,3 +141,21 @@ def shutdown_warning(profile: ModelProfile, *, within_days: int = 30) -> str:
         return (f"{profile.display_name} retires on {profile.shutdown_date:%d %b %Y} ({days} days). "
                 "Add and enable its successor before then.")
     return ""
+
+
+def admin_warnings(profile: ModelProfile) -> list[str]:
+    """What admins must fix about a profile: a coming or past shutdown, missing prices."""
+    from conversations.catalog.sync import azure_pricing_warning
+
+    return [w for w in (shutdown_warning(profile), azure_pricing_warning(profile)) if w]
+
+
+def stop_reasoning_summaries(profile: ModelProfile) -> None:
+    """Remember that the provider refuses this profile's reasoning summaries; an admin turns
+    them back on (e.g. once the OpenAI org is verified)."""
+    # Every answer starting at that moment meets the same refusal: the conditional update
+    # writes the row once, and touches no other field an admin may be saving.
+    ModelProfile.objects.filter(pk=profile.pk, reasoning_summaries=True).update(
+        reasoning_summaries=False
+    )
+    profile.reasoning_summaries = False

@@ -430,7 +430,10 @@ def _responses_endpoint(
     def validate(
         body: dict[str, Any], profile: ModelProfile, _version: AzureVersion | None
     ) -> GenerationRequest:
-        return validate_responses(body, profile)
+        generation = validate_responses(body, profile)
+        if generation.summary is not None and not emulator.config.verified_org:
+            raise errors.summary_needs_verification()
+        return generation
 
     async def endpoint(request: Request) -> Response:
         try:

@@ -40,6 +40,9 @@ class EmulatorConfig:
     strict_deployments: bool = False
     # Catalogue models that answer 404 model_not_found.
     retired_models: list[str] = field(default_factory=list)
+    # False: the key's organization is not verified, and Responses requests that ask for a
+    # reasoning summary get OpenAI's 400 (param reasoning.summary).
+    verified_org: bool = True
     # Bench mode: every content delta is " <n>@<unix time at send>".
     timestamps: bool = False
     journal_limit: int = 10_000

@@ -138,6 +138,21 @@ def invalid_value(param: str, value: Any, supported: list[str] | tuple[str, ...]
     return openai_error(400, message, param=param, code="invalid_value")
 
 
+# OpenAI's answer to reasoning.summary from an organization that has not been verified, as
+# quoted in continuedev/continue#12031 and OpenHands/software-agent-sdk#987.
+UNVERIFIED_SUMMARY_MESSAGE = (
+    "Your organization must be verified to generate reasoning summaries. Please go to: "
+    "https://platform.openai.com/settings/organization/general and click on Verify "
+    "Organization. If you just verified, it can take up to 15 minutes for access to propagate."
+)
+
+
+def summary_needs_verification() -> ApiError:
+    return openai_error(
+        400, UNVERIFIED_SUMMARY_MESSAGE, param="reasoning.summary", code="unsupported_value"
+    )
+
+
 def empty_array(param: str) -> ApiError:
     message = (
         f"Invalid '{param}': empty array. Expected an array with minimum length 1, "

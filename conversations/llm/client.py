@@ -26,6 +26,7 @@ from conversations.key_envs import key_env_problem
 from conversations.llm.types import (
     ChatRequest,
     Finished,
+    JsonCompletion,
     LLMError,
     ReasoningSummaryDelta,
     RefusalDelta,
@@ -47,8 +48,10 @@ _clients_lock = threading.Lock()
 
 
 def is_demo_mode() -> bool:
-    """True when answers come from the built-in emulator because no key is configured."""
-    return not settings.OPENAI_API_KEY
+    """True when answers come from the built-in emulator because no provider is configured:
+    neither an OpenAI key nor an Azure endpoint with a deployment."""
+    azure = settings.AZURE_OPENAI_ENDPOINT and settings.AZURE_OPENAI_DEPLOYMENT
+    return not settings.OPENAI_API_KEY and not azure
 
 
 def _http_client() -> httpx2.Client:
@@ -114,6 +117,14 @@ def build_client(profile: ModelProfile) -> openai.OpenAI:
     else:
         endpoint = settings.OPENAI_BASE_URL or ""
         key = _profile_key(profile) or settings.OPENAI_API_KEY
+        if not key:
+            # Azure-only set-up: an OpenAI profile has no key to send.
+            raise LLMError(
+                "upstream_error",
+                f"Model profile {profile.display_name!r} needs an OpenAI key, and none is "
+                "configured. Pick the Azure model, or an admin must set OPENAI_API_KEY.",
+                reason="configuration",
+            )
         cache_key = ("openai", endpoint, key, settings.OPENAI_ORGANIZATION, settings.OPENAI_PROJECT)
     if not endpoint and provider != "openai":
         raise LLMError(
@@ -215,7 +226,9 @@ def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[st
     if request.stream:
         body["stream"] = True
     if profile.accepts("reasoning_effort"):
-        body["reasoning"] = {"effort": request.reasoning_effort, "summary": "auto"}
+        body["reasoning"] = {"effort": request.reasoning_effort}
+        if profile.reasoning_summaries:
+            body["reasoning"]["summary"] = "auto"
     body["max_output_tokens"] = request.max_completion_tokens
     if request.tools and profile.accepts("tools"):
         body["tools"] = [
@@ -280,11 +293,27 @@ class ChatStream:
             yield item
 
 
+def _create_response(client: openai.OpenAI, profile: ModelProfile, request: ChatRequest) -> Any:
+    """``responses.create``. When the provider refuses reasoning summaries (an OpenAI org
+    that is not verified answers 400, param ``reasoning.summary``), the profile stops
+    asking for them and the request is sent once more without: a refused request showed
+    nothing and costs nothing, and the answer matters more than its summary."""
+    try:
+        return client.responses.create(**build_responses_body(profile, request))
+    except openai.BadRequestError as exc:
+        if not profile.reasoning_summaries or _error_body(exc).get("param") != "reasoning.summary":
+            raise
+    from conversations.profiles import stop_reasoning_summaries
+
+    stop_reasoning_summaries(profile)
+    return client.responses.create(**build_responses_body(profile, request))
+
+
 def open_stream(profile: ModelProfile, request: ChatRequest) -> ChatStream:
     client = build_client(profile)
     try:
         if profile.api_style == "responses":
-            raw: Any = client.responses.create(**build_responses_body(profile, request))
+            raw: Any = _create_response(client, profile, request)
         else:
             # The SDK builds, authenticates and sends the request and raises its typed
             # errors; the SSE lines are parsed here with plain json, because the SDK's
@@ -298,26 +327,42 @@ def open_stream(profile: ModelProfile, request: ChatRequest) -> ChatStream:
     return ChatStream(profile, raw, profile.api_style)
 
 
-def complete_json(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]:
-    """A non-streaming Structured Outputs call; returns the parsed JSON object."""
+def complete_json(profile: ModelProfile, request: ChatRequest) -> JsonCompletion:
+    """A non-streaming Structured Outputs call: the parsed JSON object and the usage the
+    provider reported. An unusable reply raises LLMError carrying that usage in
+    ``error.usage`` (the provider billed it all the same)."""
     client = build_client(profile)
     request.stream = False
+    usage: Usage | None = None
     try:
         if profile.api_style == "responses":
-            response = client.responses.create(**build_responses_body(profile, request))
+            response = _create_response(client, profile, request)
             text = response.output_text
+            if response.usage is not None:
+                usage = Usage(
+                    prompt_tokens=response.usage.input_tokens or 0,
+                    cached_tokens=getattr(response.usage.input_tokens_details, "cached_tokens", 0) or 0,
+                    completion_tokens=response.usage.output_tokens or 0,
+                    reasoning_tokens=getattr(response.usage.output_tokens_details, "reasoning_tokens", 0) or 0,
+                )
         else:
             completion = client.chat.completions.create(**build_chat_body(profile, request))
             text = completion.choices[0].message.content or ""
+            if completion.usage is not None:
+                usage = _usage_from_chat(completion.usage.model_dump())
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise LLMError("upstream_error", "The model returned malformed JSON.") from exc
+        error = LLMError("upstream_error", "The model returned malformed JSON.")
+        error.usage = usage
+        raise error from exc
     if not isinstance(value, dict):
-        raise LLMError("upstream_error", "The model returned JSON that is not an object.")
-    return value
+        error = LLMError("upstream_error", "The model returned JSON that is not an object.")
+        error.usage = usage
+        raise error
+    return JsonCompletion(value, usage)
 
 
 def listed_shutdown_date(profile: ModelProfile) -> dt.date | None:
@@ -338,6 +383,26 @@ def listed_shutdown_date(profile: ModelProfile) -> dt.date | None:
         return dt.date.fromisoformat(str(raw)[:10])
     except ValueError:
         return None
+
+
+def list_models(profile: ModelProfile) -> list[dict[str, Any]]:
+    """The provider's ``GET /v1/models`` listing for the profile's endpoint and key:
+    ``{"id": …, "shutdown_date": date | None}`` per model."""
+    client = build_client(profile)
+    try:
+        # A page load may be waiting on this (the first sync): not the answer's long timeout.
+        models = list(client.models.list(timeout=15.0))
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    listing = []
+    for model in models:
+        raw = getattr(model, "shutdown_date", None) or (model.model_extra or {}).get("shutdown_date")
+        try:
+            shutdown = dt.date.fromisoformat(str(raw)[:10]) if raw else None
+        except ValueError:
+            shutdown = None
+        listing.append({"id": str(model.id), "shutdown_date": shutdown})
+    return listing
 
 
 def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
