@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chatsite.dbpool import web_pool_size
 from chatsite.env import (
     ImproperlyConfiguredEnv,
     check_redis_url,
@@ -116,10 +117,14 @@ if DATABASE_URL:
     _options: dict[str, object] = dict(_db.options)
     if env_bool("DB_POOL", True):
         # Celery threads and Channels executors each hold a connection only while they
-        # run a query; a bounded pool keeps 200 concurrent answers under max_connections.
+        # run a query (never across a provider call); a bounded pool keeps 200 concurrent
+        # answers under max_connections. Unset, DB_POOL_MAX follows the process's role:
+        # this default fits a web process (its threads that touch the database: 8 turn
+        # threads, Channels' one database thread and asyncio's default executor, plus 2);
+        # a Celery worker resizes it to its --concurrency at start (chatsite/celery.py).
         _options["pool"] = {
             "min_size": 1,
-            "max_size": env_int("DB_POOL_MAX", 20, minimum=2),
+            "max_size": env_int("DB_POOL_MAX", web_pool_size(), minimum=2),
             "timeout": 30,
         }
     DATABASES = {
@@ -227,7 +232,11 @@ AZURE_OPENAI_ENDPOINT = env_str("AZURE_OPENAI_ENDPOINT")
 AZURE_OPENAI_API_KEY = env_secret("AZURE_OPENAI_API_KEY")
 AZURE_OPENAI_API_VERSION = env_str("AZURE_OPENAI_API_VERSION", "2024-12-01-preview")
 AZURE_OPENAI_DEPLOYMENT = env_str("AZURE_OPENAI_DEPLOYMENT")
-CHAT_MODEL = env_str("CHAT_MODEL", "o3-mini")
+# The catalog model behind AZURE_OPENAI_DEPLOYMENT (e.g. gpt-5-4): its limits and prices.
+AZURE_OPENAI_MODEL = env_str("AZURE_OPENAI_MODEL")
+# A profile name, catalog name or model id. Empty: the Azure deployment above, else the
+# newest catalog model the OpenAI key lists, else (offline demo) the demo model's own.
+CHAT_MODEL = env_str("CHAT_MODEL")
 EMULATOR_URL = env_str("EMULATOR_URL", "http://127.0.0.1:8001")
 LLM_READ_TIMEOUT = env_int("LLM_READ_TIMEOUT", 600, minimum=5)
 LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 3, minimum=1)
@@ -242,9 +251,18 @@ STREAM_LEASE_SECONDS = env_int("STREAM_LEASE_SECONDS", 60, minimum=10)
 PENDING_TIMEOUT_SECONDS = env_int("PENDING_TIMEOUT_SECONDS", 600, minimum=10)
 STREAM_IDLE_TIMEOUT = env_int("STREAM_IDLE_TIMEOUT", 90, minimum=5)
 STREAM_MAX_CHECKPOINTS = env_int("STREAM_MAX_CHECKPOINTS", 20, minimum=1)
+# SIGTERM on a worker stops new claims and lets live answers finish for this long; the
+# ones still running then are ended `interrupted` with their partial text. Compose's
+# stop_grace_period for the worker matches it.
+WORKER_DRAIN_SECONDS = env_int("WORKER_DRAIN_SECONDS", 120, minimum=0)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
 REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
+# ChatGPT imports: the upload, the sum of a ZIP's unpacked sizes (also the most
+# conversations.json may inflate to) and a ZIP's file count are bounded before any parsing.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_UNCOMPRESSED_BYTES = env_int("IMPORT_MAX_UNCOMPRESSED_BYTES", 200 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_ZIP_MEMBERS = env_int("IMPORT_MAX_ZIP_MEMBERS", 10_000, minimum=1)
 
 # --- Accounts, sign-in protection and abuse limits ----------------------------------------
 

@@ -9,19 +9,30 @@ from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from accounts.models import User
 
 
 def get_conversation_for_user(user: User, conversation_id: int) -> Conversation:
-    """A conversation the user owns, in an org they still belong to."""
+    """A conversation the user owns, in an org they still belong to, not deleted."""
     try:
         return Conversation.objects.select_related("profile", "organization").get(
             pk=conversation_id,
             user=user,
             organization__memberships__user=user,
+            deleted_at__isnull=True,
         )
     except (Conversation.DoesNotExist, ValueError, TypeError) as exc:
         raise NotFound("conversation") from exc
+
+
+def conversations_for_user(user: User) -> QuerySet[Conversation]:
+    """Every conversation the user owns in the orgs they still belong to (the same rule
+    as ``get_conversation_for_user``), for bulk reads such as "Export my data"."""
+    return Conversation.objects.filter(
+        user=user, organization__memberships__user=user, deleted_at__isnull=True
+    )
 
 
 def get_message_for_user(user: User, message_id: int) -> Message:
@@ -30,6 +41,7 @@ def get_message_for_user(user: User, message_id: int) -> Message:
             pk=message_id,
             conversation__user=user,
             conversation__organization__memberships__user=user,
+            conversation__deleted_at__isnull=True,
         )
     except (Message.DoesNotExist, ValueError, TypeError) as exc:
         raise NotFound("message") from exc

@@ -17,11 +17,19 @@ from django.db import close_old_connections, connection
 from accounts.revocation import AUTH_GONE, SessionEnded, ensure_session_current
 from conversations import replies
 from conversations.access import get_message_for_user
+from conversations.branching import regenerate_answer
 from conversations.exceptions import TurnRefused
+from conversations.frames import (
+    error_frame,
+    final_frame,
+    message_created_frame,
+    snapshot_frame,
+)
 from conversations.models import Message
 from conversations.realtime import EVENT_TYPE, message_group, session_group, user_group
 from conversations.replay import get_replay_store
-from conversations.serializers import final_frame, message_created_frame
+from conversations.transcript import branch_frame
+from conversations.tree import AFTER_LEAF, select_branch
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,18 @@ def _int_field(frame: dict[str, Any], name: str, *, nullable: bool = False) -> i
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**62:
         raise FrameError(f"'{name}' must be a non-negative integer id.")
     return value
+
+
+def _continues(frames: list[dict[str, Any]], after_seq: int) -> bool:
+    """Whether buffered ``frames`` carry on from ``after_seq`` without a hole."""
+    expected = after_seq + 1
+    for frame in sorted(frames, key=lambda f: f.get("seq", 0)):
+        if frame.get("seq") is None:
+            continue
+        if frame["seq"] != expected:
+            return False
+        expected += 1
+    return True
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -130,7 +150,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # A non-string type (a list, an object) is a bad frame, not a crash: it cannot
         # be a dict key.
         handler = (
-            {"send": self.on_send, "stop": self.on_stop, "resume": self.on_resume}.get(kind)
+            {
+                "send": self.on_send, "stop": self.on_stop, "resume": self.on_resume,
+                "regenerate": self.on_regenerate, "select": self.on_select,
+            }.get(kind)
             if isinstance(kind, str)
             else None
         )
@@ -165,6 +188,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         profile_name = frame.get("profile")
         if profile_name is not None and not isinstance(profile_name, str):
             raise FrameError("'profile' must be a string.")
+        # Omitted: after the branch on screen; null: a new first question (an edit of it).
+        parent = _int_field(frame, "parent", nullable=True) if "parent" in frame else AFTER_LEAF
         turn = await _in_turn_thread(self._checked(replies.start_turn))(
             user=self.user,
             organization_id=organization_id,
@@ -173,7 +198,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reasoning_effort=effort,
             client_id=client_id,
             profile_name=profile_name,
+            parent_id=parent,
         )
+        await self.started(turn, client_id)
+
+    async def on_regenerate(self, frame: dict[str, Any]) -> None:
+        message_id = _int_field(frame, "message")
+        assert message_id is not None
+        effort = frame.get("reasoning_effort")
+        if effort is not None and effort not in EFFORTS:
+            raise FrameError("'reasoning_effort' must be low, medium or high.", message_id)
+        client_id = frame.get("client_id", "")
+        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+            raise FrameError("'client_id' must be a string of at most 64 characters.")
+        turn = await _in_turn_thread(self._checked(regenerate_answer))(
+            user=self.user, message_id=message_id, reasoning_effort=effort, client_id=client_id
+        )
+        await self.started(turn, client_id)
+
+    async def on_select(self, frame: dict[str, Any]) -> None:
+        message_id = _int_field(frame, "message")
+        assert message_id is not None
+
+        def select() -> dict[str, Any]:
+            return branch_frame(select_branch(user=self.user, message_id=message_id))
+
+        await self.send_json(await _in_turn_thread(self._checked(select))())
+
+    async def started(self, turn: replies.Turn, client_id: str) -> None:
         message_id = turn.assistant_message.pk
         await self.follow(message_id, 0)
         await self.send_json(message_created_frame(turn, client_id))
@@ -199,21 +251,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Subscribe before reading the buffer: a frame published in between is then both
         # buffered and delivered live, and the seq check drops the duplicate.
         await self.follow(message_id, after_seq, rewind=True)
-        for buffered in await get_replay_store().read_after(message_id, after_seq):
-            await self.forward(buffered)
+        buffered = await get_replay_store().read_after(message_id, after_seq)
+        if _continues(buffered, after_seq):
+            for frame_ in buffered:
+                await self.forward(frame_)
+            if message_id not in self.following:
+                return  # the buffer held everything up to the final frame
+        # The buffer cannot fill the tab's gap (it expired, or Redis lost frames), or it
+        # ended before the final frame: Postgres has the rest. Never forward a later
+        # frame over the hole, which would leave the tab asking for it again forever.
+        message = await database_sync_to_async(Message.objects.get)(pk=message_id)
         if message_id not in self.following:
-            return
-        message = await database_sync_to_async(Message.objects.get)(
-            pk=message_id
-        )
+            return  # the final frame arrived live meanwhile
+        if self.following[message_id] < message.stream_seq:
+            # The saved text whole instead of the lost deltas.
+            await self.send_json(snapshot_frame(message))
+            self.following[message_id] = message.stream_seq
+            for frame_ in buffered:
+                if frame_.get("seq", 0) == self.following.get(message_id, -1) + 1:
+                    await self.forward(frame_)
         if message.status not in Message.LIVE_STATUSES:
-            last = self.following.get(message_id, after_seq)
-            if last < message.stream_seq:
-                # The buffer expired: send the saved text whole instead of the lost deltas.
-                await self.send_json(
-                    {"type": "snapshot", "message": message_id, "seq": message.stream_seq,
-                     "text": message.content}
-                )
             await self.forward(final_frame(message))
 
     async def follow(self, message_id: int, after_seq: int, *, rewind: bool = False) -> None:
@@ -279,7 +336,4 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_error(self, code: str, detail: str, message: int | None = None, *,
                          retry_after: int | None = None) -> None:
-        frame: dict[str, Any] = {"type": "error", "message": message, "code": code, "detail": detail}
-        if retry_after is not None:
-            frame["retry_after"] = retry_after
-        await self.send_json(frame)
+        await self.send_json(error_frame(code, detail, message, retry_after=retry_after))

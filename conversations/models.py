@@ -79,6 +79,32 @@ class ModelProfile(models.Model):
     shutdown_date = models.DateField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
 
+    class Origin(models.TextChoices):
+        ADMIN = "admin", "Added by an admin"
+        CATALOG = "catalog", "From the model catalog"
+        DISCOVERED = "discovered", "Discovered (needs prices)"
+        ENVIRONMENT = "environment", "From the environment (Azure deployment)"
+
+    origin = models.CharField(max_length=12, choices=Origin.choices, default=Origin.ADMIN)
+    catalog_key = models.CharField(
+        max_length=120, blank=True,
+        help_text="Catalog entry this profile follows, e.g. openai:gpt-6-sol; empty: none.",
+    )
+    catalog_values = models.JSONField(
+        default=dict, blank=True,
+        help_text="Field values the catalog last wrote; sync_models updates a field only "
+        "while it still holds that value, so admin edits stay.",
+    )
+    listed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the provider's GET /v1/models last listed this model.",
+    )
+    reasoning_summaries = models.BooleanField(
+        default=True,
+        help_text="Ask a Responses-style model for reasoning summaries (the Thinking section). "
+        "Switched off by itself when the provider refuses them (an unverified OpenAI org).",
+    )
+
     class Meta:
         ordering = ["display_name"]
 
@@ -109,26 +135,32 @@ class ModelProfile(models.Model):
         )
 
     def cost(self, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
-        """Dollar cost; reasoning tokens are already inside completion_tokens."""
-        uncached = max(prompt_tokens - cached_tokens, 0)
-        return (
-            uncached * self.input_price
-            + cached_tokens * self.cached_input_price
-            + completion_tokens * self.output_price
-        ) / MILLION
+        """Dollar cost at today's prices; reasoning tokens are already inside
+        completion_tokens (billing.pricing holds the formula)."""
+        from billing.pricing import exact_cost
+
+        return exact_cost(self, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                          completion_tokens=completion_tokens)
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
     def owned_by(self, user: Any) -> ConversationQuerySet:
         return self.filter(user=user)
 
+    def not_deleted(self) -> ConversationQuerySet:
+        # Deleted conversations keep their rows (erased) so usage reports still add up.
+        return self.filter(deleted_at__isnull=True)
+
 
 class Conversation(models.Model):
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.CASCADE, related_name="conversations"
     )
+    # SET_NULL: deleting a person erases their conversations' text first
+    # (accounts.erasure) and keeps the emptied rows, whose answers carry the org's usage.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="conversations",
     )
     profile = models.ForeignKey(ModelProfile, on_delete=models.PROTECT, related_name="+")
     title = models.CharField(max_length=200, blank=True)
@@ -136,11 +168,34 @@ class Conversation(models.Model):
     custom_instructions = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The last message of the branch on screen; conversations/tree.py walks up from it.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # Where an imported conversation came from ("chatgpt") and its id there: importing the
+    # same export twice finds these and adds nothing.
+    import_source = models.CharField(max_length=16, blank=True)
+    import_id = models.CharField(max_length=100, blank=True)
+
+    # Conversation list state (conversations/listing.py). A deleted conversation's text is
+    # erased but its row and its answers' token counts and costs stay: the usage report
+    # is summed from them and must keep matching what the budgets were charged.
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["user", "organization", "-updated_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "organization", "import_source", "import_id"],
+                condition=~Q(import_id=""),
+                name="conversation_unique_import",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -168,6 +223,11 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # The message before this one on its branch: an answer's parent is its question, a
+    # question's parent is the previous answer (null for the first question).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)

@@ -18,39 +18,18 @@ from billing.quotas import budget_status
 from chatsite.params import parse_id
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
+from conversations.listing import list_conversations
 from conversations.llm import is_demo_mode
-from conversations.models import Conversation, Message
-from conversations.profiles import default_profile, enabled_profiles, is_retired, shutdown_warning
+from conversations.models import Conversation
+from conversations.profiles import admin_warnings, default_profile, enabled_profiles, is_retired
 from conversations.prompts import estimate_prompt_tokens
+from conversations.transcript import transcript
 
 
 class InstructionsForm(forms.Form):
     custom_instructions = forms.CharField(
         label="Custom instructions", required=False, max_length=8000, widget=forms.Textarea
     )
-
-
-def _message_state(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "seq": message.stream_seq,
-        "reasoning_effort": message.reasoning_effort,
-        "model": message.model_name,
-        "finish_reason": message.finish_reason,
-        "refusal": message.refusal,
-        "reasoning_summary": message.reasoning_summary,
-        "error_code": message.error_code,
-        "error_detail": message.error_detail,
-        "tool_calls": message.tool_calls,
-        "left_out": message.history_truncated,
-        "usage": message.usage_dict(),
-        "usage_estimated": message.usage_estimated,
-        "cost_usd": str(message.cost_usd),
-        "created_at": message.created_at.isoformat(),
-    }
 
 
 def _profile_state(profile: Any) -> dict[str, Any] | None:
@@ -69,20 +48,19 @@ def _profile_state(profile: Any) -> dict[str, Any] | None:
 def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
     membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
     organization = membership.organization
-    conversations = (
-        Conversation.objects.filter(user=request.user, organization=organization)
-        .order_by("-updated_at")
-        .only("id", "title", "updated_at")[:200]
-    )
-    messages = list(conversation.messages.order_by("id")) if conversation else []
+    # The first page of the sidebar list, rendered by static/js/sidebar.js.
+    conversation_list = list_conversations(
+        user=request.user, organization_id=organization.pk  # type: ignore[arg-type]
+    ).as_dict()
     profile = conversation.profile if conversation else default_profile(organization)
     profiles = [_profile_state(p) for p in enabled_profiles(organization)]
     state = {
         "is_admin": membership.is_admin,
-        "admin_warnings": [w for w in (shutdown_warning(p) for p in enabled_profiles(organization)) if w]
+        "admin_warnings": [w for p in enabled_profiles(organization) for w in admin_warnings(p)]
         if membership.is_admin else [],
         "conversation": conversation.pk if conversation else None,
-        "messages": [_message_state(m) for m in messages],
+        # Only the branch on screen; other versions are one "‹ 1 / 2 ›" away.
+        "messages": transcript(conversation) if conversation else [],
         "profile": _profile_state(profile),
         "profiles": profiles,
         "max_chars": settings.MAX_MESSAGE_CHARS,
@@ -92,7 +70,7 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
         "conversations/chat.html",
         {
             "conversation": conversation,
-            "conversations": conversations,
+            "conversation_list": conversation_list,
             "organization": organization,
             "membership": membership,
             "memberships": request.user.memberships.select_related("organization"),  # type: ignore[union-attr]

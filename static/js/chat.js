@@ -6,11 +6,16 @@
 // nor repeats text.
 
 import { renderMarkdown } from "./markdown.js";
+import { copyButton } from "./message-copy.js";
 
 const LIVE = new Set(["pending", "streaming"]);
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5000;
 const GAP_TIMEOUT_MS = 3000;
+// A live answer that sent nothing (not even a thinking heartbeat) for this long has lost
+// its frames somewhere (a dropped pub/sub message, a Redis restart): the tab resumes it
+// by itself. The transcript's data-silent-resume-ms overrides it (tests shorten it).
+const SILENT_RESUME_MS = 30_000;
 const ACCESS_RELOAD_GUARD_MS = 30_000;
 
 const ERROR_TITLES = {
@@ -114,7 +119,8 @@ function stringify(value) {
 function decorateCodeBlocks(container) {
   for (const header of container.querySelectorAll(".code-block > .code-header")) {
     if (header.querySelector(".copy-code")) continue;
-    header.append(el("button", { type: "button", class: "copy-code", text: "Copy" }));
+    // Named "Copy code" so it is told apart from the message's own "Copy" button.
+    header.append(el("button", { type: "button", class: "copy-code", "aria-label": "Copy code", text: "Copy" }));
   }
 }
 
@@ -201,15 +207,16 @@ function appendToTranscript(node) {
   page.transcript.append(node);
 }
 
-function userMessageElement({ id, content, created_at, status }) {
+function userMessageElement({ id, content, created_at, status, versions }) {
   const body = el("div", { class: "message-body plain-text", "data-testid": "message-body", text: content });
   const header = el(
     "header",
     { class: "message-header" },
     el("span", { class: "message-author", text: "You" }),
     formatTime(created_at),
+    copyButton(() => content, announce),
   );
-  return el(
+  const article = el(
     "article",
     {
       class: "message message-user",
@@ -222,6 +229,8 @@ function userMessageElement({ id, content, created_at, status }) {
     header,
     body,
   );
+  addBranchControls(article, { id, role: "user", versions });
+  return article;
 }
 
 class AssistantView {
@@ -234,6 +243,7 @@ class AssistantView {
     this.lastSeq = Number(message.seq) || 0;
     this.buffered = new Map(); // seq → frame that arrived ahead of a gap
     this.gapTimer = null;
+    this.lastHeard = Date.now(); // when the server last said anything about this answer
     const created = Date.parse(message.created_at || "");
     this.startedAt = Number.isFinite(created) ? Math.min(created, Date.now()) : Date.now();
     this.startFromServerClock = Number.isFinite(created);
@@ -281,6 +291,7 @@ class AssistantView {
       formatTime(message.created_at),
       this.thoughtFor,
       this.statusBadge,
+      copyButton(() => this.text, announce),
     );
     this.element = el(
       "article",
@@ -302,6 +313,7 @@ class AssistantView {
       this.errorBox,
       el("footer", { class: "message-footer" }, this.usage),
     );
+    addBranchControls(this.element, message, "assistant");
 
     if (message.left_out) this.setContext(message.left_out);
     if (this.reasoning) this.setReasoning(this.reasoning);
@@ -578,9 +590,23 @@ class AssistantView {
   }
 }
 
-// One timer drives every thinking counter on the page.
+function silentResumeMs() {
+  const configured = Number(page.transcript?.dataset.silentResumeMs);
+  return configured > 0 ? configured : SILENT_RESUME_MS;
+}
+
+// One timer drives every thinking counter on the page, and resumes silent answers.
 window.setInterval(() => {
-  for (const view of views.values()) if (view.isLive) view.updateThinking();
+  const now = Date.now();
+  const silence = silentResumeMs();
+  for (const view of views.values()) {
+    if (!view.isLive) continue;
+    view.updateThinking();
+    if (now - view.lastHeard >= silence) {
+      view.lastHeard = now; // ask again after another silent period, not every second
+      connection.send({ type: "resume", message: view.id, after_seq: view.lastSeq });
+    }
+  }
 }, 1000);
 
 // --- Composer --------------------------------------------------------------------------------
@@ -645,6 +671,7 @@ function updateComposer() {
   page.send.setAttribute("aria-busy", composer.pendingSend ? "true" : "false");
   page.stop.hidden = !live;
   if (!live) page.stop.disabled = false;
+  updateBranchControls(Boolean(live || composer.pendingSend || branching.pendingSelect));
   updateHint();
 }
 
@@ -738,10 +765,15 @@ function onMessageCreated(frame) {
   const pending = composer.pendingSend;
   const ours = pending && (!frame.client_id || frame.client_id === pending.client_id);
   const content = ours ? pending.content : "";
+  const branchFrom = ours ? pending.branch : null;
   if (ours) {
     composer.pendingSend = null;
-    page.input.value = "";
-    autosize();
+    if (branchFrom) {
+      cutBranchAt(branchFrom.article);
+    } else {
+      page.input.value = "";
+      autosize();
+    }
   }
   adoptConversation(frame.conversation, frame.conversation_title);
   const now = new Date().toISOString();
@@ -763,6 +795,7 @@ function onMessageCreated(frame) {
     view.updateThinking();
     appendToTranscript(view.element);
   }
+  if (branchFrom) addVersion(branchFrom, frame);
   scrollToBottom();
   announce("Message sent. The model is thinking.");
   updateComposer();
@@ -807,6 +840,263 @@ function moveConversationToTop(id, title) {
 
 function onAnswerSettled() {
   updateComposer();
+}
+
+// --- Versions: edit & branch, regenerate, "‹ 2 / 3 ›" ---------------------------------------------
+//
+// Messages form a tree and the transcript shows one branch of it. "Edit" sends a question
+// again as a sibling of the old one (a `send` frame with `parent`), "Regenerate" asks for a
+// sibling answer (a `regenerate` frame), and the version buttons switch branches (a
+// `select` frame, answered by a `branch` frame that re-renders the transcript). The old
+// branches stay on the server, one click away.
+
+const branching = {
+  versions: new Map(), // message id → {index, count, ids} (ids oldest first)
+  pendingSelect: null, // message id asked for with `select`, until `branch` or an error
+};
+
+function branchingBusy() {
+  return Boolean(liveAnswer() || composer.pendingSend || branching.pendingSelect);
+}
+
+function addBranchControls(article, message, role = message.role) {
+  const actions = el("div", { class: "message-actions", "data-testid": "message-actions" });
+  const action = role === "user" ? ["edit", "Edit"] : ["regenerate", "Regenerate"];
+  actions.append(
+    el("button", { type: "button", class: "message-action", "data-branch-action": action[0], text: action[1] }),
+  );
+  article.append(actions);
+  setVersions(article, message.versions);
+}
+
+function setVersions(article, versions) {
+  const id = Number(article.dataset.messageId);
+  const actions = article.querySelector(".message-actions");
+  actions.querySelector(".versions")?.remove();
+  if (!versions || !Array.isArray(versions.ids) || versions.ids.length < 2) {
+    branching.versions.delete(id);
+    return;
+  }
+  branching.versions.set(id, versions);
+  const { index, ids } = versions;
+  const previous = index > 1 ? ids[index - 2] : null;
+  const next = index < ids.length ? ids[index] : null;
+  // A group, not a nav landmark: a long conversation has many of these.
+  const group = el(
+    "div",
+    { class: "versions", role: "group", "aria-label": "Versions", "data-testid": "versions" },
+    el("button", {
+      type: "button", class: "version-step", "aria-label": "Previous version",
+      "data-branch-action": "select", "data-target": previous ?? "", text: "‹",
+    }),
+    el("span", { class: "versions-count", text: ` ${index} / ${ids.length} ` }),
+    el("button", {
+      type: "button", class: "version-step", "aria-label": "Next version",
+      "data-branch-action": "select", "data-target": next ?? "", text: "›",
+    }),
+  );
+  actions.prepend(group);
+  updateBranchControls(branchingBusy());
+}
+
+function updateBranchControls(busy) {
+  if (!page.transcript) return;
+  for (const button of page.transcript.querySelectorAll("[data-branch-action]")) {
+    const noTarget = button.dataset.branchAction === "select" && !button.dataset.target;
+    const article = button.closest("article");
+    const liveHere = article && views.get(Number(article.dataset.messageId))?.isLive;
+    button.disabled = Boolean(busy || noTarget || liveHere);
+  }
+}
+
+// The answer a question follows on the branch on screen (null for a first question).
+function parentOf(article) {
+  let previous = article.previousElementSibling;
+  while (previous && !previous.dataset.role) previous = previous.previousElementSibling;
+  return previous && previous.dataset.role === "assistant" ? Number(previous.dataset.messageId) : null;
+}
+
+function refuseWhileBusy() {
+  if (!branchingBusy()) return false;
+  showComposerError("invalid_request", "An answer is still being written. Wait for it or stop it, then try again.");
+  return true;
+}
+
+function openEditor(article) {
+  const existing = article.querySelector(".message-editor textarea");
+  if (existing) {
+    existing.focus();
+    return;
+  }
+  const body = article.querySelector(".message-body");
+  const actions = article.querySelector(".message-actions");
+  const input = el("textarea", { class: "message-editor-input", "aria-label": "Edit message", rows: 3 });
+  input.value = body.textContent;
+  const cancel = el("button", { type: "button", class: "button-secondary", text: "Cancel" });
+  const save = el("button", { type: "submit", class: "button-primary", text: "Save & send" });
+  const form = el(
+    "form",
+    { class: "message-editor", "data-testid": "message-editor" },
+    input,
+    el("div", { class: "message-editor-buttons" }, cancel, save),
+  );
+  body.hidden = true;
+  actions.hidden = true;
+  body.after(form);
+  const close = () => {
+    form.remove();
+    body.hidden = false;
+    actions.hidden = false;
+    actions.querySelector('[data-branch-action="edit"]')?.focus();
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendEdit(article, input.value);
+  });
+  cancel.addEventListener("click", close);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  input.style.height = `${Math.min(input.scrollHeight + 2, Math.round(window.innerHeight * 0.4))}px`;
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function sendEdit(article, content) {
+  if (refuseWhileBusy()) return;
+  if (!content.trim()) {
+    showComposerError("invalid_request", "The edited message is empty. Type something, or press Cancel.");
+    return;
+  }
+  if (content.length > maxChars) {
+    showComposerError(
+      "invalid_request",
+      `Messages are limited to ${fmt(maxChars)} characters; this one has ${fmt(content.length)}. Shorten it.`,
+    );
+    return;
+  }
+  clearComposerError();
+  const frame = {
+    type: "send",
+    conversation: page.state.conversation ?? null,
+    content,
+    reasoning_effort: page.effort.value || null,
+    client_id: randomId(),
+    parent: parentOf(article),
+  };
+  startBranch(frame, { kind: "edit", article }, content);
+}
+
+function sendRegenerate(article) {
+  if (refuseWhileBusy()) return;
+  clearComposerError();
+  const frame = {
+    type: "regenerate",
+    message: Number(article.dataset.messageId),
+    // Asked again at the effort chosen in the composer now, which may differ.
+    reasoning_effort: page.effort.value || null,
+    client_id: randomId(),
+  };
+  startBranch(frame, { kind: "regenerate", article }, "");
+}
+
+function startBranch(frame, branch, content) {
+  composer.pendingSend = { client_id: frame.client_id, content, sent: false, frame, sentAt: Date.now(), branch };
+  // Not queued: like a send, an unsent pending frame goes out when the socket reopens.
+  composer.pendingSend.sent = connection.send(frame);
+  updateComposer();
+}
+
+// The old version and everything after it leave the screen (not the server).
+function cutBranchAt(article) {
+  let node = article;
+  while (node) {
+    const next = node.nextElementSibling;
+    if (node.dataset && node.dataset.role) {
+      const view = views.get(Number(node.dataset.messageId));
+      if (view) {
+        views.delete(view.id);
+        dirty.delete(view);
+      }
+      node.remove();
+    }
+    node = next;
+  }
+}
+
+function addVersion(branch, frame) {
+  const oldId = Number(branch.article.dataset.messageId);
+  const newId = branch.kind === "edit" ? frame.user_message : frame.assistant_message;
+  const old = branching.versions.get(oldId) || { ids: [oldId] };
+  const ids = [...old.ids, newId];
+  const article = page.transcript.querySelector(`article[data-message-id="${CSS.escape(String(newId))}"]`);
+  if (article) setVersions(article, { index: ids.length, count: ids.length, ids });
+}
+
+function isRefusedBranchRequest(frame) {
+  if (frame.seq !== undefined && frame.seq !== null) return false;
+  const pending = composer.pendingSend;
+  if (branching.pendingSelect !== null && frame.message === branching.pendingSelect) return true;
+  return Boolean(pending && pending.frame.type === "regenerate" && pending.frame.message === frame.message);
+}
+
+function selectVersion(button) {
+  const target = Number(button.dataset.target);
+  if (!target || refuseWhileBusy()) return;
+  clearComposerError();
+  branching.pendingSelect = target;
+  branching.focus = button.getAttribute("aria-label");
+  if (!connection.send({ type: "select", message: target })) {
+    branching.pendingSelect = null;
+    showComposerError("upstream_error", "Not connected to the server. Wait for the connection, then try again.");
+  }
+  updateComposer();
+}
+
+function onBranch(frame) {
+  const selected = branching.pendingSelect;
+  branching.pendingSelect = null;
+  if (frame.conversation !== page.state.conversation || !Array.isArray(frame.messages)) {
+    updateComposer();
+    return;
+  }
+  for (const node of page.transcript.querySelectorAll("article[data-role]")) node.remove();
+  views.clear();
+  dirty.clear();
+  branching.versions.clear();
+  page.state.messages = frame.messages;
+  renderInitialMessages();
+  updateComposer();
+  const article = selected && page.transcript.querySelector(`article[data-message-id="${CSS.escape(String(selected))}"]`);
+  if (!article) return;
+  article.scrollIntoView({ block: "nearest" });
+  // Keep the keyboard where it was: on the same step button, or the other one at an end.
+  const buttons = [...article.querySelectorAll(".version-step")];
+  const same = buttons.find((b) => b.getAttribute("aria-label") === branching.focus);
+  (same && !same.disabled ? same : buttons.find((b) => !b.disabled))?.focus();
+  const versions = branching.versions.get(selected);
+  if (versions) announce(`Showing version ${versions.index} of ${versions.ids.length}.`);
+}
+
+function wireBranching() {
+  page.transcript.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-branch-action]");
+    if (!button || button.disabled) return;
+    const article = button.closest("article[data-role]");
+    if (!article) return;
+    const action = button.dataset.branchAction;
+    if (action === "edit") {
+      if (!refuseWhileBusy()) openEditor(article);
+    } else if (action === "regenerate") sendRegenerate(article);
+    else if (action === "select") selectVersion(button);
+  });
 }
 
 // --- The socket ----------------------------------------------------------------------------------
@@ -987,8 +1277,12 @@ function handleFrame(frame) {
     case "message.created":
       onMessageCreated(frame);
       return;
+    case "branch":
+      onBranch(frame);
+      return;
     case "error":
-      if (frame.message === null || frame.message === undefined) {
+      if (frame.message === null || frame.message === undefined || isRefusedBranchRequest(frame)) {
+        branching.pendingSelect = null;
         onComposerError(frame);
         return;
       }
@@ -998,6 +1292,7 @@ function handleFrame(frame) {
   }
   const view = views.get(frame.message);
   if (!view) return;
+  view.lastHeard = Date.now();
   switch (frame.type) {
     case "thinking":
       if (view.isLive) {
@@ -1068,6 +1363,16 @@ function wireComposer() {
       event.preventDefault();
       submitMessage();
     }
+    // ↑ in an empty box edits the last question, as in other chat apps.
+    if (event.key === "ArrowUp" && !page.input.value && !event.shiftKey && !event.altKey
+        && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+      const questions = page.transcript.querySelectorAll('article[data-role="user"]');
+      const last = questions[questions.length - 1];
+      if (last && !branchingBusy()) {
+        event.preventDefault();
+        openEditor(last);
+      }
+    }
   });
   page.input.addEventListener("input", () => {
     autosize();
@@ -1132,6 +1437,7 @@ function init() {
   setupProfiles();
   renderInitialMessages();
   wireComposer();
+  wireBranching();
   wireInstructions();
   updateComposer();
   autosize();
