@@ -11,7 +11,7 @@ that answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
@@ -47,20 +47,55 @@ class Prices:
     input_price: Decimal
     cached_input_price: Decimal
     output_price: Decimal
+    # Other service tiers' prices ({"flex": {"input": …, "cached_input": …, "output": …}}),
+    # snapshotted with the standard ones so a turn is billed at the tier that served it.
+    tiers: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, source: PriceSource) -> Prices:
+        tiers = getattr(source, "tier_prices", None)
         return cls(Decimal(source.input_price), Decimal(source.cached_input_price),
-                   Decimal(source.output_price))
+                   Decimal(source.output_price), valid_tier_prices(tiers))
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> Prices:
         return cls(Decimal(snapshot["input"]), Decimal(snapshot["cached_input"]),
-                   Decimal(snapshot["output"]))
+                   Decimal(snapshot["output"]), valid_tier_prices(snapshot.get("tiers")))
 
-    def snapshot(self) -> dict[str, str]:
-        return {"input": str(self.input_price), "cached_input": str(self.cached_input_price),
-                "output": str(self.output_price)}
+    def snapshot(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "input": str(self.input_price), "cached_input": str(self.cached_input_price),
+            "output": str(self.output_price),
+        }
+        if self.tiers:
+            values["tiers"] = self.tiers
+        return values
+
+    def at_tier(self, tier: str) -> Prices:
+        """The prices of the tier the provider reported serving; the standard prices for
+        the default tier, an unreported one, or one without prices (documented)."""
+        prices = self.tiers.get(tier)
+        if not prices:
+            return Prices(self.input_price, self.cached_input_price, self.output_price)
+        return Prices(Decimal(prices["input"]), Decimal(prices["cached_input"]),
+                      Decimal(prices["output"]))
+
+
+def valid_tier_prices(tiers: Any) -> dict[str, dict[str, str]]:
+    """Tier prices with all three prices as decimals; anything else is left out."""
+    valid: dict[str, dict[str, str]] = {}
+    if not isinstance(tiers, dict):
+        return valid
+    for tier, prices in tiers.items():
+        if not isinstance(prices, dict):
+            continue
+        try:
+            values = {key: str(Decimal(str(prices[key]))) for key in ("input", "cached_input", "output")}
+        except (KeyError, ArithmeticError, ValueError):
+            continue
+        if all(Decimal(v).is_finite() and Decimal(v) >= 0 for v in values.values()):
+            valid[str(tier)] = values
+    return valid
 
 
 def prices_for_answer(*, snapshot: dict[str, Any] | None, profile: PriceSource | None) -> Prices:

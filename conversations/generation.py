@@ -32,6 +32,7 @@ from conversations.llm.types import (
     ChatRequest,
     Finished,
     LLMError,
+    ReasoningItem,
     ReasoningSummaryDelta,
     RefusalDelta,
     TextDelta,
@@ -40,7 +41,7 @@ from conversations.llm.types import (
     UsageReport,
 )
 from conversations.models import Message, ModelProfile
-from conversations.prompts import build_prompt, message_tokens
+from conversations.prompts import build_prompt, message_tokens, prompt_cache_key
 from conversations.realtime import publish
 from conversations.tools import run_tool, tool_schemas
 
@@ -156,7 +157,9 @@ class Outcome:
 class RoundResult:
     finish_reason: str = ""
     usage: Usage | None = None
+    service_tier: str = ""
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reasoning_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -201,6 +204,9 @@ def _stream_round(
                 elif isinstance(event, ReasoningSummaryDelta):
                     produced = True
                     streamer.add_summary(event.text)
+                elif isinstance(event, ReasoningItem):
+                    produced = True
+                    result.reasoning_items.append(event.item)
                 elif isinstance(event, ToolCallDelta):
                     produced = True
                     live.output()
@@ -215,6 +221,7 @@ def _stream_round(
                     result.finish_reason = event.reason
                 elif isinstance(event, UsageReport):
                     result.usage = event.usage
+                    result.service_tier = event.service_tier
             if live.cancelled.is_set():
                 raise Cancelled()
             if live.stalled:
@@ -224,6 +231,7 @@ def _stream_round(
                     "upstream_error", "The answer ended early: the provider closed the stream."
                 )
             _count_attempt(state, result.usage, unreported=True)
+            _count_tier(state, result.service_tier)
             return result
         except Cancelled:
             # Stopped mid-attempt: the model may have reasoned already; estimate (flagged).
@@ -250,6 +258,14 @@ def _stream_round(
         except Exception:
             _count_attempt(state, result.usage, unreported=produced)
             raise
+
+
+def _count_tier(state: dict[str, Any], tier: str) -> None:
+    """The turn is billed at a tier's prices only when every round reported that tier;
+    mixed or unreported tiers bill at the standard prices, which the reservation covers."""
+    seen = state.setdefault("tiers", set())
+    seen.add(tier)
+    state["service_tier"] = tier if len(seen) == 1 else ""
 
 
 def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bool) -> None:
@@ -302,8 +318,12 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             reasoning_effort=message.reasoning_effort,
             max_completion_tokens=cap,
             tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
+            prompt_cache_key=prompt_cache_key(conversation.pk),
         )
         result = _stream_round(profile, request, streamer, live, state)
+        # The reasoning behind the round's output: sent back before the tool calls in the
+        # next round, and kept with the answer for later turns when this round is the last.
+        state["reasoning_items"] = result.reasoning_items
         if result.finish_reason != "tool_calls" or not result.tool_calls:
             return _outcome_for(result.finish_reason, streamer, message)
         calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
@@ -311,6 +331,7 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             {
                 "role": "assistant",
                 "content": None,
+                **({"reasoning_items": result.reasoning_items} if result.reasoning_items else {}),
                 "tool_calls": [
                     {"id": c["id"], "type": "function",
                      "function": {"name": c["name"], "arguments": c["arguments"]}}
@@ -435,6 +456,8 @@ def finish(message: Message, outcome: Outcome, streamer: Streamer, state: dict[s
         content=streamer.text,
         refusal=streamer.refusal,
         reasoning_summary="".join(streamer.summary_parts),
+        reasoning_items=state.get("reasoning_items"),
+        service_tier=state.get("service_tier", ""),
         seq=streamer.seq,
         error_code=outcome.error_code,
         error_detail=outcome.error_detail or outcome.notice,

@@ -121,6 +121,8 @@ class Ending:
     content: str
     refusal: str = ""
     reasoning_summary: str = ""
+    reasoning_items: list[dict[str, Any]] | None = None
+    service_tier: str = ""  # the tier the provider reported serving every round
     seq: int = 0
     error_code: str = ""
     error_detail: str = ""
@@ -133,14 +135,16 @@ class Ending:
 def finish(message: Message, ending: Ending) -> dict[str, Any]:
     """streaming → final state and settlement in one transaction, once; then the final
     frame. Raises Abandoned when the reaper ended the answer first. Returns the frame."""
-    prices = answer_prices(message)
+    prices = answer_prices(message).at_tier(ending.service_tier)
     cost = usage_cost(prices, ending.usage)
     now = timezone.now()
     changes: dict[str, Any] = {
+        "service_tier": ending.service_tier,
         "status": ending.status,
         "content": ending.content,
         "refusal": ending.refusal,
         "reasoning_summary": ending.reasoning_summary,
+        "reasoning_items": ending.reasoning_items or [],
         "stream_seq": ending.seq,
         "finish_reason": ending.finish_reason,
         "error_code": ending.error_code,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.crypto import salted_hmac
+
 from conversations.models import Message, ModelProfile
 from conversations.tokens import count_tokens
 from conversations.tree import path_to
@@ -23,6 +25,12 @@ class Prompt:
     left_out: int
 
 
+def prompt_cache_key(conversation_id: int) -> str:
+    """Stable per conversation, so its growing prefix keeps hitting the provider's cache;
+    keyed with SECRET_KEY so the provider does not learn our conversation ids."""
+    return "conv-" + salted_hmac("conversations.prompt_cache_key", str(conversation_id)).hexdigest()[:32]
+
+
 def instructions_for(*, org_message: str, custom: str) -> str:
     parts = [FORMATTING_LINE, org_message.strip(), custom.strip()]
     return "\n\n".join(part for part in parts if part)
@@ -32,16 +40,35 @@ def message_tokens(message: dict[str, Any]) -> int:
     return PER_MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""))
 
 
-def _history_turns(assistant: Message) -> list[list[dict[str, Any]]]:
+def _reasoning_items(message: Message, profile: ModelProfile) -> list[dict[str, Any]]:
+    """The encrypted reasoning a Responses-style model produced for this answer, when the
+    same model answers now: another model (a regenerate with a different profile, an
+    import) cannot read the blob and the provider would refuse the whole request."""
+    if (
+        profile.api_style != ModelProfile.ApiStyle.RESPONSES
+        or message.role != Message.Role.ASSISTANT
+        or message.model_name != profile.model
+    ):
+        return []
+    return list(message.reasoning_items or [])
+
+
+def _history_turns(assistant: Message, profile: ModelProfile) -> list[list[dict[str, Any]]]:
     """Earlier messages of the answer's own branch (other versions are never sent),
-    grouped into turns (a user message and the answer after it)."""
+    grouped into turns (a user message and the answer after it).
+
+    An answer's reasoning items ride on its own dict, so trimming whole turns never
+    sends a reasoning item without the answer it led to (the provider refuses that)."""
     earlier = [
         m for m in path_to(assistant)[:-1]
         if not (m.role == Message.Role.ASSISTANT and m.content == "")
     ]
     turns: list[list[dict[str, Any]]] = []
     for message in earlier:
-        item = {"role": message.role, "content": message.content}
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        reasoning = _reasoning_items(message, profile)
+        if reasoning:
+            item["reasoning_items"] = reasoning
         if message.role == Message.Role.USER or not turns:
             turns.append([item])
         else:
@@ -68,7 +95,7 @@ def build_prompt(
         - PRIMING_TOKENS
     )
     used = message_tokens(instructions)
-    turns = _history_turns(assistant)
+    turns = _history_turns(assistant, profile)
     kept: list[list[dict[str, Any]]] = []
     for turn in reversed(turns):
         cost = sum(message_tokens(item) for item in turn)

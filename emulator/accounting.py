@@ -13,7 +13,8 @@ Roles are not counted separately; the per-message overhead covers them.
 Cached tokens: a request whose first N messages (N >= 1, at least
 `cache_min_tokens` = 1024 tokens including the tools) equal those of an earlier
 request for the same model reports the largest multiple of 128 of that shared
-prefix, like OpenAI's automatic prompt caching. Seen prefixes live in a small LRU.
+prefix, like OpenAI's automatic prompt caching. Seen prefixes live in a small LRU. A
+`prompt_cache_key` is part of the prefix identity: the same prefix under the same key hits.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def account_prompt(
     items: list[PromptItem],
     overhead: int,
     priming: int,
+    cache_key: str = "",
 ) -> PromptAccount:
     running = count_tokens(tools_json)
-    digest = hashlib.sha1(f"{model_id}\x00{tools_json}\x00".encode())
+    # prompt_cache_key routes requests to the cache that holds that key's prefixes: a
+    # prefix seen under one key is a miss under another (and under none).
+    digest = hashlib.sha1(f"{model_id}\x00{cache_key}\x00{tools_json}\x00".encode())
     cumulative: list[int] = []
     digests: list[str] = []
     for item in items:

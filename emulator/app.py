@@ -7,6 +7,7 @@ Routes (all relative, so the app also works mounted under a prefix):
     POST /openai/v1/chat/completions                           Azure v1 GA
     POST /v1/responses, /openai/v1/responses                   Responses API
     POST /openai/responses?api-version=                        Azure dated Responses
+    GET  /v1/responses/{id}[?stream=true&starting_after=N]     background responses
     GET  /v1/models[/{id}], /openai/v1/models[/{id}]
     /_emulator/journal | scenarios | config | reset            control API, no auth
 """
@@ -350,6 +351,7 @@ def _prepare(
         generation.conversation.prompt_items,
         config.message_overhead_tokens,
         config.priming_tokens,
+        generation.prompt_cache_key,
     )
     ctx.tokens = account.prompt_tokens + (generation.cap or 0)
     if account.prompt_tokens + (generation.cap or 0) > profile.context_window:
@@ -443,11 +445,48 @@ def _responses_endpoint(
         except ApiError as error:
             return _error_response(error)
         renderer = ResponsesRenderer(plan, generation, body)
+        if body.get("background") is True:
+            # Runs on whatever happens to this connection; GET /responses/{id} resumes it.
+            run = emulator.background.start(renderer)
+            if generation.stream:
+                return StreamingResponse(
+                    run.follow(-1), media_type="text/event-stream", headers=_SSE_HEADERS
+                )
+            return JSONResponse(run.current())
         if generation.stream:
             return StreamingResponse(
                 run_script(renderer.script()), media_type="text/event-stream", headers=_SSE_HEADERS
             )
         return await _deliver_whole(plan, renderer.response)
+
+    return endpoint
+
+
+def _retrieve_response_endpoint(
+    emulator: Emulator, surface: Surface
+) -> Callable[[Request], Awaitable[Response]]:
+    """GET /v1/responses/{id}: the response object, or with ``stream=true`` its events
+    after ``starting_after`` (a sequence number) and then the live ones."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            _authenticate(request, surface)
+            response_id = request.path_params["response_id"]
+            run = emulator.background.get(response_id)
+            if run is None:
+                raise errors.response_not_found(response_id)
+            raw_after = request.query_params.get("starting_after", "-1")
+            try:
+                starting_after = int(raw_after)
+            except ValueError:
+                raise errors.invalid_type("starting_after", "an integer", raw_after) from None
+        except ApiError as error:
+            return _error_response(error)
+        if request.query_params.get("stream") == "true":
+            return StreamingResponse(
+                run.follow(starting_after), media_type="text/event-stream", headers=_SSE_HEADERS
+            )
+        return JSONResponse(run.current())
 
     return endpoint
 
@@ -550,6 +589,14 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route("/openai/v1/chat/completions", _chat_endpoint(emulator, AZURE_V1), methods=["POST"]),
         Route("/v1/responses", _responses_endpoint(emulator, OPENAI), methods=["POST"]),
         Route("/openai/v1/responses", _responses_endpoint(emulator, AZURE_V1), methods=["POST"]),
+        Route(
+            "/v1/responses/{response_id}",
+            _retrieve_response_endpoint(emulator, OPENAI), methods=["GET"],
+        ),
+        Route(
+            "/openai/v1/responses/{response_id}",
+            _retrieve_response_endpoint(emulator, AZURE_V1), methods=["GET"],
+        ),
         Route(
             "/openai/responses",
             _responses_endpoint(emulator, AZURE_DATED_RESPONSES),

@@ -153,6 +153,41 @@ def summary_needs_verification() -> ApiError:
     )
 
 
+def invalid_encrypted_content(token: str) -> ApiError:
+    # OpenAI's answer when a returned reasoning item's encrypted_content was altered,
+    # truncated, or sealed for another organization or model.
+    shown = token if len(token) <= 40 else f"{token[:20]}...{token[-10:]}"
+    return openai_error(
+        400, f"The encrypted content {shown} could not be verified.",
+        code="invalid_encrypted_content",
+    )
+
+
+def reasoning_without_following_item(item_id: str, index: int) -> ApiError:
+    # A reasoning item sent back must be followed by the output it led to (the assistant
+    # message or function call); trimming history between the two orphans it.
+    return openai_error(
+        400,
+        f"Item '{item_id}' of type 'reasoning' was provided without its required following item.",
+        param=f"input[{index}]",
+    )
+
+
+def response_not_found(response_id: str) -> ApiError:
+    return openai_error(
+        404, f"Response with id '{response_id}' not found.", param="response_id",
+        code="not_found",
+    )
+
+
+def background_needs_store() -> ApiError:
+    # Background responses are polled and resumed later, so the provider must keep them.
+    return openai_error(
+        400, "Background mode requires 'store' to be true.", param="background",
+        code="invalid_value",
+    )
+
+
 def empty_array(param: str) -> ApiError:
     message = (
         f"Invalid '{param}': empty array. Expected an array with minimum length 1, "

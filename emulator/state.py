@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from emulator.accounting import PrefixCache, RateWindow
+from emulator.background import BackgroundRuns
 from emulator.config import EmulatorConfig
 from emulator.scenarios import Scenario, ScenarioQueue
 
@@ -19,6 +20,7 @@ class Emulator:
         self.scenarios = ScenarioQueue()
         self.prefix_cache = PrefixCache(self.config.cache_entries)
         self.rate_window = RateWindow()
+        self.background = BackgroundRuns()
         self._journal_lock = threading.Lock()
 
     def push(self, scenario: Mapping[str, Any] | Scenario) -> Scenario:
@@ -33,6 +35,7 @@ class Emulator:
             self.journal.clear()
         self.scenarios.clear()
         self.prefix_cache.clear()
+        self.background.clear()
 
     def record(self, entry: dict[str, Any]) -> None:
         with self._journal_lock:

@@ -22,6 +22,7 @@ from typing import Any
 from emulator.errors import SERVER_ERROR_MESSAGE, server_error_object
 from emulator.generation import Plan, random_id
 from emulator.replies import Piece
+from emulator.sealing import seal
 from emulator.validation import GenerationRequest
 
 
@@ -161,6 +162,10 @@ def responses_usage(plan: Plan, visible_tokens: int) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": plan.reasoning_tokens},
         "total_tokens": plan.prompt_tokens + output,
     }
+
+
+def _served_tier(requested: str | None) -> str:
+    return requested if requested in ("flex", "scale", "priority") else "default"
 
 
 def _pieces_until(pieces: tuple[Piece, ...], tokens: int) -> str:
@@ -426,7 +431,15 @@ class ResponsesRenderer:
         summary: list[dict[str, Any]] = []
         if with_summary and self.plan.summary is not None:
             summary = [{"type": "summary_text", "text": "".join(t for t, _ in self.plan.summary)}]
-        return {"id": self.reasoning_id, "type": "reasoning", "summary": summary}
+        item: dict[str, Any] = {"id": self.reasoning_id, "type": "reasoning", "summary": summary}
+        if with_summary and self.request.encrypted_reasoning:
+            # Like OpenAI, the blob comes with the finished item (output_item.done and the
+            # final response), not with output_item.added.
+            item["encrypted_content"] = seal(
+                item_id=self.reasoning_id, model=self.request.profile.snapshot,
+                reasoning_tokens=self.plan.reasoning_tokens,
+            )
+        return item
 
     def _part(self, text: str) -> dict[str, Any]:
         if self.plan.kind == "refusal":
@@ -468,7 +481,7 @@ class ResponsesRenderer:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": body.get("background") is True,
             "error": error,
             "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
             "instructions": body.get("instructions"),
@@ -478,7 +491,8 @@ class ResponsesRenderer:
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "reasoning": {"effort": self.request.effort, "summary": self.request.summary},
-            "service_tier": "default",
+            # The tier that served the request, which is what it is billed at.
+            "service_tier": _served_tier(self.request.service_tier),
             "store": body.get("store", True),
             "temperature": 1.0,
             "text": body.get("text") or {"format": {"type": "text"}},

@@ -14,6 +14,7 @@ from typing import Any
 from emulator import errors
 from emulator.accounting import PromptItem
 from emulator.models import ModelProfile
+from emulator.sealing import opened
 
 CHAT_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 RESPONSES_ROLES = ("user", "assistant", "system", "developer")
@@ -83,6 +84,11 @@ class GenerationRequest:
     json_object: bool
     stop: list[str]
     summary: str | None = None
+    # include=["reasoning.encrypted_content"]: reasoning items carry a sealed blob.
+    encrypted_reasoning: bool = False
+    prompt_cache_key: str = ""
+    service_tier: str | None = None
+    verbosity: str | None = None
 
     @property
     def effort_key(self) -> str:
@@ -385,6 +391,11 @@ def validate_responses(body: dict[str, Any], profile: ModelProfile) -> Generatio
             param="previous_response_id",
             code="previous_response_not_found",
         )
+    background = body.get("background")
+    if background is not None and not isinstance(background, bool):
+        raise errors.invalid_type("background", "a boolean", background)
+    if background and body.get("store") is False:
+        raise errors.background_needs_store()
     conversation = _responses_conversation(body, profile)
 
     reasoning = body.get("reasoning")
@@ -425,7 +436,89 @@ def validate_responses(body: dict[str, Any], profile: ModelProfile) -> Generatio
         json_object=json_object,
         stop=[],
         summary=summary,
+        encrypted_reasoning=_includes(body.get("include")),
+        prompt_cache_key=_cache_key(body.get("prompt_cache_key")),
+        service_tier=_service_tier(body.get("service_tier"), profile),
+        verbosity=_verbosity(body.get("text")),
     )
+
+
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+VERBOSITIES = ("low", "medium", "high")
+PROMPT_CACHE_KEY_MAX = 64
+
+
+def _cache_key(key: Any) -> str:
+    if key is None:
+        return ""
+    if not isinstance(key, str):
+        raise errors.invalid_type("prompt_cache_key", "a string", key)
+    if len(key) > PROMPT_CACHE_KEY_MAX:
+        raise errors.invalid_request(
+            f"Invalid 'prompt_cache_key': string too long. Expected a string with maximum "
+            f"length {PROMPT_CACHE_KEY_MAX}, but got a string with length {len(key)} instead.",
+            param="prompt_cache_key", code="string_above_max_length",
+        )
+    return key
+
+
+def _service_tier(tier: Any, profile: ModelProfile) -> str | None:
+    if tier is None:
+        return None
+    if tier not in SERVICE_TIERS:
+        raise errors.invalid_value("service_tier", tier, SERVICE_TIERS)
+    if tier == "flex" and not profile.reasoning:
+        # Flex processing is offered for the reasoning models only.
+        raise errors.invalid_request(
+            f"Flex is not available for this model ({profile.snapshot}).",
+            param="service_tier", code="invalid_value",
+        )
+    return str(tier)
+
+
+def _verbosity(text: Any) -> str | None:
+    verbosity = text.get("verbosity") if isinstance(text, dict) else None
+    if verbosity is not None and verbosity not in VERBOSITIES:
+        raise errors.invalid_value("text.verbosity", verbosity, VERBOSITIES)
+    return verbosity
+
+
+INCLUDABLE = (
+    "reasoning.encrypted_content", "message.output_text.logprobs",
+    "file_search_call.results", "web_search_call.action.sources",
+    "code_interpreter_call.outputs", "computer_call_output.output.image_url",
+    "message.input_image.image_url",
+)
+
+
+def _includes(include: Any) -> bool:
+    if include is None:
+        return False
+    if not isinstance(include, list):
+        raise errors.invalid_type("include", "an array", include)
+    for i, value in enumerate(include):
+        if value not in INCLUDABLE:
+            raise errors.invalid_value(f"include[{i}]", value, INCLUDABLE)
+    return "reasoning.encrypted_content" in include
+
+
+def _check_reasoning_item(items: list[Any], i: int, profile: ModelProfile) -> None:
+    """A returned reasoning item must be intact and followed by the output it led to."""
+    item = items[i]
+    token = item.get("encrypted_content")
+    if token is not None and opened(token, model=profile.snapshot) is None:
+        raise errors.invalid_encrypted_content(str(token))
+    following = next(
+        (later for later in items[i + 1:]
+         if not (isinstance(later, dict) and later.get("type") == "reasoning")),
+        None,
+    )
+    follows = isinstance(following, dict) and (
+        following.get("type") == "function_call"
+        or ((following.get("type") or "message") == "message" and following.get("role") == "assistant")
+    )
+    if not follows:
+        raise errors.reasoning_without_following_item(str(item.get("id") or ""), i)
 
 
 def _responses_conversation(body: dict[str, Any], profile: ModelProfile) -> Conversation:
@@ -474,8 +567,11 @@ def _responses_conversation(body: dict[str, Any], profile: ModelProfile) -> Conv
             billed = output if isinstance(output, str) else _canonical(output)
             conversation.tool_result = (call_names.get(str(item["call_id"])), billed)
             last_kind = "tool"
+        elif kind == "reasoning":
+            _check_reasoning_item(items, i, profile)
+            continue  # carried, not billed as text
         else:
-            # reasoning items, item references...: carried, not billed as text.
+            # item references...: carried, not billed as text.
             continue
         if last_kind != "tool":
             conversation.tool_result = None

@@ -57,6 +57,8 @@ class CatalogEntry:
     snapshots: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Per service tier (flex): {"flex": {"input": "…", "cached_input": "…", "output": "…"}}.
+    tier_prices: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -90,6 +92,7 @@ class CatalogEntry:
             "cached_input_price": to_json("cached_input_price", self.cached_input_price),
             "output_price": to_json("output_price", self.output_price),
             "shutdown_date": to_json("shutdown_date", self.shutdown_date),
+            "tier_prices": {tier: dict(p) for tier, p in self.tier_prices.items()},
         }
 
 
@@ -172,7 +175,20 @@ def parse_entry(family: str, raw: dict[str, Any]) -> CatalogEntry:
         snapshots=tuple(raw.get("snapshots", ())),
         sources=tuple(raw["sources"]),
         notes=tuple(raw.get("notes", ())),
+        tier_prices=_tier_prices(prices, raw, where),
     )
+
+
+def _tier_prices(prices: dict[str, Any], raw: dict[str, Any], where: str) -> dict[str, dict[str, str]]:
+    """Checked like the standard prices, and never above them: a turn's reservation is
+    taken at the standard prices and must cover the tier's bill."""
+    tiers: dict[str, dict[str, str]] = {}
+    for tier, values in (prices.get("tiers") or {}).items():
+        checked = {key: _money(values[key], f"{where} tier {tier}") for key in ("input", "cached_input", "output")}
+        if any(checked[key] > _money(prices[key], where) for key in checked):
+            raise CatalogError(f"{where}: {tier} prices exceed the standard prices")
+        tiers[str(tier)] = {key: f"{value.normalize():f}" for key, value in checked.items()}
+    return tiers
 
 
 @cache

@@ -93,7 +93,13 @@ def merge_values(profile: ModelProfile, values: dict[str, Any]) -> tuple[list[st
     kept: list[str] = []
     for name, new in values.items():
         current = getattr(profile, name)
-        ours = same_value(name, current, recorded[name]) if name in recorded else same_value(name, current, new)
+        # A field the catalog never wrote that is still empty (a field added after the
+        # profile was synced, such as tier_prices) is the catalog's to fill.
+        unset = name not in recorded and current in ({}, [])
+        ours = unset or (
+            same_value(name, current, recorded[name]) if name in recorded
+            else same_value(name, current, new)
+        )
         if not ours:
             kept.append(name)
             continue

@@ -28,6 +28,7 @@ from conversations.llm.types import (
     Finished,
     JsonCompletion,
     LLMError,
+    ReasoningItem,
     ReasoningSummaryDelta,
     RefusalDelta,
     StreamEvent,
@@ -204,6 +205,8 @@ def _responses_input(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str
                 }
             )
         elif role == "assistant" and message.get("tool_calls"):
+            # Each reasoning item goes right before the output it led to.
+            items.extend(message.get("reasoning_items") or ())
             for call in message["tool_calls"]:
                 items.append(
                     {
@@ -214,6 +217,8 @@ def _responses_input(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str
                     }
                 )
         else:
+            if role == "assistant":
+                items.extend(message.get("reasoning_items") or ())
             items.append({"role": role, "content": message["content"] or ""})
     return "\n\n".join(instructions), items
 
@@ -229,6 +234,9 @@ def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[st
         body["reasoning"] = {"effort": request.reasoning_effort}
         if profile.reasoning_summaries:
             body["reasoning"]["summary"] = "auto"
+        # Nothing is stored at the provider; the reasoning comes back encrypted so later
+        # turns and tool rounds can hand it back (the model then need not reason again).
+        body["include"] = ["reasoning.encrypted_content"]
     body["max_output_tokens"] = request.max_completion_tokens
     if request.tools and profile.accepts("tools"):
         body["tools"] = [
@@ -237,6 +245,12 @@ def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[st
     if request.response_format is not None and profile.accepts("response_format"):
         schema = request.response_format.get("json_schema", {})
         body["text"] = {"format": {"type": "json_schema", **schema}}
+    if profile.verbosity:
+        body["text"] = {**body.get("text", {}), "verbosity": profile.verbosity}
+    if request.prompt_cache_key:
+        body["prompt_cache_key"] = request.prompt_cache_key
+    if profile.service_tier:
+        body["service_tier"] = profile.service_tier
     return body
 
 
@@ -488,6 +502,8 @@ def _responses_events(raw: Any) -> Iterator[StreamEvent]:
             yield RefusalDelta(event.delta)
         elif kind == "response.reasoning_summary_text.delta":
             yield ReasoningSummaryDelta(event.delta)
+        elif kind == "response.output_item.done" and event.item.type == "reasoning":
+            yield ReasoningItem(event.item.model_dump(mode="json", exclude_none=True))
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             index = call_index.setdefault(event.item.id or event.item.call_id, len(call_index))
             yield ToolCallDelta(index, event.item.call_id, event.item.name, "")
@@ -507,7 +523,8 @@ def _responses_events(raw: Any) -> Iterator[StreamEvent]:
                             usage.output_tokens_details, "reasoning_tokens", 0
                         )
                         or 0,
-                    )
+                    ),
+                    service_tier=response.service_tier or "",
                 )
             if kind == "response.completed":
                 has_calls = any(item.type == "function_call" for item in response.output or [])

@@ -36,6 +36,14 @@ class ReasoningSummaryDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningItem:
+    """A finished reasoning item (Responses API), with its encrypted content: kept with
+    the answer and sent back before it, since the provider stores nothing (store=false)."""
+
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
     index: int
     id: str | None
@@ -51,9 +59,13 @@ class Finished:
 @dataclass(frozen=True)
 class UsageReport:
     usage: Usage
+    service_tier: str = ""  # Responses API: the tier that served the request
 
 
-StreamEvent = TextDelta | RefusalDelta | ReasoningSummaryDelta | ToolCallDelta | Finished | UsageReport
+StreamEvent = (
+    TextDelta | RefusalDelta | ReasoningSummaryDelta | ReasoningItem | ToolCallDelta | Finished
+    | UsageReport
+)
 
 
 @dataclass
@@ -66,6 +78,8 @@ class ChatRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     response_format: dict[str, Any] | None = None
     stream: bool = True
+    # Responses API: routes a conversation's requests to the cache holding its prefix.
+    prompt_cache_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def test_a_responses_model_answers_with_its_reasoning_summary_or_without_when_re
     expect(page.get_by_role("alert")).to_have_count(0)
     reasoning = answer.get_by_test_id("reasoning")
     if verified:
-        reasoning.get_by_text("Reasoning").click()
+        reasoning.get_by_text("Thinking", exact=True).click()
         expect(reasoning).to_contain_text("Why is the sky blue?")
     else:
         expect(reasoning).to_be_hidden()

@@ -12,6 +12,7 @@ import pytest
 from accounts.models import User
 from conversations.generation import run_generation
 from conversations.models import Message, ModelProfile
+from conversations.prompts import prompt_cache_key
 from conversations.replies import start_turn
 from emulator.errors import UNVERIFIED_SUMMARY_MESSAGE
 
@@ -62,6 +63,8 @@ def test_a_verified_org_gets_the_summary_streamed_into_the_answer(
     assert without_input(body) == {
         "model": "o3-mini", "store": False, "stream": True,
         "reasoning": {"effort": "low", "summary": "auto"}, "max_output_tokens": 25_000,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": prompt_cache_key(message.conversation_id),
     }
 
 
@@ -80,6 +83,8 @@ def test_an_unverified_org_gets_its_answer_without_a_summary_and_the_profile_rem
     assert without_input(retried["body"]) == {
         "model": "o3-mini", "store": False, "stream": True,
         "reasoning": {"effort": "low"}, "max_output_tokens": 25_000,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": prompt_cache_key(first.conversation_id),
     }
     responses_profile.refresh_from_db()
     assert responses_profile.reasoning_summaries is False

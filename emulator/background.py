@@ -1,0 +1,85 @@
+"""Background responses (``background=true``) and resuming their stream.
+
+A background response runs on the emulator's event loop whatever happens to the client
+that asked for it; every event it emits is kept, so ``GET /v1/responses/{id}?stream=true
+&starting_after=N`` replays the events after sequence number N and then follows the live
+ones, and a plain ``GET /v1/responses/{id}`` returns the response object as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.streams import DropConnection, ResponsesRenderer, Script, run_script
+
+
+@dataclass
+class BackgroundRun:
+    renderer: ResponsesRenderer
+    events: list[bytes] = field(default_factory=list)  # index == sequence_number
+    finished: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def produce(self, script: Script) -> None:
+        try:
+            async for data in run_script(script):
+                self.events.append(data)
+                self._wake()
+        except DropConnection:
+            pass  # a fault meant for a connection: the run itself just ends here
+        finally:
+            self.finished = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def follow(self, starting_after: int) -> AsyncIterator[bytes]:
+        """Events with sequence_number > starting_after, then live ones until the end."""
+        index = max(starting_after + 1, 0)
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.finished:
+                return
+            await self.changed.wait()
+
+    def current(self) -> dict[str, Any]:
+        """The response object as of the last event (queued before any)."""
+        for data in reversed(self.events):
+            payload = json.loads(data.decode().split("data: ", 1)[1])
+            if isinstance(payload.get("response"), dict):
+                response = payload["response"]
+                assert isinstance(response, dict)
+                return response
+        return self.renderer.response_object("queued", [], None)
+
+
+class BackgroundRuns:
+    """Background responses by id (kept for the emulator's lifetime; reset clears them)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, BackgroundRun] = {}
+
+    def start(self, renderer: ResponsesRenderer) -> BackgroundRun:
+        run = BackgroundRun(renderer)
+        run.task = asyncio.get_running_loop().create_task(run.produce(renderer.script()))
+        self._runs[renderer.id] = run
+        return run
+
+    def get(self, response_id: str) -> BackgroundRun | None:
+        return self._runs.get(response_id)
+
+    def clear(self) -> None:
+        for run in list(self._runs.values()):
+            if run.task is not None and not run.task.done():
+                # reset() runs on a test's thread; the task lives on the server's loop.
+                run.task.get_loop().call_soon_threadsafe(run.task.cancel)
+        self._runs.clear()
