@@ -301,6 +301,9 @@ PASSWORD_RESETS_PER_HOUR = env_int("PASSWORD_RESETS_PER_HOUR", 10, minimum=1)
 SHARE_LOOKUPS_PER_MINUTE = env_int("SHARE_LOOKUPS_PER_MINUTE", 60, minimum=1)
 INVITATIONS_PER_HOUR = env_int("INVITATIONS_PER_HOUR", 30, minimum=1)
 MAX_LIVE_ANSWERS_PER_USER = env_int("MAX_LIVE_ANSWERS_PER_USER", 3, minimum=1)
+# Answers waiting for a worker in the whole instance beyond which a send is refused
+# (`busy`) instead of joining a queue nobody will reach soon.
+MAX_QUEUED_TURNS = env_int("MAX_QUEUED_TURNS", 500, minimum=1)
 SENDS_PER_MINUTE = env_int("SENDS_PER_MINUTE", 20, minimum=1)
 # Environment variables a model profile may name as its key, besides any LLM_KEY_* name.
 PROFILE_KEY_ENVS = env_list("PROFILE_KEY_ENVS", [])

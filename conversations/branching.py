@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 
 def regenerate_answer(
-    *, user: User, message_id: int, reasoning_effort: str | None, client_id: str = ""
+    *, user: User, message_id: int, reasoning_effort: str | None, client_id: str = "",
+    profile_name: str | None = None,
 ) -> Turn:
     """A new pending answer to the question ``message_id`` answered, as a sibling of it.
+
+    ``profile_name`` asks another enabled, usable model profile of the conversation's org
+    for this answer (its history cut, caps, reservation and prices); the conversation's
+    default model stays. None: the conversation's model.
 
     Everything a send goes through applies: rate limit, live-answer limit, one live
     answer per conversation, budget reservation, the org's usable profile.
@@ -34,4 +39,5 @@ def regenerate_answer(
         reasoning_effort=reasoning_effort,
         client_id=client_id,
         question_id=question.pk,
+        profile_name=profile_name,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,14 @@ from django.db import close_old_connections, connection
 from accounts.revocation import AUTH_GONE, SessionEnded, ensure_session_current
 from conversations import replies
 from conversations.access import get_message_for_user
+from conversations.backpressure import queue_position
 from conversations.branching import regenerate_answer
 from conversations.exceptions import TurnRefused
 from conversations.frames import (
     error_frame,
     final_frame,
     message_created_frame,
+    queued_frame,
     snapshot_frame,
 )
 from conversations.models import Message
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 EFFORTS = ("minimal", "low", "medium", "high")
 MAX_CLIENT_ID = 64
+# A waiting answer's place in the queue is counted at most this often per answer.
+QUEUE_POLL_SECONDS = 1.0
 
 
 # Starting a turn takes a dozen queries inside one transaction; on Channels' single
@@ -94,6 +99,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.following: dict[int, int] = {}  # message id → last seq sent to this socket
+        # Answers of this socket waiting for a worker → the task reporting their place.
+        self.queue_watchers: dict[int, asyncio.Task[None]] = {}
         self.session_key: str | None = self.scope["session"].session_key
         # Joined so a logout, deactivation, password or access change closes this socket
         # (accounts.revocation publishes to these groups).
@@ -112,6 +119,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        for message_id in list(getattr(self, "queue_watchers", {})):
+            self.stop_watching_queue(message_id)
         for message_id in list(getattr(self, "following", {})):
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
         for group in getattr(self, "account_groups", []):
@@ -211,8 +220,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id", "")
         if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
             raise FrameError("'client_id' must be a string of at most 64 characters.")
+        profile_name = frame.get("profile")
+        if profile_name is not None and (not isinstance(profile_name, str) or len(profile_name) > 100):
+            raise FrameError("'profile' must be a model profile's name.", message_id)
         turn = await _in_turn_thread(self._checked(regenerate_answer))(
-            user=self.user, message_id=message_id, reasoning_effort=effort, client_id=client_id
+            user=self.user, message_id=message_id, reasoning_effort=effort, client_id=client_id,
+            profile_name=profile_name or None,
         )
         await self.started(turn, client_id)
 
@@ -228,7 +241,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def started(self, turn: replies.Turn, client_id: str) -> None:
         message_id = turn.assistant_message.pk
         await self.follow(message_id, 0)
+        # message.created says how many wait ahead; `queued` frames follow as the queue
+        # moves (and say "next" for an answer still unclaimed a second later).
         await self.send_json(message_created_frame(turn, client_id))
+        self.watch_queue(message_id, shown=turn.queued_ahead or None)
         # The worker may have started before this socket joined the group: anything it
         # published meanwhile is in the buffer (live duplicates are dropped by seq).
         for buffered in await get_replay_store().read_after(message_id, 0):
@@ -251,6 +267,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Subscribe before reading the buffer: a frame published in between is then both
         # buffered and delivered live, and the seq check drops the duplicate.
         await self.follow(message_id, after_seq, rewind=True)
+        if message.status == Message.Status.PENDING:
+            self.watch_queue(message_id, shown=None)  # a reloaded tab learns its place
         buffered = await get_replay_store().read_after(message_id, after_seq)
         if _continues(buffered, after_seq):
             for frame_ in buffered:
@@ -284,7 +302,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
             after_seq if rewind else max(after_seq, self.following.get(message_id, 0))
         )
 
+    def watch_queue(self, message_id: int, *, shown: int | None) -> None:
+        """Report the answer's place in the queue (a ``queued`` frame when it changes)
+        until a worker claims it or any frame of it arrives."""
+        if self.ended or message_id in self.queue_watchers:
+            return
+        self.queue_watchers[message_id] = asyncio.create_task(
+            self._report_queue(message_id, shown)
+        )
+
+    def stop_watching_queue(self, message_id: int) -> None:
+        task = self.queue_watchers.pop(message_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _report_queue(self, message_id: int, shown: int | None) -> None:
+        try:
+            while message_id in self.following and not self.ended:
+                await asyncio.sleep(QUEUE_POLL_SECONDS)
+                ahead = await _in_turn_thread(queue_position)(message_id=message_id)
+                # Claimed or ended meanwhile (its next frame stopped this watch).
+                if ahead is None or message_id not in self.queue_watchers:
+                    return
+                if ahead != shown:
+                    shown = ahead
+                    await self.send_json(queued_frame(message_id, ahead))
+        except Exception:
+            # A lost count only costs the tab its "Queued" label; the answer goes on.
+            logger.exception("could not count the queue ahead of answer %s", message_id)
+        finally:
+            if self.queue_watchers.get(message_id) is asyncio.current_task():
+                del self.queue_watchers[message_id]
+
     async def unfollow(self, message_id: int) -> None:
+        self.stop_watching_queue(message_id)
         if self.following.pop(message_id, None) is not None:
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
 
@@ -320,6 +371,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         last = self.following.get(message_id)
         if last is None:
             return  # not following (anymore): never send another person's frames
+        if self.queue_watchers:
+            self.stop_watching_queue(message_id)  # a worker has it: no longer queued
         seq = frame.get("seq")
         if seq is not None:
             if seq <= last:

@@ -30,7 +30,14 @@ def message_created_frame(turn: Turn, client_id: str) -> Frame:
         "reasoning_effort": assistant.reasoning_effort,
         "model": assistant.profile.display_name if assistant.profile else assistant.model_name,
         "max_completion_tokens": assistant.max_completion_tokens,
+        # Answers waiting for a worker ahead of this one; later changes come as `queued`.
+        "ahead": turn.queued_ahead,
     }
+
+
+def queued_frame(message_id: int, ahead: int) -> Frame:
+    """The answer still waits for a worker, behind ``ahead`` others."""
+    return {"type": "queued", "message": message_id, "ahead": ahead}
 
 
 def thinking_frame(message_id: int, elapsed_ms: int) -> Frame:

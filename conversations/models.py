@@ -99,6 +99,33 @@ class ModelProfile(models.Model):
         null=True, blank=True,
         help_text="When the provider's GET /v1/models last listed this model.",
     )
+    class Verbosity(models.TextChoices):
+        PROVIDER_DEFAULT = "", "Provider default"
+        LOW = "low", "Low"
+        MEDIUM = "medium", "Medium"
+        HIGH = "high", "High"
+
+    class ServiceTier(models.TextChoices):
+        STANDARD = "", "Standard"
+        # Only tiers priced at or below standard: the turn's budget reservation is taken at
+        # the standard price, so it always covers the tier's bill.
+        FLEX = "flex", "Flex (cheaper, slower, may be unavailable)"
+
+    verbosity = models.CharField(
+        max_length=8, choices=Verbosity.choices, blank=True,
+        help_text="Responses API text.verbosity: how long the visible answer is.",
+    )
+    service_tier = models.CharField(
+        max_length=16, choices=ServiceTier.choices, blank=True,
+        help_text="Responses API service_tier. Answers are billed at the tier the provider "
+        "reports serving, using Tier prices; a tier without prices there is billed at the "
+        "standard prices.",
+    )
+    tier_prices = models.JSONField(
+        default=dict, blank=True,
+        help_text='USD per 1M tokens per service tier, e.g. {"flex": {"input": "0.55", '
+        '"cached_input": "0.275", "output": "2.20"}}.',
+    )
     reasoning_summaries = models.BooleanField(
         default=True,
         help_text="Ask a Responses-style model for reasoning summaries (the Thinking section). "
@@ -116,6 +143,28 @@ class ModelProfile(models.Model):
             raise ValidationError({"default_effort": "Must be one of the reasoning efforts."})
         if self.max_completion_tokens > self.max_output_tokens:
             raise ValidationError({"max_completion_tokens": "Cannot exceed max output tokens."})
+        self._clean_tier_prices()
+        if (self.service_tier or self.verbosity) and self.api_style != self.ApiStyle.RESPONSES:
+            raise ValidationError(
+                "Verbosity and service tier are sent only by the Responses API: pick API style "
+                "Responses or clear them."
+            )
+
+    def _clean_tier_prices(self) -> None:
+        from billing.pricing import valid_tier_prices
+
+        tiers = self.tier_prices or {}
+        valid = valid_tier_prices(tiers)
+        if not isinstance(tiers, dict) or set(valid) != set(tiers):
+            raise ValidationError({"tier_prices": 'Give each tier as {"input": "…", '
+                                   '"cached_input": "…", "output": "…"} in USD per 1M tokens.'})
+        for tier, prices in valid.items():
+            # The turn's reservation is taken at the standard prices, so no tier may cost more.
+            if (Decimal(prices["input"]) > self.input_price
+                    or Decimal(prices["cached_input"]) > self.cached_input_price
+                    or Decimal(prices["output"]) > self.output_price):
+                raise ValidationError({"tier_prices": f"The {tier!r} prices must not exceed "
+                                       "the standard prices."})
 
     def accepts(self, param: str) -> bool:
         return param in (self.accepted_params or [])
@@ -245,6 +294,14 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, blank=True)
     refusal = models.TextField(blank=True)
     reasoning_summary = models.TextField(blank=True)
+    service_tier = models.CharField(
+        max_length=16, blank=True, help_text="The service tier the provider reported serving."
+    )
+    reasoning_items = models.JSONField(
+        default=list, blank=True,
+        help_text="The provider's encrypted reasoning items that led to this answer "
+        "(Responses API, store=false), sent back before it on later turns.",
+    )
     error_code = models.CharField(max_length=32, blank=True)
     error_detail = models.TextField(blank=True)
     tool_calls = models.JSONField(default=list, blank=True)

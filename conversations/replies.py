@@ -22,6 +22,7 @@ from conversations.access import (
     get_membership_in,
     get_message_for_user,
 )
+from conversations.backpressure import refuse_when_queue_full
 from conversations.dispatch import queue_reply, refuse_unless_queue_reachable
 from conversations.exceptions import NotFound, TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
@@ -43,6 +44,8 @@ class Turn:
     conversation: Conversation
     user_message: Message
     assistant_message: Message
+    # Answers that were waiting for a worker when this one was queued (its place).
+    queued_ahead: int = 0
 
 
 def start_turn(
@@ -78,6 +81,7 @@ def start_turn(
     refuse_unless_queue_reachable()
     # Counted before the transaction: a refused send writes nothing to the database.
     _refuse_fast_senders(user)
+    queued_ahead = refuse_when_queue_full()
     membership = get_membership(user, organization_id)
     with transaction.atomic():
         _refuse_too_many_live_answers(user)
@@ -101,7 +105,12 @@ def start_turn(
                 pk=conversation.pk, deleted_at__isnull=True
             ).exists():
                 raise NotFound("conversation")
-            profile = usable_profile(conversation.organization, conversation.profile.name)
+            # A regenerated answer may ask another of the org's models; a plain send
+            # stays on the conversation's model.
+            regenerate_on = profile_name if question_id is not None and profile_name else None
+            profile = usable_profile(
+                conversation.organization, regenerate_on or conversation.profile.name
+            )
             if conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
                 raise TurnRefused(
                     "invalid_request",
@@ -144,13 +153,15 @@ def start_turn(
                 completion_cap=assistant.max_completion_tokens or profile.max_completion_tokens,
             ),
         )
-        if conversation.profile_id != profile.pk:
+        # Regenerating on another model changes that answer only: the conversation's
+        # default model stays until the person picks another for the conversation.
+        if conversation.profile_id != profile.pk and question_id is None:
             conversation.profile = profile
         conversation.updated_at = now
         conversation.current_leaf = assistant
         conversation.save(update_fields=["profile", "updated_at", "current_leaf"])
         transaction.on_commit(functools.partial(queue_reply, assistant.pk))
-    return Turn(conversation, user_message, assistant)
+    return Turn(conversation, user_message, assistant, queued_ahead)
 
 
 class SendsRateLimited(TurnRefused):

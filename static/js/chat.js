@@ -29,6 +29,7 @@ const ERROR_TITLES = {
   upstream_error: "The model service failed",
   interrupted: "Interrupted",
   queue_timeout: "Not started in time",
+  busy: "Service busy",
   invalid_request: "Request not accepted",
   forbidden: "Not allowed",
 };
@@ -248,6 +249,7 @@ class AssistantView {
     this.startedAt = Number.isFinite(created) ? Math.min(created, Date.now()) : Date.now();
     this.startFromServerClock = Number.isFinite(created);
     this.firstOutputAt = null;
+    this.queuedAhead = null; // answers ahead of this one while no worker has it
     this.build(message);
     views.set(this.id, this);
   }
@@ -264,9 +266,15 @@ class AssistantView {
     this.reasoningBox = el(
       "details",
       { class: "reasoning", "data-testid": "reasoning", hidden: true },
-      el("summary", { text: "Reasoning" }),
-      el("div", { class: "reasoning-body" }),
+      el("summary", { text: "Thinking" }),
+      el("div", { class: "reasoning-body", "aria-live": "off" }),
     );
+    // Open while the model reasons, folded once the answer starts, unless the person has
+    // opened or closed it themselves (their choice wins from then on).
+    this.reasoningChosen = false;
+    this.reasoningBox.querySelector("summary").addEventListener("click", () => {
+      this.reasoningChosen = true;
+    });
     this.tools = el("div", { class: "tool-calls", "data-testid": "tool-calls", hidden: true });
     this.body = el("div", { class: "message-body markdown", "data-testid": "message-body" });
     this.refusalBox = el(
@@ -355,9 +363,14 @@ class AssistantView {
     const showing = this.isLive && !this.text && !this.refusal;
     if (showing) {
       this.thinking.hidden = false;
-      this.thinkingLabel.textContent = `Thinking… ${formatElapsed(Date.now() - this.startedAt)}`;
+      const queued = this.status === "pending" && this.queuedAhead !== null;
+      this.thinking.dataset.queued = queued ? "true" : "false";
+      this.thinkingLabel.textContent = !queued
+        ? `Thinking… ${formatElapsed(Date.now() - this.startedAt)}`
+        : this.queuedAhead > 0 ? `Queued (${fmt(this.queuedAhead)} ahead)` : "Queued (next)";
     } else if (!this.thinking.hidden) {
       this.thinking.hidden = true;
+      if (!this.reasoningChosen) this.reasoningBox.open = false;
       if (this.isLive || this.firstOutputAt) {
         const end = this.firstOutputAt || Date.now();
         const ms = Math.max(0, end - this.startedAt);
@@ -365,6 +378,12 @@ class AssistantView {
         this.thoughtFor.hidden = false;
       }
     }
+  }
+
+  // Waiting for a worker behind `ahead` other answers (a `queued` frame).
+  setQueued(ahead) {
+    this.queuedAhead = ahead;
+    this.updateThinking();
   }
 
   syncElapsed(elapsedMs) {
@@ -400,6 +419,10 @@ class AssistantView {
     this.reasoning = text;
     this.reasoningBox.querySelector(".reasoning-body").innerHTML = renderMarkdown(text);
     this.reasoningBox.hidden = !text;
+    // Still thinking (no answer text yet): show the summary as it fills.
+    if (text && this.isLive && !this.text && !this.refusal && !this.reasoningChosen) {
+      this.reasoningBox.open = true;
+    }
   }
 
   addTool(call) {
@@ -792,12 +815,15 @@ function onMessageCreated(frame) {
     // Count from the moment Send was pressed: that is when the person started waiting.
     view.startedAt = ours && pending.sentAt ? Math.min(pending.sentAt, Date.now()) : Date.now();
     view.startFromServerClock = false;
+    if (frame.ahead > 0) view.setQueued(frame.ahead);
     view.updateThinking();
     appendToTranscript(view.element);
   }
   if (branchFrom) addVersion(branchFrom, frame);
   scrollToBottom();
-  announce("Message sent. The model is thinking.");
+  announce(frame.ahead > 0
+    ? `Message sent. The service is busy: it is queued, ${fmt(frame.ahead)} ahead.`
+    : "Message sent. The model is thinking.");
   updateComposer();
 }
 
@@ -862,9 +888,9 @@ function branchingBusy() {
 function addBranchControls(article, message, role = message.role) {
   const actions = el("div", { class: "message-actions", "data-testid": "message-actions" });
   const action = role === "user" ? ["edit", "Edit"] : ["regenerate", "Regenerate"];
-  actions.append(
-    el("button", { type: "button", class: "message-action", "data-branch-action": action[0], text: action[1] }),
-  );
+  const button = el("button", { type: "button", class: "message-action", "data-branch-action": action[0], text: action[1] });
+  if (role !== "user") button.setAttribute("aria-expanded", "false"); // it opens a small form
+  actions.append(button);
   article.append(actions);
   setVersions(article, message.versions);
 }
@@ -994,17 +1020,89 @@ function sendEdit(article, content) {
   startBranch(frame, { kind: "edit", article }, content);
 }
 
-function sendRegenerate(article) {
+// "Regenerate" opens a small form under the answer: the model and effort to ask again
+// with, defaulting to the conversation's model and the composer's effort. The model
+// choice shows only when the org has more than one model that still answers; another
+// model answers this once (the conversation keeps its own).
+function toggleRegenerateMenu(article, opener) {
+  const open = article.querySelector(".regenerate-menu");
+  if (open) {
+    closeRegenerateMenu(article);
+    return;
+  }
   if (refuseWhileBusy()) return;
-  clearComposerError();
-  const frame = {
-    type: "regenerate",
-    message: Number(article.dataset.messageId),
-    // Asked again at the effort chosen in the composer now, which may differ.
-    reasoning_effort: page.effort.value || null,
-    client_id: randomId(),
+  const profiles = (page.state.profiles || []).filter((p) => p && !p.retired);
+  const current = profiles.find((p) => p.name === composer.profile?.name) || profiles[0] || composer.profile;
+  const key = `regenerate-${article.dataset.messageId}`;
+  const model = el("select", { id: `${key}-model`, name: "profile" });
+  for (const profile of profiles) model.append(el("option", { value: profile.name, text: profile.display_name }));
+  if (current && profiles.includes(current)) model.value = current.name;
+  const effort = el("select", { id: `${key}-effort`, name: "reasoning_effort" });
+  const modelField = el(
+    "span", { class: "composer-field", hidden: profiles.length < 2 },
+    el("label", { for: model.id, text: "Model" }), model,
+  );
+  const effortField = el(
+    "span", { class: "composer-field" },
+    el("label", { for: effort.id, text: "Reasoning effort" }), effort,
+  );
+  const fillEffort = () => {
+    const profile = profiles.find((p) => p.name === model.value) || current;
+    const efforts = (profile && profile.efforts) || [];
+    const previous = effort.value || page.effort.value;
+    effort.replaceChildren();
+    for (const value of efforts) {
+      effort.append(el("option", { value, text: value.charAt(0).toUpperCase() + value.slice(1) }));
+    }
+    if (efforts.includes(previous)) effort.value = previous;
+    else if (profile && efforts.includes(profile.default_effort)) effort.value = profile.default_effort;
+    effortField.hidden = !efforts.length;
   };
-  startBranch(frame, { kind: "regenerate", article }, "");
+  fillEffort();
+  model.addEventListener("change", fillEffort);
+  const cancel = el("button", { type: "button", class: "button-secondary", text: "Cancel" });
+  const form = el(
+    "form",
+    { id: key, class: "regenerate-menu", "aria-label": "Regenerate options", "data-testid": "regenerate-menu" },
+    modelField,
+    effortField,
+    el("button", { type: "submit", class: "button-primary", text: "Ask again" }),
+    cancel,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (refuseWhileBusy()) return;
+    const frame = {
+      type: "regenerate",
+      message: Number(article.dataset.messageId),
+      reasoning_effort: effortField.hidden ? null : effort.value || null,
+      client_id: randomId(),
+    };
+    if (!modelField.hidden && model.value) frame.profile = model.value;
+    closeRegenerateMenu(article, { focus: false });
+    clearComposerError();
+    startBranch(frame, { kind: "regenerate", article }, "");
+  });
+  cancel.addEventListener("click", () => closeRegenerateMenu(article));
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation(); // Esc here closes the menu, not the running answer
+      closeRegenerateMenu(article);
+    }
+  });
+  opener.setAttribute("aria-expanded", "true");
+  opener.setAttribute("aria-controls", key);
+  article.querySelector(".message-actions").after(form);
+  (modelField.hidden ? (effortField.hidden ? form.querySelector("[type=submit]") : effort) : model).focus();
+}
+
+function closeRegenerateMenu(article, { focus = true } = {}) {
+  article.querySelector(".regenerate-menu")?.remove();
+  const opener = article.querySelector('[data-branch-action="regenerate"]');
+  if (!opener) return;
+  opener.setAttribute("aria-expanded", "false");
+  if (focus) opener.focus();
 }
 
 function startBranch(frame, branch, content) {
@@ -1094,7 +1192,7 @@ function wireBranching() {
     const action = button.dataset.branchAction;
     if (action === "edit") {
       if (!refuseWhileBusy()) openEditor(article);
-    } else if (action === "regenerate") sendRegenerate(article);
+    } else if (action === "regenerate") toggleRegenerateMenu(article, button);
     else if (action === "select") selectVersion(button);
   });
 }
@@ -1294,8 +1392,17 @@ function handleFrame(frame) {
   if (!view) return;
   view.lastHeard = Date.now();
   switch (frame.type) {
+    case "queued":
+      if (view.status === "pending" && Number.isInteger(frame.ahead) && frame.ahead >= 0) view.setQueued(frame.ahead);
+      break;
     case "thinking":
       if (view.isLive) {
+        if (view.queuedAhead !== null) {
+          // The wait in the queue was not thinking: the timer starts when a worker took it.
+          view.queuedAhead = null;
+          view.startedAt = Date.now();
+          view.startFromServerClock = false;
+        }
         if (view.status === "pending") view.setStatus("streaming");
         view.syncElapsed(frame.elapsed_ms);
       }

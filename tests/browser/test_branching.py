@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Watch, read_db
+from tests.browser.conftest import Watch, read_db, sign_up
 from tests.browser.test_budgets import send
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -126,6 +126,12 @@ def test_regenerate_adds_a_version_at_the_chosen_effort_and_arrow_up_edits_the_l
 
     page.get_by_label("Reasoning effort").select_option("high")
     first.get_by_role("button", name="Regenerate").click()
+    menu = page.get_by_role("form", name="Regenerate options")
+    # One model in the org: only the effort is asked, defaulting to the composer's.
+    expect(menu.get_by_label("Model")).to_be_hidden()
+    expect(menu.get_by_label("Reasoning effort")).to_have_value("high")
+    menu.get_by_role("button", name="Ask again").click()
+    expect(menu).to_have_count(0)
     again = page.get_by_test_id("assistant-message").first
     expect(again).not_to_have_attribute("data-message-id", str(first_id))
     expect(again).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
@@ -156,4 +162,66 @@ def test_regenerate_adds_a_version_at_the_chosen_effort_and_arrow_up_edits_the_l
     rows = conversation_rows(conversation)
     assert [r["role"] for r in rows].count("user") == 2
     assert rows[-2]["parent_id"] is None  # an edited first question is a second root
+    assert watch.page_errors == [] and watch.dialogs == []
+
+
+def test_regenerate_on_another_model_names_it_on_the_sibling_and_keeps_the_conversations_model(
+    page: Any, watch: Watch
+) -> None:
+    from conversations.models import Conversation, Message, ModelProfile
+
+    def add_second_model() -> None:
+        seed = ModelProfile.objects.get(name="o3-mini")
+        own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
+        values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
+        values.update(name="sol", display_name="GPT-5.6 Sol", model="gpt-5.6-sol",
+                      reasoning_efforts=["minimal", "low", "medium", "high"], default_effort="low",
+                      max_completion_tokens_by_effort={})
+        ModelProfile.objects.create(**values)
+
+    read_db(add_second_model)
+    sign_up(page)
+    first = ask(page, "Which model answers? [regen-model]", 1)
+    first_id = first.get_attribute("data-message-id")
+    conversation = page.evaluate("window.teamChat.conversation")
+
+    # Keyboard: Enter opens the menu on the model choice, Escape closes it back onto Regenerate.
+    regenerate = first.get_by_role("button", name="Regenerate")
+    regenerate.focus()
+    regenerate.press("Enter")
+    menu = page.get_by_role("form", name="Regenerate options")
+    model = menu.get_by_label("Model")
+    expect(model).to_be_focused()
+    expect(regenerate).to_have_attribute("aria-expanded", "true")
+    expect(model).to_have_value("o3-mini")  # the conversation's model by default
+    model.press("Escape")
+    expect(menu).to_have_count(0)
+    expect(regenerate).to_be_focused()
+    expect(regenerate).to_have_attribute("aria-expanded", "false")
+
+    regenerate.click()
+    model.select_option(label="GPT-5.6 Sol")
+    effort = menu.get_by_label("Reasoning effort")
+    expect(effort.locator("option")).to_have_text(["Minimal", "Low", "Medium", "High"])
+    effort.select_option("minimal")
+    menu.get_by_role("button", name="Ask again").click()
+
+    again = wait_for_replacement(page, 1, first_id)
+    expect(again.locator(".message-meta")).to_have_text("GPT-5.6 Sol · minimal effort")
+    expect(versions_of(again)).to_have_text("‹ 2 / 2 ›")
+
+    def saved() -> tuple[list[tuple[str, str, str]], str]:
+        answers = Message.objects.filter(conversation_id=conversation, role="assistant").order_by("id")
+        rows = [(m.profile.name, m.model_name, m.reasoning_effort) for m in answers.select_related("profile")]
+        return rows, Conversation.objects.get(pk=conversation).profile.name
+
+    rows, conversation_model = read_db(saved)
+    assert rows[1] == ("sol", "gpt-5.6-sol", "minimal") and rows[0][0] == "o3-mini"
+    assert conversation_model == "o3-mini"  # that answer only: the conversation's model stays
+
+    # The first version still names the model that wrote it.
+    again.get_by_role("button", name="Previous version").click()
+    older = page.get_by_test_id("assistant-message").first
+    expect(older).to_have_attribute("data-message-id", first_id)
+    expect(older.locator(".message-meta")).to_contain_text("o3-mini")
     assert watch.page_errors == [] and watch.dialogs == []

@@ -18,6 +18,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 QUIET_RESUME_SECONDS = 3.0
+FOLLOW_TIMEOUT_SECONDS = 180.0  # far beyond any answer here; a hang becomes a failure
 
 
 @dataclass
@@ -84,8 +85,15 @@ class Tab:
         await self.send({"type": "resume", "message": self.answer.message_id,
                          "after_seq": self.answer.last_seq})
 
-    async def follow(self) -> None:
+    async def follow(self, *, timeout: float = FOLLOW_TIMEOUT_SECONDS) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
         while self.answer.final is None:
+            if time.monotonic() > deadline:
+                # A chaos case must fail, never hang the suite: say what the tab last saw.
+                raise AssertionError(
+                    f"answer {self.answer.message_id} did not end within {timeout:.0f} s "
+                    f"(last seq {self.answer.last_seq}, {self.resumes} resumes)"
+                )
             try:
                 raw = await asyncio.wait_for(self.socket.recv(), QUIET_RESUME_SECONDS)
             except TimeoutError:

@@ -1,0 +1,55 @@
+"""Back-pressure: where a waiting answer stands in the queue, and refusing new turns
+when the whole instance already has more answers waiting than its workers will reach
+soon (``MAX_QUEUED_TURNS``)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from conversations.exceptions import TurnRefused
+from conversations.models import Message
+
+# What a refused sender is told to wait before trying again: long enough for a few
+# hundred answers of 10-60 s each to drain through the workers.
+BUSY_RETRY_AFTER_SECONDS = 30
+
+
+class Busy(TurnRefused):
+    """Too many answers wait for a worker; ``retry_after`` says when to try again."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(
+            "busy",
+            f"The service is busy: {waiting:,} answers are already waiting for the model, "
+            f"the most it queues. Nothing was saved or charged; send your message again "
+            f"in about {BUSY_RETRY_AFTER_SECONDS} seconds.",
+        )
+        self.retry_after = BUSY_RETRY_AFTER_SECONDS
+
+
+def _waiting() -> Q:
+    # An answer no worker has claimed yet (the claim moves it to streaming).
+    return Q(status=Message.Status.PENDING, role=Message.Role.ASSISTANT)
+
+
+def refuse_when_queue_full() -> int:
+    """Raise ``Busy`` when ``MAX_QUEUED_TURNS`` answers wait; else return how many wait
+    (a new turn's place in the queue). Call before writing anything."""
+    # Race: sends at the same moment may each see the last free place and all queue;
+    # the bound is overshot by at most the sends in flight, which back-pressure
+    # tolerates, whereas a lock here would serialise every send of the instance.
+    waiting = Message.objects.filter(_waiting()).count()
+    if waiting >= settings.MAX_QUEUED_TURNS:
+        raise Busy(waiting)
+    return waiting
+
+
+def queue_position(*, message_id: int) -> int | None:
+    """How many unclaimed answers were created before ``message_id``; None once it is no
+    longer waiting (claimed, cancelled, failed). One query."""
+    counts = Message.objects.filter(_waiting(), pk__lte=message_id).aggregate(
+        ahead=Count("pk", filter=Q(pk__lt=message_id)),
+        itself=Count("pk", filter=Q(pk=message_id)),
+    )
+    return counts["ahead"] if counts["itself"] else None
