@@ -28,7 +28,7 @@ run: install
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py runstack
 
-test: install
+test: install lint
 	$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
@@ -55,8 +55,11 @@ bench: install
 	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} \
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Style and types (ruff; mypy with django-stubs), run before every test run.
 lint: install
 	$(VENV)/bin/ruff check .
+	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} \
+	$(VENV)/bin/mypy accounts billing chatsite conversations sharing emulator bench
 
 clean:
 	rm -rf $(VENV) node_modules var

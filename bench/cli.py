@@ -110,7 +110,8 @@ def _group_channel(message_id: int) -> str:
     """The Redis pub/sub channel the channel layer uses for ``message.<id>``."""
     from django.conf import settings
 
-    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")
+    layer: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
+    prefix = layer.get("CONFIG", {}).get("prefix", "asgi")
     return f"{prefix}__group__message.{message_id}"
 
 
@@ -258,6 +259,7 @@ class Runner:
                                              stagger + nominal + 1)
                         if proc is not None:
                             profilers[name] = proc
+                assert self.meter is not None
                 before = self.meter.snapshot()
                 answers, wall_start, wall_end = await load.run_wave(
                     clients, tag=tag, stagger=stagger, answer_timeout=timeout, effort=args.effort,
@@ -339,7 +341,7 @@ class Runner:
             return
         say(f"warm-up: {count} answers (not measured)")
         run = self.wave(users[:count], f"warmup-{os.getpid()}", stagger=0.5, answer_timeout=30.0)
-        numbers = []
+        numbers: list[Any] = []
         for answer in run["answers"]:
             if answer.failure or not answer.frames or answer.frames[-1][1].get("type") != "done":
                 last = answer.frames[-1][1] if answer.frames else {}

@@ -75,7 +75,9 @@ def _period_row(organization: Organization, user_id: int | None, start: dt.date)
         [UsagePeriod(organization=organization, user_id=user_id, period_start=start)],
         ignore_conflicts=True,
     )
-    return UsagePeriod.objects.get(organization=organization, user_id=user_id, period_start=start)
+    # user_id None is the org's own row (IS NULL), which django-stubs does not model.
+    return UsagePeriod.objects.get(organization=organization, user_id=user_id,  # type: ignore[misc]
+                                   period_start=start)
 
 
 def _hold(row: UsagePeriod, amount: Decimal, limit: Decimal | None) -> bool:

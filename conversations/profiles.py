@@ -51,7 +51,8 @@ def default_profile(organization: Organization) -> ModelProfile | None:
     profiles = enabled_profiles(organization)
 
     def candidates() -> Iterator[ModelProfile]:
-        yield from profiles.filter(pk=organization.default_profile_id)
+        if organization.default_profile_id is not None:
+            yield from profiles.filter(pk=organization.default_profile_id)
         named = environment_profile()
         if named is not None:
             yield from profiles.filter(pk=named.pk)

@@ -189,7 +189,7 @@ class RedisPublisher:
 
 @functools.cache
 def _direct_publisher() -> RedisPublisher | None:
-    config = settings.CHANNEL_LAYERS.get("default", {})
+    config: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
     hosts = config.get("CONFIG", {}).get("hosts", [])
     if config.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer" or len(hosts) != 1:
         return None

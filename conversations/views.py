@@ -73,7 +73,7 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
             "conversation_list": conversation_list,
             "organization": organization,
             "membership": membership,
-            "memberships": request.user.memberships.select_related("organization"),  # type: ignore[union-attr]
+            "memberships": request.user.memberships.select_related("organization"),  # type: ignore[union-attr,misc]
             "demo_mode": is_demo_mode(),
             "state": state,
             "instructions_form": InstructionsForm(

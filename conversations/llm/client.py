@@ -624,7 +624,7 @@ def translate_error(exc: openai.OpenAIError, profile: ModelProfile) -> LLMError:
             status=status,
         )
     if status == 400 and (
-        code == "content_filter" or inner.get("code") == "ResponsibleAIPolicyViolation"
+        code == "content_filter" or (inner or {}).get("code") == "ResponsibleAIPolicyViolation"
     ):
         return LLMError(
             "content_filtered",
