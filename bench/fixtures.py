@@ -54,7 +54,6 @@ def users_and_sessions(count: int) -> list[BenchUser]:
     Passwords are hashed with MD5 here only to save ~0.9 s of PBKDF2 per user; nobody
     logs in with them: the sessions are created directly, as ``login()`` would.
     """
-    from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
     from django.test.utils import override_settings
@@ -73,7 +72,9 @@ def users_and_sessions(count: int) -> list[BenchUser]:
                                organization_name=f"Bench org {email[11:15]}", budgeted=False)
             store = SessionStore()
             store[SESSION_KEY] = str(user.pk)
-            store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+            # As login() records it: the backend that can load the user (django-axes, first
+            # in AUTHENTICATION_BACKENDS, only guards sign-in and has no get_user).
+            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
             store[HASH_SESSION_KEY] = user.get_session_auth_hash()
             store.create()
             result.append(BenchUser(user.pk, email, store.session_key or ""))
