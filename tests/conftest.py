@@ -7,6 +7,7 @@ real HTTP; Celery workers, Redis and PostgreSQL are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import socket
@@ -197,15 +198,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def live_server_url(celery_worker: Any) -> Iterator[str]:
-    """The real ASGI app (HTTP + websockets) served by uvicorn on a free port."""
+@contextlib.contextmanager
+def serve_asgi() -> Iterator[str]:
+    """The real ASGI app (HTTP + websockets) served by uvicorn on a free port, with the
+    launchers' frame cap and proxy trust; yields its base URL."""
     import uvicorn
 
     port = free_port()
     config = uvicorn.Config(
         "chatsite.asgi:application", host="127.0.0.1", port=port, log_level="warning",
-        lifespan="off", ws_per_message_deflate=False, ws_max_size=1_048_576, proxy_headers=True, forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
+        lifespan="off", ws_per_message_deflate=False, ws_max_size=1_048_576, proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
@@ -215,6 +218,15 @@ def live_server_url(celery_worker: Any) -> Iterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server_url(celery_worker: Any) -> Iterator[str]:
+    """The real ASGI app served by uvicorn, with a Celery worker running."""
+    with serve_asgi() as url:
+        yield url

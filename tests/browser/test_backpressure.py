@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from tests.browser.conftest import Watch, read_db, sign_up
 from tests.browser.test_budgets import send
-from tests.conftest import free_port
+from tests.conftest import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -26,29 +22,12 @@ ANSWER_TIMEOUT_MS = 30_000
 def live_server_url(transactional_db: None, emulator: Any) -> Iterator[str]:
     """The real ASGI app served by uvicorn, like tests/conftest.py's, but with no Celery
     worker: every answer waits in the queue until the test starts one."""
-    import uvicorn
-
     from chatsite.celery import app
 
     with app.connection_for_write() as conn:
         app.control.purge(connection=conn)  # nothing left over from earlier tests
-    port = free_port()
-    config = uvicorn.Config(
-        "chatsite.asgi:application", host="127.0.0.1", port=port, log_level="warning",
-        lifespan="off", ws_per_message_deflate=False, ws_max_size=1_048_576, proxy_headers=True,
-        forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi() as url:
+        yield url
 
 
 def test_a_turn_waiting_for_a_worker_says_queued_then_streams_when_a_worker_starts(

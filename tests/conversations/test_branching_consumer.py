@@ -9,29 +9,17 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from accounts.models import User
-from billing.models import Reservation
 from conversations.models import Conversation, Message
-from tests.conversations.wsclient import connect, receive, receive_until, send
+from tests.conversations.wsclient import (
+    counts,
+    finish,
+    open_socket,
+    receive,
+    receive_until,
+    send,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    ws = await connect(user)
-    connected, code = await ws.connect()
-    assert connected, code
-    return ws
-
-
-@sync_to_async
-def finish(message_id: int, text: str) -> None:
-    """What a worker would leave behind (most of these tests run none)."""
-    Message.objects.filter(pk=message_id).update(status=Message.Status.DONE, content=text)
-
-
-@sync_to_async
-def counts() -> tuple[int, int]:
-    return Message.objects.count(), Reservation.objects.count()
 
 
 @sync_to_async

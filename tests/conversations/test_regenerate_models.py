@@ -14,7 +14,14 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from billing.models import Reservation
 from conversations.models import Conversation, Message, ModelProfile
-from tests.conversations.wsclient import connect, receive, receive_until, send
+from tests.conversations.wsclient import (
+    counts,
+    finish,
+    open_socket,
+    receive,
+    receive_until,
+    send,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -36,24 +43,6 @@ def sol(db: None) -> ModelProfile:
         max_completion_tokens=4000, max_completion_tokens_by_effort={},
         input_price=Decimal("2.00"), cached_input_price=Decimal("0.20"), output_price=Decimal("8.00"),
     )
-
-
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    ws = await connect(user)
-    connected, code = await ws.connect()
-    assert connected, code
-    return ws
-
-
-@sync_to_async
-def finish(message_id: int, text: str) -> None:
-    """What a worker would leave behind (most of these tests run none)."""
-    Message.objects.filter(pk=message_id).update(status=Message.Status.DONE, content=text)
-
-
-@sync_to_async
-def counts() -> tuple[int, int]:
-    return Message.objects.count(), Reservation.objects.count()
 
 
 async def answered(ws: WebsocketCommunicator, content: str, *, worker: bool = False) -> dict[str, Any]:

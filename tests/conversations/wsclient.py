@@ -48,3 +48,28 @@ async def receive_until(
         frames.append(frame)
         if frame["type"] in types:
             return frames
+
+
+async def open_socket(user: Any) -> WebsocketCommunicator:
+    """A connected socket for ``user``, or the test fails with the close code."""
+    ws = await connect(user)
+    connected, code = await ws.connect()
+    assert connected, code
+    return ws
+
+
+@sync_to_async
+def finish(message_id: int, text: str) -> None:
+    """What a worker would leave behind (for tests that run none)."""
+    from conversations.models import Message
+
+    Message.objects.filter(pk=message_id).update(status=Message.Status.DONE, content=text)
+
+
+@sync_to_async
+def counts() -> tuple[int, int]:
+    """Messages and reservations: a refused command changes neither."""
+    from billing.models import Reservation
+    from conversations.models import Message
+
+    return Message.objects.count(), Reservation.objects.count()
