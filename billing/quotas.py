@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Round
 from django.utils import timezone
@@ -68,25 +68,40 @@ def worst_case_cost(prices: PriceSource, *, prompt_tokens: int, completion_cap: 
     return pricing.worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
 
 
-def _period_row(organization: Organization, user_id: int | None, start: dt.date) -> UsagePeriod:
-    # Race: the first turns of a month create the row concurrently; ignore_conflicts
-    # turns the loser's INSERT into a no-op and both read the one row.
-    UsagePeriod.objects.bulk_create(
-        [UsagePeriod(organization=organization, user_id=user_id, period_start=start)],
-        ignore_conflicts=True,
-    )
-    # user_id None is the org's own row (IS NULL), which django-stubs does not model.
-    return UsagePeriod.objects.get(organization=organization, user_id=user_id,  # type: ignore[misc]
-                                   period_start=start)
+def _hold(organization: Organization, user_id: int | None, start: dt.date, amount: Decimal,
+          limit: Decimal | None) -> int | None:
+    """Add ``amount`` to the period row's reservation if it still fits ``limit``, creating
+    the row on the month's first turn, in one statement. Returns the row's id, or None
+    when the hold would pass the limit (nothing changed).
 
-
-def _hold(row: UsagePeriod, amount: Decimal, limit: Decimal | None) -> bool:
-    rows = UsagePeriod.objects.filter(pk=row.pk)
+    Race: the first turns of a month insert the row concurrently; ON CONFLICT turns the
+    loser's INSERT into the UPDATE, which PostgreSQL evaluates (WHERE included) on the
+    locked, latest row version, so at most the turns that fit get through. PostgreSQL and
+    SQLite (embedded mode) both speak this upsert, partial-index target included.
+    """
+    if limit is not None and amount > limit:
+        return None  # a fresh row (nothing spent) would not hold it either
+    table = UsagePeriod._meta.db_table
+    target = ("(organization_id, period_start) WHERE user_id IS NULL" if user_id is None
+              else "(organization_id, user_id, period_start) WHERE user_id IS NOT NULL")
+    fits = ""
+    params: list[object] = [organization.pk, user_id, start, ZERO, amount, False, False]
     if limit is not None:
-        # Race: N turns starting at once. PostgreSQL re-evaluates this WHERE on the
-        # locked, latest row version, so at most the turns that fit get through.
-        rows = rows.filter(spent_usd__lte=exact(Value(limit - amount) - F("reserved_usd")))
-    return rows.update(reserved_usd=exact(F("reserved_usd") + amount)) == 1
+        # The same test as before the upsert existed: spent <= (limit - amount) - reserved,
+        # rounded like every money expression (see ``exact``).
+        fits = f" WHERE {table}.spent_usd <= ROUND(%s - {table}.reserved_usd, {PLACES})"
+        params.append(limit - amount)
+    sql = (
+        f"INSERT INTO {table} (organization_id, user_id, period_start, spent_usd, reserved_usd,"
+        f" alerted_80, alerted_100) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT {target} DO UPDATE"
+        f" SET reserved_usd = ROUND({table}.reserved_usd + excluded.reserved_usd, {PLACES})"
+        f"{fits} RETURNING id"
+    )
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
@@ -114,7 +129,7 @@ def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
     )
     org_row, member_row = _hold_both(membership, amount)
     return Reservation.objects.create(
-        message=message, org_period=org_row, member_period=member_row, amount_usd=amount,
+        message=message, org_period_id=org_row, member_period_id=member_row, amount_usd=amount,
         prompt_tokens_estimate=prompt_tokens,
     )
 
@@ -127,20 +142,22 @@ def reserve_title(*, membership: Membership, prices: PriceSource, model_name: st
     amount = worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
     org_row, member_row = _hold_both(membership, amount)
     return Reservation.objects.create(
-        kind=Reservation.Kind.TITLE, model_name=model_name, org_period=org_row,
-        member_period=member_row, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
+        kind=Reservation.Kind.TITLE, model_name=model_name, org_period_id=org_row,
+        member_period_id=member_row, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
     )
 
 
-def _hold_both(membership: Membership, amount: Decimal) -> tuple[UsagePeriod, UsagePeriod]:
+def _hold_both(membership: Membership, amount: Decimal) -> tuple[int, int]:
+    """Hold ``amount`` on the org's and the member's period rows: their ids, or a
+    refusal (the caller's transaction rolls back the first hold if the second fails)."""
     organization = membership.organization
     start = period_start(organization)
-    org_row = _period_row(organization, None, start)
-    member_row = _period_row(organization, membership.user_id, start)
-    if not _hold(org_row, amount, organization.monthly_budget_usd):
+    org_row = _hold(organization, None, start, amount, organization.monthly_budget_usd)
+    if org_row is None:
         raise _refusal("org", organization.monthly_budget_usd or ZERO, start)
     limit = member_limit(membership)
-    if not _hold(member_row, amount, limit):
+    member_row = _hold(organization, membership.user_id, start, amount, limit)
+    if member_row is None:
         raise _refusal("member", limit or ZERO, start)
     return org_row, member_row
 

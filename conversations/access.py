@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from django.db.models import Case, Value, When
 
 from accounts.models import Membership
 from conversations.exceptions import NotFound
@@ -47,14 +50,21 @@ def get_message_for_user(user: User, message_id: int) -> Message:
         raise NotFound("message") from exc
 
 
-def get_membership(user: User, organization_id: int | None) -> Membership:
-    """The user's membership in the given org, or their first one when none is chosen."""
-    memberships = Membership.objects.select_related("organization").filter(user=user)
+def get_membership(
+    user: User, organization_id: int | None,
+    within: Callable[[QuerySet[Membership]], QuerySet[Membership]] = lambda rows: rows,
+) -> Membership:
+    """The user's membership in the given org, or their first one when none is chosen
+    (one query either way). ``within`` refines the query (locks, annotations)."""
+    memberships = within(Membership.objects.select_related("organization").filter(user=user))
     if organization_id is not None:
-        membership = memberships.filter(organization_id=organization_id).first()
-        if membership is not None:
-            return membership
-    membership = memberships.order_by("joined_at", "id").first()
+        # The chosen org first, else the oldest membership.
+        memberships = memberships.annotate(
+            chosen=Case(When(organization_id=organization_id, then=Value(0)), default=Value(1))
+        ).order_by("chosen", "joined_at", "id")
+    else:
+        memberships = memberships.order_by("joined_at", "id")
+    membership = memberships.first()
     if membership is None:
         raise NotFound("organization")
     return membership

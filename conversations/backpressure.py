@@ -28,9 +28,17 @@ class Busy(TurnRefused):
         self.retry_after = BUSY_RETRY_AFTER_SECONDS
 
 
-def _waiting() -> Q:
-    # An answer no worker has claimed yet (the claim moves it to streaming).
+def waiting_for_worker() -> Q:
+    """Answers no worker has claimed yet (the claim moves them to streaming)."""
     return Q(status=Message.Status.PENDING, role=Message.Role.ASSISTANT)
+
+
+def refuse_when_full(waiting: int) -> int:
+    """Raise ``Busy`` when ``waiting`` (answers waiting for a worker, counted by the
+    caller) reaches ``MAX_QUEUED_TURNS``; else return it (a new turn's place)."""
+    if waiting >= settings.MAX_QUEUED_TURNS:
+        raise Busy(waiting)
+    return waiting
 
 
 def refuse_when_queue_full() -> int:
@@ -39,16 +47,13 @@ def refuse_when_queue_full() -> int:
     # Race: sends at the same moment may each see the last free place and all queue;
     # the bound is overshot by at most the sends in flight, which back-pressure
     # tolerates, whereas a lock here would serialise every send of the instance.
-    waiting = Message.objects.filter(_waiting()).count()
-    if waiting >= settings.MAX_QUEUED_TURNS:
-        raise Busy(waiting)
-    return waiting
+    return refuse_when_full(Message.objects.filter(waiting_for_worker()).count())
 
 
 def queue_position(*, message_id: int) -> int | None:
     """How many unclaimed answers were created before ``message_id``; None once it is no
     longer waiting (claimed, cancelled, failed). One query."""
-    counts = Message.objects.filter(_waiting(), pk__lte=message_id).aggregate(
+    counts = Message.objects.filter(waiting_for_worker(), pk__lte=message_id).aggregate(
         ahead=Count("pk", filter=Q(pk__lt=message_id)),
         itself=Count("pk", filter=Q(pk=message_id)),
     )

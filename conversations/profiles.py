@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from conversations.exceptions import TurnRefused
@@ -18,17 +18,21 @@ if TYPE_CHECKING:
 
 
 def enabled_profiles(organization: Organization) -> QuerySet[ModelProfile]:
-    """Profiles the org may use: its explicit list, or every active profile if none.
-    Discovered models wait for an admin to price them; OpenAI profiles need an OpenAI key
-    (an Azure-only set-up has none)."""
+    """Profiles the org may use, by display name: its explicit list, or every active
+    profile if none. Discovered models wait for an admin to price them; OpenAI profiles
+    need an OpenAI key (an Azure-only set-up has none). One query."""
+    from accounts.models import Organization
+
     profiles = ModelProfile.objects.filter(is_active=True).exclude(
         origin=ModelProfile.Origin.DISCOVERED
     )
     if not settings.OPENAI_API_KEY and not is_demo_mode():
         profiles = profiles.exclude(provider=ModelProfile.Provider.OPENAI)
-    if organization.enabled_profiles.exists():
-        profiles = profiles.filter(organizations=organization)
-    return profiles
+    chosen = Organization.enabled_profiles.through.objects.filter(organization_id=organization.pk)
+    # "The org's list, if it has one" in the same query as the profiles themselves.
+    return profiles.filter(
+        Exists(chosen.filter(modelprofile_id=OuterRef("pk"))) | ~Exists(chosen)
+    ).order_by("display_name", "pk")
 
 
 def served_by_emulator(profile: ModelProfile) -> bool:
@@ -40,30 +44,32 @@ def is_retired(profile: ModelProfile) -> bool:
     return profile.is_retired() and not served_by_emulator(profile)
 
 
-def default_profile(organization: Organization) -> ModelProfile | None:
+def default_profile(organization: Organization,
+                    enabled: Sequence[ModelProfile] | None = None) -> ModelProfile | None:
     """The org's default; else what the environment names (CHAT_MODEL, the Azure
     deployment); else a profile an admin added; else the newest catalog model the OpenAI
     key lists; else the first enabled profile. Retired ones are passed over so a new chat
-    starts on a model that still answers. Later candidates are only looked up (and the
-    catalog synced) when the earlier ones do not answer."""
+    starts on a model that still answers. ``enabled`` is the org's enabled profiles when
+    the caller has them already. Later candidates are only looked up (and the catalog
+    synced) when the earlier ones do not answer."""
     from conversations.catalog.sync import environment_profile, newest_listed_profile
 
-    profiles = enabled_profiles(organization)
+    profiles = list(enabled_profiles(organization)) if enabled is None else list(enabled)
+    by_pk = {profile.pk: profile for profile in profiles}
 
-    def candidates() -> Iterator[ModelProfile]:
-        if organization.default_profile_id is not None:
-            yield from profiles.filter(pk=organization.default_profile_id)
-        named = environment_profile()
-        if named is not None:
-            yield from profiles.filter(pk=named.pk)
-        yield from profiles.filter(origin=ModelProfile.Origin.ADMIN).order_by("display_name")
+    def candidates() -> Iterator[ModelProfile | None]:
+        yield by_pk.get(organization.default_profile_id or 0)
+        named = environment_profile(among=profiles)
+        yield by_pk.get(named.pk) if named is not None else None
+        yield from (p for p in profiles if p.origin == ModelProfile.Origin.ADMIN)
         newest = newest_listed_profile() if settings.OPENAI_API_KEY else None
-        if newest is not None:
-            yield from profiles.filter(pk=newest.pk)
-        yield from profiles.order_by("display_name")
+        yield by_pk.get(newest.pk) if newest is not None else None
+        yield from profiles
 
     first = None
     for profile in candidates():
+        if profile is None:
+            continue
         if not is_retired(profile):
             return profile
         first = first or profile
@@ -71,9 +77,14 @@ def default_profile(organization: Organization) -> ModelProfile | None:
 
 
 def usable_profile(organization: Organization, name: str | None) -> ModelProfile:
-    """The profile for a new turn, or a refusal that says what to use instead."""
-    profiles = enabled_profiles(organization)
-    profile = profiles.filter(name=name).first() if name else default_profile(organization)
+    """The profile for a new turn, or a refusal that says what to use instead. One query
+    (the org's enabled profiles) unless the name is unknown or the default must be looked
+    up beyond them."""
+    profiles = list(enabled_profiles(organization))
+    if name:
+        profile = next((p for p in profiles if p.name == name), None)
+    else:
+        profile = default_profile(organization, profiles)
     if profile is None and name:
         discovered = ModelProfile.objects.filter(
             name=name, origin=ModelProfile.Origin.DISCOVERED
@@ -95,7 +106,7 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
             "No model is enabled for your organization. Ask an admin to enable a model profile.",
         )
     if is_retired(profile):
-        alternatives = [p.display_name for p in profiles.exclude(pk=profile.pk) if not is_retired(p)]
+        alternatives = [p.display_name for p in profiles if p.pk != profile.pk and not is_retired(p)]
         advice = (
             f"Use {alternatives[0]} instead." if alternatives
             else "Ask an admin to add its successor as a model profile."

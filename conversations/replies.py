@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, F, Func, Q, Subquery
 from django.utils import timezone
 
 from billing.pricing import Prices
@@ -17,12 +18,11 @@ from billing.quotas import reserve
 from chatsite.ratelimits import over_limit_for
 from conversations import lifecycle
 from conversations.access import (
-    get_conversation_for_user,
     get_membership,
     get_membership_in,
     get_message_for_user,
 )
-from conversations.backpressure import refuse_when_queue_full
+from conversations.backpressure import refuse_when_full, waiting_for_worker
 from conversations.dispatch import queue_reply, refuse_unless_queue_reachable
 from conversations.exceptions import NotFound, TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
@@ -32,7 +32,7 @@ from conversations.titles import fallback_title
 from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
 
 if TYPE_CHECKING:
-    from accounts.models import User
+    from accounts.models import Membership, User
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,14 @@ def start_turn(
     # Before anything is counted or written: with the broker down the answer could
     # never be queued, and the sender gets service_unavailable instead.
     refuse_unless_queue_reachable()
-    # Counted before the transaction: a refused send writes nothing to the database.
+    # Counted in the shared cache: a refused send writes nothing to the database.
     _refuse_fast_senders(user)
-    queued_ahead = refuse_when_queue_full()
-    membership = get_membership(user, organization_id)
     with transaction.atomic():
-        _refuse_too_many_live_answers(user)
+        # Each lookup below also takes the locks the checks after it need, so a turn
+        # starts in a handful of statements (conversations/tests: test_turn_query_budget).
         if conversation_id is None:
+            membership, queued_ahead = _membership_locking_sender(user, organization_id)
+            _refuse_live_answers(user, conversation_id=None)
             profile = usable_profile(membership.organization, profile_name)
             conversation = Conversation.objects.create(
                 organization=membership.organization,
@@ -94,28 +95,18 @@ def start_turn(
                 title=fallback_title(content),
             )
         else:
-            conversation = get_conversation_for_user(user, conversation_id)
+            conversation, queued_ahead = _conversation_locking_sender(user, conversation_id)
+            _refuse_live_answers(user, conversation_id=conversation.pk)
             # The conversation's own org decides: its budgets, profiles and instructions
             # apply, not the session's org (which only picks where new chats go).
             membership = get_membership_in(user, conversation.organization_id)
-            # Race: two tabs sending into one conversation at once; the row lock makes
-            # the "one live answer per conversation" check below hold for both. It also
-            # orders a send against a delete (listing.delete_conversation) in another tab.
-            if not Conversation.objects.select_for_update().filter(
-                pk=conversation.pk, deleted_at__isnull=True
-            ).exists():
-                raise NotFound("conversation")
+            membership.organization = conversation.organization
             # A regenerated answer may ask another of the org's models; a plain send
             # stays on the conversation's model.
             regenerate_on = profile_name if question_id is not None and profile_name else None
             profile = usable_profile(
                 conversation.organization, regenerate_on or conversation.profile.name
             )
-            if conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
-                raise TurnRefused(
-                    "invalid_request",
-                    "An answer is still being written in this conversation. Wait for it or stop it.",
-                )
         effort = _effort_for(profile, reasoning_effort)
         now = timezone.now()
         user_message = _question_for(
@@ -205,18 +196,65 @@ def _refuse_fast_senders(user: User) -> None:
         raise SendsRateLimited(retry_after)
 
 
-def _refuse_too_many_live_answers(user: User) -> None:
-    """Call inside start_turn's transaction, before anything is written."""
-    from accounts.models import User as UserModel
+def _waiting_answers() -> Subquery:
+    """How many answers wait for a worker, as a scalar subquery (see backpressure)."""
+    return Subquery(
+        Message.objects.filter(waiting_for_worker()).order_by()
+        .annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1]
+    )
 
-    # Race: two tabs sending at once with one slot left would both count the same live
-    # answers and both start; locking the person's row makes the second count wait until
-    # the first turn has committed its pending answer (or rolled back).
-    UserModel.objects.select_for_update().filter(pk=user.pk).first()
-    live = Message.objects.filter(
+
+def _membership_locking_sender(user: User, organization_id: int | None) -> tuple[Membership, int]:
+    """The membership a new conversation goes to, with the sender's row locked, and
+    how many answers wait for a worker (refused beyond MAX_QUEUED_TURNS): one query.
+
+    Race: two tabs sending at once with one live-answer slot left would both count the
+    same live answers; the person's row lock makes the second count wait until the
+    first turn has committed its pending answer (or rolled back)."""
+    membership = get_membership(
+        user, organization_id,
+        within=lambda rows: rows.select_related("user").select_for_update(of=("user",))
+        .annotate(waiting=_waiting_answers()),
+    )
+    return membership, refuse_when_full(getattr(membership, "waiting", 0) or 0)
+
+
+def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conversation, int]:
+    """The user's conversation with its row and the sender's row locked, and how many
+    answers wait for a worker: one query.
+
+    The conversation's lock orders a send against a delete in another tab
+    (listing.delete_conversation): PostgreSQL re-checks ``deleted_at`` on the locked row.
+    """
+    conversation = (
+        Conversation.objects.select_related("profile", "organization", "user", "current_leaf")
+        .select_for_update(of=("self", "user"))
+        .annotate(waiting=_waiting_answers())
+        .filter(pk=conversation_id, user=user, organization__memberships__user=user,
+                deleted_at__isnull=True)
+        .first()
+    )
+    if conversation is None:
+        raise NotFound("conversation")
+    return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
+
+
+def _refuse_live_answers(user: User, *, conversation_id: int | None) -> None:
+    """At most MAX_LIVE_ANSWERS_PER_USER answers pending or streaming per person, and one
+    per conversation. Call after the sender's row is locked (its own statement, so it
+    sees every turn committed while this one waited for the lock)."""
+    counts = Message.objects.filter(
         conversation__user=user, role=Message.Role.ASSISTANT, status__in=Message.LIVE_STATUSES
-    ).count()
-    limit = settings.MAX_LIVE_ANSWERS_PER_USER
+    ).aggregate(
+        live=Count("pk"),
+        here=Count("pk", filter=Q(conversation_id=conversation_id or 0)),
+    )
+    if counts["here"]:
+        raise TurnRefused(
+            "invalid_request",
+            "An answer is still being written in this conversation. Wait for it or stop it.",
+        )
+    live, limit = counts["live"], settings.MAX_LIVE_ANSWERS_PER_USER
     if live >= limit:
         raise TurnRefused(
             "too_many_live_answers",

@@ -193,6 +193,11 @@ def resolve_parent(conversation: Conversation | None, choice: ParentChoice) -> M
         (Message.Role.ASSISTANT, Message.Role.USER) if choice == AFTER_LEAF
         else (Message.Role.ASSISTANT,)
     )
+    if choice == AFTER_LEAF and Conversation.current_leaf.is_cached(conversation):
+        # Loaded with the conversation (start_turn's locked fetch): no second query.
+        leaf = conversation.current_leaf
+        if leaf is not None and leaf.pk == parent_id and leaf.conversation_id == conversation.pk:
+            return leaf
     parent = Message.objects.filter(
         pk=parent_id, conversation_id=conversation.pk, role__in=roles
     ).first()

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -323,18 +324,29 @@ def ensure_synced() -> None:
     cache.set(key, True, SYNC_CACHE_SECONDS if ok else FAILED_SYNC_CACHE_SECONDS)
 
 
-def _named_profile(name: str) -> ModelProfile | None:
+def _named_profile(name: str, among: Sequence[ModelProfile] | None = None) -> ModelProfile | None:
+    """The profile ``name`` means: a profile name, a catalog name, or a model id. With
+    ``among`` (profiles already loaded) it is looked up there, without a query."""
+    entry = find_entry("openai", name)
+    if among is not None:
+        for matches in (lambda p: p.name == name,
+                        lambda p: entry is not None and p.catalog_key == entry.key,
+                        lambda p: p.model == name):
+            found = [p for p in among if matches(p)]
+            if found:
+                return min(found, key=lambda p: p.pk)
+        return None
     by_name = ModelProfile.objects.filter(name=name).first()
     if by_name is not None:
         return by_name
-    entry = find_entry("openai", name)
     if entry is not None:
         return ModelProfile.objects.filter(catalog_key=entry.key).first()
     return ModelProfile.objects.filter(model=name).order_by("pk").first()
 
 
-def environment_profile() -> ModelProfile | None:
+def environment_profile(among: Sequence[ModelProfile] | None = None) -> ModelProfile | None:
     """The default the environment asks for, or None to fall back on the admins' profiles.
+    With ``among`` only those (already loaded) profiles are considered, without a query.
 
     CHAT_MODEL (a profile name, catalog name or model id) wins; then the Azure deployment
     of AZURE_OPENAI_DEPLOYMENT. Syncs the catalog on first use, so that
@@ -345,13 +357,17 @@ def environment_profile() -> ModelProfile | None:
         # The offline demo serves its own default model unless CHAT_MODEL names another.
         from emulator.models import DEFAULT_MODEL
 
-        return _named_profile(settings.CHAT_MODEL or DEFAULT_MODEL)
+        return _named_profile(settings.CHAT_MODEL or DEFAULT_MODEL, among)
     ensure_synced()
     if settings.CHAT_MODEL:
-        named = _named_profile(settings.CHAT_MODEL)
+        named = _named_profile(settings.CHAT_MODEL, among)
         if named is not None:
             return named
     if azure_configured():
+        if among is not None:
+            return next((p for p in among if p.origin == ModelProfile.Origin.ENVIRONMENT
+                         and p.provider == ModelProfile.Provider.AZURE
+                         and p.model == settings.AZURE_OPENAI_DEPLOYMENT), None)
         return ModelProfile.objects.filter(
             origin=ModelProfile.Origin.ENVIRONMENT, provider=ModelProfile.Provider.AZURE,
             model=settings.AZURE_OPENAI_DEPLOYMENT,
