@@ -52,8 +52,13 @@ def default_profile(organization: Organization,
     starts on a model that still answers. ``enabled`` is the org's enabled profiles when
     the caller has them already. Later candidates are only looked up (and the catalog
     synced) when the earlier ones do not answer."""
-    from conversations.catalog.sync import environment_profile, newest_listed_profile
+    from conversations.catalog.sync import (
+        ensure_synced,
+        environment_profile,
+        newest_listed_profile,
+    )
 
+    ensure_synced()  # before the profiles are read: the first sync may create them
     profiles = list(enabled_profiles(organization)) if enabled is None else list(enabled)
     by_pk = {profile.pk: profile for profile in profiles}
 
@@ -80,6 +85,9 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
     """The profile for a new turn, or a refusal that says what to use instead. One query
     (the org's enabled profiles) unless the name is unknown or the default must be looked
     up beyond them."""
+    from conversations.catalog.sync import ensure_synced
+
+    ensure_synced()  # before the profiles are read: the first sync may create them
     profiles = list(enabled_profiles(organization))
     if name:
         profile = next((p for p in profiles if p.name == name), None)

@@ -23,6 +23,7 @@ from conversations.access import (
     get_message_for_user,
 )
 from conversations.backpressure import refuse_when_full, waiting_for_worker
+from conversations.catalog.sync import ensure_synced
 from conversations.dispatch import queue_reply, refuse_unless_queue_reachable
 from conversations.exceptions import NotFound, TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
@@ -81,6 +82,9 @@ def start_turn(
     refuse_unless_queue_reachable()
     # Counted in the shared cache: a refused send writes nothing to the database.
     _refuse_fast_senders(user)
+    # A cache hit, except once per sync period, when it may ask the provider for its
+    # models: never while this turn holds the locks below (usable_profile checks again).
+    ensure_synced()
     with transaction.atomic():
         # Each lookup below also takes the locks the checks after it need, so a turn
         # starts in a handful of statements (conversations/tests: test_turn_query_budget).
