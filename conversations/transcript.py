@@ -18,7 +18,9 @@ def message_state(message: Message, position: Versions | None = None) -> dict[st
         "status": message.status,
         "seq": message.stream_seq,
         "reasoning_effort": message.reasoning_effort,
-        "model": message.model_name,
+        # The label the live stream showed (frames.created_frame); the model id when the
+        # profile is gone.
+        "model": getattr(message, "profile_display_name", None) or message.model_name,
         "finish_reason": message.finish_reason,
         "refusal": message.refusal,
         "reasoning_summary": message.reasoning_summary,

@@ -30,15 +30,32 @@ _TABLE = Message._meta.db_table
 
 # Root to ``%s``: walks parent links up in one query (PostgreSQL and SQLite both
 # speak WITH RECURSIVE), so a branch costs the same whatever its length.
-_PATH_SQL = f"""
+_PATH_TEMPLATE = f"""
 WITH RECURSIVE path(id, parent_id, depth) AS (
     SELECT id, parent_id, 0 FROM {_TABLE} WHERE id = %s AND conversation_id = %s
     UNION ALL
     SELECT m.id, m.parent_id, path.depth + 1
     FROM {_TABLE} m JOIN path ON m.id = path.parent_id
 )
-SELECT m.* FROM {_TABLE} m JOIN path ON m.id = path.id ORDER BY path.depth DESC
+SELECT {{columns}} FROM {_TABLE} m JOIN path ON m.id = path.id
+{{joins}}
+ORDER BY path.depth DESC
 """
+
+# The page, exports and share snapshots read the branch but never the answers' encrypted
+# reasoning (kilobytes per answer, only for the model's next request): a raw query leaves
+# a column it does not select deferred. The profile's display name labels each answer
+# as the live stream did.
+_SHOWN_COLUMNS = ", ".join(
+    f"m.{field.column}" for field in Message._meta.concrete_fields
+    if field.name != "reasoning_items"
+)
+_PROFILE_TABLE = Message._meta.get_field("profile").related_model._meta.db_table
+_BRANCH_SQL = _PATH_TEMPLATE.format(
+    columns=f"{_SHOWN_COLUMNS}, p.display_name AS profile_display_name",
+    joins=f"LEFT JOIN {_PROFILE_TABLE} p ON p.id = m.profile_id",
+)
+_PATH_SQL = _PATH_TEMPLATE.format(columns="m.*", joins="")
 
 # The newest message under ``%s`` (itself included). A child is newer than its parent,
 # so the newest descendant has no children: it is a leaf.
@@ -94,7 +111,8 @@ def path_to(message: Message) -> list[Message]:
 
 
 def branch(conversation: Conversation) -> list[Message]:
-    """The branch on screen, root to current leaf, in at most two queries.
+    """The branch on screen, root to current leaf, in at most two queries; each message
+    carries ``profile_display_name`` and leaves ``reasoning_items`` unloaded.
 
     ``conversation`` must come from a permission-checked fetch
     (``get_conversation_for_user``); this reads only its messages.
@@ -102,7 +120,7 @@ def branch(conversation: Conversation) -> list[Message]:
     leaf = leaf_id(conversation)
     if leaf is None:
         return []
-    return list(Message.objects.raw(_PATH_SQL, [leaf, conversation.pk]))
+    return list(Message.objects.raw(_BRANCH_SQL, [leaf, conversation.pk]))
 
 
 def versions(conversation: Conversation, messages: Sequence[Message]) -> dict[int, Versions]:

@@ -360,3 +360,31 @@ def test_a_conversation_whose_branch_ends_on_a_question_can_be_continued(alice: 
     # An explicit parent (Edit) must still be an answer.
     with pytest.raises(NotFound):
         ask(alice, "q4", conversation.pk, parent_id=dangling.pk)
+
+
+def test_a_reloaded_answer_is_labelled_like_the_live_one_and_skips_its_reasoning(
+    alice: User, two_turns: tuple[Turn, Turn]
+) -> None:
+    """The page labels an answer with its profile's display name (as the ``message.created``
+    frame did), and never loads the encrypted reasoning kept for the model's next turn."""
+    first, second = two_turns
+    Message.objects.filter(pk=second.assistant_message.pk).update(
+        reasoning_items=[{"type": "reasoning", "encrypted_content": "x" * 5000}]
+    )
+    conversation = fresh(first.conversation)
+    with CaptureQueriesContext(connection) as queries:
+        states = transcript(conversation)
+    assert all("reasoning_items" not in q["sql"] for q in queries.captured_queries)
+    answers = [s for s in states if s["role"] == Message.Role.ASSISTANT]
+    profile = second.assistant_message.profile
+    assert profile is not None
+    profile.display_name = "o3-mini (team default)"
+    profile.save(update_fields=["display_name"])
+    assert [s["model"] for s in transcript(conversation) if s["role"] == "assistant"] == [
+        "o3-mini (team default)"] * 2
+    assert [s["model"] for s in answers] == ["o3-mini"] * 2
+    # The model's own history still carries it (Responses-style models send it back).
+    profile.api_style = "responses"
+    prompt = build_prompt(ask(alice, "third", conversation.pk).assistant_message,
+                          profile=profile, org_message="", custom="")
+    assert any(m.get("reasoning_items") for m in prompt.messages)
