@@ -416,3 +416,13 @@ async def test_stop_during_the_silent_reasoning_pause_cancels_without_waiting_fo
     answer = await load(created["assistant_message"])
     assert answer.status == Message.Status.CANCELLED and answer.content == ""
     await ws.disconnect()
+
+
+def test_frames_go_out_as_compact_json_even_with_a_lone_surrogate() -> None:
+    from conversations.consumers import _dumps
+
+    frame = {"type": "delta", "message": 7, "seq": 1, "text": "π ≈ 3.14 — ok"}
+    assert json.loads(_dumps(frame)) == frame
+    assert ", " not in _dumps(frame) and ": " not in _dumps(frame)
+    odd = {"type": "delta", "message": 7, "seq": 2, "text": "half \ud800 pair"}
+    assert json.loads(_dumps(odd)) == odd
