@@ -105,11 +105,10 @@ def start_turn(
             # apply, not the session's org (which only picks where new chats go).
             membership = get_membership_in(user, conversation.organization_id)
             membership.organization = conversation.organization
-            # A regenerated answer may ask another of the org's models; a plain send
-            # stays on the conversation's model.
-            regenerate_on = profile_name if question_id is not None and profile_name else None
+            # A send may name another of the org's models: the conversation goes on with
+            # it. A regenerate may too, for that answer only (see below).
             profile = usable_profile(
-                conversation.organization, regenerate_on or conversation.profile.name
+                conversation.organization, profile_name or conversation.profile.name
             )
         effort = _effort_for(profile, reasoning_effort)
         now = timezone.now()

@@ -17,6 +17,7 @@ from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status
 from chatsite.params import parse_id
 from conversations.access import get_conversation_for_user, get_membership
+from conversations.catalog.sync import ensure_synced
 from conversations.exceptions import NotFound
 from conversations.listing import list_conversations
 from conversations.llm import is_demo_mode
@@ -52,11 +53,14 @@ def _chat_page(request: HttpRequest, conversation: Conversation | None) -> HttpR
     conversation_list = list_conversations(
         user=request.user, organization_id=organization.pk  # type: ignore[arg-type]
     ).as_dict()
-    profile = conversation.profile if conversation else default_profile(organization)
-    profiles = [_profile_state(p) for p in enabled_profiles(organization)]
+    ensure_synced()  # the first sync may create the profiles listed below
+    # An open conversation goes on with its own org's models (start_turn decides alike).
+    enabled = list(enabled_profiles(conversation.organization if conversation else organization))
+    profile = conversation.profile if conversation else default_profile(organization, enabled)
+    profiles = [_profile_state(p) for p in enabled]
     state = {
         "is_admin": membership.is_admin,
-        "admin_warnings": [w for p in enabled_profiles(organization) for w in admin_warnings(p)]
+        "admin_warnings": [w for p in enabled for w in admin_warnings(p)]
         if membership.is_admin else [],
         "conversation": conversation.pk if conversation else None,
         # Only the branch on screen; other versions are one "‹ 1 / 2 ›" away.

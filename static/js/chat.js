@@ -728,8 +728,8 @@ function fillEfforts(profile, { keepChoice = true } = {}) {
 
 function setupProfiles() {
   const profiles = (page.state.profiles || []).filter(Boolean);
-  // The model is chosen when a conversation starts; afterwards it is the conversation's.
-  if (page.state.conversation || profiles.length < 2) {
+  // The model of a new conversation, or the one an open conversation goes on with.
+  if (profiles.length < 2) {
     page.profileField.hidden = true;
     return;
   }
@@ -776,9 +776,7 @@ function submitMessage() {
     reasoning_effort: page.effort.value || null,
     client_id: randomId(),
   };
-  if (!page.state.conversation && !page.profileField.hidden && composer.profile) {
-    frame.profile = composer.profile.name;
-  }
+  if (!page.profileField.hidden && composer.profile) frame.profile = composer.profile.name;
   composer.pendingSend = { client_id: frame.client_id, content, sent: false, frame, sentAt: Date.now() };
   composer.pendingSend.sent = connection.send(frame, { queue: true });
   updateComposer();
@@ -833,7 +831,6 @@ function adoptConversation(id, title) {
   page.state.conversation = id;
   if (isNew) {
     window.history.replaceState({ conversation: id }, "", `/c/${id}/`);
-    page.profileField.hidden = true;
     if (page.instructions && page.instructionsForm) {
       page.instructionsForm.action = page.instructionsForm.dataset.actionTemplate.replace("/0/", `/${id}/`);
       page.instructions.hidden = false;
@@ -1426,7 +1423,7 @@ function handleFrame(frame) {
       }
       break;
     case "reasoning":
-      if (typeof frame.text === "string") view.setReasoning(view.reasoning + frame.text);
+      if (typeof frame.text === "string") view.setReasoning((frame.replace ? "" : view.reasoning) + frame.text);
       break;
     case "tool":
       view.addTool(frame);

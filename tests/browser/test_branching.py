@@ -225,3 +225,48 @@ def test_regenerate_on_another_model_names_it_on_the_sibling_and_keeps_the_conve
     expect(older).to_have_attribute("data-message-id", first_id)
     expect(older.locator(".message-meta")).to_contain_text("o3-mini")
     assert watch.page_errors == [] and watch.dialogs == []
+
+
+def test_switching_the_model_of_an_open_conversation_carries_on_with_it_after_reload(
+    page: Any, watch: Watch
+) -> None:
+    """A person picks another model in the composer of a conversation that already has
+    answers; the next answer comes from it, and the conversation stays on it."""
+    from conversations.models import Conversation, Message, ModelProfile
+
+    def add_second_model() -> None:
+        seed = ModelProfile.objects.get(name="o3-mini")
+        own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
+        values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
+        values.update(name="sol", display_name="GPT-5.6 Sol", model="gpt-5.6-sol",
+                      reasoning_efforts=["minimal", "low", "medium", "high"], default_effort="low",
+                      max_completion_tokens_by_effort={})
+        ModelProfile.objects.create(**values)
+
+    read_db(add_second_model)
+    sign_up(page)
+    first = ask(page, "Who answers first? [switch-model]", 1)
+    expect(first.locator(".message-meta")).to_contain_text("o3-mini")
+    conversation = page.evaluate("window.teamChat.conversation")
+
+    model = page.get_by_label("Model", exact=True)
+    expect(model).to_have_value("o3-mini")
+    model.select_option(label="GPT-5.6 Sol")
+    effort = page.get_by_label("Reasoning effort", exact=True)
+    expect(effort.locator("option")).to_have_text(["Minimal", "Low", "Medium", "High"])
+    second = ask(page, "And who answers now? [switch-model]", 2)
+    expect(second.locator(".message-meta")).to_contain_text("GPT-5.6 Sol")
+
+    def saved() -> tuple[list[str], str]:
+        answers = Message.objects.filter(conversation_id=conversation, role="assistant").order_by("id")
+        return ([m.model_name for m in answers],
+                Conversation.objects.get(pk=conversation).profile.name)
+
+    assert read_db(saved) == (["o3-mini", "gpt-5.6-sol"], "sol")
+
+    page.reload()
+    expect(page.get_by_label("Model", exact=True)).to_have_value("sol")
+    answers = page.get_by_test_id("assistant-message")
+    expect(answers.nth(0).locator(".message-meta")).to_contain_text("o3-mini")
+    expect(answers.nth(1).locator(".message-meta")).to_contain_text("GPT-5.6 Sol")
+    assert watch.page_errors == [] and watch.dialogs == []

@@ -177,3 +177,72 @@ async def test_nobody_else_regenerates_alices_answer_on_another_model(
     assert await mine.receive_nothing(timeout=0.2)
     await mine.disconnect()
     await theirs.disconnect()
+
+
+# --- A send that names another model: the conversation goes on with it ------------------------
+
+
+async def test_a_send_naming_another_model_switches_the_conversation_to_it(
+    alice: User, sol: ModelProfile, celery_worker: Any, emulator: Any
+) -> None:
+    ws = await open_socket(alice)
+    first = await answered(ws, "Which model are you? [switch-model]", worker=True)
+
+    await send(ws, {"type": "send", "conversation": first["conversation"], "profile": "sol",
+                    "content": "And now? [switch-model]", "reasoning_effort": "minimal",
+                    "client_id": "s2"})
+    created = await receive(ws)
+    assert created["type"] == "message.created", created
+    assert created["model"] == "GPT-5.6 Sol"
+    assert (await receive_until(ws, "done", "error"))[-1]["type"] == "done"
+
+    @sync_to_async
+    def saved() -> tuple[Message, Conversation]:
+        return (Message.objects.get(pk=created["assistant_message"]),
+                Conversation.objects.select_related("profile").get(pk=first["conversation"]))
+
+    answer, conversation = await saved()
+    assert (answer.profile_id, answer.model_name) == (sol.pk, "gpt-5.6-sol")
+    assert conversation.profile == sol  # later sends go on with sol
+    # The provider got the whole conversation, asked of sol.
+    body = [e["body"] for e in emulator.journal if e["path"].endswith("/chat/completions")][-1]
+    assert body["model"] == "gpt-5.6-sol"
+    assert [m["content"] for m in body["messages"] if m["role"] == "user"] == [
+        "Which model are you? [switch-model]", "And now? [switch-model]"]
+
+    # A plain send (no profile) stays on the conversation's model, now sol.
+    await send(ws, {"type": "send", "conversation": first["conversation"], "content": "Third",
+                    "reasoning_effort": "low", "client_id": "s3"})
+    third = await receive(ws)
+    assert third["model"] == "GPT-5.6 Sol", third
+    await receive_until(ws, "done", "error")
+    await ws.disconnect()
+
+
+async def test_a_send_naming_a_model_the_org_may_not_use_is_refused_and_saves_nothing(
+    alice: User, org_a: Organization, charlie: User, sol: ModelProfile
+) -> None:
+    @sync_to_async
+    def restrict() -> None:
+        org_a.enabled_profiles.set([ModelProfile.objects.get(name="o3-mini")])
+        charlie.memberships.get().organization.enabled_profiles.set([sol])
+
+    await restrict()
+    ws = await open_socket(alice)
+    first = await answered(ws, "q1")
+    before = await counts()
+    for name, words in (("sol", "not enabled for your organization"),
+                        ("no-such-model", "not enabled")):
+        await send(ws, {"type": "send", "conversation": first["conversation"], "profile": name,
+                        "content": "q2", "client_id": "s2"})
+        error = await receive(ws)
+        assert error["type"] == "error" and error["code"] == "model_unavailable", error
+        assert words in error["detail"]
+    assert await counts() == before
+
+    @sync_to_async
+    def conversation_model() -> str:
+        return Conversation.objects.get(pk=first["conversation"]).profile.name
+
+    assert await conversation_model() == "o3-mini"
+    await ws.disconnect()
