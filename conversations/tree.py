@@ -17,7 +17,7 @@ from django.db.models import Q
 
 from conversations.access import get_message_for_user
 from conversations.exceptions import NotFound, TurnRefused
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, ModelProfile
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -50,7 +50,7 @@ _SHOWN_COLUMNS = ", ".join(
     f"m.{field.column}" for field in Message._meta.concrete_fields
     if field.name != "reasoning_items"
 )
-_PROFILE_TABLE = Message._meta.get_field("profile").related_model._meta.db_table
+_PROFILE_TABLE = ModelProfile._meta.db_table
 _BRANCH_SQL = _PATH_TEMPLATE.format(
     columns=f"{_SHOWN_COLUMNS}, p.display_name AS profile_display_name",
     joins=f"LEFT JOIN {_PROFILE_TABLE} p ON p.id = m.profile_id",
