@@ -7,6 +7,7 @@ channel layer, an in-process Celery worker and the built-in emulator as the mode
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -241,6 +242,9 @@ EMULATOR_URL = env_str("EMULATOR_URL", "http://127.0.0.1:8001")
 LLM_READ_TIMEOUT = env_int("LLM_READ_TIMEOUT", 600, minimum=5)
 LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 3, minimum=1)
 LLM_MAX_RETRY_WAIT = env_int("LLM_MAX_RETRY_WAIT", 30, minimum=0)
+# Reasoning efforts whose Responses-API answers run in background mode (stored upstream,
+# resumed by another worker if theirs dies mid-answer); empty: none.
+BACKGROUND_EFFORTS = env_list("BACKGROUND_EFFORTS", ["high", "xhigh"])
 
 # --- Streaming ------------------------------------------------------------------------------
 
@@ -255,6 +259,12 @@ STREAM_MAX_CHECKPOINTS = env_int("STREAM_MAX_CHECKPOINTS", 20, minimum=1)
 # ones still running then are ended `interrupted` with their partial text. Compose's
 # stop_grace_period for the worker matches it.
 WORKER_DRAIN_SECONDS = env_int("WORKER_DRAIN_SECONDS", 120, minimum=0)
+# How many uvicorn and Celery worker processes `manage.py runstack` (make run, and each
+# compose container) starts in the full topology. One process per core by default: a
+# process streams on one core (the GIL), so more processes use more cores. Embedded mode
+# is always one process (its in-memory broker and channel layer cannot be shared).
+WEB_PROCESSES = env_int("WEB_PROCESSES", os.cpu_count() or 1, minimum=1)
+WORKER_PROCESSES = env_int("WORKER_PROCESSES", os.cpu_count() or 1, minimum=1)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
 REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)

@@ -1,5 +1,6 @@
-"""`make run` (``manage.py runstack``) in the full topology supervises its processes:
-a worker or web process that crashes is started again, and chat works after it."""
+"""`make run` (``manage.py runstack``) in the full topology supervises its processes
+(two web and two worker processes here): a worker or web process that crashes is started
+again, and chat works after it."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_runstack_restarts_a_crashed_worker_and_web_process_and_chat_still_works
         "runstack", [sys.executable, "manage.py", "runstack", "--port", str(port),
                      "--worker-concurrency", "4"],
         REDIS_URL=redis_url, CHANNEL_PREFIX="supervised", VAR_DIR=str(tmp_path / "var"),
-        EMULATOR_URL=f"http://127.0.0.1:{free_port()}",
+        EMULATOR_URL=f"http://127.0.0.1:{free_port()}", WEB_PROCESSES="2", WORKER_PROCESSES="2",
     )
 
     def healthy() -> bool:
@@ -55,17 +56,17 @@ def test_runstack_restarts_a_crashed_worker_and_web_process_and_chat_still_works
             return False
 
     wait_for(healthy, timeout=90, what="runstack to serve", every=0.2)
-    names = ("web", "worker", "beat", "emulator")
+    names = ("web1", "web2", "worker1", "worker2", "beat", "emulator")
     first = {name: started(runstack.log, name) for name in names}
     assert all(len(pids) == 1 for pids in first.values()), first
 
     # A worker crash (OOM killer, segfault): a new worker is started.
-    os.kill(first["worker"][0], signal.SIGKILL)
-    wait_for(lambda: len(started(runstack.log, "worker")) == 2, timeout=30,
+    os.kill(first["worker1"][0], signal.SIGKILL)
+    wait_for(lambda: len(started(runstack.log, "worker1")) == 2, timeout=30,
              what="the worker to be restarted")
     # A web crash: the same port answers again.
-    os.kill(first["web"][0], signal.SIGKILL)
-    wait_for(lambda: len(started(runstack.log, "web")) == 2, timeout=30,
+    os.kill(first["web1"][0], signal.SIGKILL)
+    wait_for(lambda: len(started(runstack.log, "web1")) == 2, timeout=30,
              what="the web process to be restarted")
     wait_for(healthy, timeout=90, what="the restarted web process to serve", every=0.2)
     assert "exited with code -9; restarting in 0s" in runstack.log.read_text()

@@ -2,21 +2,31 @@
 
 This command supervises: it starts each part as a child process, restarts any child
 that exits on its own (a crash, an OOM kill) within ``MAX_RESTART_DELAY`` seconds, and
-on SIGTERM/SIGINT stops them all, giving the Celery worker WORKER_DRAIN_SECONDS to
+on SIGTERM/SIGINT stops them all, giving each Celery worker WORKER_DRAIN_SECONDS to
 finish the answers it is streaming.
 
 Embedded (no DATABASE_URL / REDIS_URL): one child runs the ASGI server, a Celery worker
 thread pool, the reaper and the emulator (the in-memory broker and channel layer only
-work within one process). Full topology: the web child (uvicorn), a Celery worker, beat
-and, in demo mode, the emulator, each its own process. ``--serve`` runs the web part in
-this process instead (what the web child runs).
+work within one process). Full topology: WEB_PROCESSES web children (uvicorn),
+WORKER_PROCESSES Celery workers (node names ``worker1@<host>``, ``worker2@<host>``...),
+beat and, in demo mode, the emulator, each its own process. ``--only web`` or
+``--only worker`` runs just that role (one compose service per role); ``--serve`` runs
+the web part in this process instead (what a web child runs).
+
+Every web child serves the one listening socket this supervisor opened and handed down
+(``--fd``): the kernel gives each new connection to whichever child accepts first, the
+port stays bound while a crashed child restarts (connections wait in the backlog rather
+than being refused), and no other process of the same user can join the port, as
+SO_REUSEPORT would allow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,8 +37,9 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from chatsite.dbpool import web_pool_size, worker_pool_size
 from conversations.llm import is_demo_mode
 
 MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
@@ -39,6 +50,17 @@ POLL_SECONDS = 0.25
 MAX_RESTART_DELAY = 2.0
 STABLE_AFTER_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
+# uvicorn's own default: connections that wait while every web child is busy or restarting.
+LISTEN_BACKLOG = 2048
+# PostgreSQL connections left free by the pools of the processes started here: beat, a
+# `manage.py migrate` or `shell`, a psql session, the supervisor's own start-up query.
+CONNECTION_HEADROOM = 10
+# The smallest pool a lowered process keeps: a web process's turn threads and a worker's
+# writes then queue briefly for a connection (each holds one for milliseconds).
+MIN_POOL_SIZE = 4
+ROLES = ("web", "worker")
+# Threads (concurrent answers) of each Celery worker process unless --worker-concurrency.
+WORKER_CONCURRENCY = 200
 
 
 def restart_delay(recent_crashes: int) -> float:
@@ -54,6 +76,8 @@ class Child:
     name: str
     args: list[str]
     stop_grace: float = STOP_GRACE_SECONDS
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
+    pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     crashes: int = 0
@@ -70,7 +94,10 @@ class Supervisor:
     def start(self, child: Child) -> None:
         # Own session: a Ctrl-C in the terminal reaches this supervisor only, which
         # then stops each child once, in order (the worker drains).
-        child.process = subprocess.Popen(child.args, start_new_session=True)
+        child.process = subprocess.Popen(
+            child.args, start_new_session=True, pass_fds=child.pass_fds,
+            env={**os.environ, **child.env} if child.env else None,
+        )
         child.started_at = time.monotonic()
         child.restart_at = None
         self.log(f"started {child.name} (pid {child.process.pid})")
@@ -104,9 +131,13 @@ class Supervisor:
             child.restart_at = now + delay
 
     def stop(self, *_: Any) -> None:
+        """SIGTERM every child at once, then wait for each until its own grace (counted
+        from this moment, not from the end of the previous wait) and kill what is left:
+        N draining workers take one drain, not N, so compose's stop_grace_period holds."""
         if self.stopping:
             return
         self.stopping = True
+        began = time.monotonic()
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]
         for child in running:
             assert child.process is not None
@@ -114,11 +145,140 @@ class Supervisor:
         for child in running:
             assert child.process is not None
             try:
-                child.process.wait(timeout=child.stop_grace)
+                child.process.wait(timeout=max(0.0, began + child.stop_grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.log(f"{child.name} did not stop within {child.stop_grace:g}s; killing it")
                 child.process.kill()
                 child.process.wait(timeout=10)
+
+
+# --- What to start ------------------------------------------------------------------------
+
+
+def worker_node(index: int) -> str:
+    """Celery node name of the ``index``-th worker process (1-based); ``%h`` is the host,
+    so the names are unique per machine or container, and stable across restarts."""
+    return f"worker{index}@%h"
+
+
+def worker_command(index: int, *, concurrency: int) -> list[str]:
+    """The Celery worker as runstack starts it: threads pool, because an answer spends
+    its 10-60 s waiting on the network, so one process carries hundreds of them."""
+    return [sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
+            "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--hostname", worker_node(index)]
+
+
+def web_command(*, host: str, port: int, concurrency: int, fd: int | None = None) -> list[str]:
+    """A web child: ``runstack --serve``, on the inherited listening socket ``fd`` when
+    given, else on its own ``host:port``."""
+    args = [sys.executable, MANAGE_PY, "runstack", "--serve", "--host", host, "--port", str(port),
+            "--worker-concurrency", str(concurrency)]
+    return args + (["--fd", str(fd)] if fd is not None else [])
+
+
+def web_children(count: int, *, listener: socket.socket, host: str, port: int,
+                 concurrency: int) -> list[Child]:
+    fd = listener.fileno()
+    return [Child(f"web{index}", web_command(host=host, port=port, concurrency=concurrency, fd=fd),
+                  pass_fds=(fd,))
+            for index in range(1, count + 1)]
+
+
+def worker_children(count: int, *, concurrency: int) -> list[Child]:
+    # A worker drains for WORKER_DRAIN_SECONDS, then ends what is left and exits.
+    grace = settings.WORKER_DRAIN_SECONDS + STOP_GRACE_SECONDS
+    return [Child(f"worker{index}", worker_command(index, concurrency=concurrency), stop_grace=grace)
+            for index in range(1, count + 1)]
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The one socket every web child accepts on (see the module docstring)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
+    return listener
+
+
+# --- PostgreSQL connections ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """Largest pool of each web and worker process, and what they add up to."""
+
+    web_processes: int
+    worker_processes: int
+    web_pool: int
+    worker_pool: int
+
+    @property
+    def total(self) -> int:
+        return self.web_processes * self.web_pool + self.worker_processes * self.worker_pool
+
+    def describe(self) -> str:
+        terms = [f"{count} {role} × {pool}" for role, count, pool in (
+            ("web", self.web_processes, self.web_pool),
+            ("worker", self.worker_processes, self.worker_pool)) if count]
+        return f"{' + '.join(terms)} = {self.total}"
+
+
+def fit_pools(plan: PoolPlan, limit: int) -> PoolPlan:
+    """The same processes with pools scaled down together until they fit in ``limit``
+    connections (never below MIN_POOL_SIZE each); ``plan`` itself when it fits.
+
+    Pools only open connections on demand, so this bounds the worst case: when every
+    thread of every process writes at the same moment."""
+    if plan.total <= limit:
+        return plan
+    scale = limit / plan.total
+
+    def scaled(pool: int) -> int:
+        return min(pool, max(MIN_POOL_SIZE, math.floor(pool * scale)))
+
+    return PoolPlan(plan.web_processes, plan.worker_processes,
+                    web_pool=scaled(plan.web_pool), worker_pool=scaled(plan.worker_pool))
+
+
+def pools_are_sized_by_role() -> bool:
+    """True when each process sizes its own pool (PostgreSQL, pooling on, no DB_POOL_MAX)."""
+    options = settings.DATABASES["default"].get("OPTIONS")
+    pooled = isinstance(options, dict) and isinstance(options.get("pool"), dict)
+    return pooled and not os.environ.get("DB_POOL_MAX", "").strip()
+
+
+def server_connection_limit() -> int | None:
+    """Connections the PostgreSQL server accepts from ordinary roles, less
+    CONNECTION_HEADROOM; None when the server cannot be asked (the children will retry
+    on their own). The supervisor's connection and pool are closed again afterwards."""
+    from django.db import DatabaseError, connections
+
+    connection = connections["default"]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                " - coalesce(current_setting('reserved_connections', true), '0')::int"
+            )
+            row = cursor.fetchone()
+    except DatabaseError:
+        return None
+    finally:
+        connection.close()
+        if connection.alias in getattr(type(connection), "_connection_pools", {}):
+            connection.close_pool()  # type: ignore[attr-defined]  # PostgreSQL backend only
+    return int(row[0]) - CONNECTION_HEADROOM if row else None
 
 
 class Command(BaseCommand):
@@ -127,53 +287,136 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        parser.add_argument("--worker-concurrency", type=int, default=200)
+        parser.add_argument("--worker-concurrency", type=int, default=WORKER_CONCURRENCY,
+                            help="Threads (concurrent answers) of each Celery worker process.")
+        parser.add_argument("--only", choices=ROLES,
+                            help="Start only the web or only the worker processes "
+                                 "(full topology; one container per role).")
+        parser.add_argument("--ping-workers", action="store_true",
+                            help="Exit 0 when every worker process of this host answers a "
+                                 "ping (the worker container's healthcheck).")
         parser.add_argument("--serve", action="store_true",
                             help="Serve the web part in this process (the supervised child).")
+        parser.add_argument("--fd", type=int, help=(
+            "With --serve: accept on this inherited listening socket instead of binding "
+            "--host/--port."))
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["serve"]:
             self.serve(options)
             return
-        supervisor = Supervisor(self.children(options), log=self.log)
-        mode = ("embedded (SQLite, in-memory channel layer, in-process worker)" if settings.EMBEDDED
-                else "full topology (PostgreSQL, Redis, Celery worker and beat processes)")
-        provider = "offline demo model (no OPENAI_API_KEY)" if is_demo_mode() else "OpenAI-compatible API"
-        self.stdout.write(f"Serving http://{options['host']}:{options['port']} in {mode}; answers from {provider}.")
-        signal.signal(signal.SIGTERM, supervisor.stop)
-        signal.signal(signal.SIGINT, supervisor.stop)
+        if options["ping_workers"]:
+            self.ping_workers()
+            return
+        if settings.EMBEDDED and options["only"]:
+            raise CommandError("--only needs the full topology (DATABASE_URL and REDIS_URL): "
+                               "embedded mode is one process")
+        roles = (options["only"],) if options["only"] else ROLES
+        listener = listening_socket(options["host"], options["port"]) if "web" in roles else None
         try:
-            supervisor.run()
+            supervisor = Supervisor(self.children(options, roles, listener), log=self.log)
+            self.announce(options, roles)
+            signal.signal(signal.SIGTERM, supervisor.stop)
+            signal.signal(signal.SIGINT, supervisor.stop)
+            try:
+                supervisor.run()
+            finally:
+                supervisor.stop()
         finally:
-            supervisor.stop()
+            if listener is not None:
+                listener.close()
 
     def log(self, line: str) -> None:
         self.stdout.write(f"runstack: {line}")
         self.stdout.flush()
 
-    def children(self, options: dict[str, Any]) -> list[Child]:
-        python = sys.executable
-        web = Child("web", [python, MANAGE_PY, "runstack", "--serve", "--host", options["host"],
-                            "--port", str(options["port"]),
-                            "--worker-concurrency", str(options["worker_concurrency"])])
+    def announce(self, options: dict[str, Any], roles: tuple[str, ...]) -> None:
+        provider = "offline demo model (no OPENAI_API_KEY)" if is_demo_mode() else "OpenAI-compatible API"
         if settings.EMBEDDED:
-            return [web]
+            mode = "embedded (SQLite, in-memory channel layer, in-process worker)"
+        else:
+            parts = []
+            if "web" in roles:
+                parts.append(f"{settings.WEB_PROCESSES} web")
+            if "worker" in roles:
+                parts.append(f"{settings.WORKER_PROCESSES} Celery worker")
+            if not options["only"]:
+                parts.append("beat")
+            mode = f"full topology ({', '.join(parts)} processes on PostgreSQL and Redis)"
+        serving = f"Serving http://{options['host']}:{options['port']} in" if "web" in roles else "Running"
+        self.stdout.write(f"{serving} {mode}; answers from {provider}.")
+
+    def children(self, options: dict[str, Any], roles: tuple[str, ...],
+                 listener: socket.socket | None) -> list[Child]:
+        concurrency = options["worker_concurrency"]
+        web: list[Child] = []
+        if listener is not None:
+            count = 1 if settings.EMBEDDED else settings.WEB_PROCESSES
+            web = web_children(count, listener=listener, host=options["host"],
+                               port=options["port"], concurrency=concurrency)
+        if settings.EMBEDDED:
+            return web
+        workers = (worker_children(settings.WORKER_PROCESSES, concurrency=concurrency)
+                   if "worker" in roles else [])
+        whole_stack = roles == ROLES
+        self.size_pools(web, workers, concurrency=concurrency, whole_stack=whole_stack)
+        if not whole_stack:
+            return web + workers
         children = []
         if is_demo_mode():
             emulator = urlsplit(settings.EMULATOR_URL)
             children.append(Child("emulator", [
-                python, "-m", "emulator", "--host", emulator.hostname or "127.0.0.1",
+                sys.executable, "-m", "emulator", "--host", emulator.hostname or "127.0.0.1",
                 "--port", str(emulator.port or 8001)]))
-        children.append(Child("worker", [
-            python, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-            "--concurrency", str(options["worker_concurrency"]), "--loglevel", "INFO"],
-            stop_grace=settings.WORKER_DRAIN_SECONDS + STOP_GRACE_SECONDS))
+        children.extend(workers)
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there
         children.append(Child("beat", [
-            python, "-m", "celery", "-A", "chatsite", "beat", "--loglevel", "WARNING",
+            sys.executable, "-m", "celery", "-A", "chatsite", "beat", "--loglevel", "WARNING",
             "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]))
-        children.append(web)
-        return children
+        return children + web
+
+    def size_pools(self, web: list[Child], workers: list[Child], *, concurrency: int,
+                   whole_stack: bool) -> None:
+        """Keep every process's pool together within what the server accepts.
+
+        Only the whole stack can be fitted: a compose container (``--only``) does not
+        know how many others share the server, so it reports its own worst case (and
+        says so when that alone is more than the server accepts: set DB_POOL_MAX)."""
+        if not pools_are_sized_by_role():
+            return
+        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(concurrency))
+        limit = server_connection_limit()
+        if limit is None:
+            self.log(f"PostgreSQL connections at most {plan.describe()}")
+            return
+        fitted = fit_pools(plan, limit) if whole_stack else plan
+        if fitted == plan:
+            advice = "" if plan.total <= limit else "; set DB_POOL_MAX (docs/scaling.md)"
+            scope = "" if whole_stack else " from this role's processes"
+            self.log(f"PostgreSQL connections at most {plan.describe()}{scope} "
+                     f"(server allows {limit}){advice}")
+            return
+        self.log(f"PostgreSQL connections at most {plan.describe()} would pass the {limit} "
+                 f"the server allows; pools lowered to {fitted.describe()}")
+        for child in web:
+            child.env["DB_POOL_MAX"] = str(fitted.web_pool)
+        for child in workers:
+            child.env["DB_POOL_MAX"] = str(fitted.worker_pool)
+
+    def ping_workers(self) -> None:
+        """Every worker process runstack starts on this host (WORKER_PROCESSES of them)
+        answers a ping within 10 s, or the command fails naming the silent ones."""
+        from celery.utils.nodenames import host_format
+
+        from chatsite.celery import app
+
+        nodes = [host_format(worker_node(i)) for i in range(1, settings.WORKER_PROCESSES + 1)]
+        replies = app.control.ping(destination=nodes, timeout=10)
+        answered = {name for reply in replies for name in reply}
+        silent = [node for node in nodes if node not in answered]
+        if silent:
+            raise CommandError(f"no answer from {', '.join(silent)}")
+        self.stdout.write(f"{len(nodes)} worker processes answered")
 
     def serve(self, options: dict[str, Any]) -> None:
         if settings.EMBEDDED:
@@ -186,15 +429,21 @@ class Command(BaseCommand):
                 serve_in_thread(host=emulator.hostname or "127.0.0.1", port=emulator.port or 8001)
             start_worker(concurrency=min(options["worker_concurrency"], 100))
             start_reaper()
-        asyncio.run(self._serve(options["host"], options["port"]))
+        asyncio.run(self._serve(options["host"], options["port"], options["fd"]))
 
-    async def _serve(self, host: str, port: int) -> None:
+    async def _serve(self, host: str, port: int, fd: int | None) -> None:
         from conversations.realtime import use_event_loop
 
         if settings.EMBEDDED:
             # The in-memory channel layer lives on this loop; workers publish onto it.
             use_event_loop(asyncio.get_running_loop())
-        await uvicorn.Server(server_config(host=host, port=port)).serve()
+        server = uvicorn.Server(server_config(host=host, port=port))
+        if fd is None:
+            await server.serve()
+        else:
+            # socket(fileno=) reads the family from the descriptor (uvicorn's own --fd
+            # would take it for a Unix socket and misreport every client address).
+            await server.serve(sockets=[socket.socket(fileno=fd)])
 
 
 # Websocket frames over 1 MiB are refused by uvicorn before any of our code reads them.
