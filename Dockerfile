@@ -15,6 +15,8 @@ RUN SECRET_KEY=collectstatic-only-never-used python manage.py collectstatic --no
     && mkdir -p var && chown teamchat:teamchat var
 USER 10001:10001
 EXPOSE 8000
-# Websocket frames over 1 MiB are refused; X-Forwarded-For/-Proto are believed only from
-# TRUSTED_PROXIES (empty or unset: from no one, never uvicorn's 127.0.0.1 default).
-CMD ["sh", "-c", "exec python -m uvicorn chatsite.asgi:application --host 0.0.0.0 --port 8000 --ws-max-size 1048576 --ws-per-message-deflate false --proxy-headers --forwarded-allow-ips \"$TRUSTED_PROXIES\""]
+# The web role, as compose's `web` runs it (after its one-shot `migrate`): WEB_PROCESSES
+# uvicorn processes on port 8000, supervised by runstack, which refuses websocket frames
+# over 1 MiB and believes X-Forwarded-For/-Proto only from TRUSTED_PROXIES (empty or
+# unset: from no one, never uvicorn's 127.0.0.1 default).
+CMD ["python", "manage.py", "runstack", "--only", "web", "--host", "0.0.0.0", "--port", "8000"]

@@ -24,8 +24,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from chatsite import healthcheck
 
 ROOT = Path(__file__).resolve().parents[2]
-WS_CAP = "--ws-max-size 1048576"
-APP_SERVICES = ("web", "worker", "beat", "emulator")
+APP_SERVICES = ("migrate", "web", "worker", "beat", "emulator")
+# What compose's web and worker run: the commands `make run` uses outside Docker, which
+# honour WEB_PROCESSES and WORKER_PROCESSES.
+WEB_COMMAND = "python manage.py runstack --only web --host 0.0.0.0 --port 8000"
+WORKER_COMMAND = "python manage.py runstack --only worker"
 
 
 def production_env(**overrides: str) -> dict[str, str]:
@@ -158,9 +161,14 @@ def test_trusted_proxies_are_believed_and_nobody_else(settings: Any) -> None:
 
 
 def test_every_launcher_caps_websocket_frames_and_passes_trusted_proxies() -> None:
+    """The image and compose start the web role through runstack, whose server_config
+    caps frames and passes TRUSTED_PROXIES (tested above); the test servers do the same."""
+    from conversations.management.commands.runstack import WS_MAX_SIZE
+
+    assert WS_MAX_SIZE == 1_048_576
     dockerfile = (ROOT / "Dockerfile").read_text()
     cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
-    assert WS_CAP in cmd and '--forwarded-allow-ips \\"$TRUSTED_PROXIES\\"' in cmd
+    assert json.loads(cmd.removeprefix("CMD").strip()) == WEB_COMMAND.split()
     conftest = (ROOT / "tests" / "conftest.py").read_text()
     assert "ws_max_size=1_048_576" in conftest
     assert 'forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES)' in conftest
@@ -179,12 +187,13 @@ def test_the_image_runs_as_a_non_root_user_and_bakes_in_no_secret() -> None:
 
 
 def compose_config(tmp_path: Path, **env: str) -> dict[str, Any]:
-    """``docker-compose config`` (Debian's) on a copy of the compose file next to an .env
-    made from .env.example, as a deployment would have it."""
+    """``docker-compose config`` (Debian's) on a copy of the compose file and the proxy
+    config it mounts, next to an .env made from .env.example, as a deployment has them."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed (apt-get install -y docker-compose)")
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
     example = (ROOT / ".env.example").read_text()
     (tmp_path / ".env").write_text(
         re.sub(r"^SECRET_KEY=.*$", f"SECRET_KEY={secrets.token_urlsafe(50)}", example, flags=re.M)
@@ -197,16 +206,25 @@ def compose_config(tmp_path: Path, **env: str) -> dict[str, Any]:
 
 def test_the_compose_file_is_valid_and_locked_down(tmp_path: Path) -> None:
     services = compose_config(tmp_path)["services"]
-    assert set(services) == {"web", "worker", "beat", "emulator", "postgres", "redis"}
+    assert set(services) == {"migrate", "proxy", "web", "worker", "beat", "emulator",
+                             "postgres", "redis"}
     for name in APP_SERVICES:
         assert services[name]["user"] == "10001:10001", name
+    assert services["proxy"]["user"].split(":")[0] not in ("root", "0")
     for name, service in services.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if name != "migrate":  # a one-shot: it exits once the schema is current
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    # Migrations run once, before anything that uses the schema starts.
+    assert services["migrate"]["command"] == "python manage.py migrate --noinput"
+    assert services["migrate"]["restart"] == "no"
+    for name in ("web", "worker", "beat"):
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"}, name
     web = services["web"]
-    assert [(p["host_ip"], p["published"]) for p in _ports(web)] == [("127.0.0.1", "8000")]
     assert "/healthz" in " ".join(web["healthcheck"]["test"])
-    assert WS_CAP in web["command"] and '--forwarded-allow-ips "$$TRUSTED_PROXIES"' in web["command"]
-    assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert "migrate" not in web["command"]
+    assert services["worker"]["healthcheck"]["test"] == [
+        "CMD", "python", "manage.py", "runstack", "--ping-workers"]
     # The drain (WORKER_DRAIN_SECONDS, 120 by default) plus time to end what is left.
     assert services["worker"]["stop_grace_period"] == "135s"
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
@@ -217,9 +235,64 @@ def test_the_compose_file_is_valid_and_locked_down(tmp_path: Path) -> None:
     assert "8001" in " ".join(services["emulator"]["healthcheck"]["test"])
 
 
+def test_web_and_worker_scale_behind_a_proxy_with_the_commands_that_run_outside_docker(
+    tmp_path: Path,
+) -> None:
+    """`docker compose up --scale web=2 --scale worker=3` works: neither publishes a host
+    port or pins a container name, the proxy is the one published service, and each
+    container runs runstack's role, which starts WEB_PROCESSES or WORKER_PROCESSES."""
+    services = compose_config(tmp_path)["services"]
+    for name in ("web", "worker"):
+        assert not services[name].get("ports"), f"{name} publishes a port: it cannot scale"
+        assert "container_name" not in services[name], name
+    assert services["web"]["command"] == WEB_COMMAND
+    assert services["worker"]["command"] == WORKER_COMMAND
+    published = [name for name, service in services.items() if service.get("ports")]
+    assert published == ["proxy"]
+    proxy = services["proxy"]
+    assert [(p["host_ip"], p["published"]) for p in _ports(proxy)] == [("127.0.0.1", "8000")]
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+    mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in proxy["volumes"]}
+    assert Path(mounted["/etc/nginx/nginx.conf"]) == tmp_path / "deploy" / "nginx.conf"
+    # Behind the proxy, web believes X-Forwarded-For/-Proto from the compose network only
+    # (it publishes no port, so nothing else reaches it), unless .env narrows it.
+    assert services["web"]["environment"]["TRUSTED_PROXIES"] == (
+        "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16")
+    (tmp_path / "narrowed").mkdir()
+    narrowed = compose_config(tmp_path / "narrowed", TRUSTED_PROXIES="172.18.0.0/16")
+    assert narrowed["services"]["web"]["environment"]["TRUSTED_PROXIES"] == "172.18.0.0/16"
+
+
+def test_the_proxy_forwards_websockets_to_every_web_container() -> None:
+    config = (ROOT / "deploy" / "nginx.conf").read_text()
+    locations = dict(re.findall(r"location\s+([^{]+?)\s*\{(.*?)\n        \}", config, re.S))
+    ws, pages = locations["/ws/"], locations["/"]
+    for location in (ws, pages):
+        # Re-resolved by Docker's DNS: every replica of `web`, followed as it scales.
+        assert "proxy_pass $web_upstream;" in location
+        assert "proxy_http_version 1.1;" in location
+        assert "proxy_set_header Host $http_host;" in location  # CSRF compares the port
+        assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in location
+        assert "proxy_set_header X-Forwarded-Proto $forwarded_proto;" in location
+    assert "set $web_upstream http://web:8000;" in config
+    assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", config)
+    assert "proxy_set_header Upgrade $http_upgrade;" in ws
+    assert "proxy_set_header Connection $connection_upgrade;" in ws
+    # A streaming answer or an idle tab never hits the read timeout.
+    timeout = re.search(r"proxy_read_timeout (\d+)h;", ws)
+    assert timeout and int(timeout[1]) >= 1
+    assert "proxy_buffering off;" in ws
+    assert re.search(r"map \$http_upgrade \$connection_upgrade", config)
+    # ChatGPT imports of IMPORT_MAX_BYTES (50 MB by default) get through.
+    body = re.search(r"client_max_body_size (\d+)m;", config)
+    assert body and int(body[1]) >= 60
+    # Runs as the image's nginx user: nothing written outside /tmp, no privileged port.
+    assert "pid /tmp/nginx.pid;" in config and "listen 8080;" in config
+
+
 def test_web_is_published_beyond_loopback_only_when_told(tmp_path: Path) -> None:
-    web = compose_config(tmp_path, WEB_BIND="0.0.0.0")["services"]["web"]
-    assert [p["host_ip"] for p in _ports(web)] == ["0.0.0.0"]
+    proxy = compose_config(tmp_path, WEB_BIND="0.0.0.0")["services"]["proxy"]
+    assert [p["host_ip"] for p in _ports(proxy)] == ["0.0.0.0"]
 
 
 def _ports(service: dict[str, Any]) -> list[dict[str, str]]:
