@@ -114,9 +114,10 @@ def usable_profile(organization: Organization, name: str | None) -> ModelProfile
             "No model is enabled for your organization. Ask an admin to enable a model profile.",
         )
     if is_retired(profile):
-        alternatives = [p.display_name for p in profiles if p.pk != profile.pk and not is_retired(p)]
+        # The model a new conversation would get (an admin's or the org's choice first).
+        instead = default_profile(organization, profiles) if name else None
         advice = (
-            f"Use {alternatives[0]} instead." if alternatives
+            f"Use {instead.display_name} instead." if instead is not None and not is_retired(instead)
             else "Ask an admin to add its successor as a model profile."
         )
         raise TurnRefused(

@@ -114,7 +114,8 @@ async def test_a_retired_or_unknown_model_is_refused_and_nothing_is_saved(
     await send(ws, {"type": "regenerate", "message": first["assistant_message"], "profile": "old-gateway"})
     error = await receive(ws)
     assert error["type"] == "error" and error["code"] == "model_unavailable", error
-    assert "retired" in error["detail"] and "GPT-5.6 Sol" in error["detail"]  # says what to use
+    # Says what to use: the model a new conversation of the org gets.
+    assert "retired" in error["detail"] and "Use o3-mini instead" in error["detail"]
 
     await send(ws, {"type": "regenerate", "message": first["assistant_message"], "profile": "no-such-model"})
     error = await receive(ws)

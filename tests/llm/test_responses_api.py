@@ -142,10 +142,11 @@ def test_an_answer_from_another_model_is_sent_without_its_reasoning(
     sol = make_responses_profile("sol-responses", model="gpt-5.6-sol",
                                  reasoning_efforts=["minimal", "low", "medium", "high"])
     first = ask(alice, "Why is the sky blue?")
-    # The conversation moves to another model (as a regenerate on another model does).
-    Conversation.objects.filter(pk=first.conversation_id).update(profile=sol)
 
-    second = ask(alice, "And the sunset?", conversation_id=first.conversation_id)
+    # The person switches the conversation to another model for the next question.
+    second = ask(alice, "And the sunset?", conversation_id=first.conversation_id,
+                 profile_name=sol.name)
+    assert Conversation.objects.get(pk=first.conversation_id).profile == sol
 
     # gpt-5.6-sol cannot read o3-mini's blob (the provider would refuse the request).
     assert second.status == Message.Status.DONE
