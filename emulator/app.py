@@ -8,6 +8,7 @@ Routes (all relative, so the app also works mounted under a prefix):
     POST /v1/responses, /openai/v1/responses                   Responses API
     POST /openai/responses?api-version=                        Azure dated Responses
     GET  /v1/responses/{id}[?stream=true&starting_after=N]     background responses
+    POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}  (and the Azure paths)
     GET  /v1/models[/{id}], /openai/v1/models[/{id}]
     /_emulator/journal | scenarios | config | reset            control API, no auth
 """
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulator import errors
 from emulator.accounting import account_prompt
+from emulator.background import BackgroundRun
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError
 from emulator.generation import Plan, build_plan
@@ -462,6 +464,17 @@ def _responses_endpoint(
     return endpoint
 
 
+def _background_run(emulator: Emulator, request: Request, surface: Surface) -> BackgroundRun:
+    """The stored background response a request names, after authentication."""
+    _authenticate(request, surface)
+    _api_version(request, surface)
+    response_id = request.path_params["response_id"]
+    run = emulator.background.get(response_id)
+    if run is None:
+        raise errors.response_not_found(response_id)
+    return run
+
+
 def _retrieve_response_endpoint(
     emulator: Emulator, surface: Surface
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -470,11 +483,7 @@ def _retrieve_response_endpoint(
 
     async def endpoint(request: Request) -> Response:
         try:
-            _authenticate(request, surface)
-            response_id = request.path_params["response_id"]
-            run = emulator.background.get(response_id)
-            if run is None:
-                raise errors.response_not_found(response_id)
+            run = _background_run(emulator, request, surface)
             raw_after = request.query_params.get("starting_after", "-1")
             try:
                 starting_after = int(raw_after)
@@ -486,6 +495,39 @@ def _retrieve_response_endpoint(
             return StreamingResponse(
                 run.follow(starting_after), media_type="text/event-stream", headers=_SSE_HEADERS
             )
+        return JSONResponse(run.current())
+
+    return endpoint
+
+
+def _delete_response_endpoint(
+    emulator: Emulator, surface: Surface
+) -> Callable[[Request], Awaitable[Response]]:
+    """DELETE /v1/responses/{id}: forget a stored response (stopping it if it still runs)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            run = _background_run(emulator, request, surface)
+        except ApiError as error:
+            return _error_response(error)
+        emulator.background.delete(run.renderer.id)
+        return JSONResponse({"id": run.renderer.id, "object": "response.deleted", "deleted": True})
+
+    return endpoint
+
+
+def _cancel_response_endpoint(
+    emulator: Emulator, surface: Surface
+) -> Callable[[Request], Awaitable[Response]]:
+    """POST /v1/responses/{id}/cancel: stop a background response that is still running;
+    the response object comes back (``cancelled``, or unchanged when it had finished)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            run = _background_run(emulator, request, surface)
+        except ApiError as error:
+            return _error_response(error)
+        run.cancel()
         return JSONResponse(run.current())
 
     return endpoint
@@ -573,6 +615,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_response(errors.invalid_url(request.method, path))
 
 
+def _background_routes(emulator: Emulator, prefix: str, surface: Surface) -> list[Route]:
+    """Retrieve (and resume), delete and cancel a background response under ``prefix``."""
+    return [
+        Route(
+            f"{prefix}/{{response_id}}",
+            _retrieve_response_endpoint(emulator, surface), methods=["GET"],
+        ),
+        Route(
+            f"{prefix}/{{response_id}}",
+            _delete_response_endpoint(emulator, surface), methods=["DELETE"],
+        ),
+        Route(
+            f"{prefix}/{{response_id}}/cancel",
+            _cancel_response_endpoint(emulator, surface), methods=["POST"],
+        ),
+    ]
+
+
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
     emulator = Emulator(config)
     _install_log_filter()
@@ -589,14 +649,9 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route("/openai/v1/chat/completions", _chat_endpoint(emulator, AZURE_V1), methods=["POST"]),
         Route("/v1/responses", _responses_endpoint(emulator, OPENAI), methods=["POST"]),
         Route("/openai/v1/responses", _responses_endpoint(emulator, AZURE_V1), methods=["POST"]),
-        Route(
-            "/v1/responses/{response_id}",
-            _retrieve_response_endpoint(emulator, OPENAI), methods=["GET"],
-        ),
-        Route(
-            "/openai/v1/responses/{response_id}",
-            _retrieve_response_endpoint(emulator, AZURE_V1), methods=["GET"],
-        ),
+        *_background_routes(emulator, "/v1/responses", OPENAI),
+        *_background_routes(emulator, "/openai/v1/responses", AZURE_V1),
+        *_background_routes(emulator, "/openai/responses", AZURE_DATED_RESPONSES),
         Route(
             "/openai/responses",
             _responses_endpoint(emulator, AZURE_DATED_RESPONSES),

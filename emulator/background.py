@@ -4,6 +4,9 @@ A background response runs on the emulator's event loop whatever happens to the 
 that asked for it; every event it emits is kept, so ``GET /v1/responses/{id}?stream=true
 &starting_after=N`` replays the events after sequence number N and then follows the live
 ones, and a plain ``GET /v1/responses/{id}`` returns the response object as it stands.
+``POST /v1/responses/{id}/cancel`` stops one still running (its status becomes
+``cancelled``; a finished one is returned unchanged, so cancelling is idempotent), and
+``DELETE /v1/responses/{id}`` forgets it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class BackgroundRun:
     renderer: ResponsesRenderer
     events: list[bytes] = field(default_factory=list)  # index == sequence_number
     finished: bool = False
+    cancelled: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -53,6 +57,14 @@ class BackgroundRun:
 
     def current(self) -> dict[str, Any]:
         """The response object as of the last event (queued before any)."""
+        response = self._last_response()
+        if self.cancelled:
+            # No usage for a run that never completed (what OpenAI reports for a cancelled
+            # response is not documented): the client bills its own estimate, as for Stop.
+            return {**response, "status": "cancelled", "usage": None}
+        return response
+
+    def _last_response(self) -> dict[str, Any]:
         for data in reversed(self.events):
             payload = json.loads(data.decode().split("data: ", 1)[1])
             if isinstance(payload.get("response"), dict):
@@ -60,6 +72,15 @@ class BackgroundRun:
                 assert isinstance(response, dict)
                 return response
         return self.renderer.response_object("queued", [], None)
+
+    def cancel(self) -> None:
+        """Stop generating (its followers' streams end without a terminal event); a
+        finished run is left as it is."""
+        if self.finished:
+            return
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 class BackgroundRuns:
@@ -76,6 +97,14 @@ class BackgroundRuns:
 
     def get(self, response_id: str) -> BackgroundRun | None:
         return self._runs.get(response_id)
+
+    def delete(self, response_id: str) -> bool:
+        """Forget a response (stopping it first if it still runs); False if unknown."""
+        run = self._runs.pop(response_id, None)
+        if run is None:
+            return False
+        run.cancel()
+        return True
 
     def clear(self) -> None:
         for run in list(self._runs.values()):
