@@ -51,8 +51,13 @@ def delta_frame(message_id: int, seq: int, text: str, *, refusal: bool = False) 
     return frame
 
 
-def reasoning_frame(message_id: int, text: str) -> Frame:
-    return {"type": "reasoning", "message": message_id, "text": text}
+def reasoning_frame(message_id: int, text: str, *, replace: bool = False) -> Frame:
+    """More of the reasoning summary; with ``replace`` the whole of it so far (a worker
+    that resumed an answer restarts the summary from its last checkpoint)."""
+    frame: Frame = {"type": "reasoning", "message": message_id, "text": text}
+    if replace:
+        frame["replace"] = True
+    return frame
 
 
 def context_frame(message_id: int, left_out: int) -> Frame:

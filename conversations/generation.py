@@ -3,6 +3,11 @@
 ``run_generation`` claims a pending message, streams it from the provider, publishes
 coalesced deltas, checkpoints text a bounded number of times, and ends the message in
 exactly one final state. It never writes per token.
+
+A high-effort Responses answer runs as a background response at the provider: its id is
+saved once and each checkpoint also saves the provider's sequence number, so when the
+worker dies mid-answer the next one (the redelivered task, or the reaper's hand-back)
+takes the answer over and resumes the provider's stream right after the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from billing.pricing import (
     add_usage,
@@ -25,7 +31,7 @@ from billing.pricing import (
     usage_cost,
     worst_case_cost,
 )
-from conversations import frames, lifecycle, llm
+from conversations import frames, lifecycle, llm, replay
 from conversations.lifecycle import Abandoned, Ending, answer_prices, claim
 from conversations.live import LiveReply, monitor
 from conversations.llm.types import (
@@ -35,6 +41,7 @@ from conversations.llm.types import (
     ReasoningItem,
     ReasoningSummaryDelta,
     RefusalDelta,
+    ResponseStarted,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -69,6 +76,7 @@ class Streamer:
     """Coalesces deltas (one frame per flush window) and checkpoints text."""
 
     message_id: int
+    claim: int | None = None  # this worker's claim: its writes lose to a later one's
     text_parts: list[str] = field(default_factory=list)
     refusal_parts: list[str] = field(default_factory=list)
     summary_parts: list[str] = field(default_factory=list)
@@ -79,6 +87,15 @@ class Streamer:
     frames: int = 0
     last_flush: float = 0.0
     last_checkpoint: float = field(default_factory=time.monotonic)
+    # A background answer's first round: the provider response a successor could
+    # resume, and the stream being read (whose sequence number each checkpoint saves).
+    resumable: bool = False
+    response_id: str = ""
+    upstream: llm.ChatStream | None = None
+    # A resumed answer: text tabs were shown after the checkpoint, which the provider is
+    # about to send again.
+    replayed_text: str = ""
+    replayed_refusal: str = ""
 
     @property
     def text(self) -> str:
@@ -92,12 +109,29 @@ class Streamer:
     def shown_anything(self) -> bool:
         return bool(self.seq or self.pending or self.pending_refusal)
 
+    @property
+    def provider_seq(self) -> int | None:
+        """The provider event the text so far ends with, when a successor could resume
+        the stream right after it."""
+        stream = self.upstream
+        if not self.response_id or stream is None or stream.response_id != self.response_id:
+            return None
+        return stream.sequence_number
+
     def add_text(self, text: str) -> None:
+        if self.replayed_text:
+            self.replayed_text, text = _past_replay(self.replayed_text, text, self.message_id)
+            if not text:
+                return
         self.text_parts.append(text)
         self.pending.append(text)
         self._after_add()
 
     def add_refusal(self, text: str) -> None:
+        if self.replayed_refusal:
+            self.replayed_refusal, text = _past_replay(self.replayed_refusal, text, self.message_id)
+            if not text:
+                return
         self.refusal_parts.append(text)
         self.pending_refusal.append(text)
         self._after_add()
@@ -137,11 +171,57 @@ class Streamer:
         self.last_checkpoint = now
         self.checkpoints += 1
         saved = lifecycle.checkpoint(
-            message_id=self.message_id, content=self.text, refusal=self.refusal, seq=self.seq
+            message_id=self.message_id, content=self.text, refusal=self.refusal, seq=self.seq,
+            reasoning_summary="".join(self.summary_parts), provider_seq=self.provider_seq,
+            claim=self.claim,
         )
         _release_db()
         if not saved:
             raise Abandoned()
+
+    def track(self, response_id: str) -> None:
+        """Save the id of this answer's background response once (one UPDATE per upstream
+        request), so that if this worker dies the next one can resume it."""
+        if not self.resumable or response_id == self.response_id:
+            return
+        self.response_id = response_id
+        self._save_response_id()
+
+    def untrack(self) -> None:
+        """The resumable first round ended and tool rounds follow, which a successor could
+        not resume (it would not have their inputs): the answer is no longer resumable."""
+        self.resumable = False
+        if self.response_id:
+            self.response_id = ""
+            self._save_response_id()
+
+    def _save_response_id(self) -> None:
+        saved = lifecycle.track_response(
+            message_id=self.message_id, claim=self.claim, response_id=self.response_id
+        )
+        _release_db()
+        if not saved:
+            raise Abandoned()
+
+
+def _past_replay(replayed: str, text: str, message_id: int) -> tuple[str, str]:
+    """Split a delta of a resumed stream into the part tabs were already shown (still
+    ahead in ``replayed``) and the new part: returns (rest of replayed, new text)."""
+    seen = min(len(replayed), len(text))
+    if text[:seen] != replayed[:seen]:
+        # The provider replays a stored response's own events, so this cannot happen
+        # short of a provider bug; the saved answer then keeps what tabs were shown.
+        logger.error("message %s: the resumed stream differs from the text shown", message_id)
+    return replayed[seen:], text[seen:]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where the previous worker of a background answer left it: the provider's
+    response and the last provider event its checkpoint covers (None: none yet)."""
+
+    response_id: str
+    starting_after: int | None
 
 
 @dataclass
@@ -175,6 +255,7 @@ def _stream_round(
     streamer: Streamer,
     live: LiveReply,
     state: dict[str, Any],
+    resume: Resume | None = None,
 ) -> RoundResult:
     attempt = 0
     while True:
@@ -183,10 +264,14 @@ def _stream_round(
         # Whether this attempt made the model produce anything: a request the provider
         # rejected before any output costs nothing unless the provider reported usage.
         produced = False
+        stream: llm.ChatStream | None = None
         live.begin_round()
         try:
-            stream = llm.open_stream(profile, request)
+            # A retry sends the request afresh: only the first attempt follows on from
+            # the previous worker's stream.
+            stream = _open(profile, request, resume if attempt == 1 else None)
             live.attach(stream)
+            streamer.upstream = stream
             for event in stream:
                 # Any event is progress of this answer (it renews the lease and keeps the
                 # stall detector quiet), including reasoning summaries and the usage chunk.
@@ -222,6 +307,9 @@ def _stream_round(
                 elif isinstance(event, UsageReport):
                     result.usage = event.usage
                     result.service_tier = event.service_tier
+                elif isinstance(event, ResponseStarted) and stream.background:
+                    _note_stored(state, event.response_id)
+                    streamer.track(event.response_id)
             if live.cancelled.is_set():
                 raise Cancelled()
             if live.stalled:
@@ -236,11 +324,19 @@ def _stream_round(
         except Cancelled:
             # Stopped mid-attempt: the model may have reasoned already; estimate (flagged).
             _count_attempt(state, result.usage, unreported=True)
+            _cancel_upstream(profile, stream)
+            raise
+        except Abandoned:
+            # Another worker has the answer now and resumes its response: stop reading
+            # it here, and leave it running upstream.
+            if stream is not None:
+                stream.close()
             raise
         except LLMError as error:
             # A failed attempt costs what the provider reported, an estimate if it had
             # started producing output without a usage chunk, and nothing otherwise.
             _count_attempt(state, result.usage, unreported=produced)
+            _cancel_upstream(profile, stream)
             if live.cancelled.is_set():
                 raise Cancelled() from error
             if error.retryable and not streamer.shown_anything and attempt < settings.LLM_MAX_ATTEMPTS:
@@ -257,7 +353,55 @@ def _stream_round(
             raise
         except Exception:
             _count_attempt(state, result.usage, unreported=produced)
+            _cancel_upstream(profile, stream)
             raise
+
+
+def _open(profile: ModelProfile, request: ChatRequest, resume: Resume | None) -> llm.ChatStream:
+    if resume is None:
+        return llm.open_stream(profile, request)
+    return llm.resume_stream(profile, resume.response_id, starting_after=resume.starting_after)
+
+
+def _note_stored(state: dict[str, Any], response_id: str) -> None:
+    """Remember a background response the provider stores, to delete it at the end."""
+    stored = state.setdefault("stored_responses", [])
+    if response_id not in stored:
+        stored.append(response_id)
+
+
+def _cancel_upstream(profile: ModelProfile, stream: llm.ChatStream | None) -> None:
+    """A background response runs on at the provider, and is billed, whatever happens to
+    our connection: one this answer gives up on (Stop, a failure, before a retry) is
+    cancelled there. Best effort: the answer's own ending does not wait on it."""
+    if stream is None or not stream.running_upstream:
+        return
+    try:
+        llm.cancel_response(profile, stream.response_id)
+    except LLMError as error:
+        logger.warning("could not cancel background response %s: %s", stream.response_id,
+                       error.detail)
+
+
+def _delete_stored(profile: ModelProfile, state: dict[str, Any]) -> None:
+    """Once the answer ended, delete the background responses it had the provider store:
+    with them gone it keeps no more of the conversation than with store=false."""
+    for response_id in state.get("stored_responses", ()):
+        try:
+            llm.delete_response(profile, response_id)
+        except LLMError as error:
+            logger.info("could not delete background response %s: %s", response_id, error.detail)
+
+
+def runs_in_background(profile: ModelProfile, effort: str) -> bool:
+    """Whether an answer runs as a background response: a Responses-style profile at one
+    of ``BACKGROUND_EFFORTS``, the efforts whose answers take long enough that losing
+    one to a worker restart would hurt."""
+    return (
+        profile.api_style == ModelProfile.ApiStyle.RESPONSES
+        and bool(effort)
+        and effort in settings.BACKGROUND_EFFORTS
+    )
 
 
 def _count_tier(state: dict[str, Any], tier: str) -> None:
@@ -277,7 +421,10 @@ def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bo
         state["usage_missing"] = True
 
 
-def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any]) -> Outcome:
+def _generate(
+    message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any],
+    resume: Resume | None = None,
+) -> Outcome:
     conversation = message.conversation
     profile = message.profile
     assert profile is not None
@@ -290,12 +437,15 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
     _release_db()
     state["prompt_tokens"] = prompt.prompt_tokens
     state["left_out"] = prompt.left_out
-    if prompt.left_out:
+    if prompt.left_out and resume is None:  # a resumed answer's tabs were told already
         publish(message.pk, frames.context_frame(message.pk, prompt.left_out))
     messages = list(prompt.messages)
     tools = tool_schemas() if profile.accepts("tools") else []
     reserved = _reserved_amount(message)
     full_cap = cap = message.max_completion_tokens or profile.max_completion_tokens
+    background = runs_in_background(profile, message.reasoning_effort)
+    # Only the first round can be resumed by a successor: later ones need its tool calls.
+    streamer.resumable = background or resume is not None
     for round_number in range(settings.MAX_TOOL_ROUNDS + 1):
         if round_number and reserved is not None:
             # Each tool round is another billed call under the turn's one reservation, which
@@ -319,13 +469,16 @@ def _generate(message: Message, live: LiveReply, streamer: Streamer, state: dict
             max_completion_tokens=cap,
             tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
             prompt_cache_key=prompt_cache_key(conversation.pk),
+            background=background,
         )
-        result = _stream_round(profile, request, streamer, live, state)
+        result = _stream_round(profile, request, streamer, live, state,
+                               resume if round_number == 0 else None)
         # The reasoning behind the round's output: sent back before the tool calls in the
         # next round, and kept with the answer for later turns when this round is the last.
         state["reasoning_items"] = result.reasoning_items
         if result.finish_reason != "tool_calls" or not result.tool_calls:
             return _outcome_for(result.finish_reason, streamer, message)
+        streamer.untrack()
         calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
         messages.append(
             {
@@ -387,22 +540,26 @@ def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Ou
 
 
 def run_generation(message_id: int) -> None:
-    message = claim(message_id)
-    _release_db()
-    if message is None:
+    taken = _take(message_id)
+    if taken is None:
         return
+    message, resume = taken
     live = monitor.register(message.pk)
-    # The answer is now with the model: say so at once rather than on the monitor's tick.
-    live.last_thinking = live.started
-    publish(message.pk, frames.thinking_frame(message.pk, 0))
-    streamer = Streamer(message.pk)
+    streamer = Streamer(message.pk, claim=message.claims)
     state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
+    if resume is None:
+        # The answer is now with the model: say so at once rather than on the monitor's tick.
+        live.last_thinking = live.started
+        publish(message.pk, frames.thinking_frame(message.pk, 0))
+    else:
+        _pick_up(message, streamer, live)
+        _note_stored(state, resume.response_id)
     try:
-        outcome = _generate(message, live, streamer, state)
+        outcome = _generate(message, live, streamer, state, resume)
     except Cancelled:
         outcome = Outcome(Status.CANCELLED, finish_reason="cancelled")
     except Abandoned:
-        logger.warning("message %s was taken over by the reaper", message.pk)
+        logger.warning("message %s was taken over (reaper or another worker)", message.pk)
         return
     except LLMError as error:
         outcome = Outcome(
@@ -422,9 +579,57 @@ def run_generation(message_id: int) -> None:
         streamer.flush()
         finish(message, outcome, streamer, state)
     except Abandoned:
-        logger.warning("message %s was taken over by the reaper", message.pk)
+        logger.warning("message %s was taken over (reaper or another worker)", message.pk)
+        return
     finally:
         _release_db()
+    assert message.profile is not None
+    _delete_stored(message.profile, state)
+
+
+def _take(message_id: int) -> tuple[Message, Resume | None] | None:
+    """Claim a queued answer; else take over a background answer whose worker is gone
+    (its lease lapsed), to resume it. None when there is nothing to do: the answer is
+    ended, or still being streamed by a live worker, whose lease decides."""
+    message = claim(message_id)
+    resume = None
+    if message is None:
+        message = lifecycle.reclaim(message_id)
+        if message is not None:
+            resume = Resume(message.provider_response_id, message.provider_seq)
+            logger.warning("resuming message %s (background response %s after event %s)",
+                           message.pk, resume.response_id, resume.starting_after)
+    _release_db()
+    return None if message is None else (message, resume)
+
+
+def _pick_up(message: Message, streamer: Streamer, live: LiveReply) -> None:
+    """Continue a background answer where its previous worker left it.
+
+    Tabs were shown the checkpointed text plus any deltas the replay buffer holds beyond
+    it. The provider's stream resumes right after the checkpoint's event, so it sends
+    those deltas' text again: the streamer skips exactly that much and numbers its frames
+    after the last buffered one, and tabs see the answer go on without a gap or a repeat.
+    """
+    shown = replay.read_tail(message.pk, after_seq=message.stream_seq)
+    streamer.text_parts = [message.content, shown.text]
+    streamer.refusal_parts = [message.refusal, shown.refusal]
+    streamer.summary_parts = [message.reasoning_summary]
+    streamer.seq = shown.seq
+    streamer.replayed_text, streamer.replayed_refusal = shown.text, shown.refusal
+    streamer.response_id = message.provider_response_id
+    assert message.started_at is not None
+    live.continue_from(
+        elapsed=(timezone.now() - message.started_at).total_seconds(), shown=shown.seq > 0
+    )
+    if shown.seq == 0:
+        publish(message.pk, frames.thinking_frame(message.pk, live.elapsed_ms))
+    # Summary deltas carry no sequence number, so tabs may hold some the provider is about
+    # to send again: they restart from the checkpointed summary.
+    publish(message.pk, frames.reasoning_frame(message.pk, message.reasoning_summary,
+                                               replace=True))
+    if message.cancel_requested:
+        live.cancel()  # Stop arrived while no worker had the answer
 
 
 def billable_usage(message: Message, streamer: Streamer, state: dict[str, Any]) -> tuple[Usage, bool]:

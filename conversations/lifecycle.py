@@ -3,15 +3,16 @@
 ::
 
     pending ──claim──▶ streaming ──finish──▶ done | failed | cancelled
-       │                   │
-       │                   └──interrupt (lease lapsed)──▶ interrupted
+       │                   │ ↺ reclaim (lease lapsed, a background response to resume)
+       │                   └──interrupt (lease lapsed, nothing to resume)──▶ interrupted
        ├──cancel_pending (Stop before a worker claimed it)──▶ cancelled
        └──fail_pending (never started: queue timeout, …)──▶ failed
 
 Each transition is one conditional ``UPDATE ... WHERE status = <expected>`` whose row
 count decides the winner (a redelivered task, Stop, the reaper and a late worker race
-for the same row), then the settlement of the turn's reservation in the same
-transaction, then the final frame, built from the saved row by
+for the same row; a worker's own writes also name its claim, so one that outlived its
+lease loses to the worker that took the answer over), then the settlement of the turn's
+reservation in the same transaction, then the final frame, built from the saved row by
 ``frames.final_frame`` and published even if an after-commit hook fails. A losing
 transition changes nothing and sends nothing.
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, QuerySet
 from django.db.models.signals import pre_delete
 from django.dispatch import Signal, receiver
 from django.utils import timezone
@@ -62,8 +64,14 @@ INTERRUPTED_DETAIL = (
 )
 
 
+# A first claim and two resumes: an answer whose resuming keeps killing its worker (or
+# that no worker reclaims within PENDING_TIMEOUT_SECONDS) is interrupted instead.
+MAX_CLAIMS = 3
+
+
 class Abandoned(Exception):
-    """The message left ``streaming`` under us (the reaper declared it interrupted)."""
+    """The message is no longer ours: the reaper declared it interrupted, or another
+    worker took it over to resume it."""
 
 
 def answer_prices(message: Message) -> Prices:
@@ -93,19 +101,63 @@ def claim(message_id: int) -> Message | None:
         status=Status.STREAMING,
         started_at=now,
         lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
+        claims=F("claims") + 1,
     )
     if not claimed:
         return None
+    return _claimed(message_id)
+
+
+def reclaim(message_id: int) -> Message | None:
+    """streaming → streaming under a new claim: take over a background answer whose
+    worker is gone (its lease lapsed), to resume the provider's stream. None while a
+    live worker renews the lease, once the answer ended, when it has no background
+    response to resume, or after MAX_CLAIMS claims."""
+    now = timezone.now()
+    # Race: the redelivered task, the reaper's hand-back tasks and the reaper's interrupt
+    # all target a row whose lease lapsed; the lease in the filter (renewed here) lets
+    # exactly one of them have it.
+    taken = (
+        Message.objects.filter(pk=message_id, status=Status.STREAMING, lease_expires_at__lt=now,
+                               claims__lt=MAX_CLAIMS)
+        .exclude(provider_response_id="")
+        .update(lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
+                claims=F("claims") + 1)
+    )
+    return _claimed(message_id) if taken else None
+
+
+def _claimed(message_id: int) -> Message:
     return Message.objects.select_related(
         "profile", "conversation", "conversation__organization"
     ).get(pk=message_id)
 
 
-def checkpoint(*, message_id: int, content: str, refusal: str, seq: int) -> bool:
-    """Save the text streamed so far; False once the answer is no longer ours."""
-    # Race: the reaper may have interrupted this answer; then the row is not overwritten.
-    return bool(Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
-        content=content, refusal=refusal, stream_seq=seq
+def _owned(message_id: int, claim: int | None) -> QuerySet[Message]:
+    """The row, while it is still streaming under ``claim`` (any claim when None)."""
+    rows = Message.objects.filter(pk=message_id, status=Status.STREAMING)
+    return rows if claim is None else rows.filter(claims=claim)
+
+
+def checkpoint(*, message_id: int, content: str, refusal: str, seq: int,
+               reasoning_summary: str = "", provider_seq: int | None = None,
+               claim: int | None = None) -> bool:
+    """Save the text streamed so far (and, for a background answer, the provider event
+    it ends with); False once the answer is no longer ours."""
+    # Race: the reaper may have interrupted this answer, or another worker taken it over;
+    # then the row is not overwritten.
+    return bool(_owned(message_id, claim).update(
+        content=content, refusal=refusal, stream_seq=seq, reasoning_summary=reasoning_summary,
+        provider_seq=provider_seq,
+    ))
+
+
+def track_response(*, message_id: int, claim: int | None, response_id: str) -> bool:
+    """Record the background response the answer streams ("": none a successor could
+    resume); False once the answer is no longer ours."""
+    # Race: as for checkpoint().
+    return bool(_owned(message_id, claim).update(
+        provider_response_id=response_id, provider_seq=None
     ))
 
 
@@ -162,9 +214,9 @@ def finish(message: Message, ending: Ending) -> dict[str, Any]:
         "finished_at": now,
     }
     with transaction.atomic():
-        # Race: the reaper may have declared this answer interrupted while it streamed;
-        # only one of the two final states can be written.
-        if not Message.objects.filter(pk=message.pk, status=Status.STREAMING).update(**changes):
+        # Race: the reaper may have declared this answer interrupted while it streamed, or
+        # another worker taken it over; only one final state can be written, once.
+        if not _owned(message.pk, message.claims).update(**changes):
             raise Abandoned()
         settle(message_id=message.pk, cost=cost, estimated=ending.usage_estimated)
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
@@ -331,8 +383,10 @@ def _end_before_delete(sender: Any, instance: Message, **kwargs: Any) -> None:
 
 
 def reap_stale_replies() -> int:
-    """End answers nobody is working on: a pending one no worker claimed in time fails
-    as ``queue_timeout`` at $0; a streaming one whose lease lapsed is interrupted.
+    """Deal with answers nobody is working on: a pending one no worker claimed in time
+    fails as ``queue_timeout`` at $0; a streaming one whose lease lapsed is handed back
+    to the workers when it has a background response to resume (``hand_back``), and
+    interrupted otherwise.
 
     Each row is handled in its own transaction: one row that cannot be ended is logged
     and skipped, never blocking the rows behind it.
@@ -341,21 +395,63 @@ def reap_stale_replies() -> int:
     stale = list(
         Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now)
         .order_by("lease_expires_at")
-        .values_list("pk", "status")[:500]
+        .values_list("pk", "status", "provider_response_id", "claims", "lease_expires_at")[:500]
     )
     reaped = 0
-    for pk, status in stale:
+    for pk, status, response_id, claims, lapsed_at in stale:
         try:
             if status == Status.PENDING:
                 reaped += expire_pending(pk, now)
-            else:
-                reaped += interrupt(pk, now=now)
+            elif _resumable(response_id, claims, lapsed_at, now):
+                hand_back(pk)
+                reaped += 1
+            elif interrupt(pk, now=now):
+                reaped += 1
+                if response_id:
+                    _cancel_background_response(pk, response_id)
         except Exception:
             logger.exception("could not reap message %s; will retry on the next pass", pk)
     reaped += settle_leaked_reservations()
     if reaped:
         logger.warning("reaped %d stale answers or leaked reservations", reaped)
     return reaped
+
+
+def _resumable(response_id: str, claims: int, lapsed_at: datetime | None, now: datetime) -> bool:
+    """Whether a streaming answer whose lease lapsed should be resumed by another worker:
+    it has a background response, has not used up its claims, and has not waited longer
+    than a queued answer may."""
+    waited = now - (lapsed_at or now)
+    return bool(response_id) and claims < MAX_CLAIMS and waited < timedelta(
+        seconds=settings.PENDING_TIMEOUT_SECONDS
+    )
+
+
+def hand_back(message_id: int) -> None:
+    """Queue a background answer whose worker is gone for any worker, which resumes it
+    (``reclaim`` lets one task have it). Writes nothing: until a worker reclaims it, its
+    lease stays lapsed and later passes queue it again (the extra tasks find nothing to
+    do); one that no worker reclaims within PENDING_TIMEOUT_SECONDS is interrupted, as
+    a queued answer would time out."""
+    from chatsite.celery import app
+    from conversations.dispatch import GENERATE_REPLY
+
+    app.send_task(GENERATE_REPLY, args=[message_id], ignore_result=True)
+    logger.warning("handed message %s back to the workers to resume", message_id)
+
+
+def _cancel_background_response(message_id: int, response_id: str) -> None:
+    """An interrupted answer's background response may still be generating at the
+    provider, billed, for nobody: cancel it there (best effort)."""
+    from conversations import llm
+
+    message = Message.objects.select_related("profile").get(pk=message_id)
+    if message.profile is None:
+        return
+    try:
+        llm.cancel_response(message.profile, response_id)
+    except llm.LLMError as error:
+        logger.warning("could not cancel background response %s: %s", response_id, error.detail)
 
 
 def settle_leaked_reservations() -> int:

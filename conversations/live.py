@@ -49,6 +49,15 @@ class LiveReply:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
+    def continue_from(self, *, elapsed: float, shown: bool) -> None:
+        """Taking over an answer another worker started ``elapsed`` seconds ago: the
+        thinking timer goes on from there, and says nothing once text was shown."""
+        now = time.monotonic()
+        self.started = now - elapsed
+        self.last_thinking = now
+        if shown:
+            self.first_output_at = now
+
     def begin_round(self) -> None:
         """A new upstream request (a retry or a tool round) is about to be sent."""
         self.last_activity = time.monotonic()

@@ -316,6 +316,21 @@ class Message(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     price_snapshot = models.JSONField(default=dict, blank=True)
     stream_seq = models.PositiveIntegerField(default=0)
+    # A background response (Responses API) survives the worker that streams it: its id
+    # and the provider's sequence number of the last event the checkpointed text covers
+    # let the next worker resume the stream right after the checkpoint.
+    provider_response_id = models.CharField(
+        max_length=200, blank=True,
+        help_text="The provider's id of the background response this answer is streaming.",
+    )
+    provider_seq = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="The provider's sequence_number of the last event the saved text covers.",
+    )
+    # Each claim (the first, and a resume after a worker died) counts one up; a worker's
+    # writes name its own count, so one that outlived its lease cannot overwrite the
+    # worker that took the answer over.
+    claims = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
@@ -112,12 +113,30 @@ def get_replay_store() -> ReplayStore:
     return MemoryReplayStore(settings.REPLAY_TTL_SECONDS)
 
 
-def read_text(message_id: int, checkpoint_text: str, checkpoint_seq: int) -> tuple[str, int]:
-    """The checkpointed text plus any text deltas the buffer holds beyond it."""
-    text, seq = checkpoint_text, checkpoint_seq
+@dataclass(frozen=True)
+class Tail:
+    """The deltas the buffer holds right after a checkpoint: what tabs may have been
+    shown beyond the saved text."""
+
+    text: str
+    refusal: str
+    seq: int  # the last of them (the checkpoint's own seq when there are none)
+
+
+def read_tail(message_id: int, *, after_seq: int) -> Tail:
+    """The text and refusal deltas numbered ``after_seq + 1`` onwards, in order, up to
+    the first gap (a tab cannot have applied anything past one)."""
+    text: list[str] = []
+    refusal: list[str] = []
+    seq = after_seq
     for frame in sorted(get_replay_store().read_sync(message_id), key=lambda f: f.get("seq", 0)):
         if frame.get("type") == "delta" and frame["seq"] == seq + 1:
-            if not frame.get("refusal"):
-                text += frame["text"]
+            (refusal if frame.get("refusal") else text).append(frame["text"])
             seq = frame["seq"]
-    return text, seq
+    return Tail("".join(text), "".join(refusal), seq)
+
+
+def read_text(message_id: int, checkpoint_text: str, checkpoint_seq: int) -> tuple[str, int]:
+    """The checkpointed text plus any text deltas the buffer holds beyond it."""
+    tail = read_tail(message_id, after_seq=checkpoint_seq)
+    return checkpoint_text + tail.text, tail.seq

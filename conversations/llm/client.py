@@ -15,10 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
+import orjson
 from django.conf import settings
 
 from chatsite.env import env_secret
@@ -31,6 +33,7 @@ from conversations.llm.types import (
     ReasoningItem,
     ReasoningSummaryDelta,
     RefusalDelta,
+    ResponseStarted,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 
 DEMO_API_KEY = "offline-demo"
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+# Cancelling or deleting a stored response is a small control call, not an answer: it
+# must not hold a worker thread for the answer's long read timeout.
+CONTROL_TIMEOUT_SECONDS = 10.0
 
 _clients: dict[tuple[Any, ...], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
@@ -224,8 +230,13 @@ def _responses_input(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str
 
 
 def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]:
+    """The exact Responses body. Nothing is stored at the provider, except for a
+    background answer: the provider requires ``store`` for it, and keeping it is what
+    lets another worker resume its stream."""
     instructions, items = _responses_input(request.messages)
-    body: dict[str, Any] = {"model": profile.model, "input": items, "store": False}
+    body: dict[str, Any] = {"model": profile.model, "input": items, "store": request.background}
+    if request.background:
+        body["background"] = True
     if instructions:
         body["instructions"] = instructions
     if request.stream:
@@ -234,8 +245,9 @@ def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[st
         body["reasoning"] = {"effort": request.reasoning_effort}
         if profile.reasoning_summaries:
             body["reasoning"]["summary"] = "auto"
-        # Nothing is stored at the provider; the reasoning comes back encrypted so later
-        # turns and tool rounds can hand it back (the model then need not reason again).
+        # Later turns and tool rounds send the reasoning back themselves (encrypted), so
+        # they never depend on what the provider stored (a background response may be
+        # deleted once its answer ended).
         body["include"] = ["reasoning.encrypted_content"]
     body["max_output_tokens"] = request.max_completion_tokens
     if request.tools and profile.accepts("tools"):
@@ -254,17 +266,48 @@ def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[st
     return body
 
 
+@dataclass
+class ResponseProgress:
+    """How far a Responses stream got: the response's id (from ``response.created``, or
+    the one being resumed), the last ``sequence_number`` read, and whether its terminal
+    event arrived."""
+
+    response_id: str = ""
+    sequence_number: int | None = None
+    ended: bool = False
+
+
 class ChatStream:
     """An open upstream stream. ``close()`` may be called from another thread (Stop)."""
 
-    def __init__(self, profile: ModelProfile, raw: Any, api_style: str) -> None:
+    def __init__(
+        self, profile: ModelProfile, raw: Any, api_style: str, *, background: bool = False,
+        response_id: str = "",
+    ) -> None:
         self.profile = profile
         self._raw = raw
         self._api_style = api_style
+        self.background = background
+        self.progress = ResponseProgress(response_id=response_id)
         self._closed = threading.Event()
         # When the provider last sent anything, keep-alive comments included: the
         # monitor counts it as progress of this answer.
         self.last_read_at = 0.0
+
+    @property
+    def response_id(self) -> str:
+        return self.progress.response_id
+
+    @property
+    def sequence_number(self) -> int | None:
+        """The last provider event read (Responses API): a resume starts after it."""
+        return self.progress.sequence_number
+
+    @property
+    def running_upstream(self) -> bool:
+        """Whether a background response may still be generating (and billing) at the
+        provider although this stream is done with it."""
+        return self.background and bool(self.progress.response_id) and not self.progress.ended
 
     def close(self) -> None:
         self._closed.set()
@@ -285,10 +328,11 @@ class ChatStream:
 
     def __iter__(self) -> Iterator[StreamEvent]:
         try:
+            payloads = _sse_payloads(self._timed(self._raw.iter_lines()))
             if self._api_style == "responses":
-                yield from _responses_events(self._timed(self._raw))
+                yield from _responses_events(payloads, self.progress)
             else:
-                yield from _chat_events(_sse_payloads(self._timed(self._raw.iter_lines())))
+                yield from _chat_events(payloads)
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -307,38 +351,86 @@ class ChatStream:
             yield item
 
 
-def _create_response(client: openai.OpenAI, profile: ModelProfile, request: ChatRequest) -> Any:
-    """``responses.create``. When the provider refuses reasoning summaries (an OpenAI org
-    that is not verified answers 400, param ``reasoning.summary``), the profile stops
-    asking for them and the request is sent once more without: a refused request showed
-    nothing and costs nothing, and the answer matters more than its summary."""
+def _create_response(
+    send: Callable[[dict[str, Any]], Any], profile: ModelProfile, request: ChatRequest
+) -> Any:
+    """Send a Responses body with ``send``. When the provider refuses reasoning summaries
+    (an OpenAI org that is not verified answers 400, param ``reasoning.summary``), the
+    profile stops asking for them and the request is sent once more without: a refused
+    request showed nothing and costs nothing, and the answer matters more than its
+    summary."""
     try:
-        return client.responses.create(**build_responses_body(profile, request))
+        return send(build_responses_body(profile, request))
     except openai.BadRequestError as exc:
         if not profile.reasoning_summaries or _error_body(exc).get("param") != "reasoning.summary":
             raise
     from conversations.profiles import stop_reasoning_summaries
 
     stop_reasoning_summaries(profile)
-    return client.responses.create(**build_responses_body(profile, request))
+    return send(build_responses_body(profile, request))
 
 
 def open_stream(profile: ModelProfile, request: ChatRequest) -> ChatStream:
+    """Send the request and return its stream.
+
+    The SDK builds, authenticates and sends the request and raises its typed errors;
+    the SSE lines are parsed here with orjson, because the SDK's per-event model
+    parsing costs ~150 µs of CPU per token and a worker streams tens of thousands of
+    tokens per second.
+    """
     client = build_client(profile)
     try:
         if profile.api_style == "responses":
-            raw: Any = _create_response(client, profile, request)
+            raw: Any = _create_response(
+                lambda body: client.responses.with_streaming_response.create(**body).__enter__(),
+                profile, request,
+            )
         else:
-            # The SDK builds, authenticates and sends the request and raises its typed
-            # errors; the SSE lines are parsed here with plain json, because the SDK's
-            # per-chunk model parsing costs ~150 µs of CPU per token and a worker streams
-            # tens of thousands of tokens per second.
             raw = client.chat.completions.with_streaming_response.create(
                 **build_chat_body(profile, request)
             ).__enter__()
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
-    return ChatStream(profile, raw, profile.api_style)
+    return ChatStream(profile, raw, profile.api_style, background=request.background)
+
+
+def resume_stream(
+    profile: ModelProfile, response_id: str, *, starting_after: int | None
+) -> ChatStream:
+    """Follow a background response again (``GET /responses/{id}?stream=true``): the
+    events after sequence number ``starting_after`` (all of them when None), then the
+    live ones."""
+    client = build_client(profile)
+    options: dict[str, Any] = {} if starting_after is None else {"starting_after": starting_after}
+    try:
+        raw = client.responses.with_streaming_response.retrieve(
+            response_id, stream=True, **options
+        ).__enter__()
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    return ChatStream(profile, raw, "responses", background=True, response_id=response_id)
+
+
+def cancel_response(profile: ModelProfile, response_id: str) -> None:
+    """``POST /responses/{id}/cancel``: a background response runs on at the provider
+    (and is billed) whatever happens to our connection, so one we give up on is
+    cancelled there. Cancelling one that already ended changes nothing."""
+    client = build_client(profile)
+    try:
+        client.responses.with_raw_response.cancel(response_id, timeout=CONTROL_TIMEOUT_SECONDS)
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+
+
+def delete_response(profile: ModelProfile, response_id: str) -> None:
+    """``DELETE /responses/{id}``: forget a stored background response once its answer
+    has ended, so the provider keeps no more of a conversation than it does with
+    ``store=false``."""
+    client = build_client(profile)
+    try:
+        client.responses.delete(response_id, timeout=CONTROL_TIMEOUT_SECONDS)
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
 
 
 def complete_json(profile: ModelProfile, request: ChatRequest) -> JsonCompletion:
@@ -350,15 +442,12 @@ def complete_json(profile: ModelProfile, request: ChatRequest) -> JsonCompletion
     usage: Usage | None = None
     try:
         if profile.api_style == "responses":
-            response = _create_response(client, profile, request)
+            response = _create_response(
+                lambda body: client.responses.create(**body), profile, request
+            )
             text = response.output_text
             if response.usage is not None:
-                usage = Usage(
-                    prompt_tokens=response.usage.input_tokens or 0,
-                    cached_tokens=getattr(response.usage.input_tokens_details, "cached_tokens", 0) or 0,
-                    completion_tokens=response.usage.output_tokens or 0,
-                    reasoning_tokens=getattr(response.usage.output_tokens_details, "reasoning_tokens", 0) or 0,
-                )
+                usage = _usage_from_responses(response.usage.model_dump())
         else:
             completion = client.chat.completions.create(**build_chat_body(profile, request))
             text = completion.choices[0].message.content or ""
@@ -420,10 +509,12 @@ def list_models(profile: ModelProfile) -> list[dict[str, Any]]:
 
 
 def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """``data:`` payloads of a Chat Completions SSE stream, up to ``[DONE]``.
+    """The JSON objects of an SSE stream's ``data:`` lines (orjson), up to ``[DONE]``
+    (Chat Completions ends with it; a Responses stream ends after its terminal event).
 
-    Comment lines (``: keep-alive``) and blank separators are skipped; an ``error``
-    object inside the stream becomes an :class:`LLMError` (retryable only before text).
+    ``event:`` lines (Responses repeats the type inside the data), comment lines
+    (``: keep-alive``) and blank separators are skipped; an object with an ``error``
+    becomes an :class:`LLMError`, as the SDK raises it (retryable only before text).
     """
     for line in lines:
         if not line.startswith("data:"):
@@ -432,8 +523,8 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
         if data == "[DONE]":
             return
         try:
-            payload = json.loads(data)
-        except ValueError as exc:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
             raise LLMError(
                 "upstream_error", "The model provider sent a malformed stream.", retryable=True,
                 reason="malformed",
@@ -461,6 +552,17 @@ def _usage_from_chat(raw: dict[str, Any]) -> Usage:
         cached_tokens=_int(prompt_details.get("cached_tokens")),
         completion_tokens=_int(raw.get("completion_tokens")),
         reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+    )
+
+
+def _usage_from_responses(raw: dict[str, Any]) -> Usage:
+    input_details = raw.get("input_tokens_details") or {}
+    output_details = raw.get("output_tokens_details") or {}
+    return Usage(
+        prompt_tokens=_int(raw.get("input_tokens")),
+        cached_tokens=_int(input_details.get("cached_tokens")),
+        completion_tokens=_int(raw.get("output_tokens")),
+        reasoning_tokens=_int(output_details.get("reasoning_tokens")),
     )
 
 
@@ -492,54 +594,94 @@ def _chat_events(payloads: Iterator[dict[str, Any]]) -> Iterator[StreamEvent]:
                 yield Finished(str(choice["finish_reason"]))
 
 
-def _responses_events(raw: Any) -> Iterator[StreamEvent]:
+def _responses_events(
+    payloads: Iterator[dict[str, Any]], progress: ResponseProgress
+) -> Iterator[StreamEvent]:
+    """Stream events from Responses API event objects, noting the stream's progress.
+
+    A resumed stream starts after events it never sees again (a tool call announced,
+    a reasoning item finished): the terminal event's ``output`` supplies the items this
+    stream did not see, once.
+    """
     call_index: dict[str, int] = {}
-    for event in raw:
-        kind = event.type
+    reasoning_seen: set[str] = set()
+    for event in payloads:
+        sequence = event.get("sequence_number")
+        if isinstance(sequence, int):
+            progress.sequence_number = sequence
+        kind = event.get("type")
         if kind == "response.output_text.delta":
-            yield TextDelta(event.delta)
+            if event.get("delta"):
+                yield TextDelta(str(event["delta"]))
         elif kind == "response.refusal.delta":
-            yield RefusalDelta(event.delta)
+            if event.get("delta"):
+                yield RefusalDelta(str(event["delta"]))
         elif kind == "response.reasoning_summary_text.delta":
-            yield ReasoningSummaryDelta(event.delta)
-        elif kind == "response.output_item.done" and event.item.type == "reasoning":
-            yield ReasoningItem(event.item.model_dump(mode="json", exclude_none=True))
-        elif kind == "response.output_item.added" and event.item.type == "function_call":
-            index = call_index.setdefault(event.item.id or event.item.call_id, len(call_index))
-            yield ToolCallDelta(index, event.item.call_id, event.item.name, "")
+            if event.get("delta"):
+                yield ReasoningSummaryDelta(str(event["delta"]))
         elif kind == "response.function_call_arguments.delta":
-            yield ToolCallDelta(call_index.get(event.item_id, 0), None, None, event.delta)
+            index = call_index.get(str(event.get("item_id")))
+            if index is not None:  # else announced before a resume: taken from the output
+                yield ToolCallDelta(index, None, None, str(event.get("delta") or ""))
+        elif kind == "response.output_item.added":
+            item = _object(event.get("item"))
+            if item.get("type") == "function_call":
+                index = call_index.setdefault(_item_key(item), len(call_index))
+                yield ToolCallDelta(index, item.get("call_id"), item.get("name"), "")
+        elif kind == "response.output_item.done":
+            item = _object(event.get("item"))
+            if item.get("type") == "reasoning":
+                reasoning_seen.add(str(item.get("id")))
+                yield ReasoningItem(_without_nulls(item))
+        elif kind == "response.created":
+            response_id = str(_object(event.get("response")).get("id") or "")
+            if response_id:
+                progress.response_id = response_id
+                yield ResponseStarted(response_id)
         elif kind in ("response.completed", "response.incomplete"):
-            response = event.response
-            usage = response.usage
-            if usage is not None:
+            progress.ended = True
+            response = _object(event.get("response"))
+            output = [item for item in response.get("output") or () if isinstance(item, dict)]
+            for item in output:
+                if item.get("type") == "reasoning" and str(item.get("id")) not in reasoning_seen:
+                    yield ReasoningItem(_without_nulls(item))
+                elif item.get("type") == "function_call" and _item_key(item) not in call_index:
+                    index = call_index.setdefault(_item_key(item), len(call_index))
+                    yield ToolCallDelta(index, item.get("call_id"), item.get("name"),
+                                        str(item.get("arguments") or ""))
+            usage = response.get("usage")
+            if isinstance(usage, dict):
                 yield UsageReport(
-                    Usage(
-                        prompt_tokens=usage.input_tokens or 0,
-                        cached_tokens=getattr(usage.input_tokens_details, "cached_tokens", 0)
-                        or 0,
-                        completion_tokens=usage.output_tokens or 0,
-                        reasoning_tokens=getattr(
-                            usage.output_tokens_details, "reasoning_tokens", 0
-                        )
-                        or 0,
-                    ),
-                    service_tier=response.service_tier or "",
+                    _usage_from_responses(usage), service_tier=str(response.get("service_tier") or "")
                 )
             if kind == "response.completed":
-                has_calls = any(item.type == "function_call" for item in response.output or [])
+                has_calls = any(item.get("type") == "function_call" for item in output)
                 yield Finished("tool_calls" if has_calls else "stop")
             else:
-                reason = getattr(response.incomplete_details, "reason", "") or ""
+                reason = _object(response.get("incomplete_details")).get("reason") or ""
                 yield Finished("content_filter" if reason == "content_filter" else "length")
         elif kind in ("error", "response.failed"):
-            # Responses yields (does not raise) its error event; make it an error here.
+            progress.ended = True
             raise LLMError(
                 "upstream_error",
                 "The model provider reported an error while answering.",
                 retryable=True,
                 reason="stream_error",
             )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _item_key(item: dict[str, Any]) -> str:
+    return str(item.get("id") or item.get("call_id"))
+
+
+def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
+    # The item is kept with the answer and sent back as input later; like the SDK's
+    # exclude_none dump it replaced, it carries no null fields.
+    return {key: value for key, value in item.items() if value is not None}
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

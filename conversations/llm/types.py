@@ -57,6 +57,14 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class ResponseStarted:
+    """The provider accepted the request and named its response (Responses API): with
+    ``background`` on, the id under which the answer can be resumed or cancelled."""
+
+    response_id: str
+
+
+@dataclass(frozen=True)
 class UsageReport:
     usage: Usage
     service_tier: str = ""  # Responses API: the tier that served the request
@@ -64,7 +72,7 @@ class UsageReport:
 
 StreamEvent = (
     TextDelta | RefusalDelta | ReasoningSummaryDelta | ReasoningItem | ToolCallDelta | Finished
-    | UsageReport
+    | UsageReport | ResponseStarted
 )
 
 
@@ -80,6 +88,9 @@ class ChatRequest:
     stream: bool = True
     # Responses API: routes a conversation's requests to the cache holding its prefix.
     prompt_cache_key: str = ""
+    # Responses API: run the answer as a background response (stored at the provider), so
+    # a worker that dies mid-answer can be replaced by one that resumes its stream.
+    background: bool = False
 
 
 @dataclass(frozen=True)

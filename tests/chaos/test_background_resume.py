@@ -1,0 +1,153 @@
+"""A worker process killed (SIGKILL) mid-answer on a high-effort Responses profile.
+
+The answer runs as a background response at the provider, so it is not interrupted:
+once the dead worker's lease lapses, the reaper (run here, as beat would run it) hands
+it back, a second worker resumes the provider's stream right after the last checkpoint,
+and a tab that followed the answer throughout ends with exactly the provider's text.
+The provider sees one create and one resume, and the answer is billed once, to the
+micro-dollar, at the usage the provider reports for that request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from django.conf import settings
+
+from accounts.models import User
+from billing.models import Reservation, UsagePeriod
+from billing.pricing import usage_cost
+from conversations import lifecycle
+from conversations.lifecycle import answer_prices
+from conversations.llm.types import Usage
+from conversations.models import Message
+from conversations.replay import read_tail
+from conversations.replies import start_turn
+from tests.chaos.conftest import Processes, tab_for, wait_for
+from tests.chaos.tabs import Tab
+from tests.llm.test_responses_api import make_responses_profile
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+TAG = "resume-after-kill"
+REPLY = " ".join(f"Point {n}: blue light scatters more than red." for n in range(1, 25))
+REASONING_TOKENS = 400
+BEYOND_CHECKPOINT = 5  # deltas the tab must have been shown past the checkpoint
+
+
+def follow_in_thread(tab: Tab, message_id: int) -> threading.Thread:
+    """A tab reloaded onto the answer: it resumes from seq 0 and follows it to the end."""
+
+    async def follow() -> None:
+        tab.answer.message_id = message_id
+        await tab.connect()
+        await tab.resume()
+        await tab.follow()
+        await tab.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(follow(),), daemon=True)
+    thread.start()
+    return thread
+
+
+def reported_usage(create: dict[str, Any]) -> Usage:
+    """What the provider reports for this request: the same body sent again in the
+    foreground, with the same scripted reply."""
+    body = {k: v for k, v in create["body"].items() if k not in ("background", "stream")}
+    client = openai.OpenAI(base_url=settings.EMULATOR_URL + "/v1", api_key="x", max_retries=0)
+    usage = client.responses.create(**{**body, "store": False}).usage
+    assert usage is not None
+    return Usage(prompt_tokens=usage.input_tokens,
+                 cached_tokens=usage.input_tokens_details.cached_tokens,
+                 completion_tokens=usage.output_tokens,
+                 reasoning_tokens=usage.output_tokens_details.reasoning_tokens)
+
+
+def test_a_worker_killed_mid_answer_is_replaced_by_one_that_resumes_its_background_response(
+    alice: User, emulator: Any, processes: Processes, private_task_queue: str,
+    many_sends: None,
+) -> None:
+    started = time.monotonic()
+    profile = make_responses_profile()
+    _, base = processes.web()
+    # One checkpoint only: the deltas after it are all in the replay buffer, none saved.
+    first = processes.worker(queue=private_task_queue, STREAM_MAX_CHECKPOINTS="1")
+    script = {"match": TAG, "reply": REPLY, "reasoning_tokens": REASONING_TOKENS}
+    emulator.push({**script, "tokens_per_second": 40})
+    message = start_turn(user=alice, organization_id=None, conversation_id=None,
+                         content=f"Chaos question {TAG}", reasoning_effort="high",
+                         profile_name=profile.name).assistant_message
+    tab = tab_for(alice, base)
+    following = follow_in_thread(tab, message.pk)
+
+    def shown_past_checkpoint() -> bool:
+        saved = Message.objects.get(pk=message.pk)
+        return (saved.provider_seq is not None
+                and tab.answer.last_seq >= saved.stream_seq + BEYOND_CHECKPOINT)
+
+    wait_for(shown_past_checkpoint, timeout=60, what="text shown beyond the first checkpoint")
+    processes.signal(first, signal.SIGKILL)
+    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    killed = Message.objects.get(pk=message.pk)
+    assert killed.status == Message.Status.STREAMING and killed.claims == 1
+    assert read_tail(message.pk, after_seq=killed.stream_seq).seq >= (
+        killed.stream_seq + BEYOND_CHECKPOINT
+    )
+
+    # Another worker, once the killed one's task is past the visibility timeout (2 s);
+    # its redelivery finds the lease still running and does nothing, and the reaper
+    # hands the answer back once the lease lapsed.
+    time.sleep(3)
+    processes.worker(queue=private_task_queue)
+
+    def resumed_and_ended() -> bool:
+        lifecycle.reap_stale_replies()
+        return not Message.objects.filter(pk=message.pk, status__in=Message.LIVE_STATUSES).exists()
+
+    wait_for(resumed_and_ended, timeout=90, what="the answer to be resumed and end", every=1.0)
+    following.join(timeout=60)
+    assert not following.is_alive(), "the tab never saw the answer end"
+
+    done = Message.objects.get(pk=message.pk)
+    assert (done.status, done.claims, done.content) == (Message.Status.DONE, 2, REPLY)
+    answer = tab.answer
+    assert answer.final is not None and answer.final["type"] == "done"
+    assert answer.text == REPLY and tab.snapshots == 0
+    assert sorted(answer.parts) == list(range(1, answer.last_seq + 1)) and answer.last_seq == (
+        done.stream_seq
+    )
+
+    response_id = killed.provider_response_id
+    journal = emulator.journal_snapshot()
+    creates = [e for e in journal if e["method"] == "POST" and e["path"] == "/v1/responses"
+               and (e["body"] or {}).get("background")]
+    resumes = [e for e in journal if e["method"] == "GET"
+               and e["path"] == f"/v1/responses/{response_id}"]
+    assert len(creates) == 1 and len(resumes) == 1
+    assert resumes[0]["query"] == {"stream": "true", "starting_after": str(killed.provider_seq)}
+    assert [e["method"] for e in journal if response_id in e["path"]] == ["GET", "DELETE"]
+
+    logs = "".join(child.log.read_text(errors="replace") for child in processes.children)
+    assert "differs from the text shown" not in logs
+
+    emulator.push(script)
+    usage = reported_usage(creates[0])
+    assert Usage(**done.usage_dict()) == usage and not done.usage_estimated
+    assert usage.reasoning_tokens == REASONING_TOKENS
+    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), usage)
+    reservation = Reservation.objects.get(message=done)
+    assert reservation.charged_usd == done.cost_usd == cost > 0 and not reservation.estimated
+    rows = list(UsagePeriod.objects.filter(user__isnull=True))
+    charged = sum((r.charged_usd or Decimal(0) for r in Reservation.objects.all()), Decimal(0))
+    assert sum((r.reserved_usd for r in rows), Decimal(0)) == 0
+    assert sum((r.spent_usd for r in rows), Decimal(0)) == charged
+    print(f"\nchaos: 1 SIGKILL mid-answer, resumed after provider event {killed.provider_seq} "
+          f"(frame {killed.stream_seq}, tab at {killed.stream_seq + BEYOND_CHECKPOINT}+), "
+          f"{answer.last_seq} frames, ${done.cost_usd}, {time.monotonic() - started:.0f}s")

@@ -1,0 +1,384 @@
+"""High-effort Responses answers run as background responses, in this thread against the
+emulator over HTTP: a worker that dies mid-answer is replaced by one that resumes the
+provider's stream right after the last checkpoint, tabs get the rest exactly once, and
+the answer is billed once, at the usage the provider reported. Stop cancels the
+response upstream. Writes per answer stay constant.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import User
+from billing.models import Reservation, UsagePeriod
+from billing.pricing import estimate_usage, usage_cost
+from conversations import generation, lifecycle, llm
+from conversations.generation import Abandoned, Streamer, claim, run_generation
+from conversations.lifecycle import MAX_CLAIMS, answer_prices
+from conversations.llm.types import (
+    ChatRequest,
+    ReasoningSummaryDelta,
+    ResponseStarted,
+    TextDelta,
+    Usage,
+)
+from conversations.models import Message, ModelProfile
+from conversations.prompts import build_prompt
+from conversations.realtime import wait_until_sent
+from conversations.replay import get_replay_store, read_text
+from conversations.replies import reap_stale_replies, start_turn
+from conversations.tokens import count_tokens
+from tests.llm.test_responses_api import make_responses_profile
+
+pytestmark = pytest.mark.django_db
+
+Status = Message.Status
+REPLY = " ".join(f"Step {n}: sunlight scatters off air molecules." for n in range(1, 13))
+REASONING_TOKENS = 300
+
+
+@pytest.fixture
+def responses_profile(settings: Any, emulator: Any) -> ModelProfile:
+    settings.OPENAI_API_KEY = ""  # the offline demo model answers OpenAI profiles
+    settings.STREAM_FLUSH_MS = 0  # one frame per delta: the counts below are exact
+    settings.STREAM_CHECKPOINT_SECONDS = 3600  # only the checkpoints a test takes itself
+    return make_responses_profile()
+
+
+def begin(user: User, effort: str = "high") -> Message:
+    return start_turn(user=user, organization_id=None, conversation_id=None,
+                      content="Why is the sky blue?", reasoning_effort=effort,
+                      profile_name="o3-mini-responses").assistant_message
+
+
+def work_then_die(message: Message, *, deltas: int, checkpoint_at: int | None) -> Streamer:
+    """Stream the answer as a worker does (its response id saved, one checkpoint when
+    ``checkpoint_at`` deltas were shown), publish ``deltas`` deltas, then stop dead: no
+    final state, no cancel, only the connection gone."""
+    profile = message.profile
+    assert profile is not None
+    prompt = build_prompt(message, profile=profile, org_message="", custom="")
+    request = ChatRequest(messages=prompt.messages, reasoning_effort="high",
+                          max_completion_tokens=message.max_completion_tokens or 0,
+                          background=True)
+    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
+    stream = llm.open_stream(profile, request)
+    streamer.upstream = stream
+    for event in stream:
+        if isinstance(event, ResponseStarted):
+            streamer.track(event.response_id)
+        elif isinstance(event, ReasoningSummaryDelta):
+            streamer.add_summary(event.text)
+        elif isinstance(event, TextDelta):
+            streamer.add_text(event.text)
+            if streamer.seq == checkpoint_at:
+                streamer.checkpoint(time.monotonic())
+            if streamer.seq == deltas:
+                break
+    stream.close()
+    assert wait_until_sent()
+    return streamer
+
+
+def lapse(message: Message, *, ago: float = 1) -> None:
+    """The dead worker's lease runs out (nobody renews it)."""
+    Message.objects.filter(pk=message.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=ago)
+    )
+
+
+def frames(message: Message) -> list[dict[str, Any]]:
+    assert wait_until_sent()
+    return sorted(get_replay_store().read_sync(message.pk), key=lambda f: f.get("seq", 0))
+
+
+def deltas(message: Message) -> list[dict[str, Any]]:
+    return [f for f in frames(message) if f["type"] == "delta"]
+
+
+def upstream(emulator: Any) -> list[tuple[str, str, dict[str, str]]]:
+    return [(e["method"], e["path"], e["query"]) for e in emulator.journal_snapshot()]
+
+
+def reserved() -> Decimal:
+    return sum((row.reserved_usd for row in UsagePeriod.objects.all()), Decimal(0))
+
+
+def handed_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids the reaper queues for the workers (the test runs their task itself)."""
+    queued: list[int] = []
+    monkeypatch.setattr(lifecycle, "hand_back", queued.append)
+    return queued
+
+
+def test_a_dead_workers_answer_is_resumed_after_its_checkpoint_with_no_text_lost_or_repeated(
+    alice: User, responses_profile: ModelProfile, emulator: Any,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator.push({"reply": REPLY, "reasoning_tokens": REASONING_TOKENS})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    dead = work_then_die(message, deltas=9, checkpoint_at=5)
+    saved = Message.objects.get(pk=message.pk)
+    response_id = dead.response_id
+    assert (saved.provider_response_id, saved.stream_seq) == (response_id, 5)
+    assert saved.provider_seq is not None
+    assert [f["seq"] for f in deltas(message)] == list(range(1, 10))  # 4 beyond the checkpoint
+
+    run_generation(message.pk)  # the redelivered task, while the lease still runs
+    assert Message.objects.get(pk=message.pk).claims == 1
+    assert len(upstream(emulator)) == 1
+
+    lapse(message)
+    queued = handed_back(monkeypatch)
+    assert reap_stale_replies() == 1 and queued == [message.pk]
+    run_generation(message.pk)  # the task the reaper queued
+
+    done = Message.objects.get(pk=message.pk)
+    assert (done.status, done.claims, done.content) == (Status.DONE, 2, REPLY)
+    sent = deltas(done)
+    assert [f["seq"] for f in sent] == list(range(1, len(sent) + 1))
+    assert "".join(f["text"] for f in sent) == REPLY
+    assert frames(done)[-1]["type"] == "done" and frames(done)[-1]["seq"] == len(sent) + 1
+    assert upstream(emulator) == [
+        ("POST", "/v1/responses", {}),
+        ("GET", f"/v1/responses/{response_id}",
+         {"stream": "true", "starting_after": str(saved.provider_seq)}),
+        ("DELETE", f"/v1/responses/{response_id}", {}),
+    ]
+    # Billed once, at the usage the provider reported for the whole response.
+    assert not done.usage_estimated
+    assert (done.reasoning_tokens, done.completion_tokens) == (
+        REASONING_TOKENS, REASONING_TOKENS + count_tokens(REPLY)
+    )
+    reservation = Reservation.objects.get(message=done)
+    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), Usage(**done.usage_dict()))
+    assert reservation.charged_usd == done.cost_usd == cost > 0
+    assert not reservation.estimated and reserved() == 0
+    assert done.reasoning_items and done.reasoning_items[0]["encrypted_content"]
+    assert "differs from the text shown" not in caplog.text
+
+
+def test_a_worker_that_died_before_its_first_checkpoint_is_resumed_from_the_start(
+    alice: User, responses_profile: ModelProfile, emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator.push({"reply": REPLY, "reasoning_tokens": REASONING_TOKENS})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    dead = work_then_die(message, deltas=3, checkpoint_at=None)
+    lapse(message)
+    handed_back(monkeypatch)
+    reap_stale_replies()
+
+    run_generation(message.pk)
+
+    done = Message.objects.get(pk=message.pk)
+    assert (done.status, done.content) == (Status.DONE, REPLY)
+    assert "".join(f["text"] for f in deltas(done)) == REPLY
+    [get] = [e for e in upstream(emulator) if e[0] == "GET"]
+    assert get == ("GET", f"/v1/responses/{dead.response_id}", {"stream": "true"})
+
+
+@pytest.mark.parametrize("checkpoint_at", [5, None], ids=["after a checkpoint", "before any"])
+def test_a_resumed_answer_restarts_the_reasoning_summary_from_its_checkpoint(
+    alice: User, responses_profile: ModelProfile, emulator: Any,
+    monkeypatch: pytest.MonkeyPatch, checkpoint_at: int | None,
+) -> None:
+    ModelProfile.objects.filter(pk=responses_profile.pk).update(reasoning_summaries=True)
+    summary = "First, recall Rayleigh scattering. Then compare wavelengths."
+    emulator.push({"reply": REPLY, "reasoning_summary": summary})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    work_then_die(message, deltas=7, checkpoint_at=checkpoint_at)
+    lapse(message)
+    sent: list[dict[str, Any]] = []
+    publish = generation.publish
+    monkeypatch.setattr(generation, "publish",
+                        lambda pk, frame: (sent.append(frame), publish(pk, frame)))
+
+    run_generation(message.pk)
+
+    done = Message.objects.get(pk=message.pk)
+    assert (done.status, done.content, done.reasoning_summary) == (Status.DONE, REPLY, summary)
+    reasoning = [f for f in sent if f["type"] == "reasoning"]
+    # Tabs restart from the checkpointed summary, then get the rest of it once.
+    assert reasoning[0] == {"type": "reasoning", "message": message.pk, "replace": True,
+                            "text": summary if checkpoint_at else ""}
+    assert "".join(f["text"] for f in reasoning) == summary
+
+
+def test_a_worker_that_outlived_its_lease_cannot_write_over_its_successor(
+    alice: User, responses_profile: ModelProfile, emulator: Any
+) -> None:
+    emulator.push({"reply": REPLY})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    late = work_then_die(message, deltas=4, checkpoint_at=2)
+    lapse(message)
+
+    assert lifecycle.reclaim(message.pk) is not None  # another worker has it now
+    late.add_text(" and something stale")
+    with pytest.raises(Abandoned):
+        late.checkpoint(time.monotonic())
+
+    after = Message.objects.get(pk=message.pk)
+    assert (after.status, after.claims) == (Status.STREAMING, 2)
+    assert " and something stale" not in after.content
+
+
+@pytest.mark.parametrize("why", ["claims used up", "waited too long"])
+def test_an_answer_nobody_may_resume_is_interrupted_and_cancelled_upstream(
+    alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any,
+    monkeypatch: pytest.MonkeyPatch, why: str,
+) -> None:
+    emulator.push({"reply": REPLY, "think_ms": 60_000})  # still reasoning upstream
+    message = claim(begin(alice).pk)
+    assert message is not None
+    profile = message.profile
+    assert profile is not None
+    stream = llm.open_stream(profile, ChatRequest(
+        messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
+        max_completion_tokens=5_000, background=True))
+    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
+    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
+    stream.close()
+    if why == "claims used up":
+        Message.objects.filter(pk=message.pk).update(claims=MAX_CLAIMS)
+        lapse(message)
+    else:
+        lapse(message, ago=settings.PENDING_TIMEOUT_SECONDS + 1)
+    queued = handed_back(monkeypatch)
+
+    assert reap_stale_replies() == 1
+
+    ended = Message.objects.get(pk=message.pk)
+    assert (ended.status, ended.error_code) == (Status.INTERRUPTED, "interrupted")
+    assert queued == [] and ended.usage_estimated
+    assert ("POST", f"/v1/responses/{streamer.response_id}/cancel", {}) in upstream(emulator)
+    assert reserved() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_on_a_background_answer_cancels_it_upstream_and_bills_a_flagged_estimate(
+    alice: User, responses_profile: ModelProfile, emulator: Any
+) -> None:
+    emulator.push({"reply_tokens": 2000, "tokens_per_second": 100})
+    message = begin(alice)
+    worker = threading.Thread(target=run_generation, args=(message.pk,), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(deltas(message)) < 3:
+        assert time.monotonic() < deadline, "the answer never started streaming"
+        time.sleep(0.02)
+
+    lifecycle.request_cancel(message)
+    worker.join(timeout=30)
+
+    assert not worker.is_alive()
+    stopped = Message.objects.get(pk=message.pk)
+    assert (stopped.status, stopped.finish_reason) == (Status.CANCELLED, "cancelled")
+    assert stopped.content == "".join(f["text"] for f in deltas(stopped)) != ""
+    response_id = stopped.provider_response_id
+    assert [e for e in upstream(emulator) if e[0] != "GET"] == [
+        ("POST", "/v1/responses", {}),
+        ("POST", f"/v1/responses/{response_id}/cancel", {}),
+        ("DELETE", f"/v1/responses/{response_id}", {}),
+    ]
+    # The existing rule for a stopped answer: the provider reported nothing, so a
+    # flagged estimate of the prompt, the effort's reasoning and the text shown.
+    profile = stopped.profile
+    assert profile is not None
+    prompt = build_prompt(stopped, profile=profile, org_message="", custom="")
+    estimate = estimate_usage(effort="high", completion_cap=stopped.max_completion_tokens,
+                              prompt_tokens=prompt.prompt_tokens, visible_text=stopped.content)
+    assert stopped.usage_estimated and Usage(**stopped.usage_dict()) == estimate
+    reservation = Reservation.objects.get(message=stopped)
+    assert reservation.estimated and reservation.charged_usd == stopped.cost_usd > 0
+    assert reserved() == 0
+
+
+def test_stop_while_no_worker_had_the_answer_ends_it_when_a_worker_takes_it_back(
+    alice: User, responses_profile: ModelProfile, emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator.push({"reply": REPLY})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    dead = work_then_die(message, deltas=6, checkpoint_at=3)
+    lapse(message)
+    lifecycle.request_cancel(message)
+    handed_back(monkeypatch)
+    reap_stale_replies()
+
+    run_generation(message.pk)
+
+    stopped = Message.objects.get(pk=message.pk)
+    assert stopped.status == Status.CANCELLED and stopped.usage_estimated
+    assert stopped.content == read_text(message.pk, "", 0)[0] == dead.text
+    assert ("POST", f"/v1/responses/{dead.response_id}/cancel", {}) in upstream(emulator)
+
+
+# --- Writes per answer stay constant ----------------------------------------------------------
+
+
+def message_writes(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries
+            if q["sql"].startswith("UPDATE") and '"conversations_message"' in q["sql"]]
+
+
+def writes_for_answer(user: User, emulator: Any, tokens: int, effort: str) -> int:
+    emulator.push({"reply_tokens": tokens})
+    message = begin(user, effort)
+    with CaptureQueriesContext(connection) as queries:
+        run_generation(message.pk)
+    message.refresh_from_db()
+    assert message.status == Status.DONE
+    assert message.completion_tokens - message.reasoning_tokens == tokens
+    return len(message_writes(queries))
+
+
+def test_a_background_answer_adds_one_write_for_its_response_id_whatever_its_length(
+    alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any
+) -> None:
+    settings.STREAM_CHECKPOINT_SECONDS = 0  # a checkpoint is due after every delta
+    settings.STREAM_MAX_CHECKPOINTS = 4
+    emulator.config.tokens_per_second = 50_000
+
+    short = writes_for_answer(alice, emulator, 20, "high")
+    long = writes_for_answer(alice, emulator, 2000, "high")
+    foreground = writes_for_answer(alice, emulator, 2000, "medium")
+
+    # The claim, the response id, four checkpoints (each with the provider's sequence
+    # number) and the final state; a foreground answer has no response id to save.
+    assert short == long == 1 + 1 + 4 + 1
+    assert foreground == 1 + 4 + 1
+
+
+def test_a_resumed_answer_writes_a_constant_number_of_times_too(
+    alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator.push({"reply": REPLY})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    work_then_die(message, deltas=4, checkpoint_at=2)
+    lapse(message)
+    settings.STREAM_CHECKPOINT_SECONDS = 0
+    settings.STREAM_MAX_CHECKPOINTS = 4
+
+    with CaptureQueriesContext(connection) as queries:
+        run_generation(message.pk)
+
+    assert Message.objects.get(pk=message.pk).status == Status.DONE
+    # A claim that finds nothing pending, the reclaim, the checkpoints and the final state.
+    assert len(message_writes(queries)) == 1 + 1 + 4 + 1
