@@ -39,23 +39,89 @@ def summary(values: list[float]) -> dict[str, float | None]:
 class AnswerResult:
     ok: bool
     problem: str = ""
+    finished: bool = False  # the answer's `done` frame arrived (an `error` end is not finished)
     created_ms: float | None = None
     first_event_ms: float | None = None
     first_event_type: str = ""
     first_delta_added_ms: float | None = None
     admission_ms: float | None = None
     token_latencies_ms: list[float] = field(default_factory=list)
+    # (token number, emulator send time, tab receive time) in the order the tab shows them.
+    token_times: list[tuple[int, float, float]] = field(default_factory=list)
     tokens: int = 0
     lost: int = 0
     undelivered: int = 0  # tokens not received before the client gave up (timeout)
     duplicated: int = 0
     out_of_order: bool = False
+    out_of_order_tokens: int = 0
+    duplicate_frames: int = 0  # delta frames whose seq had arrived already (the tab drops them)
     seq_gaps: int = 0
     frames: int = 0
+    frames_received: int = 0  # every frame of this answer the tab got, message.created included
     delta_frames: int = 0
+    streaming_s: float | None = None  # the emulator's first to last token, plus one interval
     frames_per_s: float | None = None
+    all_frames_per_s: float | None = None
     delivered_ratio: float | None = None
     emulator_ratio: float | None = None
+
+
+Frame = tuple[float, dict[str, Any]]
+
+
+def tab_deltas(frames: list[Frame]) -> tuple[list[Frame], int]:
+    """The delta frames as the page applies them: in ``seq`` order, a seq seen before
+    dropped (static/js/chat.js). Returns them and the number of dropped repeats."""
+    by_seq: dict[int, Frame] = {}
+    repeats = 0
+    for received, frame in frames:
+        if frame.get("type") != "delta" or frame.get("refusal"):
+            continue
+        seq = frame.get("seq", 0)
+        if seq in by_seq:
+            repeats += 1
+            continue
+        by_seq[seq] = (received, frame)
+    return [by_seq[seq] for seq in sorted(by_seq)], repeats
+
+
+def token_times(deltas: list[Frame]) -> list[tuple[int, float, float]]:
+    """(number, emulator send time, receive time) of every token in the assembled text.
+
+    The deltas are concatenated and each token gets the receive time of the frame that
+    completed it, so a token split over two frames counts from its second half."""
+    text_parts: list[str] = []
+    ends: list[tuple[int, float]] = []
+    offset = 0
+    for received, frame in deltas:
+        text = frame.get("text", "")
+        text_parts.append(text)
+        offset += len(text)
+        ends.append((offset, received))
+    times = []
+    frame_index = 0
+    for match in TOKEN.finditer("".join(text_parts)):
+        while ends[frame_index][0] < match.end():
+            frame_index += 1
+        times.append((int(match.group(1)), float(match.group(2)), ends[frame_index][1]))
+    return times
+
+
+def out_of_order_count(numbers: list[int]) -> int:
+    """Tokens shown after a higher-numbered one."""
+    highest = -1
+    late = 0
+    for number in numbers:
+        if number < highest:
+            late += 1
+        highest = max(highest, number)
+    return late
+
+
+def seq_gap_count(deltas: list[Frame]) -> int:
+    seqs = [f.get("seq", 0) for _, f in deltas]
+    gaps = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1)
+    return gaps + (1 if seqs and seqs[0] != 1 else 0)
 
 
 def analyse_answer(answer: Answer, *, expected: list[int], tokens_per_second: float,
@@ -65,53 +131,33 @@ def analyse_answer(answer: Answer, *, expected: list[int], tokens_per_second: fl
         result.created_ms = (answer.t_created - answer.t_send) * 1000
     frames = answer.frames
     result.frames = len(frames)
+    result.frames_received = len(frames) + (answer.t_created is not None)
     if frames:
         first_time, first = frames[0]
         result.first_event_ms = (first_time - answer.t_send) * 1000
         result.first_event_type = first.get("type", "")
-    deltas = sorted(
-        ((t, f) for t, f in frames if f.get("type") == "delta" and not f.get("refusal")),
-        key=lambda item: item[1].get("seq", 0),
-    )
+    deltas, result.duplicate_frames = tab_deltas(frames)
     result.delta_frames = len(deltas)
-    seqs = [f.get("seq", 0) for _, f in deltas]
-    result.seq_gaps = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1)
-    if seqs and seqs[0] != 1:
-        result.seq_gaps += 1
-    # Concatenate the deltas in seq order and remember which frame each character came
-    # in, so a token split over two frames still gets the receive time of its end.
-    text_parts: list[str] = []
-    ends: list[tuple[int, float]] = []
-    offset = 0
-    for received, frame in deltas:
-        text = frame.get("text", "")
-        text_parts.append(text)
-        offset += len(text)
-        ends.append((offset, received))
-    text = "".join(text_parts)
-    numbers: list[int] = []
-    stamps: list[float] = []
-    frame_index = 0
-    for match in TOKEN.finditer(text):
-        while ends[frame_index][0] < match.end():
-            frame_index += 1
-        received = ends[frame_index][1]
-        sent = float(match.group(2))
-        numbers.append(int(match.group(1)))
-        stamps.append(sent)
-        result.token_latencies_ms.append((received - sent) * 1000)
+    result.seq_gaps = seq_gap_count(deltas)
+    result.token_times = token_times(deltas)
+    numbers = [number for number, _, _ in result.token_times]
+    stamps = [sent for _, sent, _ in result.token_times]
+    result.token_latencies_ms = [(received - sent) * 1000 for _, sent, received in result.token_times]
     result.tokens = len(numbers)
     counts = Counter(numbers)
     result.duplicated = sum(c - 1 for c in counts.values() if c > 1)
     missing = sum(1 for n in expected if n not in counts)
-    completed = bool(frames) and frames[-1][1].get("type") in ("done", "error") and not answer.failure
+    terminal = frames[-1][1] if frames else {}
+    completed = terminal.get("type") in ("done", "error") and not answer.failure
+    result.finished = completed and terminal.get("type") == "done"
     # A gap in an answer that ended is a loss; tokens still missing when the client
     # stopped waiting are only late (the worker may still have been streaming them).
     if completed:
         result.lost = missing
     else:
         result.undelivered = missing
-    result.out_of_order = numbers != sorted(numbers)
+    result.out_of_order_tokens = out_of_order_count(numbers)
+    result.out_of_order = result.out_of_order_tokens > 0
     if deltas:
         result.first_delta_added_ms = (deltas[0][0] - answer.t_send - think_s) * 1000
     if stamps:
@@ -124,13 +170,14 @@ def analyse_answer(answer: Answer, *, expected: list[int], tokens_per_second: fl
         result.delivered_ratio = (len(stamps) * interval) / (deltas[-1][0] - offered_from + interval)
         # Frames per second of upstream streaming (not of arrival, which bunches up when
         # frames queue somewhere): what the source sends a browser.
-        result.frames_per_s = len(deltas) / (max(stamps) - offered_from + interval)
+        result.streaming_s = max(stamps) - offered_from + interval
+        result.frames_per_s = len(deltas) / result.streaming_s
+        result.all_frames_per_s = result.frames_received / result.streaming_s
         # The emulator's first token left `think_s` after it started the response.
         result.admission_ms = (offered_from - think_s - answer.t_send) * 1000
         emulated = max(stamps) - offered_from
         if emulated > 0:
             result.emulator_ratio = ((len(stamps) - 1) * interval) / emulated
-    terminal = frames[-1][1] if frames else {}
     problems = []
     if answer.failure:
         problems.append(answer.failure)

@@ -1,10 +1,12 @@
-"""``python -m bench``: set up, sweep N, report. See docs/benchmark.md."""
+"""``python -m bench``: set up, run the closed loop at each N (and, on request, the
+one-wave sweep and the other measurements), report. See docs/benchmark.md."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -14,7 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import analysis, cpu, fixtures, load, micro, profile, report, search
+from bench import (
+    analysis,
+    closed_loop,
+    cpu,
+    fixtures,
+    load,
+    micro,
+    profile,
+    report,
+    search,
+    sustained,
+)
 from bench.stack import ROOT, BenchError, Stack, configure_environment
 
 LOG_ERROR_MARKERS = ("Traceback", " ERROR ", " CRITICAL ", "over capacity")
@@ -22,40 +35,57 @@ LOG_ERROR_MARKERS = ("Traceback", " ERROR ", " CRITICAL ", "over capacity")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--streams", default="50,100,200",
-                        help="comma-separated numbers of concurrent answers (default 50,100,200)")
-    parser.add_argument("--stagger", type=float, default=1.0,
-                        help="spread the N sends evenly over this many seconds (0 = all at once)")
-    parser.add_argument("--tokens-per-second", type=float, default=100.0)
-    parser.add_argument("--reply-tokens", type=int, default=300)
-    parser.add_argument("--think-ms", type=int, default=500, help="reasoning pause for every effort")
-    parser.add_argument("--chunk-tokens", type=int, default=1)
-    parser.add_argument("--effort", default="low", choices=["low", "medium", "high"])
-    parser.add_argument("--concurrency", type=int, default=250, help="Celery worker threads")
-    parser.add_argument("--warmup", type=int, default=5, help="answers streamed before measuring")
-    parser.add_argument("--answer-timeout", type=float, default=120.0,
-                        help="seconds allowed beyond the nominal answer time")
+    closed = parser.add_argument_group("sustained closed loop (the default measurement)")
+    closed.add_argument("--streams", default="50,100,200,300",
+                        help="comma-separated numbers of tabs N (default 50,100,200,300)")
+    closed.add_argument("--duration", type=float, default=15.0,
+                        help="seconds measured per N, after the ramp (default 15)")
+    closed.add_argument("--ramp", type=float, default=None,
+                        help="the tabs' first sends are spread over this many seconds before the "
+                             "measured window (default: one nominal answer, reasoning + tokens ÷ rate)")
+    closed.add_argument("--finish-timeout", type=float, default=60.0,
+                        help="after the window, wait at most this long for in-flight turns to end")
+    processes = parser.add_argument_group("stack")
+    processes.add_argument("--web-processes", type=int, default=1,
+                           help="uvicorn processes, each on its own port; tabs spread round-robin")
+    processes.add_argument("--worker-processes", type=int, default=1, help="Celery worker processes")
+    processes.add_argument("--concurrency", type=int, default=250, help="threads per Celery worker process")
+    processes.add_argument("--tokens-per-second", type=float, default=100.0)
+    processes.add_argument("--reply-tokens", type=int, default=300)
+    processes.add_argument("--think-ms", type=int, default=500, help="reasoning pause for every effort")
+    processes.add_argument("--chunk-tokens", type=int, default=1)
+    processes.add_argument("--effort", default="low", choices=["low", "medium", "high"])
+    processes.add_argument("--warmup", type=int, default=5, help="answers streamed before measuring")
+    one_wave = parser.add_argument_group("one wave (the earlier method: every tab sends once)")
+    one_wave.add_argument("--wave", action="store_true",
+                          help="also run the one-wave sweep at the same N: send → message.created, "
+                               "first event, DB writes per answer, latency split worker/web, length check")
+    one_wave.add_argument("--stagger", type=float, default=1.0,
+                          help="spread the N sends evenly over this many seconds (0 = all at once)")
+    one_wave.add_argument("--answer-timeout", type=float, default=120.0,
+                          help="seconds allowed beyond the nominal answer time")
+    one_wave.add_argument("--no-tap", action="store_true",
+                          help="don't subscribe to the channel layer to split latency worker/web")
+    one_wave.add_argument("--tap-every", type=int, default=10, help="tap one answer in this many (default 10)")
+    one_wave.add_argument("--no-length-check", action="store_true",
+                          help="skip the DB-writes-vs-answer-length check")
+    extra = parser.add_argument_group("other measurements (off by default)")
+    extra.add_argument("--page", action="store_true", help="page query count (10 vs 1,000 messages)")
+    extra.add_argument("--micro", action="store_true", help="per-operation costs on the idle stack")
+    extra.add_argument("--search", action="store_true", help="search benchmark (100,000 messages)")
+    extra.add_argument("--search-only", action="store_true",
+                       help="run only the search benchmark (no stack, no streams)")
+    extra.add_argument("--profile", action="store_true",
+                       help="py-spy the first web and worker processes during the largest N")
+    # Earlier runs had these parts on by default; the old opt-outs still parse (README).
+    for old_flag in ("--no-page", "--no-micro", "--no-search"):
+        extra.add_argument(old_flag, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain-timeout", type=float, default=60.0,
-                        help="after a wave, wait up to this long for answers still streaming in the "
-                             "worker (clients that timed out) before measuring DB writes and moving on")
+                        help="after a step, wait up to this long for answers still live in the worker "
+                             "(clients that gave up) before the next step")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each step, wait up to this long for other load on the machine "
                              "to drop below 0.3 cores (0 = don't wait)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the web and worker processes during the largest step")
-    parser.add_argument("--no-page", action="store_true", help="skip the page query count")
-    parser.add_argument("--no-length-check", action="store_true",
-                        help="skip the DB-writes-vs-answer-length check")
-    parser.add_argument("--no-tap", action="store_true",
-                        help="don't subscribe to the channel layer to split latency worker/web")
-    parser.add_argument("--tap-every", type=int, default=10,
-                        help="tap one answer in this many (default 10)")
-    parser.add_argument("--no-micro", action="store_true",
-                        help="skip the per-operation cost measurements")
-    parser.add_argument("--no-search", action="store_true",
-                        help="skip the search benchmark (100,000 messages)")
-    parser.add_argument("--search-only", action="store_true",
-                        help="run only the search benchmark (no stack, no streams)")
     parser.add_argument("--time-budget", type=float, default=540.0,
                         help="skip remaining steps once this many seconds have passed")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
@@ -66,6 +96,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--streams must be a comma-separated list of integers")
     if not args.stream_list or min(args.stream_list) < 1:
         parser.error("--streams needs at least one positive integer")
+    if min(args.web_processes, args.worker_processes, args.concurrency) < 1:
+        parser.error("--web-processes, --worker-processes and --concurrency must be at least 1")
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.tokens_per_second <= 0 or args.reply_tokens < 1:
+        parser.error("the bench measures against the emulator's pacing: --tokens-per-second must be "
+                     "positive and --reply-tokens at least 1")
+    if args.ramp is None:
+        args.ramp = args.think_ms / 1000 + args.reply_tokens / args.tokens_per_second
     return args
 
 
@@ -174,6 +213,30 @@ def _product_fingerprint() -> dict[str, Any]:
             "modified_files": len(git("status", "--porcelain").splitlines()), "files": files}
 
 
+def _connection_note(pg: Any, web: int, workers: int, concurrency: int) -> str:
+    """A warning when the processes' database pools could together exceed what the
+    PostgreSQL server has free (shared with other databases on the same server)."""
+    from chatsite.dbpool import web_pool_size, worker_pool_size
+
+    could_open = web * web_pool_size() + workers * worker_pool_size(concurrency)
+    limit = int(pg.execute("SHOW max_connections").fetchone()[0])
+    in_use = int(pg.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
+    if could_open <= limit - in_use:
+        return ""
+    return (f"The pools of {web} web and {workers} worker process(es) may open up to {could_open} "
+            f"PostgreSQL connections; the server allows {limit} and {in_use} are in use. Pools grow "
+            "only on demand, but a step that needs more fails its queries.")
+
+
+def _wait_for(profilers: dict[str, Any]) -> None:
+    """Let py-spy write its output (it stops on its own after its duration)."""
+    for proc in profilers.values():
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            proc.kill()
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -186,7 +249,6 @@ class Runner:
         self.log_offsets: dict[str, int] = {}
         self.pg: Any = None
         self.meter: cpu.CpuMeter | None = None
-        self.web_url = ""
 
     # --- setup -------------------------------------------------------------------------
 
@@ -212,7 +274,10 @@ class Runner:
         leftovers = fixtures.cancel_leftovers()
         if leftovers:
             say(f"cancelled {leftovers} answers left live by an earlier, aborted run")
-        count = max(max(self.args.stream_list), self.args.warmup, 1)
+        # Each step has its own people: a person's sends are rate limited per minute
+        # (SENDS_PER_MINUTE), and a tab that kept sending through several steps would
+        # reach the limit where a real person would not.
+        count = max(self.args.warmup + sum(self.args.stream_list), 1)
         say(f"creating {count} users and sessions")
         return fixtures.users_and_sessions(count)
 
@@ -221,11 +286,15 @@ class Runner:
         say("starting emulator, web and worker processes")
         self.stack.start_emulator(tokens_per_second=args.tokens_per_second, think_ms=args.think_ms,
                                   reply_tokens=args.reply_tokens, chunk_tokens=args.chunk_tokens)
-        self.stack.start_worker(args.concurrency)
-        self.stack.start_web()
-        self.web_url = f"127.0.0.1:{self.stack.web_port}"
+        self.stack.start_workers(args.concurrency, args.worker_processes)
+        self.stack.start_web(args.web_processes)
+        self.stack.wait_for_workers()
         dbname = os.environ["DATABASE_URL"].rsplit("/", 1)[-1].split("?", 1)[0]
         self.meter = cpu.CpuMeter(self.stack.pids(), dbname, extra={"bench clients": os.getpid()})
+        note = _connection_note(self.pg, args.web_processes, args.worker_processes, args.concurrency)
+        if note:
+            say(note)
+            self.notes.append(note)
 
     # --- one wave ----------------------------------------------------------------------
 
@@ -241,24 +310,19 @@ class Runner:
         assert self.meter is not None
         nominal = args.think_ms / 1000 + args.reply_tokens / args.tokens_per_second
         timeout = nominal + (args.answer_timeout if answer_timeout is None else answer_timeout)
-        url = f"ws://{self.web_url}/ws/chat/"
-        origin = f"http://{self.web_url}"
+        hosts = load.endpoints(self.stack.web_ports, len(users))
         profilers: dict[str, Any] = {}
 
         tap = None if args.no_tap else load.Tap(os.environ["REDIS_URL"], _group_channel)
 
         async def main() -> dict[str, Any]:
-            clients = await load.open_clients(url, origin, settings.SESSION_COOKIE_NAME,
+            clients = await load.open_clients(hosts, settings.SESSION_COOKIE_NAME,
                                               [u.session_key for u in users])
             if tap is not None:
                 await tap.start()
             try:
                 if profile_dir is not None:
-                    for name in ("web", "worker"):
-                        proc = profile.start(self.stack.pids()[name], profile_dir / f"{name}.txt",
-                                             stagger + nominal + 1)
-                        if proc is not None:
-                            profilers[name] = proc
+                    profilers.update(self.start_profilers(profile_dir, stagger + nominal + 1))
                 assert self.meter is not None
                 before = self.meter.snapshot()
                 answers, wall_start, wall_end = await load.run_wave(
@@ -304,11 +368,7 @@ class Runner:
                                        think_s=self.args.think_ms / 1000)
         if run["tapped"]:
             result["split"] = analysis.analyse_split(run["answers"], run["tapped"])
-        for proc in run["profilers"].values():
-            try:
-                proc.wait(timeout=30)
-            except Exception:
-                proc.kill()
+        _wait_for(run["profilers"])
         tail_start = run["after"]
         drained_s, still_live = fixtures.drain(self.args.drain_timeout)
         if still_live:
@@ -335,14 +395,87 @@ class Runner:
 
     # --- phases --------------------------------------------------------------------------
 
+    def start_profilers(self, profile_dir: Path, seconds: float) -> dict[str, Any]:
+        """py-spy on the first web and the first worker process for ``seconds``."""
+        profilers = {}
+        for role in ("web", "worker"):
+            proc = profile.start(self.stack.first_pid(role), profile_dir / f"{role}.txt", seconds)
+            if proc is not None:
+                profilers[role] = proc
+        return profilers
+
+    # --- sustained closed loop -----------------------------------------------------------
+
+    def pacing(self) -> sustained.Pacing:
+        return sustained.Pacing(tokens=self.args.reply_tokens, tokens_per_second=self.args.tokens_per_second,
+                                think_s=self.args.think_ms / 1000)
+
+    def turns_per_tab(self, timing: closed_loop.Timing) -> int:
+        """The most turns a tab can start: a turn that ends normally lasts at least the
+        nominal answer (reasoning + tokens ÷ rate); one more for rounding."""
+        if timing.max_turns is not None:
+            return timing.max_turns
+        nominal = self.args.think_ms / 1000 + self.args.reply_tokens / self.args.tokens_per_second
+        return math.ceil((timing.ramp + timing.duration) / nominal) + 1
+
+    def closed_loop(self, users: list[fixtures.BenchUser], *, tag: str,
+                    timing: closed_loop.Timing) -> closed_loop.LoopRun:
+        """Open one signed-in tab per user, each in a fresh conversation, and run them."""
+        from django.conf import settings
+
+        meter = self.meter
+        assert meter is not None
+        conversations = fixtures.tab_conversations([u.pk for u in users], self.turns_per_tab(timing))
+        hosts = load.endpoints(self.stack.web_ports, len(users))
+
+        async def main() -> closed_loop.LoopRun:
+            clients = await load.open_clients(hosts, settings.SESSION_COOKIE_NAME,
+                                              [u.session_key for u in users])
+            try:
+                return await closed_loop.run(clients, conversations, tag=tag, effort=self.args.effort,
+                                             timing=timing, snapshot=meter.snapshot)
+            finally:
+                await load.close_clients(clients)
+
+        return load.event_loop_runner()(main())
+
+    def sustained_step(self, users: list[fixtures.BenchUser], *, profile_dir: Path | None) -> dict[str, Any]:
+        args = self.args
+        n = len(users)
+        self.stack.check_alive()
+        other_before = self.quiet()
+        timing = closed_loop.Timing(ramp=args.ramp, duration=args.duration,
+                                    finish_timeout=args.finish_timeout)
+        profilers = (self.start_profilers(profile_dir, args.ramp + args.duration)
+                     if profile_dir is not None else {})
+        run = self.closed_loop(users, tag=f"n{n}-{os.getpid()}", timing=timing)
+        self.stack.check_alive()
+        _wait_for(profilers)
+        row = sustained.analyse(run, expected=self.expected_tokens(), pacing=self.pacing())
+        drained_s, still_live = fixtures.drain(args.drain_timeout)
+        if still_live:
+            self.notes.append(f"N={n}: {still_live} answers were still live {drained_s:.0f}s after the "
+                              "step ended (--drain-timeout); later steps ran alongside them.")
+        return {
+            "streams": n,
+            "web_processes": args.web_processes,
+            "worker_processes": args.worker_processes,
+            "cores": os.cpu_count(),
+            "other_before_cores": round(other_before, 2),
+            "drain_s": round(drained_s, 1),
+            "log_errors": _log_errors(self.stack, self.log_offsets),
+            **row,
+        }
+
     def warm_up(self, users: list[fixtures.BenchUser]) -> None:
-        count = self.args.warmup
-        if count <= 0:
+        """One turn per warm-up tab, unmeasured; also learns how the emulator numbers tokens."""
+        if not users:
             return
-        say(f"warm-up: {count} answers (not measured)")
-        run = self.wave(users[:count], f"warmup-{os.getpid()}", stagger=0.5, answer_timeout=30.0)
-        numbers: list[Any] = []
-        for answer in run["answers"]:
+        say(f"warm-up: {len(users)} answers (not measured)")
+        timing = closed_loop.Timing(ramp=0.5, duration=0.1, finish_timeout=30.0, max_turns=1)
+        run = self.closed_loop(users, tag=f"warmup-{os.getpid()}", timing=timing)
+        numbers: list[int] = []
+        for answer in run.answers:
             if answer.failure or not answer.frames or answer.frames[-1][1].get("type") != "done":
                 last = answer.frames[-1][1] if answer.frames else {}
                 raise BenchError(
@@ -391,9 +524,9 @@ class Runner:
                      "writes": step["db_writes_per_answer"], "ok": step["analysis"]["ok"]})
         return rows
 
-    def run(self) -> dict[str, Any]:
+    def meta(self) -> dict[str, Any]:
         args = self.args
-        meta = {
+        return {
             "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu_model": _cpu_model(),
             "cores": os.cpu_count(),
@@ -404,59 +537,99 @@ class Runner:
             "think_ms": args.think_ms,
             "effort": args.effort,
             "chunk_tokens": args.chunk_tokens,
+            "duration_s": args.duration,
+            "ramp_s": args.ramp,
+            "finish_timeout_s": args.finish_timeout,
             "stagger": args.stagger,
+            "web_processes": args.web_processes,
+            "worker_processes": args.worker_processes,
             "concurrency": args.concurrency,
             "command": "python -m bench " + " ".join(sys.argv[1:]),
             "streams": args.stream_list,
             "product": _product_fingerprint(),
         }
-        users = self.prepare()
-        result: dict[str, Any] = {"meta": meta, "steps": [], "notes": self.notes}
-        if not args.no_page:
-            say("page query count: conversations with 10 and 1,000 messages")
-            result["page_queries"] = fixtures.page_queries(users[0].pk)
-        if not args.no_search or args.search_only:
-            say("search: 100,000 messages, websearch queries, p50/p95")
-            result["search"] = search.run(users[0].pk)
-        if args.search_only:
-            result["elapsed_s"] = round(time.monotonic() - self.started, 1)
-            return result
-        self.start_stack()
-        self.warm_up(users)
-        largest = max(args.stream_list)
+
+    def over_time(self, what: str) -> bool:
+        """True (and noted) once the run has used its --time-budget."""
+        elapsed = time.monotonic() - self.started
+        if elapsed <= self.args.time_budget:
+            return False
+        self.notes.append(f"Skipped {what}: the run had used {elapsed:.0f}s of its "
+                          f"{self.args.time_budget:.0f}s budget (--time-budget).")
+        return True
+
+    def profile_dir(self, n: int) -> Path | None:
+        """Where --profile writes for the largest N (None: not this N, or no py-spy)."""
+        if not self.args.profile or n != max(self.args.stream_list):
+            return None
+        if profile.py_spy() is None:
+            self.notes.append("--profile: py-spy is not installed (pip install py-spy).")
+            return None
+        directory = self.out / f"profile-N{n}"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def run_sustained(self, users: list[fixtures.BenchUser], result: dict[str, Any]) -> None:
+        """Each N on its own slice of ``users`` (see prepare)."""
+        args = self.args
+        offset = 0
         for n in args.stream_list:
-            elapsed = time.monotonic() - self.started
-            if elapsed > args.time_budget:
-                self.notes.append(f"Skipped N={n}: the run had used {elapsed:.0f}s of its "
-                                  f"{args.time_budget:.0f}s budget (--time-budget).")
+            step_users, offset = users[offset : offset + n], offset + n
+            if self.over_time(f"N={n}"):
                 continue
-            profile_dir = None
-            if args.profile and n == largest:
-                if profile.py_spy() is None:
-                    self.notes.append("--profile: py-spy is not installed (pip install py-spy).")
-                else:
-                    profile_dir = self.out / f"profile-N{n}"
-                    profile_dir.mkdir(parents=True, exist_ok=True)
-            say(f"step N={n}: opening {n} websockets, sending over {args.stagger:g}s")
-            step = self.step(users[:n], label=f"n{n}-{os.getpid()}", profile_dir=profile_dir)
+            say(f"step N={n}: {n} tabs over {len(self.stack.web_ports)} web process(es), "
+                f"{args.ramp:g}s ramp + {args.duration:g}s measured")
+            profile_dir = self.profile_dir(n)
+            row = self.sustained_step(step_users, profile_dir=profile_dir)
+            turns, tokens = row["turns"], row["tokens"]
+            say(f"  N={n}: {turns['finished']}/{turns['started']} turns finished, per-token added p99 "
+                f"{report._ms(row['token_added_ms']['p99'])} ms, first token added p50 "
+                f"{report._ms(row['ttft_added_ms']['p50'])} ms, delivered "
+                f"{report._pct(tokens['ratio'])} of offered")
+            result["sustained"].append(row)
+            if profile_dir is not None:
+                result["profiles"] = {role: profile.summarise(profile_dir / f"{role}.txt")
+                                      for role in ("web", "worker")}
+
+    def run_waves(self, users: list[fixtures.BenchUser], result: dict[str, Any]) -> None:
+        """The one-wave sweep (--wave): every tab sends once; see docs/benchmark.md."""
+        args = self.args
+        for n in args.stream_list:
+            if self.over_time(f"the one-wave step N={n}"):
+                continue
+            say(f"one wave N={n}: opening {n} websockets, sending over {args.stagger:g}s")
+            step = self.step(users[:n], label=f"wave{n}-{os.getpid()}")
             a = step["analysis"]
             say(f"  N={n}: {a['ok']}/{a['answers']} ok, per-token p99 "
                 f"{report._ms(a['token_latency_ms']['p99'])} ms, first event p50 "
                 f"{report._ms(a['first_event_ms']['p50'])} ms")
             result["steps"].append(step)
-            if profile_dir is not None:
-                result["profiles"] = {name: profile.summarise(profile_dir / f"{name}.txt")
-                                      for name in ("web", "worker")}
         steps = result["steps"]
-        target = next((s for s in steps if s["streams"] == 200), None) or (
+        result["budget_step"] = next((s for s in steps if s["streams"] == 200), None) or (
             max(steps, key=lambda s: s["streams"]) if steps else None)
-        result["budget_step"] = target
-        if not args.no_length_check and time.monotonic() - self.started < args.time_budget + 60:
+        if not args.no_length_check and not self.over_time("the length check"):
             base = next((s for s in steps if s["streams"] == min(args.stream_list)), None)
             result["length_check"] = self.length_check(users, base)
-        if not args.no_micro:
-            say("per-operation costs (provider stream, publish, start_turn)")
-            result["micro"] = micro.run(self.stack.emulator_url, users[0].pk)
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        result: dict[str, Any] = {"meta": self.meta(), "sustained": [], "steps": [], "notes": self.notes}
+        users = self.prepare()
+        if args.page:
+            say("page query count: conversations with 10 and 1,000 messages")
+            result["page_queries"] = fixtures.page_queries(users[0].pk)
+        if args.search or args.search_only:
+            say("search: 100,000 messages, websearch queries, p50/p95")
+            result["search"] = search.run(users[0].pk)
+        if not args.search_only:
+            self.start_stack()
+            self.warm_up(users[: args.warmup])
+            self.run_sustained(users[args.warmup :], result)
+            if args.wave:
+                self.run_waves(users, result)
+            if args.micro:
+                say("per-operation costs (provider stream, publish, start_turn)")
+                result["micro"] = micro.run(self.stack.emulator_url, users[0].pk)
         result["elapsed_s"] = round(time.monotonic() - self.started, 1)
         return result
 

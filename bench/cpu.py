@@ -13,6 +13,14 @@ import os
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
+# Processes started several times are named "<role>-<n>" (web-1, web-2, worker-1...).
+ROLES = ("web", "worker")
+
+
+def role_of(name: str) -> str | None:
+    """"web" for "web-2": the role a numbered process plays, None for anything else."""
+    role, _, index = name.rpartition("-")
+    return role if role in ROLES and index.isdigit() else None
 
 
 def process_times(pid: int) -> tuple[int, int] | None:
@@ -113,7 +121,8 @@ class CpuMeter:
 
     @staticmethod
     def diff(before: Snapshot, after: Snapshot) -> dict[str, float]:
-        """CPU seconds per process group between two snapshots, plus machine totals."""
+        """CPU seconds per process group between two snapshots, per role (all web
+        processes together, all workers together) and machine totals."""
         result: dict[str, float] = {}
         for name, ticks in after.named.items():
             start = before.named.get(name)
@@ -126,6 +135,12 @@ class CpuMeter:
             result.setdefault(group, 0.0)
         machine_busy = (after.busy - before.busy) / TICK
         ours = sum(v for k, v in result.items() if k != "postgres (other)")
+        # Totals per role ("web" = all web processes), added after `ours` is summed so
+        # nothing is counted twice.
+        for name, seconds in list(result.items()):
+            role = role_of(name)
+            if role is not None:
+                result[role] = result.get(role, 0.0) + seconds
         result["machine busy"] = machine_busy
         result["other (not this stack)"] = max(0.0, machine_busy - ours)
         result["machine capacity"] = (after.total - before.total) / TICK

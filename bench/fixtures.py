@@ -13,6 +13,7 @@ from typing import Any
 MESSAGE_ID_FLOOR = 1_000_000_000
 USER_EMAIL = "bench-user-{:04d}@bench.invalid"
 PAGE_TITLE = "bench page ({} messages)"
+TAB_TITLE = "bench tab"
 
 
 def setup_django() -> None:
@@ -79,6 +80,38 @@ def users_and_sessions(count: int) -> list[BenchUser]:
             store.create()
             result.append(BenchUser(user.pk, email, store.session_key or ""))
     return result
+
+
+def tab_conversations(user_pks: list[int], per_tab: int) -> list[list[int]]:
+    """``per_tab`` fresh, already titled conversations for each tab (one tab per user, in
+    ``user_pks`` order): each turn of a tab asks its question in the next one.
+
+    Why fresh and titled: the emulator's timestamped tokens (" 17@1764480000.123456") are
+    about 11 model tokens each, so one 300-token answer is 6,800 characters; continuing
+    one conversation would make every later turn count (web and worker) and send a
+    history 5-6 times larger than a real one. A new untitled conversation instead queues
+    a title call after its first answer, which in timestamps mode streams 3.5 s and fails,
+    so the next answer queues another: work no real conversation causes. Title
+    generation is therefore not part of this load. The previous run's tab conversations
+    of these users are deleted first.
+    """
+    from accounts.models import User
+    from conversations.access import get_membership
+    from conversations.models import Conversation
+    from conversations.profiles import default_profile
+
+    Conversation.objects.filter(user_id__in=user_pks, title=TAB_TITLE).delete()
+    users = User.objects.in_bulk(user_pks)
+    rows = []
+    for pk in user_pks:
+        organization = get_membership(users[pk], None).organization
+        profile = default_profile(organization)
+        if profile is None:
+            raise RuntimeError(f"{organization} has no model profile to benchmark with")
+        rows += [Conversation(organization=organization, user=users[pk], profile=profile,
+                              title=TAB_TITLE, title_generated=True) for _ in range(per_tab)]
+    created = [conversation.pk for conversation in Conversation.objects.bulk_create(rows)]
+    return [created[i : i + per_tab] for i in range(0, len(created), per_tab)]
 
 
 def _make_conversation(user_pk: int, size: int) -> int:

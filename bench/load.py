@@ -1,10 +1,11 @@
-"""N websocket clients in one asyncio process, each sending one message.
+"""N websocket clients in one asyncio process, each sending one message (one wave).
 
 Each client behaves like a browser tab: it connects to /ws/chat/ with its session
 cookie and the site's Origin, sends ``{"type": "send", ...}`` at its scheduled moment and
 records the wall-clock receive time of every frame until the answer's ``done`` (or
 ``error``) frame. Receive times use ``time.time()`` so they can be compared with the
-send times the emulator embeds in each token.
+send times the emulator embeds in each token. ``bench.closed_loop`` reuses the same
+client to send message after message.
 """
 
 from __future__ import annotations
@@ -79,19 +80,29 @@ class Tap:
             await self._client.aclose()
 
 
-async def open_clients(url: str, origin: str, cookie_name: str, session_keys: list[str],
+def endpoints(ports: list[int], count: int) -> list[str]:
+    """``host:port`` for each of ``count`` clients, spread round-robin over the web
+    processes' ports (what a load balancer in front of them would do)."""
+    return [f"127.0.0.1:{ports[i % len(ports)]}" for i in range(count)]
+
+
+async def open_clients(hosts: list[str], cookie_name: str, session_keys: list[str],
                        *, parallel: int = 32) -> list[ClientConnection]:
+    """One signed-in websocket per session, client i to ``hosts[i]``, with that site's
+    Origin as a browser would send it."""
     gate = asyncio.Semaphore(parallel)
 
-    async def one(key: str) -> ClientConnection:
+    async def one(host: str, key: str) -> ClientConnection:
         async with gate:
             return await connect(
-                url, origin=origin, additional_headers={"Cookie": f"{cookie_name}={key}"},  # type: ignore[arg-type]
+                f"ws://{host}/ws/chat/", origin=f"http://{host}",  # type: ignore[arg-type]
+                additional_headers={"Cookie": f"{cookie_name}={key}"},
                 compression=None, ping_interval=None, open_timeout=60, close_timeout=2,
                 max_size=2**22, max_queue=None,
             )
 
-    results = await asyncio.gather(*(one(k) for k in session_keys), return_exceptions=True)
+    results = await asyncio.gather(*(one(h, k) for h, k in zip(hosts, session_keys, strict=True)),
+                                   return_exceptions=True)
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         for r in results:
@@ -105,8 +116,17 @@ async def close_clients(clients: list[ClientConnection]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
-async def _follow(ws: ClientConnection, answer: Answer, send_at: float, deadline: float,
-                  frame: dict[str, Any], tap: Tap | None) -> None:
+def send_frame(client_id: str, effort: str, conversation: int | None = None) -> dict[str, Any]:
+    """The frame the page sends for a new message (``conversation`` None: a new chat)."""
+    return {"type": "send", "conversation": conversation, "content": "bench",
+            "reasoning_effort": effort, "client_id": client_id}
+
+
+async def follow_answer(ws: ClientConnection, answer: Answer, send_at: float, deadline: float,
+                        frame: dict[str, Any], tap: Tap | None = None) -> None:
+    """Send ``frame`` at loop time ``send_at`` and record the answer's frames until its
+    final frame, a refusal, or ``deadline`` (loop time). Failures are recorded in
+    ``answer.failure``, never raised."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, send_at - loop.time()))
     payload = json.dumps(frame)
@@ -160,10 +180,8 @@ async def run_wave(clients: list[ClientConnection], *, tag: str, stagger: float,
     answers = [Answer(i, f"{tag}-{i}") for i in range(count)]
     wall_start = time.time() + 0.2
     await asyncio.gather(*(
-        _follow(ws, answer, start + (stagger * i / count if count else 0.0), deadline, {
-            "type": "send", "conversation": None, "content": "bench",
-            "reasoning_effort": effort, "client_id": answer.client_id,
-        }, tap if i % tap_every == 0 else None)
+        follow_answer(ws, answer, start + (stagger * i / count if count else 0.0), deadline,
+                      send_frame(answer.client_id, effort), tap if i % tap_every == 0 else None)
         for i, (ws, answer) in enumerate(zip(clients, answers, strict=True))
     ))
     return answers, wall_start, time.time()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import sustained_report
+
 PROCESS_ORDER = ["web", "worker", "emulator", "postgres (bench db)", "redis", "bench clients",
                  "other (not this stack)"]
 
@@ -78,7 +80,7 @@ def budget_lines(step: dict[str, Any] | None) -> list[str]:
     delivered = a["delivered_ratio"]["mean"] or 0.0
     fps = a["frames_per_s"]
     lines = [
-        f"Budgets from DESIGN.md, checked at N = {n}:",
+        f"One-wave checks against the streaming budgets, at N = {n} (a burst, not the sustained load):",
         "",
         f"- per-token added latency p99 ≤ 100 ms: {_ms(lat['p99'])} ms → {verdict((lat['p99'] or 1e9) <= 100)}",
         f"- ≥ 95% of offered tokens/s delivered: {_pct(delivered)} mean, "
@@ -95,9 +97,8 @@ def budget_lines(step: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def render(result: dict[str, Any]) -> str:
-    meta = result["meta"]
-    out = [
+def header(meta: dict[str, Any]) -> list[str]:
+    return [
         "# Streaming benchmark results",
         "",
         f"{meta['started']} · {meta['cpu_model']} · {meta['cores']} cores · Python {meta['python']} · "
@@ -105,16 +106,24 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Emulator: {meta['tokens_per_second']:g} tokens/s per answer, {meta['reply_tokens']} tokens, "
         f"{meta['think_ms']} ms reasoning pause (effort `{meta['effort']}`), chunk {meta['chunk_tokens']} token. "
-        f"Sends staggered evenly over {meta['stagger']:g} s. Worker: 1 Celery process, threads pool, "
-        f"concurrency {meta['concurrency']}. Web: 1 uvicorn process. Channel layer: RedisPubSubChannelLayer. "
-        f"Command: `{meta['command']}`.",
+        f"Worker: {meta['worker_processes']} Celery process(es), threads pool, concurrency "
+        f"{meta['concurrency']} each. Web: {meta['web_processes']} uvicorn process(es). Channel layer: "
+        f"RedisPubSubChannelLayer. Command: `{meta['command']}`.",
         "",
         f"Product code measured: git {meta['product']['git_head']} with {meta['product']['modified_files']} "
         "uncommitted changes; sha256[:12] of the streaming path: "
         + ", ".join(f"{name.rsplit('/', 1)[-1]} {digest}" for name, digest in meta["product"]["files"].items())
         + ".",
         "",
-        "## Latency and delivery",
+    ]
+
+
+def wave_section(result: dict[str, Any]) -> list[str]:
+    """The one-wave sweep (--wave)."""
+    if not result["steps"]:
+        return []
+    out = [
+        f"## One wave (every tab sends once, sends staggered over {result['meta']['stagger']:g} s)",
         "",
         latency_table(result["steps"]),
         "",
@@ -125,7 +134,7 @@ def render(result: dict[str, Any]) -> str:
         "emulator + one token interval); 100% = the client got the answer as fast as the model offered it.",
         "- *delta frames/answer/s*: delta frames ÷ seconds of upstream streaming (first to last token sent).",
         "",
-        "## CPU by process (share of one core, averaged over the wave: first send → last answer done)",
+        "### CPU by process (share of one core, averaged over the wave: first send → last answer done)",
         "",
         cpu_table(result["steps"]),
         "",
@@ -161,6 +170,13 @@ def render(result: dict[str, Any]) -> str:
         out.extend(extra)
     out.append("")
     out.extend(budget_lines(result.get("budget_step")))
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    out = header(result["meta"])
+    out.extend(sustained_report.render(result.get("sustained", []), result["meta"]))
+    out.extend(wave_section(result))
     if result.get("search"):
         from bench.search import render as render_search
 

@@ -171,7 +171,8 @@ class Stack:
     log_dir: Path
     children: list[Child] = field(default_factory=list)
     emulator_url: str = ""
-    web_port: int = 0
+    web_ports: list[int] = field(default_factory=list)
+    worker_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         atexit.register(self.stop)
@@ -209,26 +210,55 @@ class Stack:
         self.wait_http(child, f"{self.emulator_url}/_emulator/config")
         return child
 
-    def start_web(self) -> Child:
-        self.web_port = free_port()
-        child = self.spawn("web", [
-            sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
-            "--host", "127.0.0.1", "--port", str(self.web_port),
-            "--ws-per-message-deflate", "false", "--lifespan", "off",
-            "--log-level", "warning", "--no-access-log",
-            # As every launcher: 1 MiB websocket frames, proxies only from TRUSTED_PROXIES.
-            "--ws-max-size", "1048576",
-            "--forwarded-allow-ips", os.environ.get("TRUSTED_PROXIES", "").replace(" ", ""),
-        ])
-        self.wait_http(child, f"http://127.0.0.1:{self.web_port}/healthz", timeout=60)
-        return child
+    def start_web(self, count: int = 1) -> list[Child]:
+        """``count`` uvicorn processes, each on its own port: no load balancer in
+        between, the clients spread themselves over ``web_ports``."""
+        children = []
+        for index in range(1, count + 1):
+            port = free_port()
+            child = self.spawn(f"web-{index}", [
+                sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--ws-per-message-deflate", "false", "--lifespan", "off",
+                "--log-level", "warning", "--no-access-log",
+                # As every launcher: 1 MiB websocket frames, proxies only from TRUSTED_PROXIES.
+                "--ws-max-size", "1048576",
+                "--forwarded-allow-ips", os.environ.get("TRUSTED_PROXIES", "").replace(" ", ""),
+            ])
+            self.wait_http(child, f"http://127.0.0.1:{port}/healthz", timeout=60)
+            self.web_ports.append(port)
+            children.append(child)
+        return children
 
-    def start_worker(self, concurrency: int) -> Child:
-        return self.spawn("worker", [
-            sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-            "--concurrency", str(concurrency), "--loglevel", "WARNING",
-            "--hostname", f"bench-{os.getpid()}@%h",
-        ])
+    def start_workers(self, concurrency: int, count: int = 1) -> list[Child]:
+        """``count`` Celery processes on the same broker, each with ``concurrency``
+        threads and its own node name (two nodes with one name would answer each other's
+        control messages and Celery warns about it)."""
+        children = []
+        for index in range(1, count + 1):
+            name = f"bench-{os.getpid()}-{index}@{socket.gethostname()}"
+            children.append(self.spawn(f"worker-{index}", [
+                sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
+                "--concurrency", str(concurrency), "--loglevel", "WARNING", "--hostname", name,
+            ]))
+            self.worker_names.append(name)
+        return children
+
+    def wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Until every worker answers a control ping: a worker still starting when the
+        load begins would leave its share of the answers to the others."""
+        from chatsite.celery import app
+
+        deadline = time.monotonic() + timeout
+        waiting = set(self.worker_names)
+        while waiting:
+            self.check_alive()
+            if time.monotonic() >= deadline:
+                raise BenchError(f"workers {sorted(waiting)} did not answer a ping within "
+                                 f"{timeout:.0f}s; see their logs under {self.log_dir}")
+            replies = app.control.ping(destination=sorted(waiting), timeout=1.0) or []
+            for reply in replies:
+                waiting -= set(reply)
 
     def wait_http(self, child: Child, url: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -257,6 +287,10 @@ class Stack:
 
     def pids(self) -> dict[str, int]:
         return {child.name: child.pid for child in self.children}
+
+    def first_pid(self, role: str) -> int:
+        """The pid of the first process of ``role`` ("web", "worker")."""
+        return next(child.pid for child in self.children if child.name.startswith(f"{role}-"))
 
     def stop(self) -> None:
         children, self.children = self.children, []

@@ -1,0 +1,198 @@
+"""Markdown for the closed-loop sustained steps: the one results table (with Open
+WebUI's quoted row and every budget marked in the cell it judges), the verdicts, and
+CPU by process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.budgets import Budget, Row, unjudged, verdicts
+
+# Quoted, not measured here: the figure issue 10 reports for Open WebUI on this machine
+# type under the same load (reasoning 0.5 s, then 300 tokens at 100 tokens/s).
+OPEN_WEBUI_LABEL = ("Open WebUI 0.12.4 (quoted from the issue's measurement on this machine "
+                    "type, not re-measured)")
+OPEN_WEBUI_STREAMS = "≈ 50"
+OPEN_WEBUI_TOKEN_P99 = "p99 ≤ 250"
+NOT_QUOTED = "not quoted"
+
+COLUMNS = [
+    ("system", "system"),
+    ("streams", "N"),
+    ("turns", "turns finished / started"),
+    ("token", "per-token added ms p50 / p99"),
+    ("ttft", "added time to first token ms p50 / p99"),
+    ("tokens", "tokens/s delivered / offered"),
+    ("correctness", "tokens lost / duplicated / out of order"),
+    ("frames", "frames/answer/s p50 / max"),
+    ("cpu", "CPU ms per 1,000 tokens: web / worker"),
+]
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _pair(stats: dict[str, Any], low: str = "p50", high: str = "p99") -> str:
+    return f"{_ms(stats.get(low))} / {_ms(stats.get(high))}"
+
+
+def _cells(row: Row) -> dict[str, str]:
+    turns, tokens, c = row["turns"], row["tokens"], row["correctness"]
+    frames = row["frames_per_answer_s"]
+    cpu = row["cpu_ms_per_1k_tokens"]
+    ratio = "–" if tokens["ratio"] is None else f"{100 * tokens['ratio']:.1f} %"
+    fps = "–" if frames["p50"] is None else f"{frames['p50']:.1f} / {frames['max']:.1f}"
+    return {
+        "system": system_label(row),
+        "streams": str(row["streams"]),
+        "turns": f"{turns['finished']:,} / {turns['started']:,}",
+        "token": _pair(row["token_added_ms"]),
+        "ttft": _pair(row["ttft_added_ms"]),
+        "tokens": f"{tokens['delivered_per_s']:,.0f} / {tokens['offered_per_s']:,.0f} ({ratio})",
+        "correctness": f"{c['lost']} / {c['duplicated']} / {c['out_of_order']}",
+        "frames": fps,
+        "cpu": f"{_ms(cpu.get('web'))} / {_ms(cpu.get('worker'))}",
+    }
+
+
+def system_label(row: Row) -> str:
+    return f"teamchat, {row['web_processes']} web + {row['worker_processes']} worker"
+
+
+def _mark(budget: Budget, passed: bool) -> str:
+    return f"{budget.short}: {'pass' if passed else '**FAIL**'}"
+
+
+def _open_webui_row() -> dict[str, str]:
+    cells = {key: NOT_QUOTED for key, _ in COLUMNS}
+    cells.update(system=OPEN_WEBUI_LABEL, streams=OPEN_WEBUI_STREAMS, token=OPEN_WEBUI_TOKEN_P99)
+    return cells
+
+
+def table(rows: list[Row]) -> str:
+    """The results table: our rows with budget marks, then Open WebUI's quoted row."""
+    marks: dict[tuple[int, str], list[str]] = {}
+    for budget, row, passed in verdicts(rows):
+        marks.setdefault((id(row), budget.column), []).append(_mark(budget, passed))
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|---:|" + "---|" * (len(COLUMNS) - 2)]
+    for row in rows:
+        cells = _cells(row)
+        for (row_id, column), notes in marks.items():
+            if row_id == id(row):
+                cells[column] += " (" + "; ".join(notes) + ")"
+        lines.append("| " + " | ".join(cells[key] for key, _ in COLUMNS) + " |")
+    webui = _open_webui_row()
+    lines.append("| " + " | ".join(webui[key] for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def verdict_lines(rows: list[Row]) -> list[str]:
+    results = verdicts(rows)
+    lines = [f"- N = {row['streams']}: {budget.name}: {'PASS' if passed else '**FAIL**'}"
+             for budget, row, passed in results]
+    lines += [f"- {budget.name} (at N = {budget.streams}): not judged, N = {budget.streams} "
+              "was not part of this run" for budget in unjudged(rows)]
+    failed = sum(1 for *_, passed in results if not passed)
+    lines.append(f"- {len(results) - failed} of {len(results)} budget checks pass.")
+    return lines
+
+
+def _process_names(rows: list[Row]) -> list[str]:
+    names = sorted({name for row in rows for name in row["cpu_s"]
+                    if name.startswith(("web-", "worker-"))})
+    return names + ["emulator", "postgres (bench db)", "redis", "bench clients",
+                    "other (not this stack)"]
+
+
+def cpu_table(rows: list[Row]) -> str:
+    """Share of one core over the window and CPU ms per 1,000 delivered tokens."""
+    names = _process_names(rows)
+    lines = ["| N | window s | " + " | ".join(names) + " | machine busy |",
+             "|---:|---:|" + "---:|" * (len(names) + 1)]
+    for row in rows:
+        seconds = row["window_s"]
+        cpu, per_k = row["cpu_s"], row["cpu_ms_per_1k_tokens"]
+        cells = [f"{100 * cpu.get(name, 0.0) / seconds:.0f} % · {_ms(per_k.get(name))}" for name in names]
+        busy = cpu["machine busy"] / cpu["machine capacity"] if cpu["machine capacity"] else 0.0
+        lines.append(f"| {row['streams']} | {seconds:.1f} | " + " | ".join(cells)
+                     + f" | {100 * busy:.0f} % of {row['cores']} cores |")
+    return "\n".join(lines)
+
+
+def detail_lines(rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        turns, tokens, c = row["turns"], row["tokens"], row["correctness"]
+        pacing = row["emulator_pacing"]
+        lines.append(
+            f"- N = {row['streams']}: {turns['refused']} refused{_codes(turns['refusal_codes'])}, "
+            f"{turns['ended_in_error']} ended in error, {turns['unfinished_at_deadline']} unfinished at the "
+            f"deadline ({c['undelivered_at_deadline']} tokens undelivered), other failures "
+            f"{turns['other_failures'] or 'none'}; {tokens['delivered']:,} of {tokens['offered']:,} offered "
+            f"tokens delivered in the window; seq gaps {c['seq_gaps']}, repeated frames dropped "
+            f"{c['repeated_frames']}; frames per answer p50 {_ms(row['frames_per_answer']['p50'])}, "
+            f"delta frames/answer/s p50 / max {_pair(row['delta_frames_per_answer_s'], 'p50', 'max')}; "
+            f"per-token added ms p95 {_ms(row['token_added_ms']['p95'])}, max {_ms(row['token_added_ms']['max'])}; "
+            f"ms p50 / p99 from send to message.created {_pair(row['created_ms'])}, to the first frame "
+            f"{_pair(row['first_event_ms'])}, to the upstream request {_pair(row['upstream_request_ms'])}; "
+            f"emulator pacing {_pct(pacing['mean'])} of nominal (p1 {_pct(pacing['p1'])}); "
+            f"other load before the step {row['other_before_cores']:.2f} cores; "
+            f"server log errors {row['log_errors'] or 'none'}"
+        )
+        if row["problems"]:
+            lines.append(f"  - problems: {row['problems']}")
+    return lines
+
+
+def _codes(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{code} {n}' for code, n in counts.items())})" if counts else ""
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    return [
+        "## Sustained closed loop",
+        "",
+        f"Each of N tabs (signed-in websocket sessions, {meta['web_processes']} web process(es) "
+        f"round-robin) sends its next message as soon as its answer has ended, each in a fresh, already "
+        f"titled conversation; first sends spread over {meta['ramp_s']:g} s, then {meta['duration_s']:g} s measured, "
+        f"then in-flight turns get up to {meta['finish_timeout_s']:g} s to end. Upstream: reasoning "
+        f"{meta['think_ms']} ms, then {meta['reply_tokens']} tokens at {meta['tokens_per_second']:g} tokens/s.",
+        "",
+        table(rows),
+        "",
+        "- *added* = observed − what the emulator's pacing alone gives. Per-token: receive − the send time "
+        "written into the token (tokens sent in the window). Time to first token: first delta − send − "
+        "reasoning pause (turns sent in the window).",
+        "- *offered* tokens/s: what the emulator's pacing would put in front of the tabs in the window had "
+        "the stack added nothing (token k at send + pause + k/rate); *delivered*: tokens received in it.",
+        "- *lost / duplicated / out of order*: per answer, the emulator's token numbers against the text "
+        "the tab assembled (deltas in seq order, repeats dropped, as the page does); every turn of the step.",
+        "- *frames/answer/s*: every frame the tab received for the answer (message.created, thinking, "
+        "deltas, done) ÷ the emulator's streaming time (first to last token + one interval).",
+        "- *CPU ms per 1,000 tokens*: user + system CPU of all web (worker) processes over the window ÷ "
+        "delivered tokens.",
+        "",
+        "### Budgets",
+        "",
+        *verdict_lines(rows),
+        "",
+        "### CPU by process over the window (share of one core · ms per 1,000 delivered tokens)",
+        "",
+        cpu_table(rows),
+        "",
+        "*other*: everything on the machine that is not this stack (other sessions' test runs, "
+        "other PostgreSQL databases); it competes for the same cores.",
+        "",
+        *detail_lines(rows),
+        "",
+    ]
