@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -300,9 +301,16 @@ def _sync_key() -> str:
     return "catalog-sync:" + hashlib.sha256(facts.encode()).hexdigest()[:24]
 
 
+# A process that saw the shared "synced" mark trusts it this long without asking the
+# cache again: every turn and page checks it, and each check was a Redis round trip.
+LOCAL_TRUST_SECONDS = 60.0
+_trusted_until: dict[str, float] = {}
+
+
 def forget_sync() -> None:
     """Make the next use sync again (after the settings or the database changed under a
     running process, as in tests)."""
+    _trusted_until.clear()
     cache.delete(_sync_key())
 
 
@@ -311,7 +319,10 @@ def ensure_synced() -> None:
     from conversations.llm import is_demo_mode
 
     key = _sync_key()
+    if _trusted_until.get(key, 0.0) > time.monotonic():
+        return
     if cache.get(key):
+        _trusted_until[key] = time.monotonic() + LOCAL_TRUST_SECONDS
         return
     if azure_configured():
         ensure_azure_profile()

@@ -70,3 +70,30 @@ def test_the_first_turn_of_a_month_creates_both_usage_rows_in_its_holds(alice: U
     assert rows[None].reserved_usd == rows[alice.pk].reserved_usd == reservation.amount_usd
     assert (reservation.org_period_id, reservation.member_period_id) == (rows[None].pk,
                                                                          rows[alice.pk].pk)
+
+
+def test_a_turn_does_not_ask_the_shared_cache_whether_the_catalog_is_synced_each_time(
+    alice: User, o3_mini: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every turn and page checks the catalog sync; a process trusts a mark it has seen
+    for a minute instead of a Redis round trip per check (three per turn before)."""
+    from django.core.cache import cache
+
+    from conversations.catalog import sync
+
+    sync.forget_sync()
+    _answered(_start(alice, None, 0))  # syncs (demo mode: nothing to list) and marks it
+    asked: list[str] = []
+    real_get = cache.get
+
+    def counting_get(key: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(key)
+        return real_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(sync.cache, "get", counting_get)
+    _answered(_start(alice, None, 1))
+    _answered(_start(alice, None, 2))
+    assert [key for key in asked if key.startswith("catalog-sync:")] == []
+    sync.forget_sync()
+    _start(alice, None, 3)
+    assert [key for key in asked if key.startswith("catalog-sync:")] != []
