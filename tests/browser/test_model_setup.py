@@ -49,8 +49,13 @@ def test_with_only_an_openai_key_the_first_message_uses_the_newest_listed_model(
     send(page, "Hello from a fresh install")
     saved = answered(page, emulator)
     assert saved["model_name"] == "gpt-5.6-sol" and saved["cost_usd"] > 0
-    assert [e["body"]["model"] for e in emulator.requests_to("/v1/chat/completions")
-            if not e["body"].get("response_format")] == ["gpt-5.6-sol"]
+    # A current model is asked through the Responses API: nothing stored upstream, its
+    # encrypted reasoning kept for the next turn, its summary streamed as "Thinking".
+    answers = [e["body"] for e in emulator.requests_to("/v1/responses") if e["body"].get("stream")]
+    assert [b["model"] for b in answers] == ["gpt-5.6-sol"]
+    assert answers[0]["store"] is False
+    assert answers[0]["include"] == ["reasoning.encrypted_content"]
+    assert emulator.requests_to("/v1/chat/completions") == []
 
 
 def test_an_azure_deployment_without_its_model_answers_and_the_owner_is_told_to_name_it(
