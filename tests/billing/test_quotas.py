@@ -133,7 +133,10 @@ def test_concurrent_turns_never_overspend_an_exact_budget(
     if organization.monthly_budget_usd >= probe * (k + 1):
         pytest.fail("budget rounding would admit an extra turn")
     organization.save(update_fields=["monthly_budget_usd"])
-    emulator.config.think_ms = {"low": 0, "medium": 300, "high": 0}
+    # No answer may settle (and free budget for one more turn) while the N sends still
+    # race: under a loaded machine the last of 50 threads can start a second after the
+    # first, so every answer reasons longer than that before it ends.
+    emulator.config.think_ms = {"low": 0, "medium": 5000, "high": 0}
 
     barrier = threading.Barrier(n)
     started: list[int] = []

@@ -94,11 +94,19 @@ def test_openai_key_alone_defaults_to_the_newest_listed_catalog_model(
     message = first_message(owner)
 
     assert message.status == Message.Status.DONE and message.content
-    call = the_chat_request(emulator)
-    assert call["path"] == "/v1/chat/completions"
-    assert_chat_body(call["body"], model="gpt-5.6-sol", stream=True,
-                     stream_options={"include_usage": True}, reasoning_effort="medium",
-                     max_completion_tokens=25_000, tools=tool_schemas())
+    # A current OpenAI model is asked through the Responses API (catalog api_style).
+    assert emulator.requests_to("/chat/completions") == []
+    [call] = [e for e in emulator.requests_to("/v1/responses") if e["body"].get("stream")]
+    body = call["body"]
+    assert body["input"][-1] == {"role": "user", "content": QUESTION}
+    assert {k: v for k, v in body.items() if k not in ("input", "instructions")} == {
+        "model": "gpt-5.6-sol", "store": False, "stream": True,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"], "max_output_tokens": 25_000,
+        "tools": [{"type": "function", **tool["function"]} for tool in tool_schemas()],
+        "prompt_cache_key": body["prompt_cache_key"],
+    }
+    assert body["prompt_cache_key"]
     entry = find_entry("openai", "gpt-5.6-sol")
     assert entry is not None and entry.output_price == Decimal("20")
     assert message.completion_tokens > 0
