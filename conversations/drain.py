@@ -4,8 +4,9 @@ Celery's warm shutdown stops consuming and waits for the running tasks, with no 
 limit, and still runs tasks it had already received. ``begin_drain`` adds what a
 minute-long answer needs: no new claims once the stop began (``generate_reply`` hands
 such a task back to the queue for another worker), and a deadline: answers still live
-``WORKER_DRAIN_SECONDS`` later are ended ``interrupted`` with their partial text right
-away (instead of waiting for the reaper to find a lapsed lease), and the process exits.
+``WORKER_DRAIN_SECONDS`` later are handed to another worker when they run in background
+mode (it resumes them), and otherwise ended ``interrupted`` with their partial text right
+away (instead of waiting for the reaper to find a lapsed lease); then the process exits.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def begin_drain(
         try:
             handed_back = hand_back_live_answers()
             logger.warning(
-                "drain: %d answers still live after %ss ended as interrupted", handed_back, seconds
+                "drain: %d answers still live after %ss handed back or interrupted",
+                handed_back, seconds,
             )
         except Exception:
             logger.exception("drain: could not end the live answers; the reaper will")
@@ -76,10 +78,12 @@ def _live_count() -> int:
 
 
 def hand_back_live_answers() -> int:
-    """End every answer this process is streaming as ``interrupted``, keeping its
-    partial text (saved checkpoints plus the replay buffer), and settle its budget.
+    """Give up every answer this process is streaming: a background answer goes back to
+    the queue for another worker to resume from its last checkpoint (its response keeps
+    running at the provider); any other ends ``interrupted``, keeping its partial text
+    (saved checkpoints plus the replay buffer), with its budget settled.
 
-    Returns how many this process handed back.
+    Returns how many this process handed back or ended.
     """
     from conversations import lifecycle
     from conversations.live import monitor
@@ -95,10 +99,18 @@ def hand_back_live_answers() -> int:
     Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
         lease_expires_at=timezone.now()
     )
+    # The lapsed lease lets one successor reclaim it (lifecycle.reclaim); its claim then
+    # fences out whatever this process still writes before it exits.
+    resumable = lifecycle.resumable(ids)
+    for message_id in resumable:
+        lifecycle.hand_back(message_id)
     now = timezone.now()
-    ended = sum(lifecycle.interrupt(message_id, now=now) for message_id in ids)
+    ended = sum(lifecycle.interrupt(message_id, now=now) for message_id in ids
+                if message_id not in resumable)
     for reply in replies:
-        # Then close the upstream streams: nobody will see (or pay for) more tokens. The
-        # threads find their answer already ended and let it be.
-        reply.cancel()
-    return ended
+        if reply.message_id not in resumable:
+            # Nobody will see (or pay for) more tokens of it: close its upstream stream.
+            # The thread finds its answer already ended and lets it be. A handed-back
+            # answer's stream is left alone: closing it would cancel the response upstream.
+            reply.cancel()
+    return ended + len(resumable)

@@ -427,6 +427,16 @@ def _resumable(response_id: str, claims: int, lapsed_at: datetime | None, now: d
     )
 
 
+def resumable(message_ids: list[int]) -> set[int]:
+    """Of these answers, the streaming ones a successor could resume: a background
+    response to follow and claims left (the rest can only be interrupted)."""
+    return set(
+        Message.objects.filter(pk__in=message_ids, status=Status.STREAMING, claims__lt=MAX_CLAIMS)
+        .exclude(provider_response_id="")
+        .values_list("pk", flat=True)
+    )
+
+
 def hand_back(message_id: int) -> None:
     """Queue a background answer whose worker is gone for any worker, which resumes it
     (``reclaim`` lets one task have it). Writes nothing: until a worker reclaims it, its

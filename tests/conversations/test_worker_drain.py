@@ -119,3 +119,43 @@ def test_answers_still_streaming_at_the_deadline_end_interrupted_with_their_text
     # The worker thread found its answer already ended: it does not end it again.
     time.sleep(0.5)
     assert Message.objects.get(pk=message.pk).status == Message.Status.INTERRUPTED
+
+
+def test_a_background_answer_live_at_the_deadline_goes_to_another_worker_not_interrupted(
+    alice: User, emulator: Any, celery_worker: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy that outlasts the drain must not throw away a high-effort answer the
+    provider is still generating in background mode: it is handed back, lease lapsed,
+    for a successor to resume, and its response is not cancelled upstream."""
+    from django.utils import timezone
+
+    from conversations import lifecycle
+    from conversations.replay import get_replay_store
+    from tests.llm.test_responses_api import make_responses_profile
+
+    settings.OPENAI_API_KEY = ""
+    settings.STREAM_FLUSH_MS = 20
+    make_responses_profile()
+    emulator.push({"match": "outlasts", "reply_tokens": 400, "tokens_per_second": 40})
+    message = start_turn(user=alice, organization_id=None, conversation_id=None,
+                         content="A long answer that outlasts the drain", reasoning_effort="high",
+                         profile_name="o3-mini-responses").assistant_message
+    wait_for(lambda: Message.objects.filter(pk=message.pk, status="streaming")
+             .exclude(provider_response_id="").exists())
+    wait_for(lambda: any(f["type"] == "delta" for f in get_replay_store().read_sync(message.pk)))
+    handed: list[int] = []
+    monkeypatch.setattr(lifecycle, "hand_back", handed.append)
+    exits: list[int] = []
+
+    watchdog = drain.begin_drain(seconds=0.2, exit_process=exits.append)
+    watchdog.join(timeout=30)
+
+    assert exits == [0]
+    assert handed == [message.pk]
+    row = Message.objects.get(pk=message.pk)
+    assert row.status == Message.Status.STREAMING and row.lease_expires_at <= timezone.now()
+    assert Reservation.objects.get(message=message).settled_at is None  # not billed yet
+    assert [e["path"] for e in emulator.journal if e["path"].endswith("/cancel")] == []
+    # A successor can take it over; the old claim is fenced out from then on.
+    successor = lifecycle.reclaim(message.pk)
+    assert successor is not None and successor.claims == row.claims + 1
