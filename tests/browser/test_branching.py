@@ -57,6 +57,19 @@ def conversation_rows(conversation_id: int) -> list[dict[str, Any]]:
     ))
 
 
+def add_second_model() -> None:
+    """A second model the emulator serves ("GPT-5.6 Sol"), besides the seed o3-mini."""
+    from conversations.models import ModelProfile
+
+    seed = ModelProfile.objects.get(name="o3-mini")
+    own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
+    values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
+    values.update(name="sol", display_name="GPT-5.6 Sol", model="gpt-5.6-sol",
+                  reasoning_efforts=["minimal", "low", "medium", "high"], default_effort="low",
+                  max_completion_tokens_by_effort={})
+    ModelProfile.objects.create(**values)
+
+
 def current_leaf(conversation_id: int) -> int | None:
     from conversations.models import Conversation
 
@@ -168,16 +181,7 @@ def test_regenerate_adds_a_version_at_the_chosen_effort_and_arrow_up_edits_the_l
 def test_regenerate_on_another_model_names_it_on_the_sibling_and_keeps_the_conversations_model(
     page: Any, watch: Watch
 ) -> None:
-    from conversations.models import Conversation, Message, ModelProfile
-
-    def add_second_model() -> None:
-        seed = ModelProfile.objects.get(name="o3-mini")
-        own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
-        values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
-        values.update(name="sol", display_name="GPT-5.6 Sol", model="gpt-5.6-sol",
-                      reasoning_efforts=["minimal", "low", "medium", "high"], default_effort="low",
-                      max_completion_tokens_by_effort={})
-        ModelProfile.objects.create(**values)
+    from conversations.models import Conversation, Message
 
     read_db(add_second_model)
     sign_up(page)
@@ -232,16 +236,7 @@ def test_switching_the_model_of_an_open_conversation_carries_on_with_it_after_re
 ) -> None:
     """A person picks another model in the composer of a conversation that already has
     answers; the next answer comes from it, and the conversation stays on it."""
-    from conversations.models import Conversation, Message, ModelProfile
-
-    def add_second_model() -> None:
-        seed = ModelProfile.objects.get(name="o3-mini")
-        own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")
-        values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
-        values.update(name="sol", display_name="GPT-5.6 Sol", model="gpt-5.6-sol",
-                      reasoning_efforts=["minimal", "low", "medium", "high"], default_effort="low",
-                      max_completion_tokens_by_effort={})
-        ModelProfile.objects.create(**values)
+    from conversations.models import Conversation, Message
 
     read_db(add_second_model)
     sign_up(page)

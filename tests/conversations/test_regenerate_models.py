@@ -45,6 +45,13 @@ def sol(db: None) -> ModelProfile:
     )
 
 
+@sync_to_async
+def sol_for_charlies_org_only(org_a: Organization, charlie: User, sol: ModelProfile) -> None:
+    """Org A may use o3-mini only; sol is enabled for charlie's org alone."""
+    org_a.enabled_profiles.set([ModelProfile.objects.get(name="o3-mini")])
+    charlie.memberships.get().organization.enabled_profiles.set([sol])
+
+
 async def answered(ws: WebsocketCommunicator, content: str, *, worker: bool = False) -> dict[str, Any]:
     await send(ws, {"type": "send", "conversation": None, "content": content,
                     "reasoning_effort": "low", "client_id": "c1"})
@@ -140,13 +147,7 @@ async def test_a_retired_or_unknown_model_is_refused_and_nothing_is_saved(
 async def test_a_model_only_another_org_may_use_is_refused(
     alice: User, org_a: Organization, charlie: User, sol: ModelProfile
 ) -> None:
-    @sync_to_async
-    def restrict() -> None:
-        # Org A may use o3-mini only; sol is enabled for charlie's org alone.
-        org_a.enabled_profiles.set([ModelProfile.objects.get(name="o3-mini")])
-        charlie.memberships.get().organization.enabled_profiles.set([sol])
-
-    await restrict()
+    await sol_for_charlies_org_only(org_a, charlie, sol)
     ws = await open_socket(alice)
     first = await answered(ws, "q1")
     before = await counts()
@@ -223,12 +224,7 @@ async def test_a_send_naming_another_model_switches_the_conversation_to_it(
 async def test_a_send_naming_a_model_the_org_may_not_use_is_refused_and_saves_nothing(
     alice: User, org_a: Organization, charlie: User, sol: ModelProfile
 ) -> None:
-    @sync_to_async
-    def restrict() -> None:
-        org_a.enabled_profiles.set([ModelProfile.objects.get(name="o3-mini")])
-        charlie.memberships.get().organization.enabled_profiles.set([sol])
-
-    await restrict()
+    await sol_for_charlies_org_only(org_a, charlie, sol)
     ws = await open_socket(alice)
     first = await answered(ws, "q1")
     before = await counts()
