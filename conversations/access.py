@@ -17,10 +17,14 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def get_conversation_for_user(user: User, conversation_id: int) -> Conversation:
-    """A conversation the user owns, in an org they still belong to, not deleted."""
+def get_conversation_for_user(
+    user: User, conversation_id: int,
+    within: Callable[[QuerySet[Conversation]], QuerySet[Conversation]] = lambda rows: rows,
+) -> Conversation:
+    """A conversation the user owns, in an org they still belong to, not deleted.
+    ``within`` refines the query (locks, more related rows, annotations)."""
     try:
-        return Conversation.objects.select_related("profile", "organization").get(
+        return within(Conversation.objects.select_related("profile", "organization")).get(
             pk=conversation_id,
             user=user,
             organization__memberships__user=user,

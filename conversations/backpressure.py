@@ -41,15 +41,6 @@ def refuse_when_full(waiting: int) -> int:
     return waiting
 
 
-def refuse_when_queue_full() -> int:
-    """Raise ``Busy`` when ``MAX_QUEUED_TURNS`` answers wait; else return how many wait
-    (a new turn's place in the queue). Call before writing anything."""
-    # Race: sends at the same moment may each see the last free place and all queue;
-    # the bound is overshot by at most the sends in flight, which back-pressure
-    # tolerates, whereas a lock here would serialise every send of the instance.
-    return refuse_when_full(Message.objects.filter(waiting_for_worker()).count())
-
-
 def queue_position(*, message_id: int) -> int | None:
     """How many unclaimed answers were created before ``message_id``; None once it is no
     longer waiting (claimed, cancelled, failed). One query."""

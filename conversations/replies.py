@@ -18,6 +18,7 @@ from billing.quotas import reserve
 from chatsite.ratelimits import over_limit_for
 from conversations import lifecycle
 from conversations.access import (
+    get_conversation_for_user,
     get_membership,
     get_membership_in,
     get_message_for_user,
@@ -229,16 +230,11 @@ def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conv
     The conversation's lock orders a send against a delete in another tab
     (listing.delete_conversation): PostgreSQL re-checks ``deleted_at`` on the locked row.
     """
-    conversation = (
-        Conversation.objects.select_related("profile", "organization", "user", "current_leaf")
-        .select_for_update(of=("self", "user"))
-        .annotate(waiting=_waiting_answers())
-        .filter(pk=conversation_id, user=user, organization__memberships__user=user,
-                deleted_at__isnull=True)
-        .first()
+    conversation = get_conversation_for_user(
+        user, conversation_id,
+        within=lambda rows: rows.select_related("user", "current_leaf")
+        .select_for_update(of=("self", "user")).annotate(waiting=_waiting_answers()),
     )
-    if conversation is None:
-        raise NotFound("conversation")
     return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
 
 
