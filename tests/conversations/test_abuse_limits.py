@@ -20,7 +20,7 @@ from billing.models import Reservation
 from conversations import replies
 from conversations.exceptions import TurnRefused
 from conversations.models import Conversation, Message
-from tests.conversations.wsclient import connect, receive, send
+from tests.conversations.wsclient import connect, receive_skipping_queue, send
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -45,7 +45,7 @@ async def open_socket(user: User) -> WebsocketCommunicator:
 async def ask(ws: WebsocketCommunicator, n: int) -> dict[str, Any]:
     """A question in a new conversation (no worker runs: the answer stays pending)."""
     await send(ws, {**QUESTION, "content": f"Question {n}", "client_id": f"q{n}"})
-    created = await receive(ws)
+    created = await receive_skipping_queue(ws)
     assert created["type"] == "message.created", created
     return created
 
@@ -81,14 +81,14 @@ async def test_a_send_over_the_live_answer_limit_is_refused_writes_nothing_and_t
     before = await saved_rows()
 
     await send(ws, {**QUESTION, "content": "Question 3"})
-    error = await receive(ws)
+    error = await receive_skipping_queue(ws)
 
     assert error["type"] == "error" and error["code"] == "too_many_live_answers", error
     assert error["message"] is None
     assert "2 answers being written" in error["detail"] and "stop one" in error["detail"]
     assert await saved_rows() == before
     await send(ws, {"type": "stop", "message": first["assistant_message"]})
-    done = await receive(ws)
+    done = await receive_skipping_queue(ws)
     assert done["type"] == "done" and done["status"] == "cancelled", done
     await ask(ws, 4)  # a slot is free again
     await ws.disconnect()
@@ -106,7 +106,7 @@ async def test_answers_in_every_conversation_count_but_another_persons_do_not(
     await ask(alice_ws, 2)  # a second conversation: both of alice's answers are live
 
     await send(alice_ws, {**QUESTION, "content": "Question 3"})
-    error = await receive(alice_ws)
+    error = await receive_skipping_queue(alice_ws)
 
     assert error["code"] == "too_many_live_answers", error
     assert await sync_to_async(live_answers)(alice) == 2
@@ -180,7 +180,7 @@ async def test_a_send_over_sends_per_minute_is_rate_limited_with_a_retry_hint_an
     before = await saved_rows()
 
     await send(ws, {**QUESTION, "content": "One too many"})
-    error = await receive(ws)
+    error = await receive_skipping_queue(ws)
 
     assert error["type"] == "error" and error["code"] == "rate_limited", error
     assert 1 <= error["retry_after"] <= 60
@@ -189,7 +189,7 @@ async def test_a_send_over_sends_per_minute_is_rate_limited_with_a_retry_hint_an
     assert await saved_rows() == before
     # Still usable: commands other than send run, and the count is per person.
     await send(ws, {"type": "stop", "message": created["assistant_message"]})
-    done = await receive(ws)
+    done = await receive_skipping_queue(ws)
     assert done["type"] == "done" and done["status"] == "cancelled", done
     bob_ws = await open_socket(bob)
     await ask(bob_ws, 1)

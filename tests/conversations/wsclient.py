@@ -38,6 +38,17 @@ async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> d
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
+async def receive_skipping_queue(
+    communicator: WebsocketCommunicator, timeout: float = 10  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """The next frame other than ``queued``: a tab's queue watcher reports a waiting answer's
+    place whenever it changes, which on a slow machine can fall between any two frames."""
+    while True:
+        frame = await receive(communicator, timeout)
+        if frame["type"] != "queued":
+            return frame
+
+
 async def receive_until(
     communicator: WebsocketCommunicator, *types: str, timeout: float = 20  # noqa: ASYNC109
 ) -> list[dict[str, Any]]:
