@@ -1,4 +1,5 @@
 from conversations.llm.client import (
+    AsyncChatStream,
     ChatStream,
     build_chat_body,
     build_client,
@@ -7,11 +8,14 @@ from conversations.llm.client import (
     delete_response,
     is_demo_mode,
     open_stream,
+    open_stream_async,
     resume_stream,
+    resume_stream_async,
 )
 from conversations.llm.types import ChatRequest, LLMError, Usage
 
 __all__ = [
+    "AsyncChatStream",
     "ChatRequest",
     "ChatStream",
     "LLMError",
@@ -23,5 +27,7 @@ __all__ = [
     "delete_response",
     "is_demo_mode",
     "open_stream",
+    "open_stream_async",
     "resume_stream",
+    "resume_stream_async",
 ]

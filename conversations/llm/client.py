@@ -8,13 +8,15 @@ after text was shown would duplicate (and double-bill) an answer.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
 # must not hold a worker thread for the answer's long read timeout.
 CONTROL_TIMEOUT_SECONDS = 10.0
 
-_clients: dict[tuple[Any, ...], openai.OpenAI] = {}
+_clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
@@ -61,9 +63,10 @@ def is_demo_mode() -> bool:
     return not settings.OPENAI_API_KEY and not azure
 
 
-def _http_client() -> httpx2.Client:
+def _http_client(*, asynchronous: bool = False) -> Any:
     # One pooled client per provider config and process: many answers stream at once.
-    return openai.DefaultHttpxClient(
+    factory = openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient
+    return factory(
         limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         timeout=httpx2.Timeout(settings.LLM_READ_TIMEOUT, connect=10.0),
     )
@@ -96,6 +99,18 @@ def _entra_token_provider() -> Callable[[], str]:
 
 def build_client(profile: ModelProfile) -> openai.OpenAI:
     """A cached SDK client for the profile's provider, endpoint and credentials."""
+    client: openai.OpenAI = _client(profile, asynchronous=False)
+    return client
+
+
+def build_async_client(profile: ModelProfile) -> openai.AsyncOpenAI:
+    """The same client for the worker's event loop (conversations.engine), which streams
+    every answer of its process; cached apart from the sync ones."""
+    client: openai.AsyncOpenAI = _client(profile, asynchronous=True)
+    return client
+
+
+def _client(profile: ModelProfile, *, asynchronous: bool) -> Any:
     _check_key_env(profile)
     provider = profile.provider
     if provider == "azure":
@@ -141,28 +156,33 @@ def build_client(profile: ModelProfile) -> openai.OpenAI:
             reason="configuration",
         )
 
+    cache_key = (asynchronous, *cache_key)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is not None:
             return client
-        common: dict[str, Any] = {"max_retries": 0, "http_client": _http_client()}
+        plain, azure = (
+            (openai.AsyncOpenAI, openai.AsyncAzureOpenAI) if asynchronous
+            else (openai.OpenAI, openai.AzureOpenAI)
+        )
+        common: dict[str, Any] = {
+            "max_retries": 0, "http_client": _http_client(asynchronous=asynchronous)
+        }
         if provider == "azure" and version:
             auth: dict[str, Any] = (
                 {"api_key": key} if key else {"azure_ad_token_provider": _entra_token_provider()}
             )
-            client = openai.AzureOpenAI(
-                azure_endpoint=endpoint, api_version=version, **auth, **common
-            )
+            client = azure(azure_endpoint=endpoint, api_version=version, **auth, **common)
         elif provider == "azure":
             # Azure's v1 GA path: the plain client, deployment name as model, and either a
             # key or a callable that returns a fresh Entra ID token per request.
-            client = openai.OpenAI(
+            client = plain(
                 base_url=f"{endpoint}/openai/v1/",
-                api_key=key or _entra_token_provider(),
+                api_key=key or _token_callable(asynchronous),
                 **common,
             )
         elif provider == "openai" and not is_demo_mode():
-            client = openai.OpenAI(
+            client = plain(
                 api_key=key,
                 base_url=endpoint or None,
                 organization=settings.OPENAI_ORGANIZATION or None,
@@ -170,9 +190,22 @@ def build_client(profile: ModelProfile) -> openai.OpenAI:
                 **common,
             )
         else:
-            client = openai.OpenAI(api_key=key, base_url=endpoint, **common)
+            client = plain(api_key=key, base_url=endpoint, **common)
         _clients[cache_key] = client
         return client
+
+
+def _token_callable(asynchronous: bool) -> Any:
+    """The Entra ID token callable a plain client takes as its key: the async client
+    awaits it. The credential caches its token, so the call rarely leaves the process."""
+    provider = _entra_token_provider()
+    if not asynchronous:
+        return provider
+
+    async def token() -> str:
+        return await asyncio.to_thread(provider)
+
+    return token
 
 
 def build_chat_body(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]:
@@ -351,6 +384,161 @@ class ChatStream:
             yield item
 
 
+class _Pause:
+    """Marks where the parsers ran out of lines: an async reader fetches more and asks
+    the same parser for its next event, so one parser serves both kinds of stream."""
+
+
+PAUSE = _Pause()
+
+
+class AsyncChatStream(ChatStream):
+    """An open upstream stream read on the worker's event loop (conversations.engine).
+
+    ``close()`` may be called from any thread (the monitor's Stop or stall): it wakes a
+    read waiting on the network by cancelling it on the loop, and the stream then ends
+    as a sync one does when closed. Lines are parsed by the same parsers as the sync
+    stream, fed a line at a time.
+    """
+
+    def __init__(
+        self, profile: ModelProfile, raw: Any, api_style: str, *, background: bool = False,
+        response_id: str = "",
+    ) -> None:
+        super().__init__(profile, raw, api_style, background=background, response_id=response_id)
+        self._loop = asyncio.get_running_loop()
+        self._reader: asyncio.Task[Any] | None = None
+        self._reading = False
+        self._lines: collections.deque[str] = collections.deque()
+        self._eof = False
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing reads
+            self._loop.call_soon_threadsafe(self._interrupt)
+
+    def _interrupt(self) -> None:
+        if self._reading and self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    def _feed(self) -> Iterator[Any]:
+        while True:
+            if self._lines:
+                yield self._lines.popleft()
+            elif self._eof:
+                return
+            else:
+                yield PAUSE
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
+        self._reader = asyncio.current_task()
+        payloads = _sse_payloads(self._feed())
+        events = (
+            _responses_events(payloads, self.progress) if self._api_style == "responses"
+            else _chat_events(payloads)
+        )
+        lines = self._raw.iter_lines().__aiter__()
+        try:
+            for event in events:
+                if event is not PAUSE:
+                    yield event
+                elif self.closed or not await self._read(lines):
+                    return
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self.profile) from exc
+        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
+            if self.closed:
+                return
+            raise LLMError(
+                "upstream_error",
+                "The connection to the model provider was lost.",
+                retryable=True,
+                reason="connection",
+            ) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await self._raw.close()
+
+    async def _read(self, lines: AsyncIterator[str]) -> bool:
+        """One more line into the buffer; False when the stream was closed (Stop, a
+        stall) while waiting. The end of the stream lets the parsers finish."""
+        self._reading = True
+        try:
+            line = await anext(lines)
+        except StopAsyncIteration:
+            self._eof = True
+            return True
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            # Our own interruption, not the task's cancellation: the answer goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return False
+        finally:
+            self._reading = False
+        self.last_read_at = time.monotonic()
+        self._lines.append(line)
+        return True
+
+
+AsyncDb = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def _call_db(db: AsyncDb | None, fn: Callable[[], Any]) -> Any:
+    return fn() if db is None else await db(fn)
+
+
+async def open_stream_async(
+    profile: ModelProfile, request: ChatRequest, *, db: AsyncDb | None = None
+) -> AsyncChatStream:
+    """``open_stream`` on the event loop; ``db`` runs the one database write the
+    request may cause (turning the profile's refused reasoning summaries off) off it."""
+    client = build_async_client(profile)
+    try:
+        if profile.api_style == "responses":
+            body = build_responses_body(profile, request)
+            try:
+                raw: Any = await client.responses.with_streaming_response.create(**body).__aenter__()
+            except openai.BadRequestError as exc:
+                if not _refuses_summaries(profile, exc):
+                    raise
+                from conversations.profiles import stop_reasoning_summaries
+
+                await _call_db(db, lambda: stop_reasoning_summaries(profile))
+                raw = await client.responses.with_streaming_response.create(
+                    **build_responses_body(profile, request)
+                ).__aenter__()
+        else:
+            raw = await client.chat.completions.with_streaming_response.create(
+                **build_chat_body(profile, request)
+            ).__aenter__()
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    return AsyncChatStream(profile, raw, profile.api_style, background=request.background)
+
+
+async def resume_stream_async(
+    profile: ModelProfile, response_id: str, *, starting_after: int | None
+) -> AsyncChatStream:
+    """``resume_stream`` on the event loop."""
+    client = build_async_client(profile)
+    options: dict[str, Any] = {} if starting_after is None else {"starting_after": starting_after}
+    try:
+        raw = await client.responses.with_streaming_response.retrieve(
+            response_id, stream=True, **options
+        ).__aenter__()
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    return AsyncChatStream(profile, raw, "responses", background=True, response_id=response_id)
+
+
+def _refuses_summaries(profile: ModelProfile, exc: openai.BadRequestError) -> bool:
+    """An OpenAI org that is not verified answers 400, param ``reasoning.summary``."""
+    return profile.reasoning_summaries and _error_body(exc).get("param") == "reasoning.summary"
+
+
 def _create_response(
     send: Callable[[dict[str, Any]], Any], profile: ModelProfile, request: ChatRequest
 ) -> Any:
@@ -362,7 +550,7 @@ def _create_response(
     try:
         return send(build_responses_body(profile, request))
     except openai.BadRequestError as exc:
-        if not profile.reasoning_summaries or _error_body(exc).get("param") != "reasoning.summary":
+        if not _refuses_summaries(profile, exc):
             raise
     from conversations.profiles import stop_reasoning_summaries
 
@@ -508,7 +696,7 @@ def list_models(profile: ModelProfile) -> list[dict[str, Any]]:
     return listing
 
 
-def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+def _sse_payloads(lines: Iterator[Any]) -> Iterator[Any]:
     """The JSON objects of an SSE stream's ``data:`` lines (orjson), up to ``[DONE]``
     (Chat Completions ends with it; a Responses stream ends after its terminal event).
 
@@ -517,6 +705,9 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     becomes an :class:`LLMError`, as the SDK raises it (retryable only before text).
     """
     for line in lines:
+        if line is PAUSE:
+            yield PAUSE  # an async reader refills the lines (AsyncChatStream)
+            continue
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
@@ -566,8 +757,11 @@ def _usage_from_responses(raw: dict[str, Any]) -> Usage:
     )
 
 
-def _chat_events(payloads: Iterator[dict[str, Any]]) -> Iterator[StreamEvent]:
+def _chat_events(payloads: Iterator[Any]) -> Iterator[Any]:
     for chunk in payloads:
+        if chunk is PAUSE:
+            yield PAUSE
+            continue
         # Azure's prompt-annotation chunk also has empty choices: only a non-null
         # usage marks the usage chunk.
         usage = chunk.get("usage")
@@ -594,9 +788,7 @@ def _chat_events(payloads: Iterator[dict[str, Any]]) -> Iterator[StreamEvent]:
                 yield Finished(str(choice["finish_reason"]))
 
 
-def _responses_events(
-    payloads: Iterator[dict[str, Any]], progress: ResponseProgress
-) -> Iterator[StreamEvent]:
+def _responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> Iterator[Any]:
     """Stream events from Responses API event objects, noting the stream's progress.
 
     A resumed stream starts after events it never sees again (a tool call announced,
@@ -606,6 +798,9 @@ def _responses_events(
     call_index: dict[str, int] = {}
     reasoning_seen: set[str] = set()
     for event in payloads:
+        if event is PAUSE:
+            yield PAUSE
+            continue
         sequence = event.get("sequence_number")
         if isinstance(sequence, int):
             progress.sequence_number = sequence
