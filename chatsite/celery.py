@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_shutting_down
+from celery.signals import celeryd_init, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
@@ -16,7 +16,8 @@ app.autodiscover_tasks()
 @celeryd_init.connect
 def size_database_pool(*, options: dict[str, Any] | None = None, conf: Any = None,
                        **_: Any) -> None:
-    """A worker's pool follows its --concurrency (chatsite/dbpool.py), not the web default."""
+    """A worker's pool follows its --concurrency, the threads that claim answers
+    (chatsite/dbpool.py), not the web default."""
     from chatsite.dbpool import resize_pool, worker_pool_size
 
     concurrency = (options or {}).get("concurrency") or getattr(conf, "worker_concurrency", None)
@@ -34,3 +35,16 @@ def drain_on_warm_shutdown(*, how: str = "", **_: Any) -> None:
     from conversations.drain import begin_drain
 
     begin_drain(seconds=settings.WORKER_DRAIN_SECONDS)
+
+
+@worker_shutdown.connect
+def wait_for_live_answers(**_: Any) -> None:
+    """The tasks returned once their answers were claimed: a draining worker's process
+    stays until the event loop's answers end (or the drain's deadline hands them back
+    and exits)."""
+    from conversations.drain import is_draining
+    from conversations.engine import engine
+
+    if is_draining():
+        engine.wait_idle()
+

@@ -19,11 +19,16 @@ def web_pool_size() -> int:
     return TURN_THREADS + 1 + min(32, (os.cpu_count() or 1) + 4) + SPARE
 
 
-def worker_pool_size(concurrency: int) -> int:
-    """A threads-pool worker: each answer writes a few times (claim, <= 20 checkpoints,
-    finish) and holds no connection in between, so a quarter of the threads writing at
-    the same moment is a generous peak; plus the monitor thread and spare."""
-    return max(4, concurrency // 4) + 1 + SPARE
+# Threads of a worker's event loop that run its answers' database calls (each a short
+# write: checkpoint, finish); conversations.engine sizes its executor with it.
+ENGINE_DB_THREADS = 8
+
+
+def worker_pool_size(claim_threads: int) -> int:
+    """A worker: its Celery threads (which claim answers and run titles), the event
+    loop's database threads and the monitor thread, plus spare. However many answers
+    the loop streams, no more threads than these touch the database."""
+    return claim_threads + ENGINE_DB_THREADS + 1 + SPARE
 
 
 def resize_pool(max_size: int) -> bool:

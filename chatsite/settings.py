@@ -265,6 +265,9 @@ WORKER_DRAIN_SECONDS = env_int("WORKER_DRAIN_SECONDS", 120, minimum=0)
 # is always one process (its in-memory broker and channel layer cannot be shared).
 WEB_PROCESSES = env_int("WEB_PROCESSES", os.cpu_count() or 1, minimum=1)
 WORKER_PROCESSES = env_int("WORKER_PROCESSES", os.cpu_count() or 1, minimum=1)
+# Answers one worker process streams at once on its event loop (conversations.engine);
+# a turn beyond it stays queued for any worker with room ("Queued (n ahead)").
+WORKER_LIVE_ANSWERS = env_int("WORKER_LIVE_ANSWERS", 200, minimum=1)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
 REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)

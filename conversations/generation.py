@@ -12,13 +12,15 @@ takes the answer over and resumes the provider's stream right after the checkpoi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -60,6 +62,11 @@ Status = Message.Status
 MIN_TOOL_ROUND_TOKENS = 1024
 
 
+T = TypeVar("T")
+# Runs a database call off the event loop and returns its result (conversations.engine).
+Db = Callable[[Callable[[], T]], Awaitable[T]]
+
+
 class Cancelled(Exception):
     pass
 
@@ -96,6 +103,13 @@ class Streamer:
     # about to send again.
     replayed_text: str = ""
     replayed_refusal: str = ""
+    # Where frames go: the event loop's batching publisher for an answer the engine runs,
+    # else ``publish`` (sync callers and tests).
+    sink: Callable[[int, dict[str, Any]], None] | None = None
+    # Sync callers checkpoint inside ``add_text``; the event loop awaits the write itself
+    # when this says one is due (its database calls run off the loop).
+    auto_checkpoint: bool = True
+    checkpoint_due: bool = False
 
     @property
     def text(self) -> str:
@@ -138,8 +152,11 @@ class Streamer:
 
     def add_summary(self, text: str) -> None:
         self.summary_parts.append(text)
-        publish(self.message_id, frames.reasoning_frame(self.message_id, text))
+        self.send(frames.reasoning_frame(self.message_id, text))
         self.frames += 1
+
+    def send(self, frame: dict[str, Any]) -> None:
+        (self.sink or publish)(self.message_id, frame)
 
     def _after_add(self) -> None:
         now = time.monotonic()
@@ -151,7 +168,10 @@ class Streamer:
             now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
             and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
         ):
-            self.checkpoint(now)
+            if self.auto_checkpoint:
+                self.checkpoint(now)
+            else:
+                self.checkpoint_due = True
 
     def flush(self, now: float | None = None) -> None:
         for kind, buffer in (("text", self.pending), ("refusal", self.pending_refusal)):
@@ -161,20 +181,31 @@ class Streamer:
             frame = frames.delta_frame(self.message_id, self.seq, "".join(buffer),
                                        refusal=kind == "refusal")
             buffer.clear()
-            publish(self.message_id, frame)
+            self.send(frame)
             self.frames += 1
         self.last_flush = now if now is not None else time.monotonic()
 
     def checkpoint(self, now: float) -> None:
         """Save text up to the last flushed seq, so a reload + resume loses nothing."""
+        self._save_checkpoint(self._begin_checkpoint(now))
+
+    async def checkpoint_async(self, db: Db, now: float) -> None:
+        """``checkpoint`` from the event loop: frames go out on the loop, the write off it."""
+        fields = self._begin_checkpoint(now)
+        await db(lambda: self._save_checkpoint(fields))
+
+    def _begin_checkpoint(self, now: float) -> dict[str, Any]:
         self.flush(now)
         self.last_checkpoint = now
         self.checkpoints += 1
-        saved = lifecycle.checkpoint(
-            message_id=self.message_id, content=self.text, refusal=self.refusal, seq=self.seq,
-            reasoning_summary="".join(self.summary_parts), provider_seq=self.provider_seq,
-            claim=self.claim,
-        )
+        self.checkpoint_due = False
+        return {"message_id": self.message_id, "content": self.text, "refusal": self.refusal,
+                "seq": self.seq, "reasoning_summary": "".join(self.summary_parts),
+                "provider_seq": self.provider_seq, "claim": self.claim}
+
+    @staticmethod
+    def _save_checkpoint(fields: dict[str, Any]) -> None:
+        saved = lifecycle.checkpoint(**fields)
         _release_db()
         if not saved:
             raise Abandoned()
@@ -182,18 +213,26 @@ class Streamer:
     def track(self, response_id: str) -> None:
         """Save the id of this answer's background response once (one UPDATE per upstream
         request), so that if this worker dies the next one can resume it."""
-        if not self.resumable or response_id == self.response_id:
-            return
-        self.response_id = response_id
-        self._save_response_id()
+        if self._retrack(response_id):
+            self._save_response_id()
 
-    def untrack(self) -> None:
+    async def track_async(self, db: Db, response_id: str) -> None:
+        if self._retrack(response_id):
+            await db(self._save_response_id)
+
+    def _retrack(self, response_id: str) -> bool:
+        if not self.resumable or response_id == self.response_id:
+            return False
+        self.response_id = response_id
+        return True
+
+    async def untrack(self, db: Db) -> None:
         """The resumable first round ended and tool rounds follow, which a successor could
         not resume (it would not have their inputs): the answer is no longer resumable."""
         self.resumable = False
         if self.response_id:
             self.response_id = ""
-            self._save_response_id()
+            await db(self._save_response_id)
 
     def _save_response_id(self) -> None:
         saved = lifecycle.track_response(
@@ -249,12 +288,25 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
     return base * (1 - 0.25 * random.random())  # jitter spreads a thundering herd
 
 
-def _stream_round(
+@dataclass
+class Runtime:
+    """How an answer's coroutine reaches the world outside its event loop: ``db`` runs a
+    database call off the loop, ``send`` publishes a frame without blocking, and
+    ``sent`` waits until every frame published so far has gone out (before the final
+    frame, which the ending's own transaction publishes)."""
+
+    db: Db
+    send: Callable[[int, dict[str, Any]], None] | None
+    sent: Callable[[], Awaitable[None]]
+
+
+async def _stream_round(
     profile: ModelProfile,
     request: ChatRequest,
     streamer: Streamer,
     live: LiveReply,
     state: dict[str, Any],
+    runtime: Runtime,
     resume: Resume | None = None,
 ) -> RoundResult:
     attempt = 0
@@ -264,15 +316,15 @@ def _stream_round(
         # Whether this attempt made the model produce anything: a request the provider
         # rejected before any output costs nothing unless the provider reported usage.
         produced = False
-        stream: llm.ChatStream | None = None
+        stream: llm.AsyncChatStream | None = None
         live.begin_round()
         try:
             # A retry sends the request afresh: only the first attempt follows on from
             # the previous worker's stream.
-            stream = _open(profile, request, resume if attempt == 1 else None)
+            stream = await _open(profile, request, resume if attempt == 1 else None, runtime)
             live.attach(stream)
             streamer.upstream = stream
-            for event in stream:
+            async for event in stream:
                 # Any event is progress of this answer (it renews the lease and keeps the
                 # stall detector quiet), including reasoning summaries and the usage chunk.
                 live.touch()
@@ -309,7 +361,9 @@ def _stream_round(
                     result.service_tier = event.service_tier
                 elif isinstance(event, ResponseStarted) and stream.background:
                     _note_stored(state, event.response_id)
-                    streamer.track(event.response_id)
+                    await streamer.track_async(runtime.db, event.response_id)
+                if streamer.checkpoint_due:
+                    await streamer.checkpoint_async(runtime.db, time.monotonic())
             if live.cancelled.is_set():
                 raise Cancelled()
             if live.stalled:
@@ -324,7 +378,7 @@ def _stream_round(
         except Cancelled:
             # Stopped mid-attempt: the model may have reasoned already; estimate (flagged).
             _count_attempt(state, result.usage, unreported=True)
-            _cancel_upstream(profile, stream)
+            await _cancel_upstream(profile, stream)
             raise
         except Abandoned:
             # Another worker has the answer now and resumes its response: stop reading
@@ -336,14 +390,14 @@ def _stream_round(
             # A failed attempt costs what the provider reported, an estimate if it had
             # started producing output without a usage chunk, and nothing otherwise.
             _count_attempt(state, result.usage, unreported=produced)
-            _cancel_upstream(profile, stream)
+            await _cancel_upstream(profile, stream)
             if live.cancelled.is_set():
                 raise Cancelled() from error
             if error.retryable and not streamer.shown_anything and attempt < settings.LLM_MAX_ATTEMPTS:
                 wait = _backoff(attempt, error.retry_after)
                 if wait <= settings.LLM_MAX_RETRY_WAIT:
                     logger.info("retrying message %s in %.2fs (%s)", streamer.message_id, wait, error.code)
-                    if live.wait(wait):
+                    if await live.wait_async(wait):
                         raise Cancelled() from error
                     continue
             if error.code == "rate_limited" and error.retry_after:
@@ -353,14 +407,17 @@ def _stream_round(
             raise
         except Exception:
             _count_attempt(state, result.usage, unreported=produced)
-            _cancel_upstream(profile, stream)
+            await _cancel_upstream(profile, stream)
             raise
 
 
-def _open(profile: ModelProfile, request: ChatRequest, resume: Resume | None) -> llm.ChatStream:
+async def _open(
+    profile: ModelProfile, request: ChatRequest, resume: Resume | None, runtime: Runtime
+) -> llm.AsyncChatStream:
     if resume is None:
-        return llm.open_stream(profile, request)
-    return llm.resume_stream(profile, resume.response_id, starting_after=resume.starting_after)
+        return await llm.open_stream_async(profile, request, db=runtime.db)
+    return await llm.resume_stream_async(profile, resume.response_id,
+                                         starting_after=resume.starting_after)
 
 
 def _note_stored(state: dict[str, Any], response_id: str) -> None:
@@ -370,14 +427,15 @@ def _note_stored(state: dict[str, Any], response_id: str) -> None:
         stored.append(response_id)
 
 
-def _cancel_upstream(profile: ModelProfile, stream: llm.ChatStream | None) -> None:
+async def _cancel_upstream(profile: ModelProfile, stream: llm.ChatStream | None) -> None:
     """A background response runs on at the provider, and is billed, whatever happens to
     our connection: one this answer gives up on (Stop, a failure, before a retry) is
     cancelled there. Best effort: the answer's own ending does not wait on it."""
     if stream is None or not stream.running_upstream:
         return
     try:
-        llm.cancel_response(profile, stream.response_id)
+        # A rare control call, made with the sync client off the loop.
+        await asyncio.to_thread(llm.cancel_response, profile, stream.response_id)
     except LLMError as error:
         logger.warning("could not cancel background response %s: %s", stream.response_id,
                        error.detail)
@@ -421,27 +479,50 @@ def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bo
         state["usage_missing"] = True
 
 
-def _generate(
-    message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any],
-    resume: Resume | None = None,
-) -> Outcome:
+@dataclass
+class Prepared:
+    """What an answer needs from the database before its first request."""
+
+    messages: list[dict[str, Any]]
+    prompt_tokens: int
+    left_out: int
+    reserved: Decimal | None
+
+
+def _prepare(message: Message) -> Prepared:
+    """The prompt and the turn's reservation (database reads, run off the loop)."""
+    from billing.models import Reservation
+
     conversation = message.conversation
-    profile = message.profile
-    assert profile is not None
+    assert message.profile is not None
     prompt = build_prompt(
         message,
-        profile=profile,
+        profile=message.profile,
         org_message=conversation.organization.developer_message,
         custom=conversation.custom_instructions,
     )
+    reserved = (
+        Reservation.objects.filter(message_id=message.pk)
+        .values_list("amount_usd", flat=True).first()
+    )
     _release_db()
-    state["prompt_tokens"] = prompt.prompt_tokens
-    state["left_out"] = prompt.left_out
-    if prompt.left_out and resume is None:  # a resumed answer's tabs were told already
-        publish(message.pk, frames.context_frame(message.pk, prompt.left_out))
-    messages = list(prompt.messages)
+    return Prepared(list(prompt.messages), prompt.prompt_tokens, prompt.left_out, reserved)
+
+
+async def _generate(
+    message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any],
+    runtime: Runtime, resume: Resume | None = None,
+) -> Outcome:
+    profile = message.profile
+    assert profile is not None
+    prepared: Prepared = await runtime.db(lambda: _prepare(message))
+    state["prompt_tokens"] = prepared.prompt_tokens
+    state["left_out"] = prepared.left_out
+    if prepared.left_out and resume is None:  # a resumed answer's tabs were told already
+        streamer.send(frames.context_frame(message.pk, prepared.left_out))
+    messages = prepared.messages
     tools = tool_schemas() if profile.accepts("tools") else []
-    reserved = _reserved_amount(message)
+    reserved = prepared.reserved
     full_cap = cap = message.max_completion_tokens or profile.max_completion_tokens
     background = runs_in_background(profile, message.reasoning_effort)
     # Only the first round can be resumed by a successor: later ones need its tool calls.
@@ -468,17 +549,17 @@ def _generate(
             reasoning_effort=message.reasoning_effort,
             max_completion_tokens=cap,
             tools=tools if round_number < settings.MAX_TOOL_ROUNDS else [],
-            prompt_cache_key=prompt_cache_key(conversation.pk),
+            prompt_cache_key=prompt_cache_key(message.conversation_id),
             background=background,
         )
-        result = _stream_round(profile, request, streamer, live, state,
-                               resume if round_number == 0 else None)
+        result = await _stream_round(profile, request, streamer, live, state, runtime,
+                                     resume if round_number == 0 else None)
         # The reasoning behind the round's output: sent back before the tool calls in the
         # next round, and kept with the answer for later turns when this round is the last.
         state["reasoning_items"] = result.reasoning_items
         if result.finish_reason != "tool_calls" or not result.tool_calls:
             return _outcome_for(result.finish_reason, streamer, message)
-        streamer.untrack()
+        await streamer.untrack(runtime.db)
         calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
         messages.append(
             {
@@ -493,22 +574,16 @@ def _generate(
             }
         )
         for call in calls:
-            output, ok = run_tool(call["name"], call["arguments"])
+            # Tools are bounded local computations; off the loop all the same, so one
+            # heavy expression never holds up the other answers' frames.
+            output, ok = await asyncio.to_thread(run_tool, call["name"], call["arguments"])
             record = {"name": call["name"], "arguments": call["arguments"], "result": output, "ok": ok}
             state["tool_calls"].append(record)
-            publish(message.pk, frames.tool_frame(message.pk, record))
+            streamer.send(frames.tool_frame(message.pk, record))
             messages.append(
                 {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(output)}
             )
     return Outcome(Status.DONE, finish_reason="tool_calls")
-
-
-def _reserved_amount(message: Message) -> Decimal | None:
-    from billing.models import Reservation
-
-    amount = Reservation.objects.filter(message_id=message.pk).values_list("amount_usd", flat=True).first()
-    _release_db()
-    return amount
 
 
 def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Outcome:
@@ -540,26 +615,42 @@ def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Ou
 
 
 def run_generation(message_id: int) -> None:
-    taken = _take(message_id)
+    """Claim the answer and stream it to its end, in the calling thread's time: the
+    answer runs on the process's event loop while this thread serves its database calls
+    (tests, and callers whose data lives in their own transaction). Workers hand answers
+    to the loop instead (conversations.engine) and return once they are claimed."""
+    taken = take(message_id)
     if taken is None:
         return
-    message, resume = taken
+    from conversations.engine import engine
+
+    engine.run_here(*taken)
+
+
+async def answer(message: Message, resume: Resume | None, runtime: Runtime) -> None:
+    """Stream a claimed answer to exactly one final state (or hand it on when another
+    worker took it over)."""
     live = monitor.register(message.pk)
-    streamer = Streamer(message.pk, claim=message.claims)
+    streamer = Streamer(message.pk, claim=message.claims, sink=runtime.send,
+                        auto_checkpoint=False)
     state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
-    if resume is None:
-        # The answer is now with the model: say so at once rather than on the monitor's tick.
-        live.last_thinking = live.started
-        publish(message.pk, frames.thinking_frame(message.pk, 0))
-    else:
-        _pick_up(message, streamer, live)
-        _note_stored(state, resume.response_id)
     try:
-        outcome = _generate(message, live, streamer, state, resume)
+        if resume is None:
+            # The answer is now with the model: say so at once rather than on the monitor's tick.
+            live.last_thinking = live.started
+            streamer.send(frames.thinking_frame(message.pk, 0))
+        else:
+            shown = await runtime.db(
+                lambda: replay.read_tail(message.pk, after_seq=message.stream_seq)
+            )
+            _pick_up(message, streamer, live, shown)
+            _note_stored(state, resume.response_id)
+        outcome = await _generate(message, live, streamer, state, runtime, resume)
     except Cancelled:
         outcome = Outcome(Status.CANCELLED, finish_reason="cancelled")
     except Abandoned:
         logger.warning("message %s was taken over (reaper or another worker)", message.pk)
+        monitor.unregister(message.pk)
         return
     except LLMError as error:
         outcome = Outcome(
@@ -573,21 +664,28 @@ def run_generation(message_id: int) -> None:
             error_detail="Something went wrong while answering. Try again.",
             finish_reason="error",
         )
-    finally:
-        monitor.unregister(message.pk)
+    monitor.unregister(message.pk)
     try:
         streamer.flush()
-        finish(message, outcome, streamer, state)
+        # The final frame goes out from the ending's transaction: every delta before it.
+        await runtime.sent()
+        await runtime.db(lambda: _finish_released(message, outcome, streamer, state))
     except Abandoned:
         logger.warning("message %s was taken over (reaper or another worker)", message.pk)
         return
+    assert message.profile is not None
+    await asyncio.to_thread(_delete_stored, message.profile, state)
+
+
+def _finish_released(message: Message, outcome: Outcome, streamer: Streamer,
+                     state: dict[str, Any]) -> None:
+    try:
+        finish(message, outcome, streamer, state)
     finally:
         _release_db()
-    assert message.profile is not None
-    _delete_stored(message.profile, state)
 
 
-def _take(message_id: int) -> tuple[Message, Resume | None] | None:
+def take(message_id: int) -> tuple[Message, Resume | None] | None:
     """Claim a queued answer; else take over a background answer whose worker is gone
     (its lease lapsed), to resume it. None when there is nothing to do: the answer is
     ended, or still being streamed by a live worker, whose lease decides."""
@@ -603,15 +701,15 @@ def _take(message_id: int) -> tuple[Message, Resume | None] | None:
     return None if message is None else (message, resume)
 
 
-def _pick_up(message: Message, streamer: Streamer, live: LiveReply) -> None:
+def _pick_up(message: Message, streamer: Streamer, live: LiveReply, shown: replay.Tail) -> None:
     """Continue a background answer where its previous worker left it.
 
     Tabs were shown the checkpointed text plus any deltas the replay buffer holds beyond
-    it. The provider's stream resumes right after the checkpoint's event, so it sends
-    those deltas' text again: the streamer skips exactly that much and numbers its frames
-    after the last buffered one, and tabs see the answer go on without a gap or a repeat.
+    it (``shown``). The provider's stream resumes right after the checkpoint's event, so
+    it sends those deltas' text again: the streamer skips exactly that much and numbers
+    its frames after the last buffered one, and tabs see the answer go on without a gap
+    or a repeat.
     """
-    shown = replay.read_tail(message.pk, after_seq=message.stream_seq)
     streamer.text_parts = [message.content, shown.text]
     streamer.refusal_parts = [message.refusal, shown.refusal]
     streamer.summary_parts = [message.reasoning_summary]
@@ -623,11 +721,10 @@ def _pick_up(message: Message, streamer: Streamer, live: LiveReply) -> None:
         elapsed=(timezone.now() - message.started_at).total_seconds(), shown=shown.seq > 0
     )
     if shown.seq == 0:
-        publish(message.pk, frames.thinking_frame(message.pk, live.elapsed_ms))
+        streamer.send(frames.thinking_frame(message.pk, live.elapsed_ms))
     # Summary deltas carry no sequence number, so tabs may hold some the provider is about
     # to send again: they restart from the checkpointed summary.
-    publish(message.pk, frames.reasoning_frame(message.pk, message.reasoning_summary,
-                                               replace=True))
+    streamer.send(frames.reasoning_frame(message.pk, message.reasoning_summary, replace=True))
     if message.cancel_requested:
         live.cancel()  # Stop arrived while no worker had the answer
 

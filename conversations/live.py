@@ -9,6 +9,7 @@ keeps database and channel-layer traffic per answer constant instead of per tick
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -106,6 +107,16 @@ class LiveReply:
     def wait(self, seconds: float) -> bool:
         """Sleep for a retry back-off; returns True if Stop arrived meanwhile."""
         return self.cancelled.wait(seconds)
+
+    async def wait_async(self, seconds: float) -> bool:
+        """``wait`` on the event loop: Stop is noticed within a monitor tick."""
+        deadline = time.monotonic() + seconds
+        while not self.cancelled.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(left, TICK_SECONDS))
+        return True
 
 
 class Monitor:

@@ -53,7 +53,7 @@ class RedisReplayStore:
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:
         return [json.loads(item) for item in self.sync_client().lrange(replay_key(message_id), 0, -1)]
 
-    def _async_client(self) -> Any:
+    def async_client(self) -> Any:
         import asyncio
 
         import redis.asyncio as aredis
@@ -66,13 +66,13 @@ class RedisReplayStore:
         return client
 
     async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
-        pipe = self._async_client().pipeline(transaction=False)
+        pipe = self.async_client().pipeline(transaction=False)
         for message_id, frame in frames:
             self.queue_append(pipe, message_id, frame)
         await pipe.execute()
 
     async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]:
-        raw = await self._async_client().lrange(replay_key(message_id), 0, -1)
+        raw = await self.async_client().lrange(replay_key(message_id), 0, -1)
         frames = [json.loads(item) for item in raw]
         return [frame for frame in frames if frame.get("seq", 0) > after_seq]
 

@@ -8,7 +8,8 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.dispatch import receiver
 
-from conversations import drain, generation, lifecycle, profiles, titles
+from conversations import drain, lifecycle, profiles, titles
+from conversations.engine import Draining, engine
 from conversations.models import Message
 
 # Domain modules never import this module (so no import cycle runs through it): they
@@ -17,11 +18,16 @@ from conversations.models import Message
 
 @shared_task(ignore_result=True, acks_late=True)
 def generate_reply(message_id: int) -> None:
-    if drain.is_draining():
+    """Claim the answer and hand it to this process's event loop (conversations.engine);
+    the task ends, and is acknowledged, once the answer is claimed."""
+    try:
+        if drain.is_draining():
+            raise Draining()
+        engine.hand_over(message_id, draining=drain.is_draining)
+    except Draining:
         # This worker is stopping (it had already received the task): back to the
         # queue, unclaimed, for another worker or this one after its restart.
-        raise Reject("worker is draining", requeue=True)
-    generation.run_generation(message_id)
+        raise Reject("worker is draining", requeue=True) from None
 
 
 @shared_task(ignore_result=True)

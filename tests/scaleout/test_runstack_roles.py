@@ -18,7 +18,13 @@ from django.core.management.base import CommandError
 
 from chatsite.dbpool import web_pool_size, worker_pool_size
 from conversations.management.commands import runstack
-from conversations.management.commands.runstack import MIN_POOL_SIZE, Command, PoolPlan, fit_pools
+from conversations.management.commands.runstack import (
+    CLAIM_THREADS,
+    MIN_POOL_SIZE,
+    Command,
+    PoolPlan,
+    fit_pools,
+)
 from tests.scaleout.conftest import ScaledStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,14 +63,17 @@ def test_make_run_starts_every_web_and_worker_process_each_under_its_own_name(
     assert [child.args[child.args.index("--hostname") + 1] for child in workers] == [
         "worker1@%h", "worker2@%h"]
     for child in workers:
-        assert child.args[child.args.index("--concurrency") + 1] == "200"
+        # A few Celery threads claim answers; the event loop streams up to 200 of them.
+        assert child.args[child.args.index("--concurrency") + 1] == str(CLAIM_THREADS)
+        assert child.env["WORKER_LIVE_ANSWERS"] == "200"
         assert child.stop_grace == processes.WORKER_DRAIN_SECONDS + runstack.STOP_GRACE_SECONDS
     # Every web child serves the supervisor's one listening socket, handed down by number.
     for child in children[-3:]:
         assert child.pass_fds == (listener.fileno(),)
         assert child.args[child.args.index("--fd") + 1] == str(listener.fileno())
         assert child.args[2:4] == ["runstack", "--serve"]
-    assert not any(child.env for child in children)  # the pools fit: each sizes its own
+    # The pools fit: each process sizes its own.
+    assert not any("DB_POOL_MAX" in child.env for child in children)
 
 
 def test_each_compose_service_starts_its_own_role_only(
@@ -89,7 +98,7 @@ def test_embedded_mode_stays_one_process(
 def test_pools_that_would_pass_the_server_limit_are_lowered_together(
     processes: Any, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = PoolPlan(3, 2, web_pool=web_pool_size(), worker_pool=worker_pool_size(200))
+    plan = PoolPlan(3, 2, web_pool=web_pool_size(), worker_pool=worker_pool_size(CLAIM_THREADS))
     monkeypatch.setattr(runstack, "server_connection_limit", lambda: plan.total // 2)
 
     children = Command().children(OPTIONS, runstack.ROLES, listener)
@@ -129,7 +138,7 @@ def test_an_explicit_db_pool_max_is_left_alone(
     monkeypatch.setenv("DB_POOL_MAX", "9")
     monkeypatch.setattr(runstack, "server_connection_limit", lambda: 1)
     children = Command().children(OPTIONS, runstack.ROLES, listener)
-    assert not any(child.env for child in children)
+    assert not any("DB_POOL_MAX" in child.env for child in children)
 
 
 def process_settings(**env: str) -> subprocess.CompletedProcess[str]:

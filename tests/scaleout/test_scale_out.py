@@ -20,7 +20,7 @@ import redis
 
 from accounts.models import User
 from chatsite.dbpool import web_pool_size, worker_pool_size
-from conversations.management.commands.runstack import WORKER_CONCURRENCY
+from conversations.management.commands.runstack import CLAIM_THREADS
 from conversations.models import Message, ModelProfile
 from tests.chaos.conftest import tab_for, wait_for
 from tests.chaos.tabs import Tab
@@ -172,7 +172,7 @@ def test_answers_from_both_workers_followed_across_two_web_processes_lose_no_tok
         if name.startswith("web") and name.endswith("postgres"):
             assert held <= web_pool_size(), counts
         elif name.startswith("worker") and name.endswith("postgres"):
-            assert held <= worker_pool_size(WORKER_CONCURRENCY), counts
+            assert held <= worker_pool_size(CLAIM_THREADS), counts
 
 
 def report_connections(before: dict[str, int], counts: dict[str, int]) -> None:

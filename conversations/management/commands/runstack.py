@@ -59,8 +59,10 @@ CONNECTION_HEADROOM = 10
 # writes then queue briefly for a connection (each holds one for milliseconds).
 MIN_POOL_SIZE = 4
 ROLES = ("web", "worker")
-# Threads (concurrent answers) of each Celery worker process unless --worker-concurrency.
+# Concurrent answers of each Celery worker process unless --worker-concurrency.
 WORKER_CONCURRENCY = 200
+# Celery pool threads of a worker: they claim answers and hand them to the event loop.
+CLAIM_THREADS = 8
 
 
 def restart_delay(recent_crashes: int) -> float:
@@ -162,10 +164,11 @@ def worker_node(index: int) -> str:
 
 
 def worker_command(index: int, *, concurrency: int) -> list[str]:
-    """The Celery worker as runstack starts it: threads pool, because an answer spends
-    its 10-60 s waiting on the network, so one process carries hundreds of them."""
+    """The Celery worker as runstack starts it. Its few pool threads only claim answers
+    and hand them to the process's event loop, which streams up to ``concurrency`` of
+    them at once (WORKER_LIVE_ANSWERS, set by ``worker_children``)."""
     return [sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-            "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--concurrency", str(min(concurrency, CLAIM_THREADS)), "--loglevel", "INFO",
             "--hostname", worker_node(index)]
 
 
@@ -188,7 +191,8 @@ def web_children(count: int, *, listener: socket.socket, host: str, port: int,
 def worker_children(count: int, *, concurrency: int) -> list[Child]:
     # A worker drains for WORKER_DRAIN_SECONDS, then ends what is left and exits.
     grace = settings.WORKER_DRAIN_SECONDS + STOP_GRACE_SECONDS
-    return [Child(f"worker{index}", worker_command(index, concurrency=concurrency), stop_grace=grace)
+    return [Child(f"worker{index}", worker_command(index, concurrency=concurrency), stop_grace=grace,
+                  env={"WORKER_LIVE_ANSWERS": str(concurrency)})
             for index in range(1, count + 1)]
 
 
@@ -384,7 +388,7 @@ class Command(BaseCommand):
         says so when that alone is more than the server accepts: set DB_POOL_MAX)."""
         if not pools_are_sized_by_role():
             return
-        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(concurrency))
+        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(min(concurrency, CLAIM_THREADS)))
         limit = server_connection_limit()
         if limit is None:
             self.log(f"PostgreSQL connections at most {plan.describe()}")

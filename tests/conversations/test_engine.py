@@ -1,0 +1,91 @@
+"""The worker's event loop (conversations.engine): every answer of a process streams on
+one loop, with no thread per answer, and frames of many answers share Redis round trips.
+Counts, never timings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from billing.models import Reservation
+from chatsite.dbpool import ENGINE_DB_THREADS
+from conversations.engine import engine
+from conversations.models import Message
+from conversations.replay import get_replay_store
+from conversations.replies import start_turn
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+ANSWERS = 50
+# Threads the loop may add however many answers it streams: its executor's database
+# threads, asyncio's default executor (tools, control calls), the loop and the monitor.
+FIXED_THREADS = ENGINE_DB_THREADS + 8
+
+
+@pytest.fixture
+def many_answers(settings: Any) -> None:
+    settings.MAX_LIVE_ANSWERS_PER_USER = ANSWERS * 2
+    settings.SENDS_PER_MINUTE = ANSWERS * 2
+    settings.MAX_QUEUED_TURNS = ANSWERS * 2
+
+
+def stream_many(user: Any, emulator: Any) -> tuple[list[int], int, int]:
+    """Start ANSWERS answers that each stream for about two seconds, hand them to the
+    loop as a worker's tasks do, and sample threads and live answers until they end.
+    Returns the ids, the most threads added and the most answers live at once."""
+    emulator.config.tokens_per_second = 100
+    ids = [start_turn(user=user, organization_id=None, conversation_id=None,
+                      content=f"Question {n}", reasoning_effort="low").assistant_message.pk
+           for n in range(ANSWERS)]
+    engine.loop  # noqa: B018 - the loop's own thread is not the answers'
+    before = threading.active_count()
+    for message_id in ids:
+        assert engine.hand_over(message_id, draining=lambda: False)
+    most_threads = most_live = 0
+    deadline = time.monotonic() + 120
+    while Message.objects.filter(pk__in=ids, status__in=Message.LIVE_STATUSES).exists():
+        assert time.monotonic() < deadline, "the answers did not end"
+        most_threads = max(most_threads, threading.active_count() - before)
+        most_live = max(most_live, engine.live_answers)
+        time.sleep(0.05)
+    assert engine.wait_idle(timeout=30)
+    return ids, most_threads, most_live
+
+
+def test_fifty_answers_stream_at_once_on_one_loop_without_a_thread_each(
+    alice: Any, o3_mini: Any, emulator: Any, many_answers: None
+) -> None:
+    ids, most_threads, most_live = stream_many(alice, emulator)
+
+    assert most_live >= ANSWERS * 0.8, most_live  # they overlapped
+    assert most_threads <= FIXED_THREADS, (most_threads, "a thread per answer would add 50")
+    store = get_replay_store()
+    for message in Message.objects.filter(pk__in=ids):
+        assert message.status == Message.Status.DONE, (message.pk, message.error_detail)
+        deltas = [f for f in store.read_sync(message.pk) if f["type"] == "delta"]
+        # Every token once, in order: the frames a tab saw add up to the saved answer.
+        assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+        assert "".join(d["text"] for d in deltas) == message.content != ""
+        reservation = Reservation.objects.get(message=message)
+        assert reservation.charged_usd == message.cost_usd > Decimal(0)
+    assert not Reservation.objects.filter(settled_at=None).exists()
+    print(f"\nengine: {most_live} answers live at once, {most_threads} threads added")
+
+
+def test_frames_of_answers_streaming_together_share_redis_round_trips(
+    alice: Any, o3_mini: Any, emulator: Any, many_answers: None
+) -> None:
+    publisher = engine.publisher
+    trips, frames = publisher.round_trips, publisher.frames_sent
+
+    stream_many(alice, emulator)
+
+    trips, frames = publisher.round_trips - trips, publisher.frames_sent - frames
+    assert frames >= ANSWERS * 3  # thinking, deltas and more per answer
+    # A round trip per frame is what one Redis call per publish would cost.
+    assert frames >= 2 * trips, (frames, trips)
+    print(f"\nengine: {frames} frames in {trips} Redis round trips")
