@@ -81,6 +81,16 @@ def _hold(organization: Organization, user_id: int | None, start: dt.date, amoun
     """
     if limit is not None and amount > limit:
         return None  # a fresh row (nothing spent) would not hold it either
+    sql, params = _hold_sql(organization, user_id, start, amount, limit)
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def _hold_sql(organization: Organization, user_id: int | None, start: dt.date, amount: Decimal,
+              limit: Decimal | None) -> tuple[str, list[object]]:
+    """The upsert ``_hold`` runs: it returns the row's id, or no row when it does not fit."""
     table = UsagePeriod._meta.db_table
     target = ("(organization_id, period_start) WHERE user_id IS NULL" if user_id is None
               else "(organization_id, user_id, period_start) WHERE user_id IS NOT NULL")
@@ -98,10 +108,7 @@ def _hold(organization: Organization, user_id: int | None, start: dt.date, amoun
         f" SET reserved_usd = ROUND({table}.reserved_usd + excluded.reserved_usd, {PLACES})"
         f"{fits} RETURNING id"
     )
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
+    return sql, params
 
 
 def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
@@ -127,11 +134,9 @@ def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
         prices, prompt_tokens=prompt_tokens,
         completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
     )
-    org_row, member_row = _hold_both(membership, amount)
-    return Reservation.objects.create(
-        message=message, org_period_id=org_row, member_period_id=member_row, amount_usd=amount,
-        prompt_tokens_estimate=prompt_tokens,
-    )
+    return _hold_and_save(membership, Reservation(
+        message=message, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
+    ))
 
 
 def reserve_title(*, membership: Membership, prices: PriceSource, model_name: str,
@@ -140,11 +145,72 @@ def reserve_title(*, membership: Membership, prices: PriceSource, model_name: st
     transaction; a refusal raises and nothing is held."""
     assert transaction.get_connection().in_atomic_block
     amount = worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
-    org_row, member_row = _hold_both(membership, amount)
-    return Reservation.objects.create(
-        kind=Reservation.Kind.TITLE, model_name=model_name, org_period_id=org_row,
-        member_period_id=member_row, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
-    )
+    return _hold_and_save(membership, Reservation(
+        kind=Reservation.Kind.TITLE, model_name=model_name, amount_usd=amount,
+        prompt_tokens_estimate=prompt_tokens,
+    ))
+
+
+def _hold_and_save(membership: Membership, reservation: Reservation) -> Reservation:
+    """Hold the reservation's amount on the org's and the member's rows and save it
+    with their ids, or refuse (the caller's transaction rolls back whatever was held).
+
+    On PostgreSQL the two holds and the INSERT are one statement (a turn starts in a
+    fixed handful, see conversations/tests: test_turn_query_budget): the INSERT takes
+    its rows from the holds, so it inserts nothing unless both held. SQLite (embedded
+    mode) cannot put an INSERT in a WITH clause and runs the three in turn.
+    """
+    if transaction.get_connection().vendor != "postgresql":
+        reservation.org_period_id, reservation.member_period_id = _hold_both(
+            membership, reservation.amount_usd
+        )
+        reservation.save(force_insert=True)
+        return reservation
+    organization, amount = membership.organization, reservation.amount_usd
+    start = period_start(organization)
+    org_limit, limit = organization.monthly_budget_usd, member_limit(membership)
+    if org_limit is not None and amount > org_limit:
+        raise _refusal("org", org_limit, start)
+    if limit is not None and amount > limit:
+        raise _refusal("member", limit, start)
+    org_sql, org_params = _hold_sql(organization, None, start, amount, org_limit)
+    member_sql, member_params = _hold_sql(organization, membership.user_id, start, amount, limit)
+    insert_sql, insert_params = _insert_from_holds(reservation)
+    sql = (f"WITH org AS ({org_sql}), member AS ({member_sql}), saved AS ({insert_sql})"
+           " SELECT (SELECT id FROM org), (SELECT id FROM member), (SELECT id FROM saved)")
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, [*org_params, *member_params, *insert_params])
+        org_row, member_row, saved = cursor.fetchone()
+    if org_row is None:
+        raise _refusal("org", org_limit or ZERO, start)
+    if member_row is None:
+        raise _refusal("member", limit or ZERO, start)
+    reservation.pk, reservation.org_period_id, reservation.member_period_id = saved, org_row, member_row
+    reservation._state.adding = False
+    reservation._state.db = "default"
+    return reservation
+
+
+def _insert_from_holds(reservation: Reservation) -> tuple[str, list[object]]:
+    """``INSERT INTO billing_reservation ... SELECT ... FROM org, member``: every field as
+    the model would save it, the period ids from the holds' rows."""
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    columns, values, params = [], [], []
+    for field in Reservation._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(quote(field.column))
+        if field.attname == "org_period_id":
+            values.append("org.id")
+        elif field.attname == "member_period_id":
+            values.append("member.id")
+        else:
+            values.append("%s")
+            params.append(field.get_db_prep_save(field.pre_save(reservation, add=True), connection))
+    table = quote(Reservation._meta.db_table)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)}"
+            f" FROM org, member RETURNING {table}.id", params)
 
 
 def _hold_both(membership: Membership, amount: Decimal) -> tuple[int, int]:

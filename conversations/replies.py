@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Func, Q, Subquery
+from django.db.models import Count, F, Func, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from accounts.models import Membership
 from billing.pricing import Prices
 from billing.quotas import reserve
 from chatsite.ratelimits import over_limit_for
@@ -20,7 +21,6 @@ from conversations import lifecycle
 from conversations.access import (
     get_conversation_for_user,
     get_membership,
-    get_membership_in,
     get_message_for_user,
 )
 from conversations.backpressure import refuse_when_full, waiting_for_worker
@@ -34,7 +34,7 @@ from conversations.titles import fallback_title
 from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
 
 if TYPE_CHECKING:
-    from accounts.models import Membership, User
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def start_turn(
             _refuse_live_answers(user, conversation_id=conversation.pk)
             # The conversation's own org decides: its budgets, profiles and instructions
             # apply, not the session's org (which only picks where new chats go).
-            membership = get_membership_in(user, conversation.organization_id)
-            membership.organization = conversation.organization
+            membership = _membership_of(conversation)
             # A send may name another of the org's models: the conversation goes on with
             # it. A regenerate may too, for that answer only (see below).
             profile = usable_profile(
@@ -233,9 +232,33 @@ def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conv
     conversation = get_conversation_for_user(
         user, conversation_id,
         within=lambda rows: rows.select_related("user", "current_leaf")
-        .select_for_update(of=("self", "user")).annotate(waiting=_waiting_answers()),
+        .select_for_update(of=("self", "user")).annotate(
+            waiting=_waiting_answers(),
+            # The sender's membership in the conversation's org (the access rule requires
+            # one): the fields the turn's budget checks read, in the same statement.
+            **{f"membership_{name}": _sender_membership(name)
+               for name in ("pk", "role", "monthly_budget_usd")},
+        ),
     )
     return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
+
+
+def _sender_membership(field: str) -> Subquery:
+    return Subquery(Membership.objects.filter(
+        user_id=OuterRef("user_id"), organization_id=OuterRef("organization_id")
+    ).values(field)[:1])
+
+
+def _membership_of(conversation: Conversation) -> Membership:
+    """The sender's membership in the conversation's org, from the annotations of
+    ``_conversation_locking_sender``."""
+    return Membership(
+        pk=conversation.membership_pk,  # type: ignore[attr-defined]
+        user=conversation.user,
+        organization=conversation.organization,
+        role=conversation.membership_role,  # type: ignore[attr-defined]
+        monthly_budget_usd=conversation.membership_monthly_budget_usd,  # type: ignore[attr-defined]
+    )
 
 
 def _refuse_live_answers(user: User, *, conversation_id: int | None) -> None:
