@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     processes.add_argument("--web-processes", type=int, default=1,
                            help="uvicorn processes, each on its own port; tabs spread round-robin")
     processes.add_argument("--worker-processes", type=int, default=1, help="Celery worker processes")
-    processes.add_argument("--concurrency", type=int, default=250, help="threads per Celery worker process")
+    processes.add_argument("--concurrency", type=int, default=250, help="answers each Celery worker process streams at once")
     processes.add_argument("--tokens-per-second", type=float, default=100.0)
     processes.add_argument("--reply-tokens", type=int, default=300)
     processes.add_argument("--think-ms", type=int, default=500, help="reasoning pause for every effort")

@@ -186,11 +186,11 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def spawn(self, name: str, args: list[str]) -> Child:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.log_dir / f"{name}.log"
         handle = log.open("wb")
         process = subprocess.Popen(
-            args, cwd=ROOT, env=self._env(), stdout=handle, stderr=subprocess.STDOUT,
+            args, cwd=ROOT, env={**self._env(), **(env or {})}, stdout=handle, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         child = Child(name, process, log, handle)
@@ -231,16 +231,20 @@ class Stack:
         return children
 
     def start_workers(self, concurrency: int, count: int = 1) -> list[Child]:
-        """``count`` Celery processes on the same broker, each with ``concurrency``
-        threads and its own node name (two nodes with one name would answer each other's
+        """``count`` Celery processes on the same broker, each streaming up to
+        ``concurrency`` answers on its event loop (claimed by runstack's few threads), and
+        each with its own node name (two nodes with one name would answer each other's
         control messages and Celery warns about it)."""
+        from conversations.management.commands.runstack import CLAIM_THREADS
+
         children = []
         for index in range(1, count + 1):
             name = f"bench-{os.getpid()}-{index}@{socket.gethostname()}"
             children.append(self.spawn(f"worker-{index}", [
                 sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-                "--concurrency", str(concurrency), "--loglevel", "WARNING", "--hostname", name,
-            ]))
+                "--concurrency", str(min(concurrency, CLAIM_THREADS)), "--loglevel", "WARNING",
+                "--hostname", name,
+            ], env={"WORKER_LIVE_ANSWERS": str(concurrency)}))
             self.worker_names.append(name)
         return children
 

@@ -1,8 +1,9 @@
 """A worker's graceful stop (a deploy, ``docker compose stop``, SIGTERM).
 
-Celery's warm shutdown stops consuming and waits for the running tasks, with no time
-limit, and still runs tasks it had already received. ``begin_drain`` adds what a
-minute-long answer needs: no new claims once the stop began (``generate_reply`` hands
+Celery's warm shutdown stops consuming and waits for the running tasks, and still runs
+tasks it had already received; a task ends once its answer is claimed, and the process
+then waits for its event loop's answers (``chatsite.celery.wait_for_live_answers``).
+``begin_drain`` adds what a minute-long answer needs: no new claims once the stop began (``generate_reply`` hands
 such a task back to the queue for another worker), and a deadline: answers still live
 ``WORKER_DRAIN_SECONDS`` later are handed to another worker when they run in background
 mode (it resumes them), and otherwise ended ``interrupted`` with their partial text right
@@ -94,7 +95,7 @@ def hand_back_live_answers() -> int:
     for message_id in ids:
         # Off the monitor first, so it cannot renew a lease we are about to give up.
         monitor.unregister(message_id)
-    # Race: an answer may finish on its own thread right now; the status filter leaves
+    # Race: an answer may finish on the event loop right now; the status filter leaves
     # a finished one alone, and interrupt()'s locked conditional update ends each once.
     Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
         lease_expires_at=timezone.now()
@@ -110,7 +111,7 @@ def hand_back_live_answers() -> int:
     for reply in replies:
         if reply.message_id not in resumable:
             # Nobody will see (or pay for) more tokens of it: close its upstream stream.
-            # The thread finds its answer already ended and lets it be. A handed-back
+            # Its coroutine finds the answer already ended and lets it be. A handed-back
             # answer's stream is left alone: closing it would cancel the response upstream.
             reply.cancel()
     return ended + len(resumable)
