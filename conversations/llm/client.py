@@ -437,7 +437,7 @@ class AsyncChatStream(ChatStream):
             _responses_events(payloads, self.progress) if self._api_style == "responses"
             else _chat_events(payloads)
         )
-        lines = self._raw.iter_lines().__aiter__()
+        lines = _lines(self._raw.http_response.aiter_bytes())
         try:
             for event in events:
                 if event is not PAUSE:
@@ -481,6 +481,23 @@ class AsyncChatStream(ChatStream):
         self.last_read_at = time.monotonic()
         self._lines.append(line)
         return True
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an SSE body. Split here rather than through the SDK's and httpx's
+    text and line decoders: a stream is one small chunk per token, and each layer of
+    async generators costs CPU per chunk. Lines split on LF (CRLF and CR-only endings
+    too), UTF-8 decoded whole, so a character split across chunks stays intact."""
+    rest = b""
+    async for chunk in chunks:
+        rest += chunk
+        if b"\n" not in rest and b"\r" not in rest:
+            continue
+        *complete, rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 AsyncDb = Callable[[Callable[[], Any]], Awaitable[Any]]

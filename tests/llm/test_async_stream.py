@@ -1,0 +1,83 @@
+"""The event loop's stream (AsyncChatStream) against the emulator over real HTTP: the
+same events as the sync stream, its own line splitting, and a close from another thread
+(Stop, a stall) that ends a read waiting on a silent provider without cancelling the
+answer's task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from conversations.llm import ChatRequest, open_stream, open_stream_async
+from conversations.llm.client import _lines
+from conversations.llm.types import StreamEvent, TextDelta
+
+pytestmark = pytest.mark.django_db
+
+MESSAGES = [{"role": "user", "content": "Explain Euler's identity"}]
+
+
+def request() -> ChatRequest:
+    return ChatRequest(messages=MESSAGES, reasoning_effort="low", max_completion_tokens=4000)
+
+
+def shape(events: list[StreamEvent]) -> list[tuple[str, Any]]:
+    """Each event's kind and content, without the ids the provider makes up per request
+    (response ids, reasoning items)."""
+    return [(type(e).__name__, getattr(e, "text", None) or getattr(e, "usage", None)
+             or getattr(e, "reason", None)) for e in events]
+
+
+async def read_all(profile: Any) -> list[StreamEvent]:
+    stream = await open_stream_async(profile, request())
+    return [event async for event in stream]
+
+
+@pytest.mark.parametrize("style", ["chat", "responses"])
+def test_the_async_stream_yields_exactly_the_sync_streams_events(
+    make_profile: Callable[..., Any], emulator: Any, style: str
+) -> None:
+    profile = make_profile(api_style=style)
+
+    sync_events = list(open_stream(profile, request()))
+    async_events = asyncio.run(read_all(profile))
+
+    assert shape(async_events) == shape(sync_events)
+    assert any(isinstance(event, TextDelta) for event in async_events)
+
+
+def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
+    chunks = [b'data: {"a":', b"1}\r", b"\n\ndata: \xc3", b"\xa9\r\n", b"data: [DONE]"]
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def collect() -> list[str]:
+        return [line async for line in _lines(pieces())]
+
+    lines = [line for line in asyncio.run(collect()) if line]
+    assert lines == ['data: {"a":1}', "data: \u00e9", "data: [DONE]"]
+
+
+def test_a_close_from_another_thread_ends_a_read_waiting_through_the_reasoning_pause(
+    make_profile: Callable[..., Any], emulator: Any
+) -> None:
+    # Long enough that only the close can end the read inside the test's guard below.
+    emulator.config.think_ms = {"minimal": 60_000, "low": 60_000, "medium": 60_000, "high": 60_000}
+    profile = make_profile()
+
+    async def stop_while_thinking() -> tuple[list[StreamEvent], bool]:
+        stream = await open_stream_async(profile, request())
+        threading.Timer(0.3, stream.close).start()  # the monitor thread's Stop
+        events = [event async for event in stream]
+        await asyncio.sleep(0)  # the task was not cancelled: it goes on awaiting
+        return events, stream.closed
+
+    events, closed = asyncio.run(asyncio.wait_for(stop_while_thinking(), timeout=30))
+
+    assert events == [] and closed
