@@ -65,7 +65,9 @@ def is_demo_mode() -> bool:
 
 def _http_client(*, asynchronous: bool = False) -> Any:
     # One pooled client per provider config and process: many answers stream at once.
-    factory = openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient
+    # The event loop's client sends through aiohttp (the SDK's ``aiohttp`` extra), whose
+    # HTTP parser is compiled: a worker reads one small chunk per token of every answer.
+    factory = openai.DefaultAioHttpClient if asynchronous else openai.DefaultHttpxClient
     return factory(
         limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         timeout=httpx2.Timeout(settings.LLM_READ_TIMEOUT, connect=10.0),
@@ -156,7 +158,9 @@ def _client(profile: ModelProfile, *, asynchronous: bool) -> Any:
             reason="configuration",
         )
 
-    cache_key = (asynchronous, *cache_key)
+    # An async client's connections belong to the loop that opened them (the worker's
+    # one loop in production; tests run others).
+    cache_key = (id(asyncio.get_running_loop()) if asynchronous else None, *cache_key)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is not None:
