@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Subquery
 
 from accounts.models import Membership
 from billing.models import Notification, UsagePeriod
@@ -15,14 +16,14 @@ THRESHOLDS = ((Decimal("1.00"), "alerted_100", "100%"), (Decimal("0.80"), "alert
 
 
 def _limit(row: UsagePeriod) -> Decimal | None:
+    """The row's budget; a member row carries its member's own (``send_threshold_alerts``)."""
     organization = row.organization
     if row.user_id is None:
         return organization.monthly_budget_usd
-    membership = Membership.objects.filter(organization=organization, user_id=row.user_id).first()
-    if membership is None:
+    if not row.is_member:  # type: ignore[attr-defined]
         return None
-    if membership.monthly_budget_usd is not None:
-        return membership.monthly_budget_usd
+    if row.member_budget is not None:  # type: ignore[attr-defined]
+        return row.member_budget  # type: ignore[attr-defined,no-any-return]
     return organization.member_budget_usd
 
 
@@ -45,7 +46,17 @@ def admin_ids(organization_id: int) -> list[int]:
 
 
 def send_threshold_alerts(row_ids: Iterable[int]) -> None:
-    for row in UsagePeriod.objects.select_related("organization", "user").filter(pk__in=list(row_ids)):
+    """After every settlement: one query, and mail only when a row crossed a line."""
+    membership = Membership.objects.filter(
+        organization_id=OuterRef("organization_id"), user_id=OuterRef("user_id")
+    )
+    rows = (
+        UsagePeriod.objects.select_related("organization", "user")
+        .filter(pk__in=list(row_ids))
+        .annotate(is_member=Exists(membership),
+                  member_budget=Subquery(membership.values("monthly_budget_usd")[:1]))
+    )
+    for row in rows:
         limit = _limit(row)
         if not limit:
             continue

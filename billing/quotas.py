@@ -270,13 +270,13 @@ def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     """Call with the reservation row locked and unsettled."""
     charge = cost.quantize(CENT)
     # A deleted member's row is gone (SET_NULL); the org's row still takes the charge.
-    for row_id in (reservation.org_period_id, reservation.member_period_id):
-        if row_id is None:
-            continue
-        UsagePeriod.objects.filter(pk=row_id).update(
-            reserved_usd=exact(F("reserved_usd") - reservation.amount_usd),
-            spent_usd=exact(F("spent_usd") + charge),
-        )
+    # Both rows change alike: one statement.
+    UsagePeriod.objects.filter(
+        pk__in=[row for row in (reservation.org_period_id, reservation.member_period_id) if row]
+    ).update(
+        reserved_usd=exact(F("reserved_usd") - reservation.amount_usd),
+        spent_usd=exact(F("spent_usd") + charge),
+    )
     reservation.charged_usd = charge
     reservation.estimated = estimated
     reservation.settled_at = timezone.now()

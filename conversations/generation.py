@@ -490,9 +490,8 @@ class Prepared:
 
 
 def _prepare(message: Message) -> Prepared:
-    """The prompt and the turn's reservation (database reads, run off the loop)."""
-    from billing.models import Reservation
-
+    """The prompt (database reads, run off the loop) and the turn's reservation, which
+    the claim loaded with the answer."""
     conversation = message.conversation
     assert message.profile is not None
     prompt = build_prompt(
@@ -501,11 +500,9 @@ def _prepare(message: Message) -> Prepared:
         org_message=conversation.organization.developer_message,
         custom=conversation.custom_instructions,
     )
-    reserved = (
-        Reservation.objects.filter(message_id=message.pk)
-        .values_list("amount_usd", flat=True).first()
-    )
     _release_db()
+    reservation = getattr(message, "reservation", None)
+    reserved = reservation.amount_usd if reservation is not None else None
     return Prepared(list(prompt.messages), prompt.prompt_tokens, prompt.left_out, reserved)
 
 

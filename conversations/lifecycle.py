@@ -128,8 +128,9 @@ def reclaim(message_id: int) -> Message | None:
 
 
 def _claimed(message_id: int) -> Message:
+    # The reservation comes along: a tool round's budget is measured against it.
     return Message.objects.select_related(
-        "profile", "conversation", "conversation__organization"
+        "profile", "conversation", "conversation__organization", "reservation"
     ).get(pk=message_id)
 
 
