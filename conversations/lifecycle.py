@@ -453,16 +453,19 @@ def hand_back(message_id: int) -> None:
 
 def _cancel_background_response(message_id: int, response_id: str) -> None:
     """An interrupted answer's background response may still be generating at the
-    provider, billed, for nobody: cancel it there (best effort)."""
+    provider, billed, for nobody: cancel it there, then delete it, as a worker does when
+    an answer ends, so the provider keeps none of it (best effort, each)."""
     from conversations import llm
 
     message = Message.objects.select_related("profile").get(pk=message_id)
     if message.profile is None:
         return
-    try:
-        llm.cancel_response(message.profile, response_id)
-    except llm.LLMError as error:
-        logger.warning("could not cancel background response %s: %s", response_id, error.detail)
+    for step in (llm.cancel_response, llm.delete_response):
+        try:
+            step(message.profile, response_id)
+        except llm.LLMError as error:
+            logger.warning("background response %s: %s failed: %s", response_id,
+                           step.__name__, error.detail)
 
 
 def settle_leaked_reservations() -> int:

@@ -237,7 +237,7 @@ def test_a_worker_that_outlived_its_lease_cannot_write_over_its_successor(
 
 
 @pytest.mark.parametrize("why", ["claims used up", "waited too long"])
-def test_an_answer_nobody_may_resume_is_interrupted_and_cancelled_upstream(
+def test_an_answer_nobody_may_resume_is_interrupted_cancelled_and_deleted_upstream(
     alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any,
     monkeypatch: pytest.MonkeyPatch, why: str,
 ) -> None:
@@ -264,7 +264,10 @@ def test_an_answer_nobody_may_resume_is_interrupted_and_cancelled_upstream(
     ended = Message.objects.get(pk=message.pk)
     assert (ended.status, ended.error_code) == (Status.INTERRUPTED, "interrupted")
     assert queued == [] and ended.usage_estimated
-    assert ("POST", f"/v1/responses/{streamer.response_id}/cancel", {}) in upstream(emulator)
+    calls = upstream(emulator)
+    cancel = calls.index(("POST", f"/v1/responses/{streamer.response_id}/cancel", {}))
+    # Then nothing of it stays stored at the provider.
+    assert calls[cancel + 1:] == [("DELETE", f"/v1/responses/{streamer.response_id}", {})]
     assert reserved() == 0
 
 
