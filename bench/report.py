@@ -106,8 +106,8 @@ def header(meta: dict[str, Any]) -> list[str]:
         "",
         f"Emulator: {meta['tokens_per_second']:g} tokens/s per answer, {meta['reply_tokens']} tokens, "
         f"{meta['think_ms']} ms reasoning pause (effort `{meta['effort']}`), chunk {meta['chunk_tokens']} token. "
-        f"Worker: {meta['worker_processes']} Celery process(es), threads pool, concurrency "
-        f"{meta['concurrency']} each. Web: {meta['web_processes']} uvicorn process(es). Channel layer: "
+        f"Worker: {meta['worker_processes']} Celery process(es), each streaming up to "
+        f"{meta['concurrency']} answers on its event loop. Web: {meta['web_processes']} uvicorn process(es). Channel layer: "
         f"RedisPubSubChannelLayer. Command: `{meta['command']}`.",
         "",
         f"Product code measured: git {meta['product']['git_head']} with {meta['product']['modified_files']} "
