@@ -1,9 +1,12 @@
-"""A worker process killed (SIGKILL) mid-answer on a high-effort Responses profile.
+"""A worker process killed (SIGKILL) or stopped (SIGTERM, a deploy whose drain runs out)
+mid-answer on a high-effort Responses profile.
 
 The answer runs as a background response at the provider, so it is not interrupted:
-once the dead worker's lease lapses, the reaper (run here, as beat would run it) hands
-it back, a second worker resumes the provider's stream right after the last checkpoint,
-and a tab that followed the answer throughout ends with exactly the provider's text.
+after a SIGKILL, once the dead worker's lease lapses, the reaper (run here, as beat would
+run it) hands it back; after a SIGTERM the worker hands it back itself at its drain
+deadline and exits. A second worker resumes the provider's stream right after the last
+checkpoint, and a tab that followed the answer throughout ends with exactly the
+provider's text.
 The provider sees one create and one resume, and the answer is billed once, to the
 micro-dollar, at the usage the provider reports for that request.
 """
@@ -70,15 +73,18 @@ def reported_usage(create: dict[str, Any]) -> Usage:
                  reasoning_tokens=usage.output_tokens_details.reasoning_tokens)
 
 
-def test_a_worker_killed_mid_answer_is_replaced_by_one_that_resumes_its_background_response(
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_background_response(
     alice: User, emulator: Any, processes: Processes, private_task_queue: str,
-    many_sends: None,
+    many_sends: None, stop: signal.Signals,
 ) -> None:
     started = time.monotonic()
     profile = make_responses_profile()
     _, base = processes.web()
     # One checkpoint only: the deltas after it are all in the replay buffer, none saved.
-    first = processes.worker(queue=private_task_queue, STREAM_MAX_CHECKPOINTS="1")
+    # A one-second drain: a SIGTERM'd worker hands the answer back long before it ends.
+    first = processes.worker(queue=private_task_queue, STREAM_MAX_CHECKPOINTS="1",
+                             WORKER_DRAIN_SECONDS="1")
     script = {"match": TAG, "reply": REPLY, "reasoning_tokens": REASONING_TOKENS}
     emulator.push({**script, "tokens_per_second": 40})
     message = start_turn(user=alice, organization_id=None, conversation_id=None,
@@ -93,8 +99,8 @@ def test_a_worker_killed_mid_answer_is_replaced_by_one_that_resumes_its_backgrou
                 and tab.answer.last_seq >= saved.stream_seq + BEYOND_CHECKPOINT)
 
     wait_for(shown_past_checkpoint, timeout=60, what="text shown beyond the first checkpoint")
-    processes.signal(first, signal.SIGKILL)
-    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    processes.signal(first, stop)
+    assert first.process.wait(timeout=30) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
     killed = Message.objects.get(pk=message.pk)
     assert killed.status == Message.Status.STREAMING and killed.claims == 1
     assert read_tail(message.pk, after_seq=killed.stream_seq).seq >= (
@@ -148,6 +154,6 @@ def test_a_worker_killed_mid_answer_is_replaced_by_one_that_resumes_its_backgrou
     charged = sum((r.charged_usd or Decimal(0) for r in Reservation.objects.all()), Decimal(0))
     assert sum((r.reserved_usd for r in rows), Decimal(0)) == 0
     assert sum((r.spent_usd for r in rows), Decimal(0)) == charged
-    print(f"\nchaos: 1 SIGKILL mid-answer, resumed after provider event {killed.provider_seq} "
+    print(f"\nchaos: 1 {stop.name} mid-answer, resumed after provider event {killed.provider_seq} "
           f"(frame {killed.stream_seq}, tab at {killed.stream_seq + BEYOND_CHECKPOINT}+), "
           f"{answer.last_seq} frames, ${done.cost_usd}, {time.monotonic() - started:.0f}s")
