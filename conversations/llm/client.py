@@ -375,17 +375,17 @@ class ChatStream:
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             if self.closed:
                 return  # Stop or a stall closed the response from the monitor thread
-            raise LLMError(
-                "upstream_error",
-                "The connection to the model provider was lost.",
-                retryable=True,
-                reason="connection",
-            ) from exc
+            raise _connection_lost() from exc
 
     def _timed(self, items: Iterable[Any]) -> Iterator[Any]:
         for item in items:
             self.last_read_at = time.monotonic()
             yield item
+
+
+def _connection_lost() -> LLMError:
+    return LLMError("upstream_error", "The connection to the model provider was lost.",
+                    retryable=True, reason="connection")
 
 
 class _Pause:
@@ -453,12 +453,7 @@ class AsyncChatStream(ChatStream):
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             if self.closed:
                 return
-            raise LLMError(
-                "upstream_error",
-                "The connection to the model provider was lost.",
-                retryable=True,
-                reason="connection",
-            ) from exc
+            raise _connection_lost() from exc
         finally:
             with contextlib.suppress(Exception):
                 await self._raw.close()

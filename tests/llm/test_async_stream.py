@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conversations.llm import ChatRequest, open_stream, open_stream_async
-from conversations.llm.client import _lines
+from conversations.llm.client import _lines, build_async_client
 from conversations.llm.types import StreamEvent, TextDelta
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,15 @@ def shape(events: list[StreamEvent]) -> list[tuple[str, Any]]:
 
 async def read_all(profile: Any) -> list[StreamEvent]:
     stream = await open_stream_async(profile, request())
-    return [event async for event in stream]
+    try:
+        return [event async for event in stream]
+    finally:
+        await close_client(profile)
+
+
+async def close_client(profile: Any) -> None:
+    """This test's loop ends here: close the client (and its aiohttp session) it opened."""
+    await build_async_client(profile).close()
 
 
 @pytest.mark.parametrize("style", ["chat", "responses"])
@@ -76,6 +84,7 @@ def test_a_close_from_another_thread_ends_a_read_waiting_through_the_reasoning_p
         threading.Timer(0.3, stream.close).start()  # the monitor thread's Stop
         events = [event async for event in stream]
         await asyncio.sleep(0)  # the task was not cancelled: it goes on awaiting
+        await close_client(profile)
         return events, stream.closed
 
     events, closed = asyncio.run(asyncio.wait_for(stop_while_thinking(), timeout=30))
