@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conversations.llm import ChatRequest, open_stream, open_stream_async
+from conversations.llm import ChatRequest, LLMError, open_stream, open_stream_async
 from conversations.llm.client import _lines, build_async_client
 from conversations.llm.types import StreamEvent, TextDelta
 
@@ -90,3 +90,26 @@ def test_a_close_from_another_thread_ends_a_read_waiting_through_the_reasoning_p
     events, closed = asyncio.run(asyncio.wait_for(stop_while_thinking(), timeout=30))
 
     assert events == [] and closed
+
+
+def test_a_provider_silent_past_the_read_timeout_fails_the_stream_instead_of_hanging(
+    make_profile: Callable[..., Any], emulator: Any, settings: Any
+) -> None:
+    settings.LLM_READ_TIMEOUT = 1  # the clients of this test are built after this
+    emulator.config.think_ms = {"minimal": 60_000, "low": 60_000, "medium": 60_000, "high": 60_000}
+    profile = make_profile()
+
+    async def read_until_it_fails() -> LLMError:
+        try:
+            stream = await open_stream_async(profile, request())
+            async for _ in stream:
+                pass
+        except LLMError as error:
+            return error
+        finally:
+            await close_client(profile)
+        raise AssertionError("the stream ended without an error")
+
+    error = asyncio.run(asyncio.wait_for(read_until_it_fails(), timeout=30))
+
+    assert error.code == "upstream_error" and error.retryable, (error.code, error.detail)
