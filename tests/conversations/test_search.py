@@ -203,3 +203,28 @@ print("ok")
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's stored vector")
+def test_a_streaming_answer_is_indexed_once_its_text_is_final(alice: User, library: dict) -> None:
+    """The stored vector of a live answer stays empty through its many writes (claim,
+    checkpoints, lease renewals) and is computed once, when it ends."""
+    from conversations.models import Message
+
+    garden = library["garden"]
+    _, answer = add_turn(garden, "And peppers?", "", status=Message.Status.STREAMING)
+
+    def vector_is_empty() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT search_vector IS NULL FROM conversations_message WHERE id = %s",
+                           [answer.pk])
+            return bool(cursor.fetchone()[0])
+
+    Message.objects.filter(pk=answer.pk).update(content="Peppers love warm greenhouses.")
+    assert vector_is_empty() and _find(alice, "greenhouses") == []
+
+    Message.objects.filter(pk=answer.pk).update(status=Message.Status.DONE)
+
+    assert not vector_is_empty()
+    [found] = _find(alice, "greenhouses")
+    assert "greenhouse" in str(found).lower()
