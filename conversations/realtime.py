@@ -168,12 +168,17 @@ class RedisPublisher:
         self.prefix = prefix
         self.store = store
 
-    def publish(self, message_id: int, frame: dict[str, Any]) -> None:
-        pipe = self.store.sync_client().pipeline(transaction=False)
+    def _queue(self, pipe: Any, message_id: int, frame: dict[str, Any]) -> None:
+        """Add one frame's replay append (when replayed) and PUBLISH to a sync or async
+        pipeline."""
         if frame["type"] in REPLAYED_FRAMES:
             self.store.queue_append(pipe, message_id, frame)
         channel = f"{self.prefix}__group__{message_group(message_id)}"
         pipe.publish(channel, self.layer.serialize({"type": EVENT_TYPE, "frame": frame}))
+
+    def publish(self, message_id: int, frame: dict[str, Any]) -> None:
+        pipe = self.store.sync_client().pipeline(transaction=False)
+        self._queue(pipe, message_id, frame)
         try:
             pipe.execute()
         except Exception:
@@ -183,10 +188,7 @@ class RedisPublisher:
         """Many answers' frames in one pipelined round trip, from an event loop."""
         pipe = self.store.async_client().pipeline(transaction=False)
         for message_id, frame in batch:
-            if frame["type"] in REPLAYED_FRAMES:
-                self.store.queue_append(pipe, message_id, frame)
-            channel = f"{self.prefix}__group__{message_group(message_id)}"
-            pipe.publish(channel, self.layer.serialize({"type": EVENT_TYPE, "frame": frame}))
+            self._queue(pipe, message_id, frame)
         await pipe.execute()
 
     def publish_event(self, group: str, event: dict[str, Any]) -> None:
