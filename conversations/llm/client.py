@@ -363,13 +363,16 @@ class ChatStream:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def _events(self, lines: Iterator[Any]) -> Iterator[Any]:
+        """The stream events of SSE ``lines``, parsed for this stream's API style."""
+        payloads = _sse_payloads(lines)
+        if self._api_style == "responses":
+            return _responses_events(payloads, self.progress)
+        return _chat_events(payloads)
+
     def __iter__(self) -> Iterator[StreamEvent]:
         try:
-            payloads = _sse_payloads(self._timed(self._raw.iter_lines()))
-            if self._api_style == "responses":
-                yield from _responses_events(payloads, self.progress)
-            else:
-                yield from _chat_events(payloads)
+            yield from self._events(self._timed(self._raw.iter_lines()))
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -436,11 +439,7 @@ class AsyncChatStream(ChatStream):
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
         self._reader = asyncio.current_task()
-        payloads = _sse_payloads(self._feed())
-        events = (
-            _responses_events(payloads, self.progress) if self._api_style == "responses"
-            else _chat_events(payloads)
-        )
+        events = self._events(self._feed())
         lines = _lines(self._raw.http_response.aiter_bytes())
         try:
             for event in events:
