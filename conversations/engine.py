@@ -57,6 +57,9 @@ class Engine:
         self._publisher: BatchPublisher | None = None
         self._slots: threading.BoundedSemaphore | None = None
         self._live: set[asyncio.Task[None]] = set()
+        # Answers claimed and not yet ended, counted from the claim (in a task's thread)
+        # so the loop is never idle between a claim and its task's start.
+        self._claimed = 0
         self._idle = threading.Event()
         self._idle.set()
 
@@ -83,10 +86,10 @@ class Engine:
         assert self._publisher is not None
         return self._publisher
 
-    def _runtime(self, db: generation.Db) -> generation.Runtime:
+    def _runtime(self) -> generation.Runtime:
         publisher = self._publisher
         assert publisher is not None
-        return generation.Runtime(db=db, send=publisher.publish, sent=publisher.sent)
+        return generation.Runtime(db=self._db, send=publisher.publish, sent=publisher.sent)
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -112,7 +115,9 @@ class Engine:
             slots.release()
             return False
         message, resume = taken
-        self._idle.clear()
+        with self._lock:
+            self._claimed += 1
+            self._idle.clear()
         loop = self.loop
         loop.call_soon_threadsafe(self._start, message, resume)
         return True
@@ -125,7 +130,7 @@ class Engine:
 
     def _start(self, message: Message, resume: generation.Resume | None) -> None:
         task = asyncio.get_running_loop().create_task(
-            generation.answer(message, resume, self._runtime(self._db)),
+            generation.answer(message, resume, self._runtime()),
             name=f"answer-{message.pk}",
         )
         self._live.add(task)
@@ -137,8 +142,10 @@ class Engine:
             self._slots.release()
         if not task.cancelled() and task.exception() is not None:
             logger.error("answer task failed", exc_info=task.exception())
-        if not self._live:
-            self._idle.set()
+        with self._lock:
+            self._claimed -= 1
+            if not self._claimed:
+                self._idle.set()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the loop has no answer left (a worker's warm shutdown)."""

@@ -647,7 +647,6 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime) -> N
         outcome = Outcome(Status.CANCELLED, finish_reason="cancelled")
     except Abandoned:
         logger.warning("message %s was taken over (reaper or another worker)", message.pk)
-        monitor.unregister(message.pk)
         return
     except LLMError as error:
         outcome = Outcome(
@@ -661,7 +660,8 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime) -> N
             error_detail="Something went wrong while answering. Try again.",
             finish_reason="error",
         )
-    monitor.unregister(message.pk)
+    finally:
+        monitor.unregister(message.pk)
     try:
         streamer.flush()
         # The final frame goes out from the ending's transaction: every delta before it.
