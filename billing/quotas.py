@@ -12,7 +12,7 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import F
@@ -68,29 +68,18 @@ def worst_case_cost(prices: PriceSource, *, prompt_tokens: int, completion_cap: 
     return pricing.worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
 
 
-def _hold(organization: Organization, user_id: int | None, start: dt.date, amount: Decimal,
-          limit: Decimal | None) -> int | None:
+def _hold_sql(organization: Organization, user_id: int | None, start: dt.date, amount: Decimal,
+              limit: Decimal | None) -> tuple[str, list[object]]:
     """Add ``amount`` to the period row's reservation if it still fits ``limit``, creating
-    the row on the month's first turn, in one statement. Returns the row's id, or None
-    when the hold would pass the limit (nothing changed).
+    the row on the month's first turn, in one upsert that returns the row's id, or no row
+    when the hold would pass the limit (nothing changed). The caller refuses an amount
+    over the limit itself: a fresh row (nothing spent) is inserted whatever the limit.
 
     Race: the first turns of a month insert the row concurrently; ON CONFLICT turns the
     loser's INSERT into the UPDATE, which PostgreSQL evaluates (WHERE included) on the
     locked, latest row version, so at most the turns that fit get through. PostgreSQL and
     SQLite (embedded mode) both speak this upsert, partial-index target included.
     """
-    if limit is not None and amount > limit:
-        return None  # a fresh row (nothing spent) would not hold it either
-    sql, params = _hold_sql(organization, user_id, start, amount, limit)
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
-
-
-def _hold_sql(organization: Organization, user_id: int | None, start: dt.date, amount: Decimal,
-              limit: Decimal | None) -> tuple[str, list[object]]:
-    """The upsert ``_hold`` runs: it returns the row's id, or no row when it does not fit."""
     table = UsagePeriod._meta.db_table
     target = ("(organization_id, period_start) WHERE user_id IS NULL" if user_id is None
               else "(organization_id, user_id, period_start) WHERE user_id IS NOT NULL")
@@ -160,12 +149,6 @@ def _hold_and_save(membership: Membership, reservation: Reservation) -> Reservat
     its rows from the holds, so it inserts nothing unless both held. SQLite (embedded
     mode) cannot put an INSERT in a WITH clause and runs the three in turn.
     """
-    if transaction.get_connection().vendor != "postgresql":
-        reservation.org_period_id, reservation.member_period_id = _hold_both(
-            membership, reservation.amount_usd
-        )
-        reservation.save(force_insert=True)
-        return reservation
     organization, amount = membership.organization, reservation.amount_usd
     start = period_start(organization)
     org_limit, limit = organization.monthly_budget_usd, member_limit(membership)
@@ -175,20 +158,40 @@ def _hold_and_save(membership: Membership, reservation: Reservation) -> Reservat
         raise _refusal("member", limit, start)
     org_sql, org_params = _hold_sql(organization, None, start, amount, org_limit)
     member_sql, member_params = _hold_sql(organization, membership.user_id, start, amount, limit)
-    insert_sql, insert_params = _insert_from_holds(reservation)
-    sql = (f"WITH org AS ({org_sql}), member AS ({member_sql}), saved AS ({insert_sql})"
-           " SELECT (SELECT id FROM org), (SELECT id FROM member), (SELECT id FROM saved)")
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(sql, [*org_params, *member_params, *insert_params])
-        org_row, member_row, saved = cursor.fetchone()
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            insert_sql, insert_params = _insert_from_holds(reservation)
+            cursor.execute(
+                f"WITH org AS ({org_sql}), member AS ({member_sql}), saved AS ({insert_sql})"
+                " SELECT (SELECT id FROM org), (SELECT id FROM member), (SELECT id FROM saved)",
+                [*org_params, *member_params, *insert_params],
+            )
+            org_row, member_row, saved = cursor.fetchone()
+        else:
+            org_row, member_row, saved = (
+                _returned_id(cursor, org_sql, org_params),
+                _returned_id(cursor, member_sql, member_params),
+                None,
+            )
     if org_row is None:
         raise _refusal("org", org_limit or ZERO, start)
     if member_row is None:
         raise _refusal("member", limit or ZERO, start)
-    reservation.pk, reservation.org_period_id, reservation.member_period_id = saved, org_row, member_row
-    reservation._state.adding = False
-    reservation._state.db = "default"
+    reservation.org_period_id, reservation.member_period_id = org_row, member_row
+    if saved is None:
+        reservation.save(force_insert=True)
+    else:
+        reservation.pk = saved
+        reservation._state.adding = False
+        reservation._state.db = "default"
     return reservation
+
+
+def _returned_id(cursor: Any, sql: str, params: list[object]) -> int | None:
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def _insert_from_holds(reservation: Reservation) -> tuple[str, list[object]]:
@@ -211,21 +214,6 @@ def _insert_from_holds(reservation: Reservation) -> tuple[str, list[object]]:
     table = quote(Reservation._meta.db_table)
     return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)}"
             f" FROM org, member RETURNING {table}.id", params)
-
-
-def _hold_both(membership: Membership, amount: Decimal) -> tuple[int, int]:
-    """Hold ``amount`` on the org's and the member's period rows: their ids, or a
-    refusal (the caller's transaction rolls back the first hold if the second fails)."""
-    organization = membership.organization
-    start = period_start(organization)
-    org_row = _hold(organization, None, start, amount, organization.monthly_budget_usd)
-    if org_row is None:
-        raise _refusal("org", organization.monthly_budget_usd or ZERO, start)
-    limit = member_limit(membership)
-    member_row = _hold(organization, membership.user_id, start, amount, limit)
-    if member_row is None:
-        raise _refusal("member", limit or ZERO, start)
-    return org_row, member_row
 
 
 def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
