@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.db.models import Case, Value, When
@@ -17,21 +16,27 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def get_conversation_for_user(
-    user: User, conversation_id: int,
-    within: Callable[[QuerySet[Conversation]], QuerySet[Conversation]] = lambda rows: rows,
-) -> Conversation:
-    """A conversation the user owns, in an org they still belong to, not deleted.
-    ``within`` refines the query (locks, more related rows, annotations)."""
+def get_conversation_for_user(user: User, conversation_id: int) -> Conversation:
+    """A conversation the user owns, in an org they still belong to, not deleted."""
     try:
-        return within(Conversation.objects.select_related("profile", "organization")).get(
-            pk=conversation_id,
-            user=user,
-            organization__memberships__user=user,
-            deleted_at__isnull=True,
-        )
+        return own_conversation(
+            Conversation.objects.select_related("profile", "organization"),
+            user_id=user.pk, conversation_id=conversation_id,
+        ).get()
     except (Conversation.DoesNotExist, ValueError, TypeError) as exc:
         raise NotFound("conversation") from exc
+
+
+def own_conversation(rows: QuerySet[Conversation], *, user_id: int,
+                     conversation_id: int) -> QuerySet[Conversation]:
+    """The rule of ``get_conversation_for_user`` applied to ``rows``, for a query that is
+    built elsewhere (``replies`` compiles its turn lookup once per process)."""
+    return rows.filter(
+        pk=conversation_id,
+        user_id=user_id,
+        organization__memberships__user_id=user_id,
+        deleted_at__isnull=True,
+    )
 
 
 def conversations_for_user(user: User) -> QuerySet[Conversation]:
@@ -54,24 +59,28 @@ def get_message_for_user(user: User, message_id: int) -> Message:
         raise NotFound("message") from exc
 
 
-def get_membership(
-    user: User, organization_id: int | None,
-    within: Callable[[QuerySet[Membership]], QuerySet[Membership]] = lambda rows: rows,
-) -> Membership:
+def get_membership(user: User, organization_id: int | None) -> Membership:
     """The user's membership in the given org, or their first one when none is chosen
-    (one query either way). ``within`` refines the query (locks, annotations)."""
-    memberships = within(Membership.objects.select_related("organization").filter(user=user))
-    if organization_id is not None:
-        # The chosen org first, else the oldest membership.
-        memberships = memberships.annotate(
-            chosen=Case(When(organization_id=organization_id, then=Value(0)), default=Value(1))
-        ).order_by("chosen", "joined_at", "id")
-    else:
-        memberships = memberships.order_by("joined_at", "id")
-    membership = memberships.first()
+    (one query either way)."""
+    membership = memberships_in_order(
+        Membership.objects.select_related("organization"),
+        user_id=user.pk, organization_id=organization_id,
+    ).first()
     if membership is None:
         raise NotFound("organization")
     return membership
+
+
+def memberships_in_order(rows: QuerySet[Membership], *, user_id: int,
+                         organization_id: int | None) -> QuerySet[Membership]:
+    """The user's memberships among ``rows`` in the order ``get_membership`` picks from:
+    the chosen org first, else the oldest membership."""
+    memberships = rows.filter(user_id=user_id)
+    if organization_id is None:
+        return memberships.order_by("joined_at", "id")
+    return memberships.annotate(
+        chosen=Case(When(organization_id=organization_id, then=Value(0)), default=Value(1))
+    ).order_by("chosen", "joined_at", "id")
 
 
 def get_membership_in(user: User, organization_id: int) -> Membership:

@@ -40,6 +40,7 @@ from billing.pricing import (
     usage_cost,
 )
 from billing.quotas import settle
+from chatsite.compiled import CompiledSelect
 from conversations.frames import final_frame
 from conversations.llm.types import Usage
 from conversations.models import Conversation, Message
@@ -128,10 +129,20 @@ def reclaim(message_id: int) -> Message | None:
 
 
 def _claimed(message_id: int) -> Message:
-    # The reservation comes along: a tool round's budget is measured against it.
-    return Message.objects.select_related(
+    message = _CLAIMED.first(message=message_id)
+    if message is None:  # deleted with its conversation since the claim
+        raise Message.DoesNotExist(message_id)
+    return message
+
+
+# Compiled once per process (chatsite.compiled): read on every claim. The reservation
+# comes along: a tool round's budget is measured against it.
+_CLAIMED = CompiledSelect(
+    lambda *, message: Message.objects.select_related(
         "profile", "conversation", "conversation__organization", "reservation"
-    ).get(pk=message_id)
+    ).filter(pk=message),
+    "message",
+)
 
 
 def _owned(message_id: int, claim: int | None) -> QuerySet[Message]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from conversations.exceptions import TurnRefused
@@ -21,18 +21,35 @@ def enabled_profiles(organization: Organization) -> QuerySet[ModelProfile]:
     """Profiles the org may use, by display name: its explicit list, or every active
     profile if none. Discovered models wait for an admin to price them; OpenAI profiles
     need an OpenAI key (an Azure-only set-up has none). One query."""
+    return _enabled_among(ModelProfile.objects.all(), organization.pk).order_by("display_name", "pk")
+
+
+def profile_enabled(*, organization_field: str, profile_field: str) -> Exists:
+    """Whether the outer row's profile is one its org may use (the rule of
+    ``enabled_profiles``), as an expression another query can carry: a follow-up's
+    conversation query checks its model this way instead of loading every profile the
+    org may use."""
+    return Exists(_enabled_among(ModelProfile.objects.filter(pk=OuterRef(profile_field)),
+                                 OuterRef(OuterRef(organization_field))))
+
+
+def openai_profiles_usable() -> bool:
+    """OpenAI profiles need an OpenAI key (or the offline demo); an Azure-only set-up
+    has none. The one setting the enabled-profiles rule depends on."""
+    return bool(settings.OPENAI_API_KEY) or is_demo_mode()
+
+
+def _enabled_among(profiles: QuerySet[ModelProfile],
+                   organization: int | OuterRef) -> QuerySet[ModelProfile]:
     from accounts.models import Organization
 
-    profiles = ModelProfile.objects.filter(is_active=True).exclude(
-        origin=ModelProfile.Origin.DISCOVERED
-    )
-    if not settings.OPENAI_API_KEY and not is_demo_mode():
+    profiles = profiles.filter(is_active=True).exclude(origin=ModelProfile.Origin.DISCOVERED)
+    if not openai_profiles_usable():
         profiles = profiles.exclude(provider=ModelProfile.Provider.OPENAI)
-    chosen = Organization.enabled_profiles.through.objects.filter(organization_id=organization.pk)
+    # Q: the stubs do not know an OuterRef may stand for the id.
+    chosen = Organization.enabled_profiles.through.objects.filter(Q(organization_id=organization))
     # "The org's list, if it has one" in the same query as the profiles themselves.
-    return profiles.filter(
-        Exists(chosen.filter(modelprofile_id=OuterRef("pk"))) | ~Exists(chosen)
-    ).order_by("display_name", "pk")
+    return profiles.filter(Exists(chosen.filter(modelprofile_id=OuterRef("pk"))) | ~Exists(chosen))
 
 
 def served_by_emulator(profile: ModelProfile) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,24 +17,28 @@ from django.utils import timezone
 from accounts.models import Membership
 from billing.pricing import Prices
 from billing.quotas import reserve
+from chatsite.compiled import CompiledSelect
 from chatsite.ratelimits import over_limit_for
 from conversations import lifecycle
-from conversations.access import (
-    get_conversation_for_user,
-    get_membership,
-    get_message_for_user,
-)
+from conversations.access import get_message_for_user, memberships_in_order, own_conversation
 from conversations.backpressure import refuse_when_full, waiting_for_worker
 from conversations.catalog.sync import ensure_synced
 from conversations.dispatch import queue_reply, refuse_unless_queue_reachable
 from conversations.exceptions import NotFound, TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
-from conversations.profiles import usable_profile
+from conversations.profiles import (
+    is_retired,
+    openai_profiles_usable,
+    profile_enabled,
+    usable_profile,
+)
 from conversations.prompts import estimate_prompt_tokens
 from conversations.titles import fallback_title
 from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from accounts.models import User
 
 logger = logging.getLogger(__name__)
@@ -106,10 +111,13 @@ def start_turn(
             # apply, not the session's org (which only picks where new chats go).
             membership = _membership_of(conversation)
             # A send may name another of the org's models: the conversation goes on with
-            # it. A regenerate may too, for that answer only (see below).
-            profile = usable_profile(
-                conversation.organization, profile_name or conversation.profile.name
-            )
+            # it. A regenerate may too, for that answer only (see below). Staying on the
+            # conversation's model needs no query of its own: the lookup above checked it.
+            profile = conversation.profile
+            if profile_name not in (None, "", profile.name) or not (
+                conversation.profile_enabled and not is_retired(profile)  # type: ignore[attr-defined]
+            ):
+                profile = usable_profile(conversation.organization, profile_name or profile.name)
         effort = _effort_for(profile, reasoning_effort)
         now = timezone.now()
         user_message = _question_for(
@@ -209,38 +217,74 @@ def _waiting_answers() -> Subquery:
 
 def _membership_locking_sender(user: User, organization_id: int | None) -> tuple[Membership, int]:
     """The membership a new conversation goes to, with the sender's row locked, and
-    how many answers wait for a worker (refused beyond MAX_QUEUED_TURNS): one query.
+    how many answers wait for a worker (refused beyond MAX_QUEUED_TURNS): one query,
+    compiled once per process.
 
     Race: two tabs sending at once with one live-answer slot left would both count the
     same live answers; the person's row lock makes the second count wait until the
     first turn has committed its pending answer (or rolled back)."""
-    membership = get_membership(
-        user, organization_id,
-        within=lambda rows: rows.select_related("user").select_for_update(of=("user",))
-        .annotate(waiting=_waiting_answers()),
-    )
+    if organization_id is None:
+        membership = _MEMBERSHIP_FOR_TURN.first(user=user.pk)
+    else:
+        try:
+            organization_id = operator.index(organization_id)
+        except TypeError as exc:
+            raise NotFound("organization") from exc
+        membership = _CHOSEN_MEMBERSHIP_FOR_TURN.first(user=user.pk, organization=organization_id)
+    if membership is None:
+        raise NotFound("organization")
     return membership, refuse_when_full(getattr(membership, "waiting", 0) or 0)
 
 
+def _memberships_for_turn(*, user: int, organization: int | None = None) -> QuerySet[Membership]:
+    rows = (Membership.objects.select_related("organization", "user")
+            .select_for_update(of=("user",)).annotate(waiting=_waiting_answers()))
+    return memberships_in_order(rows, user_id=user, organization_id=organization)[:1]
+
+
+_MEMBERSHIP_FOR_TURN = CompiledSelect(_memberships_for_turn, "user")
+_CHOSEN_MEMBERSHIP_FOR_TURN = CompiledSelect(_memberships_for_turn, "user", "organization")
+
+
 def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conversation, int]:
-    """The user's conversation with its row and the sender's row locked, and how many
-    answers wait for a worker: one query.
+    """The user's conversation with its row and the sender's row locked, how many
+    answers wait for a worker, and whether its model is still one the org may use: one
+    query, compiled once per process (chatsite.compiled: Django's compile of this query
+    cost more CPU than PostgreSQL's run of it).
 
     The conversation's lock orders a send against a delete in another tab
     (listing.delete_conversation): PostgreSQL re-checks ``deleted_at`` on the locked row.
     """
-    conversation = get_conversation_for_user(
-        user, conversation_id,
-        within=lambda rows: rows.select_related("user", "current_leaf")
-        .select_for_update(of=("self", "user")).annotate(
+    try:
+        conversation_id = operator.index(conversation_id)
+    except TypeError as exc:
+        raise NotFound("conversation") from exc
+    conversation = _CONVERSATION_FOR_TURN.first(
+        shape=openai_profiles_usable(), conversation=conversation_id, user=user.pk
+    )
+    if conversation is None:
+        raise NotFound("conversation")
+    return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
+
+
+def _conversation_for_turn(*, conversation: int, user: int) -> QuerySet[Conversation]:
+    rows = (
+        Conversation.objects.select_related("profile", "organization", "user", "current_leaf")
+        .select_for_update(of=("self", "user"))
+        .annotate(
             waiting=_waiting_answers(),
+            profile_enabled=profile_enabled(organization_field="organization_id",
+                                            profile_field="profile_id"),
             # The sender's membership in the conversation's org (the access rule requires
             # one): the fields the turn's budget checks read, in the same statement.
             **{f"membership_{name}": _sender_membership(name)
                for name in ("pk", "role", "monthly_budget_usd")},
-        ),
+        )
     )
-    return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
+    return own_conversation(rows, user_id=user, conversation_id=conversation)
+
+
+_CONVERSATION_FOR_TURN = CompiledSelect(_conversation_for_turn, "conversation", "user")
 
 
 def _sender_membership(field: str) -> Subquery:

@@ -78,6 +78,18 @@ def private_task_queue() -> Iterator[str]:
             client.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_statements_checked() -> Iterator[None]:
+    """Every compiled hot statement (chatsite.compiled) is also compiled the slow way
+    and compared, so a setting or value it silently depends on fails the test that
+    changes it."""
+    from chatsite import compiled
+
+    compiled.CHECKS = True
+    yield
+    compiled.CHECKS = False
+
+
 @pytest.fixture(autouse=True)
 def fresh_rate_limits(settings: Any) -> None:
     """Rate-limit counts live in the shared cache (Redis) for up to an hour, keyed by ids

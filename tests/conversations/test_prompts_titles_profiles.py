@@ -143,3 +143,52 @@ def test_admins_are_warned_before_the_shutdown_date(settings: Any) -> None:
     assert "retires on" in shutdown_warning(profile)
     profile.shutdown_date = timezone.localdate() + dt.timedelta(days=90)
     assert shutdown_warning(profile) == ""
+
+
+def _follow_up(alice: User, conversation: Conversation) -> Any:
+    return start_turn(user=alice, organization_id=None, conversation_id=conversation.pk,
+                      content="And then?", reasoning_effort="low")
+
+
+@pytest.mark.parametrize("how", ["left the org's list", "deactivated", "retired"])
+def test_a_follow_up_on_a_model_no_longer_usable_is_refused_and_saves_nothing(
+    how: str, alice: User, org_a: Organization, settings: Any, emulator_server: Any
+) -> None:
+    """A follow-up stays on the conversation's model without loading the org's profiles:
+    the conversation's own query says whether that model is still enabled. Each way it
+    can stop being usable is refused as a new conversation on it would be."""
+    _with_real_key(settings, emulator_server)
+    other = _profile(name="other", display_name="Other", shutdown_date=None)
+    small = _profile(shutdown_date=None)
+    conversation = Conversation.objects.create(organization=org_a, user=alice, profile=small)
+    assert _follow_up(alice, conversation).assistant_message.profile == small  # usable so far
+    Message.objects.update(status=Message.Status.DONE)
+    before = Message.objects.count()
+
+    if how == "left the org's list":
+        org_a.enabled_profiles.set([other])
+    elif how == "deactivated":
+        ModelProfile.objects.filter(pk=small.pk).update(is_active=False)
+    else:
+        ModelProfile.objects.filter(pk=small.pk).update(shutdown_date=dt.date(2026, 11, 1))
+
+    with pytest.raises(TurnRefused) as refused:
+        _follow_up(alice, conversation)
+    assert refused.value.code == "model_unavailable"
+    assert ("retired" if how == "retired" else "not enabled") in refused.value.detail
+    assert Message.objects.count() == before
+    conversation.refresh_from_db()
+    assert conversation.profile == small
+
+
+def test_another_orgs_list_does_not_decide_a_follow_up(
+    alice: User, org_a: Organization, charlie: User, settings: Any, emulator_server: Any
+) -> None:
+    """The enabled check follows the conversation's org: another org leaving the model
+    out of its list changes nothing here."""
+    _with_real_key(settings, emulator_server)
+    small = _profile(shutdown_date=None)
+    other = _profile(name="other", display_name="Other", shutdown_date=None)
+    charlie.memberships.get().organization.enabled_profiles.set([other])
+    conversation = Conversation.objects.create(organization=org_a, user=alice, profile=small)
+    assert _follow_up(alice, conversation).assistant_message.profile == small

@@ -1,0 +1,134 @@
+"""chatsite.compiled: hot SELECTs compiled once per process, run with new ids."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Count, QuerySet
+from django.db.models.sql.compiler import SQLCompiler
+
+from accounts.models import Organization, User
+from chatsite import compiled
+from chatsite.compiled import CompiledSelect, ShapeError
+from conversations.access import own_conversation
+from conversations.models import Conversation, Message, ModelProfile
+
+pytestmark = pytest.mark.django_db
+
+
+def _conversations(*, conversation: int, user: int) -> QuerySet[Conversation]:
+    rows = Conversation.objects.select_related("profile", "organization", "current_leaf").annotate(
+        message_count=Count("messages"))
+    return own_conversation(rows, user_id=user, conversation_id=conversation)
+
+
+@pytest.fixture
+def two_conversations(alice: User, org_a: Organization, charlie: User) -> tuple[Conversation, Conversation]:
+    profile = ModelProfile.objects.get(name="o3-mini")
+    mine = Conversation.objects.create(organization=org_a, user=alice, profile=profile, title="Mine")
+    question = Message.objects.create(conversation=mine, role="user", content="q")
+    answer = Message.objects.create(conversation=mine, role="assistant", parent=question, content="a",
+                                    tool_calls=[{"name": "calculate"}])
+    mine.current_leaf = answer
+    mine.save(update_fields=["current_leaf"])
+    theirs = Conversation.objects.create(organization=charlie.memberships.get().organization,
+                                         user=charlie, profile=profile, title="Theirs")
+    return mine, theirs
+
+
+def test_rows_equal_the_querysets_own_with_related_rows_converters_and_annotations(
+    alice: User, charlie: User, two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    statement = CompiledSelect(_conversations, "conversation", "user")
+    for conversation, user in ((two_conversations[0], alice), (two_conversations[1], charlie)):
+        ours = statement.first(conversation=conversation.pk, user=user.pk)
+        django = _conversations(conversation=conversation.pk, user=user.pk).get()
+        assert ours is not None
+        assert ours.__dict__.keys() == django.__dict__.keys()
+        assert {k: v for k, v in ours.__dict__.items() if k != "_state"} == {
+            k: v for k, v in django.__dict__.items() if k != "_state"}
+        # select_related rows came along, decoded as Django decodes them (JSON, decimals).
+        for name in ("profile", "organization"):
+            assert getattr(ours, name) == getattr(django, name)
+        assert ours.profile.reasoning_efforts == django.profile.reasoning_efforts
+        assert ours.profile.input_price == django.profile.input_price
+        assert (ours.current_leaf is None) == (django.current_leaf is None)
+    mine = statement.first(conversation=two_conversations[0].pk, user=alice.pk)
+    assert mine is not None and mine.current_leaf.tool_calls == [{"name": "calculate"}]
+    assert mine.message_count == 2  # type: ignore[attr-defined]
+
+
+def test_another_orgs_user_gets_nothing(
+    alice: User, charlie: User, two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    statement = CompiledSelect(_conversations, "conversation", "user")
+    mine, theirs = two_conversations
+    assert statement.first(conversation=mine.pk, user=charlie.pk) is None
+    assert statement.first(conversation=theirs.pk, user=alice.pk) is None
+    assert statement.fetch(conversation=mine.pk, user=alice.pk) == [mine]
+
+
+def test_the_sql_is_compiled_once_per_process(
+    alice: User, two_conversations: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "CHECKS", False)
+    statement = CompiledSelect(_conversations, "conversation", "user")
+    with mock.patch.object(SQLCompiler, "as_sql", autospec=True, side_effect=SQLCompiler.as_sql) as as_sql:
+        for _ in range(5):
+            assert statement.first(conversation=two_conversations[0].pk, user=alice.pk) is not None
+    assert as_sql.call_count == 1
+
+
+def test_locking_statements_run_inside_the_transaction(
+    alice: User, two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    statement = CompiledSelect(
+        lambda *, conversation, user: own_conversation(
+            Conversation.objects.select_for_update(), user_id=user, conversation_id=conversation),
+        "conversation", "user")
+    with transaction.atomic():
+        assert statement.first(conversation=two_conversations[0].pk, user=alice.pk) is not None
+        [plan] = statement._plans.values()
+        assert plan.sql.endswith("FOR UPDATE") == connection.features.has_select_for_update
+
+
+def test_values_must_be_the_named_ints() -> None:
+    statement = CompiledSelect(_conversations, "conversation", "user")
+    with pytest.raises(TypeError, match="expected values"):
+        statement.first(conversation=1)
+    for bad in ("1", 1.0, True, None):
+        with pytest.raises(TypeError, match="must be an int"):
+            statement.first(conversation=bad, user=1)  # type: ignore[arg-type]
+
+
+def test_a_value_the_query_does_not_take_is_refused_at_compile() -> None:
+    statement = CompiledSelect(
+        lambda *, conversation, user: Conversation.objects.filter(pk=conversation), "conversation", "user")
+    with pytest.raises(ShapeError, match="user"):
+        statement.first(conversation=1, user=2)
+
+
+def test_a_hidden_input_is_caught_when_checks_are_on(
+    alice: User, two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    """What the queryset reads besides its values must be passed as ``shape``; a test
+    that changes it fails instead of running stale SQL."""
+    hidden: dict[str, Any] = {"title": "Mine"}
+    statement = CompiledSelect(
+        lambda *, conversation, user: _conversations(conversation=conversation, user=user).filter(
+            title=hidden["title"]), "conversation", "user")
+    assert statement.first(conversation=two_conversations[0].pk, user=alice.pk) is not None
+    hidden["title"] = "Other"
+    with pytest.raises(ShapeError, match="as shape"):
+        statement.first(conversation=two_conversations[0].pk, user=alice.pk)
+    # Passed as shape, each variant has its own SQL.
+    statement = CompiledSelect(
+        lambda *, conversation, user: _conversations(conversation=conversation, user=user).filter(
+            title=hidden["title"]), "conversation", "user")
+    for title, found in (("Mine", True), ("Other", False)):
+        hidden["title"] = title
+        row = statement.first(shape=title, conversation=two_conversations[0].pk, user=alice.pk)
+        assert (row is not None) == found
