@@ -55,7 +55,17 @@ BUDGETS = [
            lambda r: r["ttft_added_ms"]["p99"], 150),
     Budget("at most 20 frames per answer per second (every answer)", "max ≤ 20", "frames", None,
            lambda r: r["frames_per_answer_s"]["max"], 20),
+    Budget("CPU per streamed token ≤ 60 µs, web + worker (turn cost taken out)", "≤ 60", "split", 200,
+           lambda r: _split(r, "token_us"), 60),
+    Budget("CPU per turn outside the stream ≤ 15 ms, web + worker", "≤ 15", "split", 200,
+           lambda r: _split(r, "turn_ms"), 15),
 ]
+
+
+def _split(row: Row, key: str) -> float | None:
+    """From bench.turn_cost.split; None (a failed check) when the per-turn step did not run."""
+    split = row.get("cpu_split")
+    return None if split is None else split[key].get("web + worker")
 
 
 def verdicts(rows: list[Row]) -> list[tuple[Budget, Row, bool]]:

@@ -27,6 +27,7 @@ from bench import (
     report,
     search,
     sustained,
+    turn_cost,
 )
 from bench.stack import ROOT, BenchError, Stack, configure_environment
 
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     one_wave.add_argument("--tap-every", type=int, default=10, help="tap one answer in this many (default 10)")
     one_wave.add_argument("--no-length-check", action="store_true",
                           help="skip the DB-writes-vs-answer-length check")
+    closed.add_argument("--no-turn-cost", action="store_true",
+                        help="skip the per-turn CPU step (one-token answers) that splits CPU per token")
     extra = parser.add_argument_group("other measurements (off by default)")
     extra.add_argument("--page", action="store_true", help="page query count (10 vs 1,000 messages)")
     extra.add_argument("--micro", action="store_true", help="per-operation costs on the idle stack")
@@ -278,7 +281,7 @@ class Runner:
         # Each step has its own people: a person's sends are rate limited per minute
         # (SENDS_PER_MINUTE), and a tab that kept sending through several steps would
         # reach the limit where a real person would not.
-        count = max(self.args.warmup + sum(self.args.stream_list), 1)
+        count = max(self.args.warmup + self.turn_cost_tabs() + sum(self.args.stream_list), 1)
         say(f"creating {count} users and sessions")
         return fixtures.users_and_sessions(count)
 
@@ -570,6 +573,30 @@ class Runner:
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
+    def turn_cost_tabs(self) -> int:
+        return 0 if self.args.no_turn_cost or self.args.search_only else turn_cost.TABS
+
+    def run_turn_cost(self, users: list[fixtures.BenchUser]) -> dict[str, Any] | None:
+        """CPU per turn outside the stream (bench.turn_cost): one-token answers with no
+        reasoning pause, on the same stack, before the sustained steps."""
+        if not users or self.over_time("the per-turn CPU step"):
+            return None
+        say(f"per-turn CPU: {len(users)} tabs, one-token answers, up to {turn_cost.TURNS_PER_TAB} turns each")
+        saved = turn_cost.emulator_config(self.stack.emulator_url, turn_cost.one_token_answers(self.args.effort))
+        try:
+            timing = closed_loop.Timing(ramp=0.5, duration=8.0, finish_timeout=20.0,
+                                        max_turns=turn_cost.TURNS_PER_TAB)
+            run = self.closed_loop(users, tag=f"turns-{os.getpid()}", timing=timing)
+        finally:
+            turn_cost.emulator_config(self.stack.emulator_url, saved)
+        fixtures.drain(self.args.drain_timeout)
+        _log_errors(self.stack, self.log_offsets)
+        result = turn_cost.analyse(run)
+        per_turn = result["cpu_ms_per_turn"]
+        say(f"  {result['turns']} turns in the window: web {report._ms(per_turn['web'])} ms, worker "
+            f"{report._ms(per_turn['worker'])} ms, PostgreSQL {report._ms(per_turn['postgres (bench db)'])} ms per turn")
+        return result
+
     def run_sustained(self, users: list[fixtures.BenchUser], result: dict[str, Any]) -> None:
         """Each N on its own slice of ``users`` (see prepare)."""
         args = self.args
@@ -587,6 +614,9 @@ class Runner:
                 f"{report._ms(row['token_added_ms']['p99'])} ms, first token added p50 "
                 f"{report._ms(row['ttft_added_ms']['p50'])} ms, delivered "
                 f"{report._pct(tokens['ratio'])} of offered")
+            if result.get("turn_cost"):
+                row["cpu_split"] = turn_cost.split(row["cpu_ms_per_1k_tokens"], result["turn_cost"],
+                                                   args.reply_tokens)
             result["sustained"].append(row)
             if profile_dir is not None:
                 result["profiles"] = {role: profile.summarise(profile_dir / f"{role}.txt")
@@ -625,7 +655,9 @@ class Runner:
         if not args.search_only:
             self.start_stack()
             self.warm_up(users[: args.warmup])
-            self.run_sustained(users[args.warmup :], result)
+            step_users = users[args.warmup : args.warmup + self.turn_cost_tabs()]
+            result["turn_cost"] = self.run_turn_cost(step_users)
+            self.run_sustained(users[args.warmup + self.turn_cost_tabs() :], result)
             if args.wave:
                 self.run_waves(users, result)
             if args.micro:

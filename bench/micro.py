@@ -9,21 +9,11 @@ emulator, Redis and database.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from typing import Any
 from unittest import mock
 
-
-def _emulator_config(url: str, changes: dict[str, Any]) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/_emulator/config", timeout=5) as response:
-        before = json.loads(response.read())
-    request = urllib.request.Request(f"{url}/_emulator/config", data=json.dumps(changes).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        response.read()
-    return {key: before[key] for key in changes}
+from bench.turn_cost import emulator_config
 
 
 def provider_stream_cost(emulator_url: str, *, streams: int = 5, tokens: int = 300) -> dict[str, Any]:
@@ -37,7 +27,7 @@ def provider_stream_cost(emulator_url: str, *, streams: int = 5, tokens: int = 3
 
     settings.EMULATOR_URL = emulator_url
     profile = ModelProfile.objects.get(name="o3-mini")
-    saved = _emulator_config(emulator_url, {"tokens_per_second": 0, "reply_tokens": tokens,
+    saved = emulator_config(emulator_url, {"tokens_per_second": 0, "reply_tokens": tokens,
                                             "think_ms": {"low": 0}})
     try:
         cpu = wall = 0.0
@@ -54,7 +44,7 @@ def provider_stream_cost(emulator_url: str, *, streams: int = 5, tokens: int = 3
             wall += w1 - w0
             chunks += count
     finally:
-        _emulator_config(emulator_url, saved)
+        emulator_config(emulator_url, saved)
     return {"chunks": chunks, "cpu_us_per_chunk": round(1e6 * cpu / chunks, 1) if chunks else None,
             "wall_us_per_chunk": round(1e6 * wall / chunks, 1) if chunks else None}
 

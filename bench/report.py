@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import sustained_report
+from bench import sustained_report, turn_cost
 
 PROCESS_ORDER = ["web", "worker", "emulator", "postgres (bench db)", "redis", "bench clients",
                  "other (not this stack)"]
@@ -175,6 +175,7 @@ def wave_section(result: dict[str, Any]) -> list[str]:
 
 def render(result: dict[str, Any]) -> str:
     out = header(result["meta"])
+    out.extend(turn_cost.render(result.get("turn_cost")))
     out.extend(sustained_report.render(result.get("sustained", []), result["meta"]))
     out.extend(wave_section(result))
     if result.get("search"):

@@ -26,6 +26,7 @@ COLUMNS = [
     ("correctness", "tokens lost / duplicated / out of order"),
     ("frames", "frames/answer/s p50 / max"),
     ("cpu", "CPU ms per 1,000 tokens: web / worker"),
+    ("split", "CPU µs per streamed token, web + worker · ms per turn"),
 ]
 
 
@@ -55,7 +56,16 @@ def _cells(row: Row) -> dict[str, str]:
         "correctness": f"{c['lost']} / {c['duplicated']} / {c['out_of_order']}",
         "frames": fps,
         "cpu": f"{_ms(cpu.get('web'))} / {_ms(cpu.get('worker'))}",
+        "split": _split_cell(row.get("cpu_split")),
     }
+
+
+def _split_cell(split: dict[str, Any] | None) -> str:
+    if split is None:
+        return "–"
+    token, turn = split["token_us"], split["turn_ms"]
+    return (f"{_ms(token['web'])} + {_ms(token['worker'])} = {_ms(token['web + worker'])} · "
+            f"{_ms(turn['web + worker'])}")
 
 
 def system_label(row: Row) -> str:
