@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from accounts.models import Membership
 from billing.models import Notification, UsagePeriod
+from chatsite.compiled import CompiledSelect
 from chatsite.mail import send_product_mail
 
 THRESHOLDS = ((Decimal("1.00"), "alerted_100", "100%"), (Decimal("0.80"), "alerted_80", "80%"))
@@ -45,17 +46,32 @@ def admin_ids(organization_id: int) -> list[int]:
     )
 
 
-def send_threshold_alerts(row_ids: Iterable[int]) -> None:
-    """After every settlement: one query, and mail only when a row crossed a line."""
+def _usage_rows(*, first: int, second: int | None = None) -> QuerySet[UsagePeriod]:
+    """One or two usage rows with what their limits need (see ``_limit``)."""
     membership = Membership.objects.filter(
         organization_id=OuterRef("organization_id"), user_id=OuterRef("user_id")
     )
-    rows = (
+    return (
         UsagePeriod.objects.select_related("organization", "user")
-        .filter(pk__in=list(row_ids))
+        .filter(pk__in=[first] if second is None else [first, second])
         .annotate(is_member=Exists(membership),
                   member_budget=Subquery(membership.values("monthly_budget_usd")[:1]))
     )
+
+
+# Compiled once per process (chatsite.compiled): run after every settlement, with the
+# org's row and the member's.
+_ONE_ROW = CompiledSelect(_usage_rows, "first")
+_TWO_ROWS = CompiledSelect(_usage_rows, "first", "second")
+
+
+def send_threshold_alerts(row_ids: Sequence[int]) -> None:
+    """After every settlement (the org's row and, unless the member was deleted, the
+    member's): one query, and mail only when a row crossed a line."""
+    if len(row_ids) == 2:
+        rows = _TWO_ROWS.fetch(first=row_ids[0], second=row_ids[1])
+    else:
+        rows = [row for pk in row_ids for row in _ONE_ROW.fetch(first=pk)]
     for row in rows:
         limit = _limit(row)
         if not limit:
