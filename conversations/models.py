@@ -345,6 +345,13 @@ class Message(models.Model):
                 name="live_message_lease",
                 condition=Q(status__in=["pending", "streaming"]),
             ),
+            # Every turn counts the answers waiting for a worker (back-pressure) and the
+            # sender's live answers: these read one entry per such answer, not every
+            # version of every live row the lease index holds until a vacuum.
+            models.Index(fields=["id"], name="waiting_answer",
+                         condition=Q(status="pending", role="assistant")),
+            models.Index(fields=["conversation"], name="live_answer",
+                         condition=Q(status__in=["pending", "streaming"], role="assistant")),
         ]
 
     def __str__(self) -> str:
