@@ -278,6 +278,12 @@ class Runner:
         leftovers = fixtures.cancel_leftovers()
         if leftovers:
             say(f"cancelled {leftovers} answers left live by an earlier, aborted run")
+        say("vacuuming the bench database")
+        autovacuum = st.vacuum(self.pg)
+        if autovacuum != "on":
+            self.notes.append(f"PostgreSQL runs with autovacuum {autovacuum}: the bench vacuumed and analysed "
+                              "its database before the steps, as autovacuum does on a production server; "
+                              "dead row versions written during the run stay until the next run.")
         # Each step has its own people: a person's sends are rate limited per minute
         # (SENDS_PER_MINUTE), and a tab that kept sending through several steps would
         # reach the limit where a real person would not.

@@ -23,6 +23,7 @@ from django.utils import timezone
 from billing import pricing
 from billing.models import ZERO, Reservation, UsagePeriod
 from billing.pricing import PriceSource
+from chatsite.compiled import CompiledSelect
 from conversations.exceptions import TurnRefused
 
 if TYPE_CHECKING:
@@ -225,13 +226,19 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     assert transaction.get_connection().in_atomic_block
     # Race: a redelivered task, a late worker and the reaper may all try to settle one
     # turn; the row lock serialises them and settled_at makes every later one a no-op.
-    reservation = (
-        Reservation.objects.select_for_update().filter(message_id=message_id, settled_at=None).first()
-    )
+    reservation = _UNSETTLED.first(message=message_id)
     if reservation is None:
         return False
     _charge(reservation, cost, estimated)
     return True
+
+
+# Compiled once per process (chatsite.compiled): read at the end of every answer.
+_UNSETTLED = CompiledSelect(
+    lambda *, message: Reservation.objects.select_for_update().filter(
+        message_id=message, settled_at=None).order_by("pk")[:1],
+    "message",
+)
 
 
 def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -> bool:

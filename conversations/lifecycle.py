@@ -53,7 +53,9 @@ ZERO_COST = Decimal(0).quantize(MICRO)
 
 # Sent after an answer's final state committed (receivers: title scheduling). A signal,
 # so this module does not import the task module that imports it.
-answer_finished = Signal()  # kwargs: message_id, status, conversation_id
+# kwargs: message_id, status, conversation_id, titled (the conversation had its title when
+# the answer was claimed; None: not known)
+answer_finished = Signal()
 
 QUEUE_TIMEOUT_DETAIL = (
     "No worker picked this question up in time (the service is busy or restarting), so "
@@ -524,10 +526,15 @@ def _after_commit(message: Message, status: str) -> None:
     """Follow-up work (titles) once the final state committed. Robust: a failing hook is
     logged and never stops the final frame or the other hooks."""
     message_id, conversation_id = message.pk, message.conversation_id
+    # As the claim read the conversation: a title made since is caught by the title task's
+    # own check, so the hook needs no query to skip a titled conversation (most turns).
+    cached = Message._meta.get_field("conversation").is_cached(message)  # type: ignore[attr-defined]
+    titled = message.conversation.title_generated if cached else None
 
     def run() -> None:
         answer_finished.send_robust(
-            sender=Message, message_id=message_id, status=status, conversation_id=conversation_id
+            sender=Message, message_id=message_id, status=status, conversation_id=conversation_id,
+            titled=titled,
         )
 
     transaction.on_commit(run, robust=True)

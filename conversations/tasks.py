@@ -37,8 +37,10 @@ def generate_title(conversation_id: int) -> None:
 
 @receiver(lifecycle.answer_finished, dispatch_uid="conversations.tasks.schedule_title")
 def schedule_title(sender: Any, *, message_id: int, status: str, conversation_id: int,
-                   **kwargs: Any) -> None:
-    if status == Message.Status.DONE and titles.needs_title(conversation_id):
+                   titled: bool | None = None, **kwargs: Any) -> None:
+    # ``titled``: the conversation had its title when the answer was claimed, so no query
+    # is needed to skip it (most turns); otherwise ask, as a title may have come since.
+    if status == Message.Status.DONE and not titled and titles.needs_title(conversation_id):
         generate_title.delay(conversation_id)
 
 

@@ -281,6 +281,33 @@ def test_the_final_frame_is_published_when_after_commit_hooks_raise(
     assert assert_frame_is_the_saved_row(message.pk)["type"] == "done"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_title_is_queued_for_an_untitled_conversation_and_a_titled_one_costs_no_query(
+    alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of an answer queues the title request while the conversation has none;
+    once it has one (as read by the claim) the hook does not even ask the database."""
+    from conversations import tasks, titles
+    from conversations.models import Conversation
+
+    queued: list[int] = []
+    asked: list[int] = []
+    real_needs_title = titles.needs_title
+    monkeypatch.setattr(tasks.generate_title, "delay", queued.append)
+    monkeypatch.setattr(titles, "needs_title", lambda pk: asked.append(pk) or real_needs_title(pk))
+
+    first = begin(alice)
+    run_generation(first.pk)
+    assert queued == asked == [first.conversation_id]
+
+    Conversation.objects.filter(pk=first.conversation_id).update(title_generated=True)
+    second = start_turn(user=alice, organization_id=None, conversation_id=first.conversation_id,
+                        content="And then?", reasoning_effort="low").assistant_message
+    run_generation(second.pk)
+    assert Message.objects.get(pk=second.pk).status == Message.Status.DONE
+    assert queued == asked == [first.conversation_id]  # no second title, no query for it
+
+
 # --- resuming: live and rebuilt final frames are the same ------------------------------------
 
 
