@@ -16,6 +16,8 @@ serves the answer's database calls (tests, whose data lives in their own transac
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import queue
 import threading
@@ -74,7 +76,21 @@ class Engine:
                 self._publisher = BatchPublisher(loop)
                 threading.Thread(target=loop.run_forever, name="answer-loop", daemon=True).start()
                 self._loop = loop
+                atexit.register(self.close)
             return self._loop
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the loop's provider clients and stop it (the process is ending; its
+        answers have ended or been handed back by the drain)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        from conversations.llm.client import close_clients
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_clients(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
 
     @property
     def live_answers(self) -> int:

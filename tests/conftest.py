@@ -103,9 +103,9 @@ def fresh_llm_clients() -> Iterator[None]:
     """SDK clients are cached per endpoint and key; settings change between tests."""
     from conversations.llm import client
 
-    client._clients.clear()
+    client.forget_clients()
     yield
-    client._clients.clear()
+    client.forget_clients()
 
 
 @pytest.fixture(autouse=True)

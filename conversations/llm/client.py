@@ -56,6 +56,32 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
+async def close_clients() -> None:
+    """Close the running loop's cached clients and their connections (a worker's loop
+    ends with its process; unclosed, each would be reported at exit)."""
+    loop = asyncio.get_running_loop()
+    with _clients_lock:
+        mine = [key for key in _clients if key[0] is loop]
+        clients = [_clients.pop(key) for key in mine]
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def forget_clients() -> None:
+    """Drop every cached client (the settings they were built from changed), closing
+    each: a sync one here, an async one on its loop if that loop still runs."""
+    with _clients_lock:
+        items = list(_clients.items())
+        _clients.clear()
+    for (loop, *_), client in items:
+        with contextlib.suppress(Exception):
+            if loop is None:
+                client.close()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.close(), loop)
+
+
 def is_demo_mode() -> bool:
     """True when answers come from the built-in emulator because no provider is configured:
     neither an OpenAI key nor an Azure endpoint with a deployment."""
@@ -159,8 +185,9 @@ def _client(profile: ModelProfile, *, asynchronous: bool) -> Any:
         )
 
     # An async client's connections belong to the loop that opened them (the worker's
-    # one loop in production; tests run others).
-    cache_key = (id(asyncio.get_running_loop()) if asynchronous else None, *cache_key)
+    # one loop in production; tests run others). The loop itself is the key, not its id,
+    # which a later loop may be given again.
+    cache_key = (asyncio.get_running_loop() if asynchronous else None, *cache_key)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is not None:

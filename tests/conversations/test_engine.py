@@ -89,3 +89,29 @@ def test_frames_of_answers_streaming_together_share_redis_round_trips(
     # A round trip per frame is what one Redis call per publish would cost.
     assert frames >= 2 * trips, (frames, trips)
     print(f"\nengine: {frames} frames in {trips} Redis round trips")
+
+
+@pytest.mark.django_db
+def test_closing_the_engine_closes_its_provider_clients_and_stops_the_loop(emulator: Any) -> None:
+    """At exit (atexit) a worker closes the loop's HTTP clients instead of leaving each
+    to be reported as an unclosed session; the next use starts a fresh loop."""
+    import asyncio
+
+    from conversations.llm.client import build_async_client
+    from conversations.models import ModelProfile
+
+    profile = ModelProfile.objects.get(name="o3-mini")
+    loop = engine.loop
+
+    async def client() -> Any:
+        return build_async_client(profile)
+
+    opened = asyncio.run_coroutine_threadsafe(client(), loop).result(5)
+    assert not opened.is_closed()
+    engine.close()
+    assert opened.is_closed()
+    deadline = time.monotonic() + 5
+    while loop.is_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not loop.is_running()
+    assert engine.loop is not loop and engine.loop.is_running()
