@@ -23,7 +23,6 @@ from django.utils import timezone
 from billing import pricing
 from billing.models import ZERO, Reservation, UsagePeriod
 from billing.pricing import PriceSource
-from chatsite.compiled import CompiledSelect
 from conversations.exceptions import TurnRefused
 
 if TYPE_CHECKING:
@@ -223,22 +222,50 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     Returns False when there was nothing to settle (already settled, or no
     reservation). Must run in the same transaction as the message's final state.
     """
-    assert transaction.get_connection().in_atomic_block
+    connection = transaction.get_connection()
+    assert connection.in_atomic_block
+    if connection.vendor == "postgresql":
+        return _settle_in_one_statement(message_id, cost, estimated)
     # Race: a redelivered task, a late worker and the reaper may all try to settle one
     # turn; the row lock serialises them and settled_at makes every later one a no-op.
-    reservation = _UNSETTLED.first(message=message_id)
+    reservation = (
+        Reservation.objects.select_for_update().filter(message_id=message_id, settled_at=None).first()
+    )
     if reservation is None:
         return False
     _charge(reservation, cost, estimated)
     return True
 
 
-# Compiled once per process (chatsite.compiled): read at the end of every answer.
-_UNSETTLED = CompiledSelect(
-    lambda *, message: Reservation.objects.select_for_update().filter(
-        message_id=message, settled_at=None).order_by("pk")[:1],
-    "message",
-)
+def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) -> bool:
+    """``_charge`` as one statement (PostgreSQL): mark the reservation settled and move
+    its amount from reserved to spent on both period rows, at the end of every answer.
+
+    Race: as in ``settle``. The UPDATE's ``settled_at IS NULL`` is re-checked on the
+    locked, latest row version, so of two settlements of one turn the second changes
+    nothing, the period rows included (they are updated only from the first's RETURNING).
+    """
+    reservations, periods = Reservation._meta.db_table, UsagePeriod._meta.db_table
+    charge = cost.quantize(CENT)
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH settled AS (UPDATE {reservations} SET charged_usd = %s, estimated = %s,"
+            f" settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
+            f" RETURNING amount_usd, org_period_id, member_period_id),"
+            f" charged AS (UPDATE {periods} AS period"
+            f" SET reserved_usd = ROUND(period.reserved_usd - settled.amount_usd, {PLACES}),"
+            f" spent_usd = ROUND(period.spent_usd + %s, {PLACES}) FROM settled"
+            f" WHERE period.id IN (settled.org_period_id, settled.member_period_id))"
+            f" SELECT org_period_id, member_period_id FROM settled",
+            [charge, estimated, timezone.now(), message_id, charge],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    rows = [period for period in row if period]
+    # Robust, as in ``_charge``: an alert that cannot be sent must not stop the final frame.
+    transaction.on_commit(lambda: _check_alerts(*rows), robust=True)
+    return True
 
 
 def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -> bool:

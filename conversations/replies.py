@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Func, OuterRef, Q, Subquery
+from django.db.models import F, Func, OuterRef, Subquery
 from django.utils import timezone
 
-from accounts.models import Membership
+from accounts.models import Membership, User
 from billing.pricing import Prices
 from billing.quotas import reserve
 from chatsite.compiled import CompiledSelect
@@ -38,8 +38,6 @@ from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
-
-    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -209,10 +207,12 @@ def _refuse_fast_senders(user: User) -> None:
 
 def _waiting_answers() -> Subquery:
     """How many answers wait for a worker, as a scalar subquery (see backpressure)."""
-    return Subquery(
-        Message.objects.filter(waiting_for_worker()).order_by()
-        .annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1]
-    )
+    return _count_of(Message.objects.filter(waiting_for_worker()))
+
+
+def _count_of(rows: QuerySet[Message]) -> Subquery:
+    """COUNT(*) of ``rows`` as a scalar subquery (no GROUP BY: one row)."""
+    return Subquery(rows.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1])
 
 
 def _membership_locking_sender(user: User, organization_id: int | None) -> tuple[Membership, int]:
@@ -309,24 +309,33 @@ def _refuse_live_answers(user: User, *, conversation_id: int | None) -> None:
     """At most MAX_LIVE_ANSWERS_PER_USER answers pending or streaming per person, and one
     per conversation. Call after the sender's row is locked (its own statement, so it
     sees every turn committed while this one waited for the lock)."""
-    counts = Message.objects.filter(
-        conversation__user=user, role=Message.Role.ASSISTANT, status__in=Message.LIVE_STATUSES
-    ).aggregate(
-        live=Count("pk"),
-        here=Count("pk", filter=Q(conversation_id=conversation_id or 0)),
-    )
-    if counts["here"]:
+    counts = _LIVE_ANSWERS.first(user=user.pk, conversation=conversation_id or 0)
+    live, here = (counts.live, counts.here) if counts is not None else (0, 0)  # type: ignore[attr-defined]
+    if here:
         raise TurnRefused(
             "invalid_request",
             "An answer is still being written in this conversation. Wait for it or stop it.",
         )
-    live, limit = counts["live"], settings.MAX_LIVE_ANSWERS_PER_USER
+    limit = settings.MAX_LIVE_ANSWERS_PER_USER
     if live >= limit:
         raise TurnRefused(
             "too_many_live_answers",
             f"You already have {live} answer{'s' if live != 1 else ''} being written, the most "
             f"at once is {limit}. Wait for one to finish or stop one, then send again.",
         )
+
+
+def _live_answers(*, user: int, conversation: int) -> QuerySet[User]:
+    """The sender's answers pending or streaming, in all and in this conversation."""
+    live = Message.objects.filter(conversation__user_id=OuterRef("pk"), role=Message.Role.ASSISTANT,
+                                  status__in=Message.LIVE_STATUSES)
+    return User.objects.filter(pk=user).only("pk").annotate(
+        live=_count_of(live), here=_count_of(live.filter(conversation_id=conversation)),
+    )
+
+
+# Compiled once per process (chatsite.compiled), as the lookups above.
+_LIVE_ANSWERS = CompiledSelect(_live_answers, "user", "conversation")
 
 
 def _effort_for(profile: ModelProfile, requested: str | None) -> str:

@@ -96,6 +96,56 @@ def test_settlement_charges_actual_releases_the_rest_and_happens_once(alice: Use
     assert reservation.charged_usd == Decimal("0.000917") and reservation.settled_at
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_settlements_racing_for_one_turn_charge_it_once(alice: User) -> None:
+    """A late worker and the reaper settling the same turn at once: the second waits on
+    the reservation's row lock, then finds it settled and changes nothing, the period
+    rows included."""
+    turn = _send(alice)
+    message_id = turn.assistant_message.pk
+    first_settled, second_done = threading.Event(), threading.Event()
+    results: dict[str, bool] = {}
+
+    def second() -> None:
+        try:
+            first_settled.wait(5)
+            with transaction.atomic():
+                results["second"] = quotas.settle(message_id=message_id, cost=Decimal("0.5"),
+                                                  estimated=True)
+        finally:
+            connection.close()
+            second_done.set()
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    with transaction.atomic():
+        results["first"] = quotas.settle(message_id=message_id, cost=Decimal("0.000917"),
+                                         estimated=False)
+        first_settled.set()
+        time.sleep(0.3)  # the second settlement is now waiting on the row lock
+        assert not second_done.is_set()
+    racer.join(10)
+    assert results == {"first": True, "second": False}
+    rows = list(UsagePeriod.objects.all())
+    assert len(rows) == 2
+    for row in rows:
+        assert (row.spent_usd, row.reserved_usd) == (Decimal("0.000917"), 0)
+    reservation = Reservation.objects.get(message_id=message_id)
+    assert (reservation.charged_usd, reservation.estimated) == (Decimal("0.000917"), False)
+
+
+@pytest.mark.django_db
+def test_a_deleted_members_turn_is_settled_on_the_orgs_row_alone(alice: User, org_a: Organization) -> None:
+    turn = _send(alice)
+    reservation = Reservation.objects.get(message=turn.assistant_message)
+    UsagePeriod.objects.filter(pk=reservation.member_period_id).delete()  # SET_NULL on the reservation
+    with transaction.atomic():
+        assert quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.000917"), estimated=False)
+    [org_row] = UsagePeriod.objects.all()
+    assert org_row.user_id is None
+    assert (org_row.spent_usd, org_row.reserved_usd) == (Decimal("0.000917"), 0)
+
+
 @pytest.mark.django_db
 def test_a_new_month_starts_from_zero(alice: User, org_a: Organization) -> None:
     org_a.member_budget_usd = Decimal("0.20")
