@@ -244,6 +244,9 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
     Race: as in ``settle``. The UPDATE's ``settled_at IS NULL`` is re-checked on the
     locked, latest row version, so of two settlements of one turn the second changes
     nothing, the period rows included (they are updated only from the first's RETURNING).
+    The period rows are locked in id order (the org's row, made with or before any
+    member's row of its month, first), the order a turn's holds take them in, so a
+    settlement and another turn's holds cannot deadlock.
     """
     reservations, periods = Reservation._meta.db_table, UsagePeriod._meta.db_table
     charge = cost.quantize(CENT)
@@ -252,10 +255,13 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
             f"WITH settled AS (UPDATE {reservations} SET charged_usd = %s, estimated = %s,"
             f" settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
             f" RETURNING amount_usd, org_period_id, member_period_id),"
+            f" locked AS (SELECT period.id FROM {periods} AS period, settled"
+            f" WHERE period.id IN (settled.org_period_id, settled.member_period_id)"
+            f" ORDER BY period.id FOR UPDATE OF period),"
             f" charged AS (UPDATE {periods} AS period"
             f" SET reserved_usd = ROUND(period.reserved_usd - settled.amount_usd, {PLACES}),"
             f" spent_usd = ROUND(period.spent_usd + %s, {PLACES}) FROM settled"
-            f" WHERE period.id IN (settled.org_period_id, settled.member_period_id))"
+            f" WHERE period.id IN (SELECT id FROM locked))"
             f" SELECT org_period_id, member_period_id FROM settled",
             [charge, estimated, timezone.now(), message_id, charge],
         )

@@ -18,6 +18,7 @@ the SQL or its parameters differ, so a forgotten shape input cannot go unnoticed
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,7 @@ from django.db import connection
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # not in the stubs
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
 
@@ -76,6 +78,10 @@ class CompiledSelect(Generic[M]):
         for name, positions in plan.slots.items():
             for position in positions:
                 params[position] = values[name]
+        if plan.compiler.query.select_for_update and connection.get_autocommit():
+            # Django refuses this when it compiles; a cached plan must refuse it too, or the
+            # row lock would be taken and released at once.
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         if CHECKS:
             self._check(plan, params, values)
         return self._run(plan, params)
@@ -103,7 +109,9 @@ class CompiledSelect(Generic[M]):
     def _run(plan: _Plan, params: list[Any]) -> list[M]:
         """Django's ModelIterable, minus the compile: rows, their converters (JSON,
         decimals), the select_related models and the annotations."""
-        compiler = plan.compiler
+        # This thread's own connection for the converters; the shared plan is never changed.
+        compiler = copy.copy(plan.compiler)
+        compiler.connection = connection
         with connection.cursor() as cursor:
             cursor.execute(plan.sql, params)
             rows = cursor.fetchall()

@@ -56,6 +56,7 @@ class Engine:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
         self._publisher: BatchPublisher | None = None
         self._slots: threading.BoundedSemaphore | None = None
         self._live: set[asyncio.Task[None]] = set()
@@ -74,7 +75,8 @@ class Engine:
                 loop = _new_loop()
                 self._executor = ThreadPoolExecutor(ENGINE_DB_THREADS, thread_name_prefix="answer-db")
                 self._publisher = BatchPublisher(loop)
-                threading.Thread(target=loop.run_forever, name="answer-loop", daemon=True).start()
+                self._thread = threading.Thread(target=loop.run_forever, name="answer-loop", daemon=True)
+                self._thread.start()
                 self._loop = loop
                 atexit.register(self.close)
             return self._loop
@@ -84,6 +86,7 @@ class Engine:
         answers have ended or been handed back by the drain)."""
         with self._lock:
             loop, self._loop = self._loop, None
+            thread, executor = self._thread, self._executor
         if loop is None or loop.is_closed():
             return
         from conversations.llm.client import close_clients
@@ -91,6 +94,12 @@ class Engine:
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close_clients(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout)
+        if executor is not None:
+            executor.shutdown(wait=False)
+        if not loop.is_running():
+            loop.close()
 
     @property
     def live_answers(self) -> int:

@@ -52,8 +52,6 @@ MESSAGE_VECTOR_BEFORE_0011 = f"to_tsvector('{CONFIG}', content)"
 MESSAGE_INDEX_WHERE = "search_vector IS NOT NULL"
 MESSAGE_INDEX = ("CREATE INDEX IF NOT EXISTS message_content_search ON conversations_message "
                  f"USING gin (search_vector) WHERE {MESSAGE_INDEX_WHERE}")
-MESSAGE_INDEX_BEFORE_0012 = ("CREATE INDEX IF NOT EXISTS message_content_search ON "
-                             "conversations_message USING gin (search_vector)")
 PG_INDEXES = (
     "ALTER TABLE conversations_message ADD COLUMN IF NOT EXISTS search_vector tsvector "
     f"GENERATED ALWAYS AS ({MESSAGE_VECTOR}) STORED",
@@ -148,15 +146,6 @@ def set_message_vector(db: BaseDatabaseWrapper, expression: str) -> None:
         cursor.execute("ALTER TABLE conversations_message ADD COLUMN search_vector tsvector "
                        f"GENERATED ALWAYS AS ({expression}) STORED")
         cursor.execute(MESSAGE_INDEX)
-
-
-def set_message_index(db: BaseDatabaseWrapper, create: str) -> None:
-    """Recreate the messages' search index with the ``create`` statement."""
-    if db.vendor != "postgresql":
-        return
-    with db.cursor() as cursor:
-        cursor.execute("DROP INDEX IF EXISTS message_content_search")
-        cursor.execute(create)
 
 
 def drop_search_index(db: BaseDatabaseWrapper) -> None:

@@ -4,8 +4,12 @@ Each turn counts the answers waiting for a worker and the sender's live answers.
 read the lease index, which holds an entry for every version of every live row written
 since the last vacuum (each claim and lease renewal writes one): 12,613 entries for no
 live answer in the benchmark's database. The new partial indexes hold one entry per
-waiting or live answer. The messages' search index leaves out rows without a vector
-(live answers, conversations.search.MESSAGE_INDEX); PostgreSQL only for that part.
+waiting or live answer. The messages' search index now leaves out rows without a vector
+(live answers; conversations.search.MESSAGE_INDEX).
+
+Not atomic: on PostgreSQL every index is built CONCURRENTLY, and the search index is
+built beside the old one before that is dropped, so messages stay writable and
+searchable while a large table is indexed. The SQL is frozen here.
 """
 
 from __future__ import annotations
@@ -14,34 +18,63 @@ from typing import Any
 
 from django.db import migrations, models
 
+LIVE_INDEXES = (
+    models.Index(condition=models.Q(("role", "assistant"), ("status", "pending")),
+                 fields=["id"], name="waiting_answer"),
+    models.Index(condition=models.Q(("role", "assistant"), ("status__in", ["pending", "streaming"])),
+                 fields=["conversation"], name="live_answer"),
+)
+SEARCH_INDEX_TEXT = {
+    "final": "USING gin (search_vector) WHERE search_vector IS NOT NULL",
+    "every row": "USING gin (search_vector)",
+}
+
+
+def add_live_indexes(apps: Any, schema_editor: Any) -> None:
+    model = apps.get_model("conversations", "Message")
+    for index in LIVE_INDEXES:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.add_index(model, index, concurrently=True)
+        else:
+            schema_editor.add_index(model, index)
+
+
+def remove_live_indexes(apps: Any, schema_editor: Any) -> None:
+    model = apps.get_model("conversations", "Message")
+    for index in LIVE_INDEXES:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.remove_index(model, index, concurrently=True)
+        else:
+            schema_editor.remove_index(model, index)
+
+
+def _rebuild_search_index(schema_editor: Any, text: str) -> None:
+    if schema_editor.connection.vendor != "postgresql":
+        return  # SQLite searches an FTS5 table (conversations.search)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("DROP INDEX CONCURRENTLY IF EXISTS message_content_search_new")
+        cursor.execute(f"CREATE INDEX CONCURRENTLY message_content_search_new ON conversations_message {text}")
+        cursor.execute("DROP INDEX CONCURRENTLY IF EXISTS message_content_search")
+        cursor.execute("ALTER INDEX message_content_search_new RENAME TO message_content_search")
+
 
 def index_final_text_only(apps: Any, schema_editor: Any) -> None:
-    from conversations.search import MESSAGE_INDEX, set_message_index
-
-    set_message_index(schema_editor.connection, MESSAGE_INDEX)
+    _rebuild_search_index(schema_editor, SEARCH_INDEX_TEXT["final"])
 
 
 def index_every_row(apps: Any, schema_editor: Any) -> None:
-    from conversations.search import MESSAGE_INDEX_BEFORE_0012, set_message_index
-
-    set_message_index(schema_editor.connection, MESSAGE_INDEX_BEFORE_0012)
+    _rebuild_search_index(schema_editor, SEARCH_INDEX_TEXT["every row"])
 
 
 class Migration(migrations.Migration):
+    atomic = False
     dependencies = [("conversations", "0011_search_vector_of_final_text")]
 
     operations = [
-        migrations.AddIndex(
-            model_name="message",
-            index=models.Index(condition=models.Q(("role", "assistant"), ("status", "pending")),
-                               fields=["id"], name="waiting_answer"),
-        ),
-        migrations.AddIndex(
-            model_name="message",
-            index=models.Index(
-                condition=models.Q(("role", "assistant"), ("status__in", ["pending", "streaming"])),
-                fields=["conversation"], name="live_answer",
-            ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[migrations.AddIndex(model_name="message", index=index)
+                              for index in LIVE_INDEXES],
+            database_operations=[migrations.RunPython(add_live_indexes, remove_live_indexes)],
         ),
         migrations.RunPython(index_final_text_only, index_every_row),
     ]

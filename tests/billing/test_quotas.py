@@ -122,8 +122,11 @@ def test_two_settlements_racing_for_one_turn_charge_it_once(alice: User) -> None
         results["first"] = quotas.settle(message_id=message_id, cost=Decimal("0.000917"),
                                          estimated=False)
         first_settled.set()
-        time.sleep(0.3)  # the second settlement is now waiting on the row lock
-        assert not second_done.is_set()
+        # Commit only once the second settlement waits on our row lock.
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_on_a_lock() and not second_done.is_set()
     racer.join(10)
     assert results == {"first": True, "second": False}
     rows = list(UsagePeriod.objects.all())
@@ -132,6 +135,14 @@ def test_two_settlements_racing_for_one_turn_charge_it_once(alice: User) -> None
         assert (row.spent_usd, row.reserved_usd) == (Decimal("0.000917"), 0)
     reservation = Reservation.objects.get(message_id=message_id)
     assert (reservation.charged_usd, reservation.estimated) == (Decimal("0.000917"), False)
+
+
+def _waiting_on_a_lock() -> bool:
+    """Whether another session of this test database waits on a row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import Count, QuerySet
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
 
 from accounts.models import Organization, User
 from chatsite import compiled
@@ -82,6 +83,7 @@ def test_the_sql_is_compiled_once_per_process(
     assert as_sql.call_count == 1
 
 
+@pytest.mark.django_db(transaction=True)
 def test_locking_statements_run_inside_the_transaction(
     alice: User, two_conversations: tuple[Conversation, Conversation]
 ) -> None:
@@ -93,6 +95,10 @@ def test_locking_statements_run_inside_the_transaction(
         assert statement.first(conversation=two_conversations[0].pk, user=alice.pk) is not None
         [plan] = statement._plans.values()
         assert plan.sql.endswith("FOR UPDATE") == connection.features.has_select_for_update
+    # Outside one, the cached plan refuses as Django's compile does: a lock taken and
+    # released at once would lock nothing.
+    with pytest.raises(TransactionManagementError):
+        statement.first(conversation=two_conversations[0].pk, user=alice.pk)
 
 
 def test_values_must_be_the_named_ints() -> None:
