@@ -139,12 +139,12 @@ class Engine:
         if taken is None:
             slots.release()
             return False
-        message, resume = taken
+        message, resume, prepared = taken
         with self._lock:
             self._claimed += 1
             self._idle.clear()
         loop = self.loop
-        loop.call_soon_threadsafe(self._start, message, resume)
+        loop.call_soon_threadsafe(self._start, message, resume, prepared)
         return True
 
     def _ensure_slots(self) -> threading.BoundedSemaphore:
@@ -153,9 +153,10 @@ class Engine:
                 self._slots = threading.BoundedSemaphore(settings.WORKER_LIVE_ANSWERS)
             return self._slots
 
-    def _start(self, message: Message, resume: generation.Resume | None) -> None:
+    def _start(self, message: Message, resume: generation.Resume | None,
+               prepared: generation.Prepared | None) -> None:
         task = asyncio.get_running_loop().create_task(
-            generation.answer(message, resume, self._runtime()),
+            generation.answer(message, resume, self._runtime(), prepared),
             name=f"answer-{message.pk}",
         )
         self._live.add(task)
@@ -178,7 +179,8 @@ class Engine:
 
     # --- A synchronous caller's own answer ---------------------------------------------------
 
-    def run_here(self, message: Message, resume: generation.Resume | None) -> None:
+    def run_here(self, message: Message, resume: generation.Resume | None,
+                 prepared: generation.Prepared | None = None) -> None:
         """Run one claimed answer on the loop and return when it ended; its database
         calls run in this thread."""
         calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -193,7 +195,8 @@ class Engine:
         # Frames go out synchronously (``generation.publish``), in order with the final
         # frame that this thread's ending transaction publishes.
         runtime = generation.Runtime(db=db, send=None, sent=_nothing_pending)
-        future = asyncio.run_coroutine_threadsafe(generation.answer(message, resume, runtime), loop)
+        future = asyncio.run_coroutine_threadsafe(
+            generation.answer(message, resume, runtime, prepared), loop)
         future.add_done_callback(lambda _: calls.put(done))
         while (item := calls.get()) is not done:
             fn, result = item
