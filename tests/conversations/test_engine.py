@@ -112,3 +112,53 @@ def test_closing_the_engine_closes_its_provider_clients_and_stops_the_loop(emula
     assert opened.is_closed()
     assert loop.is_closed()
     assert engine.loop is not loop and engine.loop.is_running()
+
+
+def _handed_over(user: Any, emulator: Any) -> Message:
+    message_id = start_turn(user=user, organization_id=None, conversation_id=None,
+                            content="Which prompt? [prepared]", reasoning_effort="low").assistant_message.pk
+    assert engine.hand_over(message_id, draining=lambda: False)
+    assert engine.wait_idle(timeout=30)
+    return Message.objects.get(pk=message_id)
+
+
+def test_the_claiming_thread_builds_the_prompt_and_the_loop_does_not_read_it_again(
+    alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conversations import generation
+
+    prepared_in: list[str] = []
+    real_prepare = generation._prepare
+
+    def recording(message: Message) -> Any:
+        prepared_in.append(threading.current_thread().name)
+        return real_prepare(message)
+
+    monkeypatch.setattr(generation, "_prepare", recording)
+    answer = _handed_over(alice, emulator)
+    assert answer.status == Message.Status.DONE
+    assert len(prepared_in) == 1 and not prepared_in[0].startswith("answer-db")
+    body = emulator.requests_to("/chat/completions")[-1]["body"]
+    assert body["messages"][-1] == {"role": "user", "content": "Which prompt? [prepared]"}
+
+
+def test_a_prompt_read_that_fails_after_the_claim_is_read_again_on_the_loop(
+    alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from conversations import generation
+
+    calls: list[str] = []
+    real_prepare = generation._prepare
+
+    def flaky(message: Message) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_prepare(message)
+
+    monkeypatch.setattr(generation, "_prepare", flaky)
+    answer = _handed_over(alice, emulator)
+    assert answer.status == Message.Status.DONE and answer.cost_usd > 0
+    assert len(calls) == 2 and calls[1].startswith("answer-db")
