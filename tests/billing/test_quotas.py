@@ -137,6 +137,58 @@ def test_two_settlements_racing_for_one_turn_charge_it_once(alice: User) -> None
     assert (reservation.charged_usd, reservation.estimated) == (Decimal("0.000917"), False)
 
 
+@pytest.mark.parametrize("settlement", ["answer", "title"])
+@pytest.mark.django_db(transaction=True)
+def test_a_settlement_takes_the_period_rows_in_the_order_a_hold_does(alice: User, settlement: str) -> None:
+    """A turn's holds lock the org's row, then the member's. A settlement that locked them
+    in the table's physical order could take the member's row first and wait for the
+    org's: a deadlock (seen with 100 answers of one person settling while their titles
+    were reserved). Even when the planner reads the table in physical order, with the
+    member's row first, an answer's settlement (one statement on PostgreSQL) and a
+    title's (``_charge``) wait for the org's row holding nothing."""
+    turn = _send(alice)
+    reservation = Reservation.objects.get(message=turn.assistant_message)
+    org_row, member_row = reservation.org_period_id, reservation.member_period_id
+    assert org_row is not None and member_row is not None and org_row < member_row
+    # Rewrite the org's row: its live version now sits after the member's in the table.
+    UsagePeriod.objects.filter(pk=org_row).update(alerted_80=False)
+    holding_org = threading.Event()
+    errors: list[BaseException] = []
+
+    def settle() -> None:
+        try:
+            holding_org.wait(5)
+            with transaction.atomic():
+                with connection.cursor() as cursor:  # the table in physical order
+                    cursor.execute("SET LOCAL enable_indexscan = off")
+                    cursor.execute("SET LOCAL enable_bitmapscan = off")
+                if settlement == "answer":
+                    assert quotas.settle(message_id=turn.assistant_message.pk,
+                                         cost=Decimal("0.000100"), estimated=False)
+                else:
+                    locked = Reservation.objects.select_for_update().get(pk=reservation.pk)
+                    quotas._charge(locked, Decimal("0.000100"), False)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    settler = threading.Thread(target=settle)
+    settler.start()
+    with transaction.atomic():  # as a hold does: the org's row, then the member's
+        UsagePeriod.objects.select_for_update().get(pk=org_row)
+        holding_org.set()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_on_a_lock()
+        UsagePeriod.objects.select_for_update().get(pk=member_row)
+    settler.join(10)
+    assert errors == []
+    for row in UsagePeriod.objects.all():
+        assert row.spent_usd == Decimal("0.000100")
+
+
 def _waiting_on_a_lock() -> bool:
     """Whether another session of this test database waits on a row lock."""
     with connection.cursor() as cursor:
