@@ -30,22 +30,19 @@ SEARCH_INDEX_TEXT = {
 }
 
 
-def add_live_indexes(apps: Any, schema_editor: Any) -> None:
+def _change_live_indexes(apps: Any, schema_editor: Any, change: str) -> None:
     model = apps.get_model("conversations", "Message")
+    concurrently = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
     for index in LIVE_INDEXES:
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.add_index(model, index, concurrently=True)
-        else:
-            schema_editor.add_index(model, index)
+        getattr(schema_editor, change)(model, index, **concurrently)
+
+
+def add_live_indexes(apps: Any, schema_editor: Any) -> None:
+    _change_live_indexes(apps, schema_editor, "add_index")
 
 
 def remove_live_indexes(apps: Any, schema_editor: Any) -> None:
-    model = apps.get_model("conversations", "Message")
-    for index in LIVE_INDEXES:
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.remove_index(model, index, concurrently=True)
-        else:
-            schema_editor.remove_index(model, index)
+    _change_live_indexes(apps, schema_editor, "remove_index")
 
 
 def _rebuild_search_index(schema_editor: Any, text: str) -> None:

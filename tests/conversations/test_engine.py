@@ -122,19 +122,29 @@ def _handed_over(user: Any, emulator: Any) -> Message:
     return Message.objects.get(pk=message_id)
 
 
+def _watch_prepare(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool) -> list[str]:
+    """The threads that read an answer's prompt, in order; the first read fails if asked."""
+    from django.db import OperationalError
+
+    from conversations import generation
+
+    threads: list[str] = []
+    real_prepare = generation._prepare
+
+    def watched(message: Message) -> Any:
+        threads.append(threading.current_thread().name)
+        if fail_first and len(threads) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_prepare(message)
+
+    monkeypatch.setattr(generation, "_prepare", watched)
+    return threads
+
+
 def test_the_claiming_thread_builds_the_prompt_and_the_loop_does_not_read_it_again(
     alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conversations import generation
-
-    prepared_in: list[str] = []
-    real_prepare = generation._prepare
-
-    def recording(message: Message) -> Any:
-        prepared_in.append(threading.current_thread().name)
-        return real_prepare(message)
-
-    monkeypatch.setattr(generation, "_prepare", recording)
+    prepared_in = _watch_prepare(monkeypatch, fail_first=False)
     answer = _handed_over(alice, emulator)
     assert answer.status == Message.Status.DONE
     assert len(prepared_in) == 1 and not prepared_in[0].startswith("answer-db")
@@ -145,20 +155,7 @@ def test_the_claiming_thread_builds_the_prompt_and_the_loop_does_not_read_it_aga
 def test_a_prompt_read_that_fails_after_the_claim_is_read_again_on_the_loop(
     alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django.db import OperationalError
-
-    from conversations import generation
-
-    calls: list[str] = []
-    real_prepare = generation._prepare
-
-    def flaky(message: Message) -> Any:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 1:
-            raise OperationalError("server closed the connection unexpectedly")
-        return real_prepare(message)
-
-    monkeypatch.setattr(generation, "_prepare", flaky)
+    calls = _watch_prepare(monkeypatch, fail_first=True)
     answer = _handed_over(alice, emulator)
     assert answer.status == Message.Status.DONE and answer.cost_usd > 0
     assert len(calls) == 2 and calls[1].startswith("answer-db")
