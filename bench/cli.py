@@ -220,9 +220,9 @@ def _connection_note(pg: Any, web: int, workers: int, concurrency: int) -> str:
     """A warning when the processes' database pools could together exceed what the
     PostgreSQL server has free (shared with other databases on the same server)."""
     from chatsite.dbpool import web_pool_size, worker_pool_size
-    from conversations.management.commands.runstack import CLAIM_THREADS
+    from conversations.management.commands.runstack import claim_threads
 
-    could_open = web * web_pool_size() + workers * worker_pool_size(min(concurrency, CLAIM_THREADS))
+    could_open = web * web_pool_size() + workers * worker_pool_size(claim_threads(concurrency))
     limit = int(pg.execute("SHOW max_connections").fetchone()[0])
     in_use = int(pg.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
     if could_open <= limit - in_use:

@@ -247,14 +247,14 @@ class Stack:
         ``concurrency`` answers on its event loop (claimed by runstack's few threads), and
         each with its own node name (two nodes with one name would answer each other's
         control messages and Celery warns about it)."""
-        from conversations.management.commands.runstack import CLAIM_THREADS
+        from conversations.management.commands.runstack import claim_threads
 
         children = []
         for index in range(1, count + 1):
             name = f"bench-{os.getpid()}-{index}@{socket.gethostname()}"
             children.append(self.spawn(f"worker-{index}", [
                 sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-                "--concurrency", str(min(concurrency, CLAIM_THREADS)), "--loglevel", "WARNING",
+                "--concurrency", str(claim_threads(concurrency)), "--loglevel", "WARNING",
                 "--hostname", name,
             ], env={"WORKER_LIVE_ANSWERS": str(concurrency)}))
             self.worker_names.append(name)

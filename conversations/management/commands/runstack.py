@@ -163,12 +163,18 @@ def worker_node(index: int) -> str:
     return f"worker{index}@%h"
 
 
+def claim_threads(concurrency: int) -> int:
+    """Celery pool threads of a worker that streams ``concurrency`` answers: they only
+    claim answers for the event loop, so a few suffice however many it streams."""
+    return min(concurrency, CLAIM_THREADS)
+
+
 def worker_command(index: int, *, concurrency: int) -> list[str]:
     """The Celery worker as runstack starts it. Its few pool threads only claim answers
     and hand them to the process's event loop, which streams up to ``concurrency`` of
     them at once (WORKER_LIVE_ANSWERS, set by ``worker_children``)."""
     return [sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
-            "--concurrency", str(min(concurrency, CLAIM_THREADS)), "--loglevel", "INFO",
+            "--concurrency", str(claim_threads(concurrency)), "--loglevel", "INFO",
             "--hostname", worker_node(index)]
 
 
@@ -388,7 +394,7 @@ class Command(BaseCommand):
         says so when that alone is more than the server accepts: set DB_POOL_MAX)."""
         if not pools_are_sized_by_role():
             return
-        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(min(concurrency, CLAIM_THREADS)))
+        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(claim_threads(concurrency)))
         limit = server_connection_limit()
         if limit is None:
             self.log(f"PostgreSQL connections at most {plan.describe()}")
