@@ -21,8 +21,6 @@ def generate_reply(message_id: int) -> None:
     """Claim the answer and hand it to this process's event loop (conversations.engine);
     the task ends, and is acknowledged, once the answer is claimed."""
     try:
-        if drain.is_draining():
-            raise Draining()
         engine.hand_over(message_id, draining=drain.is_draining)
     except Draining:
         # This worker is stopping (it had already received the task): back to the
