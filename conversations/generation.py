@@ -106,9 +106,8 @@ class Streamer:
     # Where frames go: the event loop's batching publisher for an answer the engine runs,
     # else ``publish`` (sync callers and tests).
     sink: Callable[[int, dict[str, Any]], None] | None = None
-    # Sync callers checkpoint inside ``add_text``; the event loop awaits the write itself
-    # when this says one is due (its database calls run off the loop).
-    auto_checkpoint: bool = True
+    # A checkpoint is due: the answer's coroutine awaits the write (its database calls
+    # run off the loop); ``checkpoint`` writes one at once.
     checkpoint_due: bool = False
 
     @property
@@ -168,10 +167,7 @@ class Streamer:
             now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
             and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
         ):
-            if self.auto_checkpoint:
-                self.checkpoint(now)
-            else:
-                self.checkpoint_due = True
+            self.checkpoint_due = True
 
     def flush(self, now: float | None = None) -> None:
         for kind, buffer in (("text", self.pending), ("refusal", self.pending_refusal)):
@@ -630,8 +626,7 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime,
     """Stream a claimed answer to exactly one final state (or hand it on when another
     worker took it over). ``prepared``: its prompt, when the claim built it already."""
     live = monitor.register(message.pk)
-    streamer = Streamer(message.pk, claim=message.claims, sink=runtime.send,
-                        auto_checkpoint=False)
+    streamer = Streamer(message.pk, claim=message.claims, sink=runtime.send)
     state: dict[str, Any] = {"tool_calls": [], "prompt_tokens": 0}
     try:
         if resume is None:
