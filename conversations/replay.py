@@ -33,7 +33,7 @@ class RedisReplayStore:
         self.url = url
         self.ttl = ttl
         self._local = threading.local()
-        self._async_clients: dict[int, Any] = {}
+        self._async_clients: dict[Any, Any] = {}
 
     def sync_client(self) -> Any:
         """A client for the calling thread (redis-py clients are not shared across threads
@@ -59,10 +59,12 @@ class RedisReplayStore:
         import redis.asyncio as aredis
 
         # One client per event loop: redis-py asyncio connections must not cross loops.
-        loop_id = id(asyncio.get_running_loop())
-        client = self._async_clients.get(loop_id)
+        # The loop itself is the key, not its id, which a later loop may be given again
+        # (the engine starts a new loop after closing one).
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_clients[loop_id] = aredis.Redis.from_url(self.url)
+            client = self._async_clients[loop] = aredis.Redis.from_url(self.url)
         return client
 
     async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
