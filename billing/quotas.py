@@ -268,9 +268,7 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
         row = cursor.fetchone()
     if row is None:
         return False
-    rows = [period for period in row if period]
-    # Robust, as in ``_charge``: an alert that cannot be sent must not stop the final frame.
-    transaction.on_commit(lambda: _check_alerts(*rows), robust=True)
+    _alerts_after_commit([period for period in row if period])
     return True
 
 
@@ -314,8 +312,13 @@ def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     reservation.estimated = estimated
     reservation.settled_at = timezone.now()
     reservation.save(update_fields=["charged_usd", "estimated", "settled_at"])
-    # Robust: an alert that cannot be sent must not stop the answer's final frame (sent
-    # after this transaction commits) or the other after-commit hooks.
+    _alerts_after_commit(rows)
+
+
+def _alerts_after_commit(rows: list[int]) -> None:
+    """Check the settled usage rows' alert thresholds once the settlement commits.
+    Robust: an alert that cannot be sent must not stop the answer's final frame (sent
+    after this transaction commits) or the other after-commit hooks."""
     transaction.on_commit(lambda: _check_alerts(*rows), robust=True)
 
 

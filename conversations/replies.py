@@ -226,14 +226,20 @@ def _membership_locking_sender(user: User, organization_id: int | None) -> tuple
     if organization_id is None:
         membership = _MEMBERSHIP_FOR_TURN.first(user=user.pk)
     else:
-        try:
-            organization_id = operator.index(organization_id)
-        except TypeError as exc:
-            raise NotFound("organization") from exc
-        membership = _CHOSEN_MEMBERSHIP_FOR_TURN.first(user=user.pk, organization=organization_id)
+        membership = _CHOSEN_MEMBERSHIP_FOR_TURN.first(
+            user=user.pk, organization=_id_or_not_found(organization_id, "organization"))
     if membership is None:
         raise NotFound("organization")
     return membership, refuse_when_full(getattr(membership, "waiting", 0) or 0)
+
+
+def _id_or_not_found(value: object, what: str) -> int:
+    """An id from a frame as the compiled lookups take it, an int; anything that is not
+    an integer (a float, a string of digits) finds nothing, as an unknown id does."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise NotFound(what) from exc
 
 
 def _memberships_for_turn(*, user: int, organization: int | None = None) -> QuerySet[Membership]:
@@ -255,12 +261,9 @@ def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conv
     The conversation's lock orders a send against a delete in another tab
     (listing.delete_conversation): PostgreSQL re-checks ``deleted_at`` on the locked row.
     """
-    try:
-        conversation_id = operator.index(conversation_id)
-    except TypeError as exc:
-        raise NotFound("conversation") from exc
     conversation = _CONVERSATION_FOR_TURN.first(
-        shape=openai_profiles_usable(), conversation=conversation_id, user=user.pk
+        shape=openai_profiles_usable(),
+        conversation=_id_or_not_found(conversation_id, "conversation"), user=user.pk,
     )
     if conversation is None:
         raise NotFound("conversation")
