@@ -248,6 +248,75 @@ def test_a_zero_flush_window_sends_one_frame_per_upstream_chunk(alice: Any, o3_m
     assert message.content == reply
 
 
+def test_a_paced_stream_is_read_once_per_flush_window_not_once_per_token(
+    alice: Any, o3_mini: Any, emulator: Any, settings: Any, monkeypatch: Any
+) -> None:
+    from conversations.llm.client import AsyncChatStream
+
+    settings.STREAM_FLUSH_MS = 100
+    emulator.push({"reply_tokens": 120, "chunk_tokens": 1, "tokens_per_second": 400})
+    reads = []
+    real_read = AsyncChatStream._read
+
+    async def counted(self: AsyncChatStream, lines: Any) -> bool:
+        reads.append(1)
+        return await real_read(self, lines)
+
+    monkeypatch.setattr(AsyncChatStream, "_read", counted)
+    message = answer(begin(alice))
+
+    sent = deltas(message)
+    assert "".join(f["text"] for f in sent) == message.content
+    assert message.completion_tokens - message.reasoning_tokens == 120
+    # 120 chunks over 0.3 s: a read per chunk would be 120 reads and as many wake-ups of
+    # the answer; paced, the stream is read about once per 100 ms window once the first
+    # token is out (the reasoning pause and the response head take a few reads more).
+    assert len(reads) < 30, len(reads)
+    assert 2 <= len(sent) <= 8
+    assert [f["seq"] for f in sent] == list(range(1, len(sent) + 1))
+
+
+def test_streamer_pacing_sends_the_first_token_at_once_then_one_frame_per_window(
+    monkeypatch: Any, settings: Any
+) -> None:
+    settings.STREAM_FLUSH_MS = 60
+    clock = [100.0]
+    monkeypatch.setattr("conversations.generation.time.monotonic", lambda: clock[0])
+    sent: list[dict[str, Any]] = []
+    streamer = Streamer(7, sink=lambda message_id, frame: sent.append(frame))
+
+    assert streamer.idle() == 0.0  # nothing shown yet: read at once
+    streamer.add_text("a")
+    assert [f["text"] for f in sent] == ["a"]  # the first token goes out as it comes
+
+    clock[0] += 0.010
+    assert streamer.idle() == pytest.approx(0.050)  # the window is not over: wait the rest
+    streamer.add_text("b")
+    clock[0] += 0.055
+    streamer.add_text("c")  # past the window, but a paced stream sends on idle only
+    assert [f["text"] for f in sent] == ["a"]
+
+    assert streamer.idle() == pytest.approx(0.060)  # sends b and c, then waits a window
+    assert [f["text"] for f in sent] == ["a", "bc"]
+    assert [f["seq"] for f in sent] == [1, 2]
+
+    clock[0] += 0.200
+    assert streamer.idle() == 0.0  # nothing pending: the next token goes out when it comes
+    assert len(sent) == 2
+
+
+def test_a_zero_flush_window_is_never_paced(monkeypatch: Any, settings: Any) -> None:
+    settings.STREAM_FLUSH_MS = 0
+    sent: list[dict[str, Any]] = []
+    streamer = Streamer(7, sink=lambda message_id, frame: sent.append(frame))
+
+    for text in ("a", "b", "c"):
+        assert streamer.idle() == 0.0
+        streamer.add_text(text)
+
+    assert [f["text"] for f in sent] == ["a", "b", "c"]
+
+
 # --- Faults: what the user is told, and how often we called upstream --------------------------
 
 
