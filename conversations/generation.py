@@ -62,9 +62,6 @@ Status = Message.Status
 MIN_TOOL_ROUND_TOKENS = 1024
 
 
-# The longest a paced stream is left unread (Streamer.idle), whatever the flush window.
-MAX_READ_PAUSE = 0.25
-
 T = TypeVar("T")
 # Runs a database call off the event loop and returns its result (conversations.engine).
 Db = Callable[[Callable[[], T]], Awaitable[T]]
@@ -112,9 +109,6 @@ class Streamer:
     # A checkpoint is due: the answer's coroutine awaits the write (its database calls
     # run off the loop); ``checkpoint`` writes one at once.
     checkpoint_due: bool = False
-    # Frames are sent when the stream runs dry (``idle``), not as tokens arrive: set when
-    # the answer's stream calls ``idle`` (an event-loop stream, llm.AsyncChatStream.pace).
-    paced: bool = False
 
     @property
     def text(self) -> str:
@@ -167,36 +161,13 @@ class Streamer:
         now = time.monotonic()
         # The first token goes out at once (it ends the thinking timer); later ones wait
         # for the flush window so a stream costs at most ~20 frames per second.
-        if self.seq == 0 or (
-            not self.paced and (now - self.last_flush) * 1000 >= settings.STREAM_FLUSH_MS
-        ):
+        if self.seq == 0 or (now - self.last_flush) * 1000 >= settings.STREAM_FLUSH_MS:
             self.flush(now)
         if (
             now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
             and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
         ):
             self.checkpoint_due = True
-
-    def idle(self) -> float:
-        """The stream has handed over everything it has read: send what is pending once
-        its flush window is over, and say how long the stream may wait before reading
-        again (0: at once). While an answer streams, its tokens then wait in the socket
-        for the window rather than waking the answer once per token: one read, one parse
-        and one frame per window."""
-        window = settings.STREAM_FLUSH_MS / 1000
-        if window <= 0:
-            return 0.0  # no window: a frame per chunk, as each token is added
-        self.paced = True
-        if not self.seq:
-            return 0.0  # nothing shown yet: the first token goes out as soon as it comes
-        now = time.monotonic()
-        left = self.last_flush + window - now
-        if left > 0:
-            return min(left, MAX_READ_PAUSE)
-        if self.pending or self.pending_refusal:
-            self.flush(now)
-            return min(window, MAX_READ_PAUSE)
-        return 0.0  # a quiet stream: its next token goes out when it comes
 
     def flush(self, now: float | None = None) -> None:
         for kind, buffer in (("text", self.pending), ("refusal", self.pending_refusal)):
@@ -349,7 +320,6 @@ async def _stream_round(
             stream = await _open(profile, request, resume if attempt == 1 else None, runtime)
             live.attach(stream)
             streamer.upstream = stream
-            stream.pace = streamer.idle
             async for event in stream:
                 # Any event is progress of this answer (it renews the lease and keeps the
                 # stall detector quiet), including reasoning summaries and the usage chunk.

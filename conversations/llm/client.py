@@ -445,11 +445,6 @@ class AsyncChatStream(ChatStream):
         self._reading = False
         self._lines: collections.deque[str] = collections.deque()
         self._eof = False
-        # Called each time the parsed lines run out, before the next read: returns how
-        # long to let the network buffer fill first (0: read at once). The answer's
-        # streamer sets it so that between two frames of an answer the stream is read
-        # once, not once per token (generation.Streamer.idle).
-        self.pace: Callable[[], float] | None = None
 
     def close(self) -> None:
         self._closed.set()
@@ -489,16 +484,12 @@ class AsyncChatStream(ChatStream):
             with contextlib.suppress(Exception):
                 await self._raw.close()
 
-    async def _read(self, lines: AsyncIterator[list[str]]) -> bool:
-        """More lines into the buffer (every line the network has delivered, after the
-        pause ``pace`` asks for); False when the stream was closed (Stop, a stall) while
-        waiting. The end of the stream lets the parsers finish."""
+    async def _read(self, lines: AsyncIterator[str]) -> bool:
+        """One more line into the buffer; False when the stream was closed (Stop, a
+        stall) while waiting. The end of the stream lets the parsers finish."""
         self._reading = True
         try:
-            delay = self.pace() if self.pace is not None else 0.0
-            if delay > 0:
-                await asyncio.sleep(delay)
-            read = await anext(lines)
+            line = await anext(lines)
         except StopAsyncIteration:
             self._eof = True
             return True
@@ -513,25 +504,25 @@ class AsyncChatStream(ChatStream):
         finally:
             self._reading = False
         self.last_read_at = time.monotonic()
-        self._lines.extend(read)
+        self._lines.append(line)
         return True
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
-    """The lines of an SSE body, every complete line each read brought at once. Split
-    here rather than through the SDK's and httpx's text and line decoders: a stream is
-    one small chunk per token, and each layer of async generators costs CPU per chunk.
-    Lines split on LF (CRLF and CR-only endings too), UTF-8 decoded whole, so a
-    character split across chunks stays intact."""
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an SSE body. Split here rather than through the SDK's and httpx's
+    text and line decoders: a stream is one small chunk per token, and each layer of
+    async generators costs CPU per chunk. Lines split on LF (CRLF and CR-only endings
+    too), UTF-8 decoded whole, so a character split across chunks stays intact."""
     rest = b""
     async for chunk in chunks:
         rest += chunk
         if b"\n" not in rest and b"\r" not in rest:
             continue
         *complete, rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        yield [line.decode("utf-8", "replace") for line in complete]
+        for line in complete:
+            yield line.decode("utf-8", "replace")
     if rest:
-        yield [rest.decode("utf-8", "replace")]
+        yield rest.decode("utf-8", "replace")
 
 
 AsyncDb = Callable[[Callable[[], Any]], Awaitable[Any]]

@@ -66,7 +66,7 @@ def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
             yield chunk
 
     async def collect() -> list[str]:
-        return [line async for read in _lines(pieces()) for line in read]
+        return [line async for line in _lines(pieces())]
 
     lines = [line for line in asyncio.run(collect()) if line]
     assert lines == ['data: {"a":1}', "data: \u00e9", "data: [DONE]"]
