@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
+import django_ratelimit.core
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -33,6 +36,15 @@ def rate_counts_of_this_test_only(settings: Any) -> None:
     """Counts live in the shared Redis and are keyed by user id, which a later run (a fresh
     test database) hands out again: a prefix per test keeps them apart."""
     settings.RATELIMIT_CACHE_PREFIX = f"rl:test-{uuid.uuid4().hex}:"
+
+
+@pytest.fixture(autouse=True)
+def one_rate_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The send limit counts in fixed one-minute windows (django-ratelimit): a test whose
+    sends straddled a window's end would see the count start again. The limiter's clock
+    stands still for the test, so all its sends fall in one window."""
+    now = time.time()
+    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: now))
 
 
 async def open_socket(user: User) -> WebsocketCommunicator:
