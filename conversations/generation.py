@@ -691,10 +691,12 @@ def take(message_id: int) -> tuple[Message, Resume | None, Prepared | None] | No
             resume = Resume(message.provider_response_id, message.provider_seq)
             logger.warning("resuming message %s (background response %s after event %s)",
                            message.pk, resume.response_id, resume.starting_after)
-    if message is None:
+    if message is None or resume is not None:
+        # Nothing to prepare here (a resumed answer picks up from its checkpoint on the
+        # loop): hold no connection while the task ends.
         _release_db()
-        return None
-    return message, resume, _prepare_after_claim(message) if resume is None else None
+        return None if message is None else (message, resume, None)
+    return message, None, _prepare_after_claim(message)  # it releases the connection
 
 
 def _prepare_after_claim(message: Message) -> Prepared | None:

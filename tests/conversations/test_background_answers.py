@@ -272,6 +272,24 @@ def test_an_answer_nobody_may_resume_is_interrupted_cancelled_and_deleted_upstre
 
 
 @pytest.mark.django_db(transaction=True)
+def test_taking_an_answer_new_or_resumed_leaves_the_claiming_thread_no_connection(
+    alice: User, responses_profile: ModelProfile
+) -> None:
+    message = begin(alice)
+
+    taken = generation.take(message.pk)  # a new answer: claimed, its prompt built
+    assert taken is not None and taken[1] is None and taken[2] is not None
+    assert connection.connection is None
+
+    Message.objects.filter(pk=message.pk).update(provider_response_id="resp_dead", provider_seq=3)
+    lapse(message)
+    taken = generation.take(message.pk)  # its worker died: taken over to be resumed
+    assert taken is not None and taken[1] == generation.Resume("resp_dead", 3)
+    assert taken[2] is None
+    assert connection.connection is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_stop_on_a_background_answer_cancels_it_upstream_and_bills_a_flagged_estimate(
     alice: User, responses_profile: ModelProfile, emulator: Any
 ) -> None:
