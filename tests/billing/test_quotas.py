@@ -123,10 +123,7 @@ def test_two_settlements_racing_for_one_turn_charge_it_once(alice: User) -> None
                                          estimated=False)
         first_settled.set()
         # Commit only once the second settlement waits on our row lock.
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _waiting_on_a_lock() and not second_done.is_set()
+        assert _until_one_waits_on_a_lock() and not second_done.is_set()
     racer.join(10)
     assert results == {"first": True, "second": False}
     rows = list(UsagePeriod.objects.all())
@@ -178,15 +175,21 @@ def test_a_settlement_takes_the_period_rows_in_the_order_a_hold_does(alice: User
     with transaction.atomic():  # as a hold does: the org's row, then the member's
         UsagePeriod.objects.select_for_update().get(pk=org_row)
         holding_org.set()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _waiting_on_a_lock()
+        assert _until_one_waits_on_a_lock()
         UsagePeriod.objects.select_for_update().get(pk=member_row)
     settler.join(10)
     assert errors == []
     for row in UsagePeriod.objects.all():
         assert row.spent_usd == Decimal("0.000100")
+
+
+def _until_one_waits_on_a_lock(seconds: float = 10) -> bool:
+    """Poll until another session of this test database waits on a row lock; whether
+    one does when the time is up."""
+    deadline = time.monotonic() + seconds
+    while not _waiting_on_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _waiting_on_a_lock()
 
 
 def _waiting_on_a_lock() -> bool:
