@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra.add_argument("--search", action="store_true", help="search benchmark (100,000 messages)")
     extra.add_argument("--search-only", action="store_true",
                        help="run only the search benchmark (no stack, no streams)")
+    extra.add_argument("--reference", action="store_true",
+                       help="after the product's steps, run the same closed loop at each N against two "
+                            "reference servers on the same cores: a bare relay, and the relay plus the "
+                            "least per-turn work of a Celery queue and PostgreSQL storage (bench/reference.py)")
+    extra.add_argument("--reference-only", action="store_true",
+                       help="run only the reference servers' steps (no product steps)")
     extra.add_argument("--profile", action="store_true",
                        help="py-spy the first web and worker processes during the largest N")
     # Earlier runs had these parts on by default; the old opt-outs still parse (README).
@@ -428,15 +434,21 @@ class Runner:
         nominal = self.args.think_ms / 1000 + self.args.reply_tokens / self.args.tokens_per_second
         return math.ceil((timing.ramp + timing.duration) / nominal) + 1
 
-    def closed_loop(self, users: list[fixtures.BenchUser], *, tag: str,
-                    timing: closed_loop.Timing) -> closed_loop.LoopRun:
-        """Open one signed-in tab per user, each in a fresh conversation, and run them."""
+    def closed_loop(self, users: list[fixtures.BenchUser], *, tag: str, timing: closed_loop.Timing,
+                    reference: tuple[int, cpu.CpuMeter] | None = None) -> closed_loop.LoopRun:
+        """Open one signed-in tab per user, each in a fresh conversation, and run them
+        (against a reference server's port and meter when ``reference`` is given)."""
         from django.conf import settings
 
-        meter = self.meter
+        if reference is None:
+            meter = self.meter
+            conversations = fixtures.tab_conversations([u.pk for u in users], self.turns_per_tab(timing))
+            hosts = load.endpoints(self.stack.web_ports, len(users))
+        else:
+            port, meter = reference
+            conversations = [[] for _ in users]  # a reference server keeps no conversations
+            hosts = load.endpoints([port], len(users))
         assert meter is not None
-        conversations = fixtures.tab_conversations([u.pk for u in users], self.turns_per_tab(timing))
-        hosts = load.endpoints(self.stack.web_ports, len(users))
 
         async def main() -> closed_loop.LoopRun:
             clients = await load.open_clients(hosts, settings.SESSION_COOKIE_NAME,
@@ -648,9 +660,43 @@ class Runner:
             base = next((s for s in steps if s["streams"] == min(args.stream_list)), None)
             result["length_check"] = self.length_check(users, base)
 
+    def run_reference(self, users: list[fixtures.BenchUser], result: dict[str, Any]) -> None:
+        """The same closed loop at each N against ``bench.reference``'s servers, with the
+        product's web and workers stopped: what these cores carry without the product."""
+        from django.conf import settings
+
+        from bench import reference
+
+        args = self.args
+        self.stack.stop_children(("web-", "worker-"))
+        reference.create_tables(self.pg)
+        timing = closed_loop.Timing(ramp=args.ramp, duration=args.duration, finish_timeout=args.finish_timeout)
+        for mode in ("relay", "floor"):
+            children, port = self.stack.start_reference(mode, flush_ms=settings.STREAM_FLUSH_MS)
+            pids = {child.name: child.pid for child in children}
+            meter = cpu.CpuMeter({**pids, "emulator": self.stack.pids()["emulator"]},
+                                 self.meter.database if self.meter else "",
+                                 extra={"bench clients": os.getpid()})
+            for n in args.stream_list:
+                if self.over_time(f"the {mode} reference at N={n}"):
+                    continue
+                say(f"reference {mode} N={n}: {n} tabs, {args.ramp:g}s ramp + {args.duration:g}s measured")
+                other_before = self.quiet()
+                run = self.closed_loop(users[:n], tag=f"ref-{mode}-{n}-{os.getpid()}", timing=timing,
+                                       reference=(port, meter))
+                self.stack.check_alive()
+                row = sustained.analyse(run, expected=self.expected_tokens(), pacing=self.pacing())
+                row.update(system=mode, streams=n, cores=os.cpu_count(),
+                           other_before_cores=round(other_before, 2), processes=sorted(pids))
+                say(f"  {mode} N={n}: {row['turns']['finished']}/{row['turns']['started']} turns finished, "
+                    f"per-token added p99 {report._ms(row['token_added_ms']['p99'])} ms")
+                result["reference"].append(row)
+            self.stack.stop_children(tuple(pids))
+
     def run(self) -> dict[str, Any]:
         args = self.args
-        result: dict[str, Any] = {"meta": self.meta(), "sustained": [], "steps": [], "notes": self.notes}
+        result: dict[str, Any] = {"meta": self.meta(), "sustained": [], "steps": [], "reference": [],
+                                  "notes": self.notes}
         users = self.prepare()
         if args.page:
             say("page query count: conversations with 10 and 1,000 messages")
@@ -660,15 +706,18 @@ class Runner:
             result["search"] = search.run(users[0].pk)
         if not args.search_only:
             self.start_stack()
-            self.warm_up(users[: args.warmup])
-            step_users = users[args.warmup : args.warmup + self.turn_cost_tabs()]
-            result["turn_cost"] = self.run_turn_cost(step_users)
-            self.run_sustained(users[args.warmup + self.turn_cost_tabs() :], result)
+            if not args.reference_only:
+                self.warm_up(users[: args.warmup])
+                step_users = users[args.warmup : args.warmup + self.turn_cost_tabs()]
+                result["turn_cost"] = self.run_turn_cost(step_users)
+                self.run_sustained(users[args.warmup + self.turn_cost_tabs() :], result)
             if args.wave:
                 self.run_waves(users, result)
             if args.micro:
                 say("per-operation costs (provider stream, publish, start_turn)")
                 result["micro"] = micro.run(self.stack.emulator_url, users[0].pk)
+            if args.reference or args.reference_only:
+                self.run_reference(users, result)
         result["elapsed_s"] = round(time.monotonic() - self.started, 1)
         return result
 

@@ -177,6 +177,7 @@ def render(result: dict[str, Any]) -> str:
     out = header(result["meta"])
     out.extend(turn_cost.render(result.get("turn_cost")))
     out.extend(sustained_report.render(result.get("sustained", []), result["meta"]))
+    out.extend(sustained_report.reference_section(result.get("reference", [])))
     out.extend(wave_section(result))
     if result.get("search"):
         from bench.search import render as render_search

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,13 +260,49 @@ class Stack:
             self.worker_names.append(name)
         return children
 
+    def start_reference(self, mode: str, *, flush_ms: int) -> tuple[list[Child], int]:
+        """A reference server of ``bench.reference`` (``relay`` or ``floor``, the latter
+        with its Celery worker). Returns its processes and port."""
+        port = free_port()
+        server = self.spawn(f"{mode}-1", [
+            sys.executable, "-m", "bench.reference", "--port", str(port), "--emulator", self.emulator_url,
+            "--mode", mode, "--flush-ms", str(flush_ms),
+        ])
+        children = [server]
+        if mode == "floor":
+            from bench.reference import CLAIM_THREADS, app
+
+            name = f"floor-{os.getpid()}@{socket.gethostname()}"
+            children.append(self.spawn("floor worker-1", [
+                sys.executable, "-m", "celery", "-A", "bench.reference", "worker", "--pool", "threads",
+                "--concurrency", str(CLAIM_THREADS), "--loglevel", "WARNING", "--hostname", name,
+                "--queues", "bench-reference",
+            ]))
+            self._wait_for_ping(app, {name}, 60.0)
+        self.wait_http(server, f"http://127.0.0.1:{port}/healthz")
+        return children, port
+
+    def stop_children(self, names: tuple[str, ...]) -> None:
+        """Stop the children whose names start with any of ``names`` (the product's web
+        and workers before the reference servers run on the same cores)."""
+        keep: list[Child] = []
+        stopping: list[Child] = []
+        for child in self.children:
+            (stopping if child.name.startswith(names) else keep).append(child)
+        self.children = stopping
+        self.stop()
+        self.children = keep
+
     def wait_for_workers(self, timeout: float = 60.0) -> None:
         """Until every worker answers a control ping: a worker still starting when the
         load begins would leave its share of the answers to the others."""
         from chatsite.celery import app
 
+        self._wait_for_ping(app, set(self.worker_names), timeout)
+
+    def _wait_for_ping(self, app: Any, names: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        waiting = set(self.worker_names)
+        waiting = set(names)
         while waiting:
             self.check_alive()
             if time.monotonic() >= deadline:

@@ -206,3 +206,48 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         *detail_lines(rows),
         "",
     ]
+
+
+REFERENCE_LABELS = {
+    "relay": "bare relay (aiohttp, no storage or queue)",
+    "floor": "relay + least Celery and PostgreSQL work per turn",
+}
+
+
+def _core_share(cpu: dict[str, float], name: str, seconds: float) -> str:
+    return f"{100 * cpu.get(name, 0.0) / seconds:.0f} %" if name else "–"
+
+
+def reference_section(rows: list[Row]) -> list[str]:
+    """The reference servers' rows (``bench --reference``), beside the product's."""
+    if not rows:
+        return []
+    lines = [
+        "## Reference servers on the same cores (`--reference`)",
+        "",
+        "The same tabs, emulator and closed loop, with the product's processes stopped, against "
+        "`bench/reference.py`: a bare relay, and the relay plus the least per-turn work a server with "
+        "a Celery queue and PostgreSQL storage does (store the turn, a worker claims it, store the "
+        "answer and settle its reservation). Both are lower bounds: no session, no rate limit, no "
+        "prompt, no SDK, and the stream never leaves the process that holds the socket.",
+        "",
+        "| system | N | turns finished / started | per-token added ms p50 / p99 | added time to first token "
+        "ms p50 / p99 | tokens/s delivered / offered | tokens lost / duplicated / out of order | "
+        "frames/answer/s p50 / max | CPU, share of one core: server · its worker · PostgreSQL · "
+        "emulator · clients | machine busy |",
+        "|---|---:|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = _cells({**row, "web_processes": 1, "worker_processes": 0})
+        cpu, seconds = row["cpu_s"], row["window_s"]
+        server = next((name for name in row["processes"] if not name.endswith("worker-1")), "")
+        worker = next((name for name in row["processes"] if name.endswith("worker-1")), "")
+
+        busy = cpu["machine busy"] / cpu["machine capacity"] if cpu["machine capacity"] else 0.0
+        usage = " · ".join(_core_share(cpu, name, seconds) for name in (
+            server, worker, "postgres (bench db)", "emulator", "bench clients"))
+        lines.append(f"| {REFERENCE_LABELS.get(row['system'], row['system'])} | {row['streams']} | "
+                     f"{cells['turns']} | {cells['token']} | {cells['ttft']} | {cells['tokens']} | "
+                     f"{cells['correctness']} | {cells['frames']} | {usage} | "
+                     f"{100 * busy:.0f} % of {row['cores']} cores |")
+    return [*lines, ""]
