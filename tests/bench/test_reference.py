@@ -80,9 +80,8 @@ def test_the_relay_streams_the_emulators_answer_in_the_products_frames(processes
 
 def test_the_floor_stores_the_turn_has_a_celery_worker_claim_it_and_settles_it(
         processes: Processes, emulator: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
-    from django.conf import settings
-
     import psycopg
+    from django.conf import settings
 
     with psycopg.connect(processes.env["DATABASE_URL"], autocommit=True) as conn:
         create_tables(conn)
