@@ -238,15 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     application.on_startup.append(on_startup)
     application.router.add_get("/ws/chat/", relay.websocket)
     application.router.add_get("/healthz", health)
-    try:
+    loop: asyncio.AbstractEventLoop
+    try:  # uvloop, as the product's processes run (uvicorn, the worker's event loop)
         import uvloop
 
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover
-        loop_factory = None
-    if loop_factory is not None:
-        asyncio.set_event_loop(loop_factory())
-    web.run_app(application, host=args.host, port=args.port, print=None, access_log=None)
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        loop = asyncio.new_event_loop()
+    web.run_app(application, host=args.host, port=args.port, print=None, access_log=None, loop=loop)
 
 
 if __name__ == "__main__":
