@@ -43,8 +43,16 @@ def stream_many(user: Any, emulator: Any) -> tuple[list[int], int, int]:
            for n in range(ANSWERS)]
     engine.loop  # noqa: B018 - the loop's own thread is not the answers'
     before = threading.active_count()
-    for message_id in ids:
-        assert engine.hand_over(message_id, draining=lambda: False)
+    # The loop starts none of them until all are handed over, so they overlap however
+    # long the claims take on a slow machine (answers handed over one by one could
+    # otherwise end before the last is claimed).
+    handed_over = threading.Event()
+    engine.loop.call_soon_threadsafe(handed_over.wait, 60)
+    try:
+        for message_id in ids:
+            assert engine.hand_over(message_id, draining=lambda: False)
+    finally:
+        handed_over.set()
     most_threads = most_live = 0
     deadline = time.monotonic() + 120
     while Message.objects.filter(pk__in=ids, status__in=Message.LIVE_STATUSES).exists():
