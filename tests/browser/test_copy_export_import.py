@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,25 @@ def test_copy_on_a_streaming_answer_copies_what_is_there(page: Any, live_server_
     assert final.startswith(partial) and len(partial) < len(final)
 
 
+def wait_for_generated_title(message_id: int) -> None:
+    """The model's title for a new conversation comes from a task of its own after the
+    first answer: wait for it, so the page and the export show the same title."""
+    from conversations.models import Message
+
+    deadline = time.monotonic() + ANSWER_TIMEOUT_MS / 1000
+    while not read_db(lambda: Message.objects.filter(
+            pk=message_id, conversation__title_generated=True).exists()):
+        assert time.monotonic() < deadline, "the conversation's title was never generated"
+        time.sleep(0.1)
+
+
 def test_export_downloads_the_conversation_as_markdown_and_json(page: Any) -> None:
     sign_up(page)
     send(page, QUESTION)
     answer = finished_answer(page)
-    source = saved_content(int(answer.get_attribute("data-message-id")))
+    message_id = int(answer.get_attribute("data-message-id"))
+    source = saved_content(message_id)
+    wait_for_generated_title(message_id)
     page.reload()  # the conversation's own page, with its header actions
     title = page.locator("#chat-title").inner_text()
 
