@@ -145,3 +145,9 @@ class CpuMeter:
         result["other (not this stack)"] = max(0.0, machine_busy - ours)
         result["machine capacity"] = (after.total - before.total) / TICK
         return result
+
+
+def busy_share(cpu_s: dict[str, float]) -> float:
+    """How busy the machine was over a window, 0..1, from ``CpuMeter.diff``'s totals."""
+    capacity = cpu_s["machine capacity"]
+    return cpu_s["machine busy"] / capacity if capacity else 0.0

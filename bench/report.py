@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import sustained_report, turn_cost
+from bench.cpu import busy_share
 
 PROCESS_ORDER = ["web", "worker", "emulator", "postgres (bench db)", "redis", "bench clients",
                  "other (not this stack)"]
@@ -57,7 +58,7 @@ def cpu_table(steps: list[dict[str, Any]]) -> str:
         cpu = step["cpu_window"]
         wall = step["wave_seconds"]
         cells = [f"{100 * cpu.get(name, 0.0) / wall:.0f}%" for name in PROCESS_ORDER]
-        busy = cpu["machine busy"] / cpu["machine capacity"] if cpu["machine capacity"] else 0
+        busy = busy_share(cpu)
         n = step["streams"]
         rows.append(
             f"| {n} | {wall:.1f} | " + " | ".join(cells) + f" | {100 * busy:.0f}% of {step['cores']} cores "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.budgets import Budget, Row, unjudged, verdicts
+from bench.cpu import busy_share
 
 # Quoted, not measured here: the figure issue 10 reports for Open WebUI on this machine
 # type under the same load (reasoning 0.5 s, then 300 tokens at 100 tokens/s).
@@ -127,7 +128,7 @@ def cpu_table(rows: list[Row]) -> str:
         seconds = row["window_s"]
         cpu, per_k = row["cpu_s"], row["cpu_ms_per_1k_tokens"]
         cells = [f"{100 * cpu.get(name, 0.0) / seconds:.0f} % · {_ms(per_k.get(name))}" for name in names]
-        busy = cpu["machine busy"] / cpu["machine capacity"] if cpu["machine capacity"] else 0.0
+        busy = busy_share(cpu)
         lines.append(f"| {row['streams']} | {seconds:.1f} | " + " | ".join(cells)
                      + f" | {100 * busy:.0f} % of {row['cores']} cores |")
     return "\n".join(lines)
@@ -243,7 +244,7 @@ def reference_section(rows: list[Row]) -> list[str]:
         server = next((name for name in row["processes"] if not name.endswith("worker-1")), "")
         worker = next((name for name in row["processes"] if name.endswith("worker-1")), "")
 
-        busy = cpu["machine busy"] / cpu["machine capacity"] if cpu["machine capacity"] else 0.0
+        busy = busy_share(cpu)
         usage = " · ".join(_core_share(cpu, name, seconds) for name in (
             server, worker, "postgres (bench db)", "emulator", "bench clients"))
         lines.append(f"| {REFERENCE_LABELS.get(row['system'], row['system'])} | {row['streams']} | "
