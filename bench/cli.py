@@ -426,6 +426,11 @@ class Runner:
         return sustained.Pacing(tokens=self.args.reply_tokens, tokens_per_second=self.args.tokens_per_second,
                                 think_s=self.args.think_ms / 1000)
 
+    def sustained_timing(self) -> closed_loop.Timing:
+        """The closed loop's ramp, measured window and wind-down, from the options."""
+        args = self.args
+        return closed_loop.Timing(ramp=args.ramp, duration=args.duration, finish_timeout=args.finish_timeout)
+
     def turns_per_tab(self, timing: closed_loop.Timing) -> int:
         """The most turns a tab can start: a turn that ends normally lasts at least the
         nominal answer (reasoning + tokens ÷ rate); one more for rounding."""
@@ -466,8 +471,7 @@ class Runner:
         n = len(users)
         self.stack.check_alive()
         other_before = self.quiet()
-        timing = closed_loop.Timing(ramp=args.ramp, duration=args.duration,
-                                    finish_timeout=args.finish_timeout)
+        timing = self.sustained_timing()
         profilers = (self.start_profilers(profile_dir, args.ramp + args.duration)
                      if profile_dir is not None else {})
         run = self.closed_loop(users, tag=f"n{n}-{os.getpid()}", timing=timing)
@@ -670,7 +674,7 @@ class Runner:
         args = self.args
         self.stack.stop_children(("web-", "worker-"))
         reference.create_tables(self.pg)
-        timing = closed_loop.Timing(ramp=args.ramp, duration=args.duration, finish_timeout=args.finish_timeout)
+        timing = self.sustained_timing()
         for mode in ("relay", "floor"):
             children, port = self.stack.start_reference(mode, flush_ms=settings.STREAM_FLUSH_MS)
             pids = {child.name: child.pid for child in children}
