@@ -126,6 +126,40 @@ class ModelProfile(models.Model):
         help_text='USD per 1M tokens per service tier, e.g. {"flex": {"input": "0.55", '
         '"cached_input": "0.275", "output": "2.20"}}.',
     )
+    # The price card beyond the three base prices (gpt-6.x model pages): cache writes are
+    # their own line, and a request above the long-context threshold is billed whole at
+    # multiplied rates.
+    cache_write_price = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="USD per 1M prompt tokens written to the cache (30-minute retention); "
+        "empty: billed as plain input.",
+    )
+    long_cache_write_price = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="USD per 1M prompt tokens written to the 12-hour cache, where published.",
+    )
+    long_context_threshold = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Input tokens above which the whole request is billed at the long-context "
+        "multipliers (272,000 on gpt-6.x); empty: no long-context rate.",
+    )
+    long_context_input_multiplier = models.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal(1),
+        help_text="Multiplier on input, cached-input and cache-write prices above the threshold.",
+    )
+    long_context_output_multiplier = models.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal(1),
+        help_text="Multiplier on the output price above the threshold.",
+    )
+    chat_tools_need_effort_none = models.BooleanField(
+        default=False,
+        help_text="Chat Completions refuses function tools with any reasoning effort but "
+        "'none' for this model (gpt-5.4 and later): tools go through the Responses API.",
+    )
+    successor = models.CharField(
+        max_length=120, blank=True,
+        help_text="Catalog key of the model that replaces this one at its shutdown date.",
+    )
     reasoning_summaries = models.BooleanField(
         default=True,
         help_text="Ask a Responses-style model for reasoning summaries (the Thinking section). "
@@ -310,6 +344,7 @@ class Message(models.Model):
     )
     prompt_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
