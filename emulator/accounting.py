@@ -15,6 +15,12 @@ Cached tokens: a request whose first N messages (N >= 1, at least
 request for the same model reports the largest multiple of 128 of that shared
 prefix, like OpenAI's automatic prompt caching. Seen prefixes live in a small LRU. A
 `prompt_cache_key` is part of the prefix identity: the same prefix under the same key hits.
+
+Cache writes: a request whose longest cacheable prefix (>= `cache_min_tokens`) was not
+cached yet writes it, and reports the largest multiple of 128 of that prefix, less what
+it read from the cache, as `input_tokens_details.cache_write_tokens` (openai-python
+`InputTokensDetails.cache_write_tokens`; todays-models.md section 1: a prefix written to
+the cache is its own price line on the gpt-6.x pages). A repeat of it reads it instead.
 """
 
 from __future__ import annotations
@@ -74,19 +80,31 @@ class PrefixCache:
 
     def cached_tokens(self, account: PromptAccount, min_tokens: int, granularity: int) -> int:
         """Look up the longest cached prefix, then remember this request's prefixes."""
+        return self.read_and_write(account, min_tokens, granularity)[0]
+
+    def read_and_write(
+        self, account: PromptAccount, min_tokens: int, granularity: int
+    ) -> tuple[int, int]:
+        """(tokens read from the cache, tokens written to it) for this request, then
+        remember its prefixes."""
         eligible = [k for k, total in enumerate(account.cumulative) if total >= min_tokens]
         cached = 0
+        written = 0
         with self._lock:
             for k in reversed(eligible):
                 if account.digests[k] in self._seen:
                     cached = account.cumulative[k] // granularity * granularity
                     break
+            if eligible and account.digests[eligible[-1]] not in self._seen:
+                longest = account.cumulative[eligible[-1]] // granularity * granularity
+                written = max(longest - cached, 0)
             for k in eligible:
                 self._seen[account.digests[k]] = None
                 self._seen.move_to_end(account.digests[k])
             while len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
-        return min(cached, account.prompt_tokens)
+        cached = min(cached, account.prompt_tokens)
+        return cached, min(written, account.prompt_tokens - cached)
 
     def clear(self) -> None:
         with self._lock:

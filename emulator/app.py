@@ -364,10 +364,10 @@ def _prepare(
         )
     if scenario is not None:
         emulator.scenarios.consume(scenario)
-    cached = emulator.prefix_cache.cached_tokens(
+    cached, written = emulator.prefix_cache.read_and_write(
         account, config.cache_min_tokens, config.cache_granularity
     )
-    plan = build_plan(generation, scenario, config, account.prompt_tokens, cached)
+    plan = build_plan(generation, scenario, config, account.prompt_tokens, cached, written)
     return generation, plan, body
 
 
@@ -452,7 +452,8 @@ def _responses_endpoint(
             run = emulator.background.start(renderer)
             if generation.stream:
                 return StreamingResponse(
-                    run.follow(-1), media_type="text/event-stream", headers=_SSE_HEADERS
+                    run.follow(-1, creating=True), media_type="text/event-stream",
+                    headers=_SSE_HEADERS,
                 )
             return JSONResponse(run.current())
         if generation.stream:

@@ -7,6 +7,13 @@ ones, and a plain ``GET /v1/responses/{id}`` returns the response object as it s
 ``POST /v1/responses/{id}/cancel`` stops one still running (its status becomes
 ``cancelled``; a finished one is returned unchanged, so cancelling is idempotent), and
 ``DELETE /v1/responses/{id}`` forgets it.
+
+A ``drop`` fault cuts only the connection that created the response, which runs on
+server-side (developers.openai.com/api/docs/guides/background: the response continues
+whatever happens to the client); the ``stuck_queued`` fault reproduces the provider bug
+where a disconnect right at ``response.created`` leaves the response ``queued`` for good
+(community.openai.com thread 1382584): its creating connection drops after the queued
+events, and it never starts until it is cancelled or deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.streams import DropConnection, ResponsesRenderer, Script, run_script
+from emulator.streams import (
+    CONNECTION_DROP,
+    DropConnection,
+    ResponsesRenderer,
+    Script,
+    run_script,
+)
 
 
 @dataclass
@@ -28,10 +41,20 @@ class BackgroundRun:
     cancelled: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # How many events the connection that created the response gets before it drops
+    # (None: it does not drop).
+    drop_at: int | None = None
 
     async def produce(self, script: Script) -> None:
         try:
+            if self.renderer.plan.fault == "stuck_queued":
+                await self._stay_queued()
+                return
+            script.runs_on_after_drop = True
             async for data in run_script(script):
+                if data == CONNECTION_DROP:
+                    self.drop_at = len(self.events)
+                    continue
                 self.events.append(data)
                 self._wake()
         except DropConnection:
@@ -40,17 +63,28 @@ class BackgroundRun:
             self.finished = True
             self._wake()
 
+    async def _stay_queued(self) -> None:
+        self.events.extend(self.renderer.queued_events())
+        self.drop_at = len(self.events)
+        self._wake()
+        await asyncio.Event().wait()  # until cancelled or deleted
+
     def _wake(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    async def follow(self, starting_after: int) -> AsyncIterator[bytes]:
-        """Events with sequence_number > starting_after, then live ones until the end."""
+    async def follow(self, starting_after: int, *, creating: bool = False) -> AsyncIterator[bytes]:
+        """Events with sequence_number > starting_after, then live ones until the end.
+        ``creating``: the connection that created the response, which a ``drop`` fault cuts."""
         index = max(starting_after + 1, 0)
         while True:
             while index < len(self.events):
+                if creating and self.drop_at is not None and index >= self.drop_at:
+                    raise DropConnection()
                 yield self.events[index]
                 index += 1
+            if creating and self.drop_at is not None and index >= self.drop_at:
+                raise DropConnection()
             if self.finished:
                 return
             await self.changed.wait()

@@ -13,6 +13,10 @@ DEFAULT_THINK_MS: dict[str, int] = {
     "low": 300,
     "medium": 800,
     "high": 2000,
+    # Real models reason for minutes at these efforts; the demo keeps the order of
+    # magnitude apart from high without making a person wait minutes.
+    "xhigh": 3000,
+    "max": 4000,
 }
 DEFAULT_REASONING_TOKENS: dict[str, int] = {
     "none": 0,
@@ -20,6 +24,8 @@ DEFAULT_REASONING_TOKENS: dict[str, int] = {
     "low": 64,
     "medium": 256,
     "high": 1024,
+    "xhigh": 2048,
+    "max": 4096,
 }
 
 

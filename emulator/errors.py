@@ -138,6 +138,20 @@ def invalid_value(param: str, value: Any, supported: list[str] | tuple[str, ...]
     return openai_error(400, message, param=param, code="invalid_value")
 
 
+def function_tools_need_effort_none(model: str) -> ApiError:
+    """Chat Completions with function tools and an effort other than none, on a model that
+    takes tools there only at none (emulator.models.CHAT_TOOLS_RULE_SOURCES). The body is
+    OpenAI's as reported (GEMISIS/leviath#333, GoogleChromeLabs/webmcp-tools#417): param
+    ``reasoning_effort``, code null. Azure's wording is unknown (no report found): the
+    emulator answers its Chat Completions paths with the same body."""
+    message = (
+        f"Function tools with reasoning_effort are not supported for {model} in "
+        "/v1/chat/completions. To use function tools, use /v1/responses or set "
+        "reasoning_effort to 'none'."
+    )
+    return openai_error(400, message, param="reasoning_effort", code=None)
+
+
 # OpenAI's answer to reasoning.summary from an organization that has not been verified, as
 # quoted in continuedev/continue#12031 and OpenHands/software-agent-sdk#987.
 UNVERIFIED_SUMMARY_MESSAGE = (

@@ -34,7 +34,7 @@ from emulator.replies import (
     split_text,
     tool_result_reply,
 )
-from emulator.scenarios import STREAM_FAULTS, Scenario
+from emulator.scenarios import BACKGROUND_FAULTS, STREAM_FAULTS, Scenario
 from emulator.tokens import count_tokens
 from emulator.validation import GenerationRequest
 
@@ -70,11 +70,12 @@ class Plan:
     pieces: tuple[Piece, ...] = ()
     tool_calls: list[ToolCallPlan] = field(default_factory=list)
     bench_sizes: tuple[int, ...] = ()  # tokens carried by each bench delta
-    fault: str | None = None  # one of STREAM_FAULTS
+    fault: str | None = None  # one of STREAM_FAULTS or BACKGROUND_FAULTS
     after_tokens: int = 0
     stall_s: float = 0.0
     annotations: bool = False
     summary: tuple[Piece, ...] | None = None
+    cache_write_tokens: int = 0  # prompt tokens this request wrote to the prompt cache
 
     @property
     def visible_tokens(self) -> int:
@@ -106,6 +107,7 @@ def build_plan(
     config: EmulatorConfig,
     prompt_tokens: int,
     cached_tokens: int,
+    cache_write_tokens: int = 0,
 ) -> Plan:
     s = scenario or Scenario()
     profile = request.profile
@@ -115,20 +117,28 @@ def build_plan(
         default_reasoning = config.reasoning_tokens.get(request.effort_key, 0)
         reasoning = s.reasoning_tokens if s.reasoning_tokens is not None else default_reasoning
     think_ms = s.think_ms if s.think_ms is not None else config.think_ms.get(request.effort_key, 0)
+    if s.input_tokens is not None:
+        prompt_tokens = s.input_tokens
     if s.cached_tokens is not None:
-        cached_tokens = max(0, min(s.cached_tokens, prompt_tokens))
+        cached_tokens = s.cached_tokens
+    if s.cache_write_tokens is not None:
+        cache_write_tokens = s.cache_write_tokens
+    # Never more cached or written tokens than the request's input.
+    cached_tokens = max(0, min(cached_tokens, prompt_tokens))
+    cache_write_tokens = max(0, min(cache_write_tokens, prompt_tokens - cached_tokens))
     plan = Plan(
         kind="text",
         finish_reason="stop",
         prompt_tokens=prompt_tokens,
         cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
         reasoning_tokens=reasoning,
         think_s=think_ms / 1000,
         tokens_per_second=s.tokens_per_second
         if s.tokens_per_second is not None
         else config.tokens_per_second,
         chunk_tokens=chunk,
-        fault=s.fault if s.fault in STREAM_FAULTS else None,
+        fault=s.fault if s.fault in STREAM_FAULTS | BACKGROUND_FAULTS else None,
         after_tokens=s.after_tokens,
         stall_s=s.stall_seconds,
         annotations=s.annotations,

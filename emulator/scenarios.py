@@ -26,7 +26,12 @@ HTTP_FAULTS = frozenset(
 STREAM_FAULTS = frozenset({"drop", "error_event", "stall", "truncate", "content_filter"})
 # Change what the model says rather than how delivery fails.
 REPLY_FAULTS = frozenset({"refusal", "length_empty"})
-FAULTS = HTTP_FAULTS | STREAM_FAULTS | REPLY_FAULTS
+# Background responses only (a foreground request ignores them). stuck_queued: the
+# provider bug where a client disconnecting right at `response.created` leaves the
+# background response in `queued` for good (community.openai.com thread 1382584; see
+# shared/reference/todays-models.md §3).
+BACKGROUND_FAULTS = frozenset({"stuck_queued"})
+FAULTS = HTTP_FAULTS | STREAM_FAULTS | REPLY_FAULTS | BACKGROUND_FAULTS
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -47,6 +52,12 @@ class Scenario:
     think_ms: int | None = None
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
+    # Prompt tokens reported as written to the prompt cache (the Responses API's
+    # input_tokens_details.cache_write_tokens; openai-python InputTokensDetails).
+    cache_write_tokens: int | None = None
+    # The input size reported instead of the counted one, e.g. above 272,000 tokens for
+    # the gpt-6.x long-context rate (todays-models.md section 1), without sending them.
+    input_tokens: int | None = None
     tokens_per_second: float | None = None
     chunk_tokens: int | None = None
     tool_call: dict[str, Any] | None = None
@@ -77,6 +88,11 @@ class Scenario:
             raise ValueError("times must be an integer >= 1")
         if self.after_tokens < 0:
             raise ValueError("after_tokens must be >= 0")
+        for name in ("cache_write_tokens", "input_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0")
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
         for call in self.all_tool_calls():

@@ -22,6 +22,7 @@ from typing import Any
 from emulator.errors import SERVER_ERROR_MESSAGE, server_error_object
 from emulator.generation import Plan, random_id
 from emulator.replies import Piece
+from emulator.scenarios import BACKGROUND_FAULTS
 from emulator.sealing import seal
 from emulator.validation import GenerationRequest
 
@@ -56,6 +57,15 @@ class Script:
     stall_s: float = 0.0
     # (fault, content tokens already sent) -> the bytes that end the stream.
     fault_tail: Callable[[str, int], list[bytes]] = field(default=lambda fault, tokens: [])
+    # A background response: `drop` cuts a client's connection, not the response, which
+    # goes on server-side (developers.openai.com/api/docs/guides/background): the script
+    # yields CONNECTION_DROP where the connection drops and carries on.
+    runs_on_after_drop: bool = False
+
+
+# Where a background response's creating connection drops (an SSE comment, so it is
+# harmless should it ever reach a client).
+CONNECTION_DROP = b": connection dropped here\n\n"
 
 
 async def run_script(script: Script) -> AsyncIterator[bytes]:
@@ -68,7 +78,7 @@ async def run_script(script: Script) -> AsyncIterator[bytes]:
     start = loop.time()
     paced = 0  # tokens whose send time has been scheduled; drives drift-free pacing
     content_tokens = 0
-    pending = script.fault
+    pending = script.fault if script.fault not in BACKGROUND_FAULTS else None
     body = script.body
     last_content = max((i for i, item in enumerate(body) if item.content), default=-1)
     for index in range(len(body) + 1):
@@ -79,6 +89,8 @@ async def run_script(script: Script) -> AsyncIterator[bytes]:
             if fault == "stall":
                 await asyncio.sleep(script.stall_s)
                 start = loop.time() - (paced / rate if rate > 0 else 0.0)
+            elif fault == "drop" and script.runs_on_after_drop:
+                yield CONNECTION_DROP
             elif fault == "drop":
                 raise DropConnection()
             else:
@@ -137,13 +149,23 @@ def bench_text(index: int) -> str:
     return f" {index}@{time.time():.6f}"
 
 
+def _chat_prompt_details(plan: Plan) -> dict[str, Any]:
+    details: dict[str, Any] = {"cached_tokens": plan.cached_tokens, "audio_tokens": 0}
+    # openai-python CompletionUsage.PromptTokensDetails.cache_write_tokens is optional
+    # ("the unadjusted number of prompt tokens written to cache"): sent only when the
+    # request wrote to the cache.
+    if plan.cache_write_tokens:
+        details["cache_write_tokens"] = plan.cache_write_tokens
+    return details
+
+
 def chat_usage(plan: Plan, visible_tokens: int) -> dict[str, Any]:
     completion = plan.reasoning_tokens + visible_tokens
     return {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": plan.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": _chat_prompt_details(plan),
         "completion_tokens_details": {
             "reasoning_tokens": plan.reasoning_tokens,
             "audio_tokens": 0,
@@ -157,7 +179,9 @@ def responses_usage(plan: Plan, visible_tokens: int) -> dict[str, Any]:
     output = plan.reasoning_tokens + visible_tokens
     return {
         "input_tokens": plan.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": plan.cached_tokens, "cache_write_tokens": 0},
+        # openai-python ResponseUsage.InputTokensDetails: cache_write_tokens is required.
+        "input_tokens_details": {"cached_tokens": plan.cached_tokens,
+                                 "cache_write_tokens": plan.cache_write_tokens},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": plan.reasoning_tokens},
         "total_tokens": plan.prompt_tokens + output,
@@ -273,8 +297,10 @@ class ChatRenderer:
                 if plan.kind == "refusal"
                 else '{"role":"assistant","content":"","refusal":null}'
             )
-            preamble.append(self._chunk(role, filter_results=self._empty))
-            body = self._bench_items() if plan.kind == "bench" else self._text_items(key)
+            # Nothing is streamed while the model reasons; the role chunk comes right
+            # before the content (openai-wire.md §3.7: the Discourse capture, mezmo/aura#62).
+            body = [Item(self._chunk(role, filter_results=self._empty))]
+            body += self._bench_items() if plan.kind == "bench" else self._text_items(key)
         epilogue = [self._chunk("{}", plan.finish_reason, self._empty)]
         if self.request.include_usage:
             epilogue.append(self._usage_chunk(plan.visible_tokens))
@@ -560,6 +586,10 @@ class ResponsesRenderer:
     def script(self) -> Script:
         plan = self.plan
         in_progress = self.response_object("in_progress", [], None)
+        # The server sends response.created and response.in_progress at once, then nothing
+        # while the model reasons (minutes at high effort), then the reasoning item, its
+        # summary and the output (developers.openai.com/api/docs/guides/background;
+        # openai-wire.md §3.8): the think pause falls between the preamble and the body.
         preamble = [
             self._event("response.created", {"response": in_progress}),
             self._event("response.in_progress", {"response": in_progress}),
@@ -568,7 +598,7 @@ class ResponsesRenderer:
         output_index = 0
         if self.request.profile.reasoning:
             added = {"output_index": 0, "item": self._reasoning_item(with_summary=False)}
-            preamble.append(self._event("response.output_item.added", added))
+            body.append(Item(self._later("response.output_item.added", _fixed(added))))
             body.extend(self._summary_items())
             done = {"output_index": 0, "item": self._reasoning_item(with_summary=True)}
             body.append(Item(self._later("response.output_item.done", lambda: done)))
@@ -589,6 +619,14 @@ class ResponsesRenderer:
             stall_s=plan.stall_s,
             fault_tail=self._fault_tail,
         )
+
+    def queued_events(self) -> list[bytes]:
+        """The start of a background response that never leaves the queue (the
+        ``stuck_queued`` fault): ``response.created`` and ``response.queued``, status
+        ``queued`` (openai-python ``ResponseQueuedEvent``)."""
+        queued = self.response_object("queued", [], None)
+        return [self._event("response.created", {"response": queued}),
+                self._event("response.queued", {"response": queued})]
 
     def _terminal(self) -> bytes:
         status, reason = self._status()

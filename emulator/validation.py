@@ -227,8 +227,12 @@ def validate_chat(
 
     effort = body.get("reasoning_effort")
     if profile.reasoning:
-        if effort is not None and effort not in profile.efforts:
-            raise errors.unsupported_value("reasoning_effort", effort, profile.efforts)
+        # Some efforts exist on Responses only (gpt-6.1-sol's `max`, todays-models.md
+        # section 1). The exact Chat Completions error for one is unreported: this is the
+        # same 400 unsupported_value as any effort the model lacks.
+        chat_efforts = tuple(e for e in profile.efforts if e not in profile.responses_only_efforts)
+        if effort is not None and effort not in chat_efforts:
+            raise errors.unsupported_value("reasoning_effort", effort, chat_efforts)
         effort = effort or profile.default_effort
     else:
         effort = None
@@ -238,6 +242,12 @@ def validate_chat(
         cap = _check_cap("max_tokens", body.get("max_tokens"), profile, 1)
     stream, include_usage, obfuscate = _stream_flags(body)
     tools = _chat_tools(body.get("tools"))
+    if profile.chat_tools_need_effort_none and effort != "none" and any(
+        tool.get("type", "function") == "function" for tool in body.get("tools") or ()
+    ):
+        # gpt-5.4 and later: function tools only at effort none on this endpoint, the
+        # model's default effort included (sources: emulator.models.CHAT_TOOLS_RULE_SOURCES).
+        raise errors.function_tools_need_effort_none(profile.id)
     json_schema, json_object = _chat_response_format(body.get("response_format"))
     return GenerationRequest(
         profile=profile,

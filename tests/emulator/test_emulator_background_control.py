@@ -81,3 +81,52 @@ def test_cancel_and_delete_answer_on_azures_v1_path_too(emu: EmulatorHandle) -> 
 def test_cancelling_an_unknown_response_is_a_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.responses.cancel("resp_missing")
+
+
+def test_a_dropped_connection_leaves_a_background_response_running_to_its_end(
+    client: openai.OpenAI, emu: EmulatorHandle,
+) -> None:
+    """A background response runs on server-side whatever happens to the client's
+    connection (developers.openai.com/api/docs/guides/background), so a ``drop`` cuts the
+    creating stream only and a resume after the last sequence number read gets the rest."""
+    emu.emulator.push({"fault": "drop", "after_tokens": 4, "reply": "One two three four five six."})
+    stream = background(client, stream=True)
+    seen: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        for event in stream:
+            seen.append(event)
+    response_id = seen[0].response.id
+    head = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+
+    rest = list(client.responses.retrieve(
+        response_id, stream=True, starting_after=seen[-1].sequence_number))
+
+    assert head and rest[-1].type == "response.completed"
+    assert [e.sequence_number for e in seen + rest] == list(range(len(seen) + len(rest)))
+    tail = "".join(e.delta for e in rest if e.type == "response.output_text.delta")
+    assert head + tail == rest[-1].response.output_text == "One two three four five six."
+
+
+def test_a_response_stuck_in_queued_stays_queued_until_cancelled(
+    client: openai.OpenAI, emu: EmulatorHandle,
+) -> None:
+    """The provider bug of community.openai.com thread 1382584: a client that disconnects
+    right at ``response.created`` can leave the background response ``queued`` for good,
+    so a client must poll with a deadline and cancel it."""
+    emu.emulator.push({"fault": "stuck_queued"})
+    stream = background(client, stream=True)
+    seen: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        for event in stream:
+            seen.append(event)
+    assert [(e.type, e.response.status) for e in seen] == [
+        ("response.created", "queued"), ("response.queued", "queued")]
+    response_id = seen[0].response.id
+
+    polls = [client.responses.retrieve(response_id).status for _ in range(3)]
+
+    assert polls == ["queued"] * 3
+    assert client.responses.cancel(response_id).status == "cancelled"
+    # A resumed stream replays the queued events and ends once the response is cancelled.
+    replay = list(client.responses.retrieve(response_id, stream=True, starting_after=-1))
+    assert [e.type for e in replay] == ["response.created", "response.queued"]
