@@ -134,6 +134,17 @@ def set_member_budget(*, by: Membership, target: Membership, amount: Decimal | N
     return target
 
 
+def set_zero_data_retention(*, by: Membership, enabled: bool) -> Organization:
+    """Switch the org's Zero Data Retention: on, no answer runs as a background response
+    stored at the provider (conversations.generation.runs_in_background)."""
+    if not by.is_admin:
+        raise NotFound("organization")
+    organization = by.organization
+    organization.zero_data_retention = enabled
+    organization.save(update_fields=["zero_data_retention"])
+    return organization
+
+
 def set_org_budgets(
     *, by: Membership, monthly_budget_usd: Decimal | None, member_budget_usd: Decimal | None
 ) -> Organization:

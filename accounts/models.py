@@ -79,7 +79,7 @@ class Organization(models.Model):
     # Zero Data Retention: the provider may keep nothing, so no answer runs as a stored
     # background response (store=false), at the cost of resuming after a worker restart.
     zero_data_retention = models.BooleanField(
-        default=False,
+        default=False, db_default=False,
         help_text="The org's provider agreement keeps no data: answers are never stored at "
         "the provider, so long answers cannot resume after a worker restart.",
     )

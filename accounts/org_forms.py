@@ -81,6 +81,15 @@ class AllowedDomainsForm(forms.Form):
     )
 
 
+class ZeroDataRetentionForm(forms.Form):
+    zero_data_retention = forms.BooleanField(
+        label="Zero Data Retention", required=False,
+        help_text="Your provider agreement keeps no data: answers are never stored at the "
+                  "provider. Long answers then cannot resume after a worker restart and are "
+                  "interrupted instead.",
+    )
+
+
 class InvitationSignUpForm(forms.Form):
     """Sign-up through an invitation: the address is the invited one and cannot change."""
 

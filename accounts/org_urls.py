@@ -13,6 +13,7 @@ urlpatterns = [
     path("org/", views.members_page, name="members"),
     path("org/invitations/", views.invite, name="invite"),
     path("org/allowed-domains/", views.allowed_domains, name="allowed_domains"),
+    path("org/zero-data-retention/", views.zero_data_retention, name="zero_data_retention"),
     path("org/invitations/<int:invitation_id>/revoke/", views.revoke_invitation,
          name="revoke_invitation"),
     path("org/invitations/<int:invitation_id>/resend/", views.resend_invitation,

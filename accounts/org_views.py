@@ -33,6 +33,7 @@ from accounts.org_forms import (
     MemberBudgetForm,
     OrgBudgetForm,
     RoleForm,
+    ZeroDataRetentionForm,
 )
 from billing import inbox, requests, usage
 from billing.estimates import estimate_turn_costs
@@ -118,6 +119,8 @@ def _members_page(request: HttpRequest, admin: Membership, *, status: int = 200,
         "organization": organization,
         "rows": rows,
         "invite_form": invite_form or InviteForm(),
+        "retention_form": ZeroDataRetentionForm(
+            initial={"zero_data_retention": organization.zero_data_retention}),
         "invitations": pending,
         "error": error,
         "section": "members",
@@ -194,6 +197,21 @@ def allowed_domains(request: HttpRequest) -> HttpResponse:
         return _members_page(request, admin, status=400, domains_form=form)
     messages.success(request, f"People at {', '.join(domains)} may now join as members."
                      if domains else "Only invited people can join now.")
+    return redirect(_org_url("org:members", admin.organization_id))
+
+
+@login_required
+@require_POST
+@_not_found_as_404
+def zero_data_retention(request: HttpRequest) -> HttpResponse:
+    admin = _page_admin(request)
+    form = ZeroDataRetentionForm(request.POST)
+    form.is_valid()  # an unchecked box is off: the form cannot be invalid
+    enabled = bool(form.cleaned_data.get("zero_data_retention"))
+    members.set_zero_data_retention(by=admin, enabled=enabled)
+    messages.success(request, "Zero Data Retention is on: answers are no longer stored at the "
+                     "provider." if enabled else "Zero Data Retention is off: long answers are "
+                     "stored at the provider while they run, so they can resume after a restart.")
     return redirect(_org_url("org:members", admin.organization_id))
 
 

@@ -80,6 +80,8 @@ class Reservation(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    # Prompt tokens written to the prompt cache: their own price line on today's models.
+    cache_write_tokens = models.PositiveIntegerField(default=0, db_default=0)
     amount_usd = models.DecimalField(max_digits=14, decimal_places=6)
     charged_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     estimated = models.BooleanField(default=False)

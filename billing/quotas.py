@@ -2,35 +2,42 @@
 
 Money is Decimal throughout. A turn may start only if its worst case (prompt tokens
 at the input price plus the turn's whole completion cap at the output price) fits
-both the org's and the member's remaining monthly budget.
+both the org's and the member's remaining monthly budget. A request of the turn that
+the worst case did not include (a tool round, a retry) extends the reservation first, on
+the same terms (``extend``), and settlement never charges more than is reserved.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import logging
 import zoneinfo
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import DecimalField, F, Value
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Round
 from django.utils import timezone
 
+from accounts.models import Membership
 from billing import pricing
 from billing.models import ZERO, Reservation, UsagePeriod
 from billing.pricing import PriceSource
 from conversations.exceptions import TurnRefused
 
 if TYPE_CHECKING:
-    from accounts.models import Membership, Organization
+    from accounts.models import Organization
     from conversations.models import Message, ModelProfile
+
+logger = logging.getLogger(__name__)
 
 CENT = Decimal("0.000001")
 PLACES = 6  # micro-dollars: every money column has decimal_places=6
+MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=14, decimal_places=PLACES)
 
 
 def exact(expression: CombinedExpression) -> Round:
@@ -216,6 +223,54 @@ def _insert_from_holds(reservation: Reservation) -> tuple[str, list[object]]:
             f" FROM org, member RETURNING {table}.id", params)
 
 
+def extend(*, message_id: int, amount: Decimal) -> Decimal | None:
+    """Add ``amount`` to a live turn's reservation, held on the org's and the member's
+    rows only if it fits both budgets (a tool round or a retry the turn's worst case
+    did not include). Returns the reservation's new amount, or None when it does not fit
+    or the turn has settled (nothing changed)."""
+    amount = amount.quantize(CENT, rounding=ROUND_CEILING)
+    with transaction.atomic():
+        reservation = (
+            Reservation.objects.select_for_update()
+            .filter(message_id=message_id, settled_at=None).first()
+        )
+        if reservation is None:
+            return None
+        if amount <= 0:
+            return reservation.amount_usd
+        rows = [row for row in (reservation.org_period_id, reservation.member_period_id) if row]
+        periods = {
+            # of=("self",): lock the budget rows, not the organization read along.
+            period.pk: period for period in UsagePeriod.objects.select_for_update(of=("self",))
+            .select_related("organization").filter(pk__in=rows).order_by("pk")
+        }
+        # Race: other turns' holds and settlements change the same rows; with the rows
+        # locked in id order (as ``_charge`` and the holds take them) each conditional
+        # update below sees the latest spent and reserved, and no two of them deadlock.
+        for row in sorted(periods):
+            limit = _limit_of(periods[row])
+            held = UsagePeriod.objects.filter(pk=row)
+            if limit is not None:
+                held = held.filter(spent_usd__lte=exact(Value(limit - amount, output_field=MONEY)
+                                                        - F("reserved_usd")))
+            if not held.update(reserved_usd=exact(F("reserved_usd") + amount)):
+                transaction.set_rollback(True)
+                return None
+        reservation.amount_usd += amount
+        reservation.save(update_fields=["amount_usd"])
+    return reservation.amount_usd
+
+
+def _limit_of(period: UsagePeriod) -> Decimal | None:
+    """The budget a period row enforces: the org's, or its member's (a row whose user has
+    left the org enforces nothing more: that member spends no more)."""
+    if period.user_id is None:
+        return period.organization.monthly_budget_usd
+    membership = (Membership.objects.select_related("organization")
+                  .filter(organization_id=period.organization_id, user_id=period.user_id).first())
+    return ZERO if membership is None else member_limit(membership)
+
+
 def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     """Charge the actual cost and release the rest, once per message.
 
@@ -252,23 +307,24 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
     charge = cost.quantize(CENT)
     with transaction.get_connection().cursor() as cursor:
         cursor.execute(
-            f"WITH settled AS (UPDATE {reservations} SET charged_usd = %s, estimated = %s,"
-            f" settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
+            f"WITH settled AS (UPDATE {reservations} SET charged_usd = LEAST(%s, amount_usd),"
+            f" estimated = %s, settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
             f" RETURNING amount_usd, org_period_id, member_period_id),"
             f" locked AS (SELECT period.id FROM {periods} AS period, settled"
             f" WHERE period.id IN (settled.org_period_id, settled.member_period_id)"
             f" ORDER BY period.id FOR UPDATE OF period),"
             f" charged AS (UPDATE {periods} AS period"
             f" SET reserved_usd = ROUND(period.reserved_usd - settled.amount_usd, {PLACES}),"
-            f" spent_usd = ROUND(period.spent_usd + %s, {PLACES}) FROM settled"
-            f" WHERE period.id IN (SELECT id FROM locked))"
-            f" SELECT org_period_id, member_period_id FROM settled",
+            f" spent_usd = ROUND(period.spent_usd + LEAST(%s, settled.amount_usd), {PLACES})"
+            f" FROM settled WHERE period.id IN (SELECT id FROM locked))"
+            f" SELECT org_period_id, member_period_id, amount_usd FROM settled",
             [charge, estimated, timezone.now(), message_id, charge],
         )
         row = cursor.fetchone()
     if row is None:
         return False
-    _alerts_after_commit([period for period in row if period])
+    _over_reservation(f"message {message_id}", charge, row[2])
+    _alerts_after_commit([period for period in row[:2] if period])
     return True
 
 
@@ -294,7 +350,8 @@ def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -
 
 def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     """Call with the reservation row locked and unsettled."""
-    charge = cost.quantize(CENT)
+    charge = min(cost.quantize(CENT), reservation.amount_usd)
+    _over_reservation(f"reservation {reservation.pk}", cost.quantize(CENT), reservation.amount_usd)
     # A deleted member's row is gone (SET_NULL); the org's row still takes the charge.
     rows = [row for row in (reservation.org_period_id, reservation.member_period_id) if row]
     # Race: turns' holds and other settlements change the same two rows at once. All of
@@ -313,6 +370,15 @@ def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     reservation.settled_at = timezone.now()
     reservation.save(update_fields=["charged_usd", "estimated", "settled_at"])
     _alerts_after_commit(rows)
+
+
+def _over_reservation(what: str, charge: Decimal, reserved: Decimal) -> None:
+    """The guard behind "charged <= reserved": every request of a turn is reserved before
+    it is sent, so a charge over the reservation is a bug. The charge is capped at the
+    reservation (the budget is never overspent) and the bug reported loudly."""
+    if charge > reserved:
+        logger.error("%s: cost $%s is over its reservation of $%s; charged $%s (a request "
+                     "was sent without reserving its worst case)", what, charge, reserved, reserved)
 
 
 def _alerts_after_commit(rows: list[int]) -> None:

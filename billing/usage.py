@@ -26,7 +26,7 @@ from conversations.models import Message
 
 CSV_HEADER = [
     "member", "model", "day", "messages", "prompt_tokens", "cached_tokens",
-    "completion_tokens", "reasoning_tokens", "cost_usd",
+    "cache_write_tokens", "completion_tokens", "reasoning_tokens", "cost_usd",
 ]
 
 
@@ -52,6 +52,7 @@ class Totals:
     messages: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     cost: Decimal = ZERO
@@ -60,6 +61,7 @@ class Totals:
         self.messages += row["messages"]
         self.prompt_tokens += row["prompt_tokens"] or 0
         self.cached_tokens += row["cached_tokens"] or 0
+        self.cache_write_tokens += row["cache_write_tokens"] or 0
         self.completion_tokens += row["completion_tokens"] or 0
         self.reasoning_tokens += row["reasoning_tokens"] or 0
         self.cost += row["cost"] or ZERO
@@ -110,6 +112,7 @@ def _totals(*, cost: str) -> dict[str, Any]:
         "messages": Count("id"),
         "prompt_tokens": Sum("prompt_tokens"),
         "cached_tokens": Sum("cached_tokens"),
+        "cache_write_tokens": Sum("cache_write_tokens"),
         "completion_tokens": Sum("completion_tokens"),
         "reasoning_tokens": Sum("reasoning_tokens"),
         "cost": Sum(cost),
@@ -196,6 +199,7 @@ def csv_rows(report: UsageReport) -> Iterator[list[object]]:
             row["messages"],
             row["prompt_tokens"] or 0,
             row["cached_tokens"] or 0,
+            row["cache_write_tokens"] or 0,
             row["completion_tokens"] or 0,
             row["reasoning_tokens"] or 0,
             f"{(row['cost'] or ZERO):.6f}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from celery.worker import WorkController
 
@@ -45,5 +46,22 @@ def start_reaper(*, every: float = 30.0) -> threading.Thread:
                 logger.exception("reaper failed")
 
     thread = threading.Thread(target=loop, name="reaper", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_periodic(job: Callable[[], object], *, every: float, name: str) -> threading.Thread:
+    """Run ``job`` now and then every ``every`` seconds in a daemon thread: the beat
+    schedule's daily jobs for embedded mode, which runs no beat."""
+
+    def loop() -> None:
+        while True:
+            try:
+                job()
+            except Exception:
+                logger.exception("%s failed", name)
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     return thread

@@ -228,6 +228,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-shutdown-dates": {
         "task": "conversations.tasks.refresh_shutdown_dates", "schedule": 6 * 3600.0,
     },
+    # Daily: an org moves to its default model's successor the day before the shutdown.
+    "move-orgs-off-retiring-models": {
+        "task": "conversations.tasks.move_orgs_off_retiring_models", "schedule": 24 * 3600.0,
+    },
 }
 
 # --- Model providers ---------------------------------------------------------------------
@@ -253,7 +257,12 @@ LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 3, minimum=1)
 LLM_MAX_RETRY_WAIT = env_int("LLM_MAX_RETRY_WAIT", 30, minimum=0)
 # Reasoning efforts whose Responses-API answers run in background mode (stored upstream,
 # resumed by another worker if theirs dies mid-answer); empty: none.
-BACKGROUND_EFFORTS = env_list("BACKGROUND_EFFORTS", ["high", "xhigh"])
+BACKGROUND_EFFORTS = env_list("BACKGROUND_EFFORTS", ["high", "xhigh", "max"])
+# A background response we come back to (after a dropped connection or a worker restart)
+# that the provider still has `queued` this long is stuck (a provider bug, community
+# thread 1382584): it is cancelled and the answer fails rather than wait out the ~10
+# minutes the provider keeps it. Healthy ones leave the queue within seconds.
+BACKGROUND_QUEUED_DEADLINE_SECONDS = env_int("BACKGROUND_QUEUED_DEADLINE_SECONDS", 60, minimum=5)
 
 # --- Streaming ------------------------------------------------------------------------------
 

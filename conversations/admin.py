@@ -92,5 +92,5 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["status", "role", "reasoning_effort", "error_code", "usage_estimated"]
     raw_id_fields = ["conversation"]
     exclude = ["content", "refusal", "reasoning_summary", "tool_calls"]
-    readonly_fields = ["prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens",
-                       "cost_usd", "price_snapshot"]
+    readonly_fields = ["prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens",
+                       "reasoning_tokens", "cost_usd", "price_snapshot"]

@@ -21,6 +21,7 @@ from conversations import replies
 from conversations.access import get_message_for_user
 from conversations.backpressure import queue_position
 from conversations.branching import regenerate_answer
+from conversations.catalog import KNOWN_EFFORTS
 from conversations.exceptions import TurnRefused
 from conversations.frames import (
     error_frame,
@@ -38,7 +39,6 @@ from conversations.tree import AFTER_LEAF, select_branch
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-EFFORTS = ("minimal", "low", "medium", "high")
 MAX_CLIENT_ID = 64
 # A waiting answer's place in the queue is counted at most this often per answer.
 QUEUE_POLL_SECONDS = 1.0
@@ -87,6 +87,19 @@ def _int_field(frame: dict[str, Any], name: str, *, nullable: bool = False) -> i
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**62:
         raise FrameError(f"'{name}' must be a non-negative integer id.")
     return value
+
+
+def _effort_field(frame: dict[str, Any], message: int | None = None) -> str | None:
+    """The frame's reasoning effort if it is one the API knows; None asks for the
+    profile's default. Which efforts a model takes is its profile's to say
+    (``replies._effort_for``), so the send, edit and regenerate paths all refuse an
+    effort the model lacks in one place, naming the ones it takes."""
+    effort = frame.get("reasoning_effort")
+    if effort is not None and (not isinstance(effort, str) or effort not in KNOWN_EFFORTS):
+        raise FrameError(
+            "'reasoning_effort' must be one of " + ", ".join(KNOWN_EFFORTS) + ".", message
+        )
+    return effort
 
 
 def _continues(frames: list[dict[str, Any]], after_seq: int) -> bool:
@@ -199,9 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         content = frame.get("content")
         if not isinstance(content, str):
             raise FrameError("'content' must be a string.")
-        effort = frame.get("reasoning_effort")
-        if effort is not None and effort not in EFFORTS:
-            raise FrameError("'reasoning_effort' must be low, medium or high.")
+        effort = _effort_field(frame)
         client_id = frame.get("client_id", "")
         if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
             raise FrameError("'client_id' must be a string of at most 64 characters.")
@@ -226,9 +237,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         assert message_id is not None
-        effort = frame.get("reasoning_effort")
-        if effort is not None and effort not in EFFORTS:
-            raise FrameError("'reasoning_effort' must be low, medium or high.", message_id)
+        effort = _effort_field(frame, message_id)
         client_id = frame.get("client_id", "")
         if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
             raise FrameError("'client_id' must be a string of at most 64 characters.")

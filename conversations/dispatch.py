@@ -22,6 +22,7 @@ from conversations.exceptions import TurnRefused
 logger = logging.getLogger(__name__)
 
 GENERATE_REPLY = "conversations.tasks.generate_reply"
+FORGET_RESPONSE = "conversations.tasks.forget_background_response"
 # The broker must answer a PING within this; a send never waits longer on a dead one.
 PING_TIMEOUT_SECONDS = 2.0
 

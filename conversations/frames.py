@@ -83,7 +83,9 @@ def final_frame(message: Message) -> Frame:
         "seq": message.stream_seq + 1,
         "status": message.status,
         "finish_reason": message.finish_reason,
-        "usage": message.usage_dict(),
+        # The contract's four counts, plus the prompt tokens written to the cache (their
+        # own price line on today's models).
+        "usage": {**message.usage_dict(), "cache_write_tokens": message.cache_write_tokens},
         "usage_estimated": message.usage_estimated,
         "cost_usd": f"{message.cost_usd:.6f}",
     }

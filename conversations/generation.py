@@ -13,6 +13,7 @@ takes the answer over and resumes the provider's stream right after the checkpoi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -26,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from billing import quotas
 from billing.pricing import (
     add_usage,
     affordable_completion_tokens,
@@ -50,7 +52,13 @@ from conversations.llm.types import (
     UsageReport,
 )
 from conversations.models import Message, ModelProfile
-from conversations.prompts import build_prompt, message_tokens, prompt_cache_key
+from conversations.prompts import (
+    build_prompt,
+    extra_tokens,
+    message_tokens,
+    prompt_cache_key,
+    tools_tokens,
+)
 from conversations.realtime import publish
 from conversations.tools import run_tool, tool_schemas
 
@@ -58,8 +66,25 @@ logger = logging.getLogger(__name__)
 
 Status = Message.Status
 
+# Before following a still-reasoning background response again after its connection gave out.
+FOLLOW_PAUSE_SECONDS = 1.0
+
 # A tool round with a smaller completion budget than this would mostly end in reasoning.
 MIN_TOOL_ROUND_TOKENS = 1024
+# Under an answer whose next tool round the budget could not cover (the answer keeps what
+# the rounds before it wrote).
+BUDGET_STOP_NOTICE = "Stopped before another tool step: budget reached"
+PROMPT_OVER_BUDGET = (
+    "Your budget cannot cover this question with the conversation's history and tools. "
+    "Start a new conversation, or use “Request more” to ask an admin."
+)
+# Resumes of one background response after its connection dropped mid-answer: each picks
+# up after the last event read, so a few ride out a flaky network; a provider that keeps
+# dropping the connection ends the answer instead of looping.
+MAX_FOLLOWS = 5
+# How often a background response the provider still has ``queued`` is polled before
+# it is resumed (a GET each: cheap, and its deadline is a setting).
+QUEUED_POLL_SECONDS = 2.0
 
 
 T = TypeVar("T")
@@ -304,26 +329,42 @@ async def _stream_round(
     state: dict[str, Any],
     runtime: Runtime,
     resume: Resume | None = None,
+    *,
+    budget: TurnBudget | None = None,
 ) -> RoundResult:
     attempt = 0
+    # A background response still reasoning when our connection to it gave out: it is
+    # followed again from the last event read, in the same attempt and phase.
+    follow: Resume | None = None
+    follows = 0  # of the attempt's background response after its connection dropped mid-answer
+    stream: llm.AsyncChatStream | None = None
     while True:
-        attempt += 1
+        if follow is None:
+            attempt += 1
+            live.begin_round()
+            stream = None  # else the followed one, cancelled if following it fails
+            # Whether this attempt made the model produce anything (a followed response
+            # keeps what it produced before): a request the provider rejected before any
+            # output costs nothing unless the provider reported usage.
+            produced = False
+            _begin_attempt(state, streamer, request, resumed=resume is not None and attempt == 1)
         result = RoundResult()
-        # Whether this attempt made the model produce anything: a request the provider
-        # rejected before any output costs nothing unless the provider reported usage.
-        produced = False
-        stream: llm.AsyncChatStream | None = None
-        live.begin_round()
         try:
             # A retry sends the request afresh: only the first attempt follows on from
             # the previous worker's stream.
-            stream = await _open(profile, request, resume if attempt == 1 else None, runtime)
+            resuming = follow or (resume if attempt == 1 else None)
+            if resuming is not None:
+                await _wait_while_queued(profile, resuming.response_id, live,
+                                         cancel=stream is None)
+            stream = await _open(profile, request, resuming, runtime)
+            follow = None
             live.attach(stream)
             streamer.upstream = stream
             async for event in stream:
-                # Any event is progress of this answer (it renews the lease and keeps the
-                # stall detector quiet), including reasoning summaries and the usage chunk.
-                live.touch()
+                # Content is progress of this answer (it renews the lease and restarts the
+                # stall clock), reasoning summaries and the usage included; the lifecycle
+                # event ``response.created`` is not: silence after it is the model reasoning.
+                live.heard(event)
                 if live.cancelled.is_set():
                     raise Cancelled()
                 if isinstance(event, TextDelta):
@@ -362,11 +403,18 @@ async def _stream_round(
                     await streamer.checkpoint_async(runtime.db, time.monotonic())
             if live.cancelled.is_set():
                 raise Cancelled()
+            if live.stalled and live.stalled_waiting:
+                raise LLMError(
+                    "upstream_error",
+                    f"The model sent nothing for {settings.LLM_READ_TIMEOUT} seconds. Try "
+                    "again, or pick a lower reasoning effort.",
+                )
             if live.stalled:
                 raise LLMError("upstream_error", "The model stopped sending mid-answer.")
             if not result.finish_reason:
                 raise LLMError(
-                    "upstream_error", "The answer ended early: the provider closed the stream."
+                    "upstream_error", "The answer ended early: the provider closed the stream.",
+                    reason="closed",
                 )
             _count_attempt(state, result.usage, unreported=True)
             _count_tier(state, result.service_tier)
@@ -383,6 +431,25 @@ async def _stream_round(
                 stream.close()
             raise
         except LLMError as error:
+            if follow is None and follows < MAX_FOLLOWS and _dropped_mid_answer(live, stream, error):
+                assert stream is not None
+                follows += 1
+                logger.warning("message %s: the connection to background response %s dropped "
+                               "mid-answer; resuming it after event %s", streamer.message_id,
+                               stream.response_id, stream.sequence_number)
+                follow = Resume(stream.response_id, stream.sequence_number)
+                continue
+            if follow is None and await _still_reasoning(live, stream, error):
+                assert stream is not None
+                logger.info("following background response %s again after event %s (%s)",
+                            stream.response_id, stream.sequence_number, error.reason)
+                follow = Resume(stream.response_id, stream.sequence_number)
+                # A pause first, so a connection that keeps failing at once is no busy loop.
+                # Stop ends it early; the followed stream then ends as stopped (cancelled
+                # upstream and billed as an estimate) in the try above.
+                await live.wait_async(FOLLOW_PAUSE_SECONDS)
+                continue
+            follow = None
             # A failed attempt costs what the provider reported, an estimate if it had
             # started producing output without a usage chunk, and nothing otherwise.
             _count_attempt(state, result.usage, unreported=produced)
@@ -391,7 +458,10 @@ async def _stream_round(
                 raise Cancelled() from error
             if error.retryable and not streamer.shown_anything and attempt < settings.LLM_MAX_ATTEMPTS:
                 wait = _backoff(attempt, error.retry_after)
-                if wait <= settings.LLM_MAX_RETRY_WAIT:
+                # A retry is another billed request: it is reserved like any other, and
+                # one the budget cannot cover is not sent (the answer fails with the error).
+                if wait <= settings.LLM_MAX_RETRY_WAIT and (budget is None or await budget.cover(
+                        request.max_completion_tokens, streamer, state, runtime)):
                     logger.info("retrying message %s in %.2fs (%s)", streamer.message_id, wait, error.code)
                     if await live.wait_async(wait):
                         raise Cancelled() from error
@@ -405,6 +475,83 @@ async def _stream_round(
             _count_attempt(state, result.usage, unreported=produced)
             await _cancel_upstream(profile, stream)
             raise
+
+
+def _dropped_mid_answer(live: LiveReply, stream: llm.AsyncChatStream | None,
+                       error: LLMError) -> bool:
+    """Whether our connection to a background response gave out after its content began
+    (dropped, or closed without the terminal event): the provider runs it on whatever
+    happens to the connection, so its stream is resumed right after the last event read
+    (``starting_after``) and tabs see one answer, rather than the answer failing."""
+    return (
+        stream is not None
+        and stream.running_upstream
+        and error.reason in ("connection", "closed")
+        and not live.awaiting_content
+        and not live.stalled
+        and not live.cancelled.is_set()
+    )
+
+
+async def _wait_while_queued(profile: ModelProfile, response_id: str, live: LiveReply, *,
+                             cancel: bool) -> None:
+    """Before resuming a background response, poll it while the provider says ``queued``.
+
+    A response can stay ``queued`` for good after a client disconnected right at its
+    ``response.created`` (community.openai.com thread 1382584): past
+    ``BACKGROUND_QUEUED_DEADLINE_SECONDS`` it is cancelled (here when ``cancel``; else
+    the caller cancels the stream it followed) and the answer fails with an error that
+    says so. Stop ends the wait at once (the resumed stream then ends as stopped).
+    """
+    deadline = time.monotonic() + settings.BACKGROUND_QUEUED_DEADLINE_SECONDS
+    while True:
+        if live.cancelled.is_set():
+            return
+        try:
+            status = await asyncio.to_thread(llm.response_status, profile, response_id)
+        except LLMError as error:
+            # The resume itself reports what is wrong (gone, unreachable) as it would have.
+            logger.info("could not poll background response %s: %s", response_id, error.detail)
+            return
+        if status != "queued":
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await live.wait_async(min(left, QUEUED_POLL_SECONDS))  # Stop ends it early
+    logger.warning("background response %s stayed queued; cancelling it", response_id)
+    if cancel:
+        with contextlib.suppress(LLMError):
+            await asyncio.to_thread(llm.cancel_response, profile, response_id)
+    raise LLMError(
+        "upstream_error",
+        "The model provider never started this answer: it stayed queued for over "
+        f"{settings.BACKGROUND_QUEUED_DEADLINE_SECONDS} seconds, so it was cancelled there. "
+        "What was shown is kept; send the question again.",
+        reason="stuck_queued",
+    )
+
+
+async def _still_reasoning(
+    live: LiveReply, stream: llm.AsyncChatStream | None, error: LLMError
+) -> bool:
+    """Whether a read that gave out before the first content (no byte within the read
+    timeout, or the connection dropped) left a background response the provider still
+    works on: such a response has no wall limit, and is followed again, not retried."""
+    if (
+        stream is None
+        or not stream.running_upstream
+        or error.reason not in ("connection", "timeout")
+        or not live.awaiting_content
+        or live.stalled
+        or live.cancelled.is_set()
+    ):
+        return False
+    try:
+        status = await asyncio.to_thread(stream.provider_status)
+    except LLMError:
+        return False
+    return live.keeps_waiting(status)
 
 
 async def _open(
@@ -447,12 +594,15 @@ def _delete_stored(profile: ModelProfile, state: dict[str, Any]) -> None:
             logger.info("could not delete background response %s: %s", response_id, error.detail)
 
 
-def runs_in_background(profile: ModelProfile, effort: str) -> bool:
+def runs_in_background(profile: ModelProfile, effort: str, *,
+                       zero_data_retention: bool = False) -> bool:
     """Whether an answer runs as a background response: a Responses-style profile at one
     of ``BACKGROUND_EFFORTS``, the efforts whose answers take long enough that losing
-    one to a worker restart would hurt."""
+    one to a worker restart would hurt. Never for an org with Zero Data Retention: a
+    background response is stored at the provider (store=true, kept about 10 minutes)."""
     return (
-        profile.api_style == ModelProfile.ApiStyle.RESPONSES
+        not zero_data_retention
+        and profile.api_style == ModelProfile.ApiStyle.RESPONSES
         and bool(effort)
         and effort in settings.BACKGROUND_EFFORTS
     )
@@ -473,6 +623,20 @@ def _count_attempt(state: dict[str, Any], usage: Usage | None, *, unreported: bo
         state["usage"] = add_usage(state.get("usage"), usage)
     elif unreported:
         state["usage_missing"] = True
+        if state.get("attempts"):
+            state.setdefault("unreported", []).append(len(state["attempts"]) - 1)
+
+
+def _begin_attempt(state: dict[str, Any], streamer: Streamer, request: ChatRequest, *,
+                   resumed: bool) -> None:
+    """Note an upstream attempt's prompt, cap and where its text starts: one the provider
+    reports no usage for is estimated from these (``billable_usage``), so the estimate
+    stays within the worst case reserved for that attempt. A resumed stream's usage
+    covers the text before the resume too."""
+    start = (0, 0) if resumed else (len(streamer.text), len(streamer.refusal))
+    state.setdefault("attempts", []).append(
+        (state.get("prompt_tokens", 0), request.max_completion_tokens, *start)
+    )
 
 
 @dataclass
@@ -502,6 +666,79 @@ def _prepare(message: Message) -> Prepared:
     return Prepared(list(prompt.messages), prompt.prompt_tokens, prompt.left_out, reserved)
 
 
+@dataclass
+class TurnBudget:
+    """The turn's reservation, which every upstream request (each tool round, each retry)
+    must fit before it is sent: charged <= reserved, always.
+
+    ``prompt_tokens`` bounds the prompt of the request about to be sent, everything it
+    carries counted (``prompts.request_tokens``); it grows with each tool round.
+    """
+
+    message: Message
+    reserved: Decimal | None  # None: a turn without a reservation has nothing to keep to
+    prompt_tokens: int
+
+    def committed(self, streamer: Streamer, state: dict[str, Any]) -> Decimal:
+        """What settlement would charge if the turn ended now, at the dearest of the
+        answer's tiers (the one the provider reports is not known yet)."""
+        usage, _ = billable_usage(self.message, streamer, state)
+        prices = answer_prices(self.message)
+        return max(usage_cost(tier, usage)
+                   for tier in (prices, *(prices.at_tier(name) for name in prices.tiers)))
+
+    def worst_case(self, cap: int) -> Decimal:
+        return worst_case_cost(answer_prices(self.message), prompt_tokens=self.prompt_tokens,
+                               completion_cap=cap)
+
+    async def cover(self, cap: int, streamer: Streamer, state: dict[str, Any],
+                    runtime: Runtime) -> bool:
+        """Whether the next request, with completion cap ``cap``, fits the reservation,
+        extending the reservation first (against both budgets) when what is left of it
+        falls short. False: the request must not be sent."""
+        if self.reserved is None:
+            return True
+        short = self.committed(streamer, state) + self.worst_case(cap) - self.reserved
+        if short <= 0:
+            return True
+        extended = await runtime.db(lambda: _extend_released(self.message.pk, short))
+        if extended is None:
+            logger.info("message %s: the budget cannot cover another request ($%s short)",
+                        self.message.pk, short)
+            return False
+        self.reserved = extended
+        return True
+
+    def affordable_cap(self, streamer: Streamer, state: dict[str, Any]) -> int:
+        """The largest completion cap what is left of the reservation covers."""
+        assert self.reserved is not None
+        prices = answer_prices(self.message)
+        left = self.reserved - self.committed(streamer, state) - self.worst_case(0)
+        return affordable_completion_tokens(prices, left, prompt_tokens=self.prompt_tokens)
+
+
+def _extend_released(message_id: int, amount: Decimal) -> Decimal | None:
+    try:
+        return quotas.extend(message_id=message_id, amount=amount)
+    finally:
+        _release_db()
+
+
+async def _cap_for_round(budget: TurnBudget, full_cap: int, streamer: Streamer,
+                         state: dict[str, Any], runtime: Runtime) -> int:
+    """The completion cap of the round about to be sent: the turn's whole cap when the
+    budget covers it (reserving more if needed), else what the reservation still covers;
+    0 when that is too little for a round worth sending."""
+    if await budget.cover(full_cap, streamer, state, runtime):
+        return full_cap
+    cap = budget.affordable_cap(streamer, state)
+    if cap < min(MIN_TOOL_ROUND_TOKENS, full_cap):
+        return 0
+    assert budget.reserved is not None
+    covered = budget.committed(streamer, state) + budget.worst_case(cap) <= budget.reserved
+    return cap if covered else 0
+
+
 async def _generate(
     message: Message, live: LiveReply, streamer: Streamer, state: dict[str, Any],
     runtime: Runtime, resume: Resume | None = None, prepared: Prepared | None = None,
@@ -515,29 +752,32 @@ async def _generate(
     if prepared.left_out and resume is None:  # a resumed answer's tabs were told already
         streamer.send(frames.context_frame(message.pk, prepared.left_out))
     messages = prepared.messages
-    tools = tool_schemas() if profile.accepts("tools") else []
-    reserved = prepared.reserved
+    # Chat Completions refuses function tools with reasoning for some models: the answer
+    # goes without tools rather than failing, and says so under it.
+    tools_off = profile.chat_tools_refused_at(message.reasoning_effort)
+    tools = tool_schemas() if profile.accepts("tools") and not tools_off else []
     full_cap = cap = message.max_completion_tokens or profile.max_completion_tokens
-    background = runs_in_background(profile, message.reasoning_effort)
+    # build_prompt counted the messages' text (prepared.prompt_tokens); the request also
+    # carries the tool schemas and any reasoning items.
+    budget = TurnBudget(message, prepared.reserved, prepared.prompt_tokens + tools_tokens(tools)
+                        + sum(extra_tokens(m) for m in messages))
+    # The claim loaded the org with the answer: no query on the loop.
+    background = runs_in_background(
+        profile, message.reasoning_effort,
+        zero_data_retention=message.conversation.organization.zero_data_retention,
+    )
     # Only the first round can be resumed by a successor: later ones need its tool calls.
     streamer.resumable = background or resume is not None
     for round_number in range(settings.MAX_TOOL_ROUNDS + 1):
-        if round_number and reserved is not None:
-            # Each tool round is another billed call under the turn's one reservation, which
-            # holds a single worst case: a later round gets the completion budget still
-            # unspent (a whole fresh cap never fits), and tools stop when too little is left.
-            prompt_tokens = sum(message_tokens(m) for m in messages)
-            prices = answer_prices(message)
-            so_far = usage_cost(prices, state.get("usage") or Usage())
-            left = reserved - so_far - worst_case_cost(
-                prices, prompt_tokens=prompt_tokens, completion_cap=0
-            )
-            cap = min(cap, affordable_completion_tokens(prices, left))
-            if cap <= 0 or cap < min(MIN_TOOL_ROUND_TOKENS, full_cap):
-                return Outcome(
-                    Status.DONE, finish_reason="tool_calls",
-                    notice="Tool use stopped: another step would exceed this turn's budget reservation.",
-                )
+        if round_number or resume is None:  # a resumed first round sends no new request
+            # Every round is reserved before it is sent: the turn's reservation held one
+            # worst case, and a tool round's prompt carries all the rounds before it.
+            cap = await _cap_for_round(budget, full_cap, streamer, state, runtime)
+            if not cap and round_number:
+                return Outcome(Status.DONE, finish_reason="tool_calls", notice=BUDGET_STOP_NOTICE)
+            if not cap:
+                return Outcome(Status.FAILED, finish_reason="error", error_code="quota_exceeded",
+                               error_detail=PROMPT_OVER_BUDGET)
         request = ChatRequest(
             messages=messages,
             reasoning_effort=message.reasoning_effort,
@@ -547,12 +787,15 @@ async def _generate(
             background=background,
         )
         result = await _stream_round(profile, request, streamer, live, state, runtime,
-                                     resume if round_number == 0 else None)
+                                     resume if round_number == 0 else None, budget=budget)
         # The reasoning behind the round's output: sent back before the tool calls in the
         # next round, and kept with the answer for later turns when this round is the last.
         state["reasoning_items"] = result.reasoning_items
         if result.finish_reason != "tool_calls" or not result.tool_calls:
-            return _outcome_for(result.finish_reason, streamer, message)
+            outcome = _outcome_for(result.finish_reason, streamer, message)
+            if tools_off and outcome.status == Status.DONE:
+                outcome.notice = " ".join(filter(None, (outcome.notice, tools_off_notice(profile))))
+            return outcome
         await streamer.untrack(runtime.db)
         calls = [result.tool_calls[index] for index in sorted(result.tool_calls)]
         messages.append(
@@ -577,7 +820,19 @@ async def _generate(
             messages.append(
                 {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(output)}
             )
+        budget.prompt_tokens += sum(message_tokens(m) + extra_tokens(m)
+                                    for m in messages[-1 - len(calls):])
+        # An estimate for a later round's attempt starts from that round's prompt.
+        state["prompt_tokens"] = budget.prompt_tokens
     return Outcome(Status.DONE, finish_reason="tool_calls")
+
+
+def tools_off_notice(profile: ModelProfile) -> str:
+    """Said under an answer that went without tools because its model takes them on Chat
+    Completions only at reasoning effort none."""
+    return (f"Tools were off for this answer: {profile.model} takes tools on Chat Completions "
+            "only at reasoning effort none. Choose effort none to use them, or ask an admin to "
+            "switch the model profile to the Responses API.")
 
 
 def _outcome_for(finish_reason: str, streamer: Streamer, message: Message) -> Outcome:
@@ -754,6 +1009,20 @@ def billable_usage(message: Message, streamer: Streamer, state: dict[str, Any]) 
     usage: Usage | None = state.get("usage")
     if not state.get("usage_missing"):
         return usage or Usage(), False
+    attempts = state.get("attempts")
+    if attempts:
+        # Each unreported attempt on its own (``_begin_attempt``): its prompt, its cap and
+        # the text it wrote, which ends where the next attempt's begins.
+        text, refusal = streamer.text, streamer.refusal
+        ends = [start[2:] for start in attempts[1:]] + [(len(text), len(refusal))]
+        for index in state.get("unreported", ()):
+            prompt_tokens, cap, text_from, refusal_from = attempts[index]
+            text_to, refusal_to = ends[index]
+            usage = add_usage(usage, estimate_usage(
+                effort=message.reasoning_effort, completion_cap=cap, prompt_tokens=prompt_tokens,
+                visible_text=text[text_from:text_to] + refusal[refusal_from:refusal_to],
+            ))
+        return usage or Usage(), True
     estimate = estimate_usage(
         effort=message.reasoning_effort, completion_cap=message.max_completion_tokens,
         prompt_tokens=state["prompt_tokens"], visible_text=streamer.text + streamer.refusal,

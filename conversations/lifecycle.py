@@ -43,7 +43,7 @@ from billing.quotas import settle
 from chatsite.compiled import CompiledSelect
 from conversations.frames import final_frame
 from conversations.llm.types import Usage
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, ModelProfile
 from conversations.realtime import publish
 
 logger = logging.getLogger(__name__)
@@ -221,6 +221,7 @@ def finish(message: Message, ending: Ending) -> dict[str, Any]:
         "cached_tokens": ending.usage.cached_tokens,
         "completion_tokens": ending.usage.completion_tokens,
         "reasoning_tokens": ending.usage.reasoning_tokens,
+        "cache_write_tokens": ending.usage.cache_write_tokens,
         "usage_estimated": ending.usage_estimated,
         "cost_usd": cost,
         "price_snapshot": prices.snapshot(),
@@ -383,7 +384,39 @@ def end_for_deletion(message_id: int) -> dict[str, Any] | None:
         Message.objects.filter(pk=message_id).update(**changes)
         settle(message_id=message_id, cost=changes["cost_usd"],
                estimated=changes["usage_estimated"])
+        if message.provider_response_id and message.profile_id is not None:
+            # Its background response runs on at the provider (billed) and stays stored
+            # there: cancelled and deleted by a task once the deletion committed, so the
+            # request never waits on the provider (its worker, if alive, only cancels).
+            profile_id, response_id = message.profile_id, message.provider_response_id
+            transaction.on_commit(lambda: forget_later(profile_id, response_id), robust=True)
     return _announce(message, changes)
+
+
+def forget_later(profile_id: int, response_id: str) -> None:
+    """Queue ``forget_response`` for any worker (ids only)."""
+    from chatsite.celery import app
+    from conversations.dispatch import FORGET_RESPONSE
+
+    app.send_task(FORGET_RESPONSE, args=[profile_id, response_id], ignore_result=True)
+
+
+def forget_response(*, profile_id: int, response_id: str) -> None:
+    """Cancel a stored background response at the provider, then delete it, so it bills
+    nothing more and the provider keeps none of it. Best effort: each failure is logged."""
+    from conversations import llm
+
+    profile = ModelProfile.objects.filter(pk=profile_id).first()
+    if profile is None:
+        logger.warning("background response %s: its profile %s is gone; not forgotten",
+                       response_id, profile_id)
+        return
+    for step in (llm.cancel_response, llm.delete_response):
+        try:
+            step(profile, response_id)
+        except llm.LLMError as error:
+            logger.warning("background response %s: %s failed: %s", response_id,
+                           step.__name__, error.detail)
 
 
 @receiver(pre_delete, sender=Message, dispatch_uid="conversations.lifecycle.end_before_delete")
@@ -468,17 +501,9 @@ def _cancel_background_response(message_id: int, response_id: str) -> None:
     """An interrupted answer's background response may still be generating at the
     provider, billed, for nobody: cancel it there, then delete it, as a worker does when
     an answer ends, so the provider keeps none of it (best effort, each)."""
-    from conversations import llm
-
-    message = Message.objects.select_related("profile").get(pk=message_id)
-    if message.profile is None:
-        return
-    for step in (llm.cancel_response, llm.delete_response):
-        try:
-            step(message.profile, response_id)
-        except llm.LLMError as error:
-            logger.warning("background response %s: %s failed: %s", response_id,
-                           step.__name__, error.detail)
+    profile_id = Message.objects.filter(pk=message_id).values_list("profile_id", flat=True).first()
+    if profile_id is not None:
+        forget_response(profile_id=profile_id, response_id=response_id)
 
 
 def settle_leaked_reservations() -> int:

@@ -21,6 +21,15 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from conversations.frames import thinking_frame
+from conversations.llm.types import (
+    Finished,
+    ReasoningItem,
+    ReasoningSummaryDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
 from conversations.models import Message
 from conversations.realtime import publish
 
@@ -29,6 +38,10 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 THINKING_EVERY = 1.0
 CANCEL_POLL_EVERY = 0.5
+# What restarts an answer's stall clock: what the model produced. Lifecycle events
+# (``response.created``: ResponseStarted) and SSE keep-alive bytes are not content.
+CONTENT_EVENTS = (TextDelta, RefusalDelta, ReasoningSummaryDelta, ReasoningItem, ToolCallDelta,
+                  Finished, UsageReport)
 
 
 class LiveReply:
@@ -36,11 +49,19 @@ class LiveReply:
         self.message_id = message_id
         self.started = time.monotonic()
         self.first_output_at: float | None = None
+        # When the provider last sent content (or the current request went out): the
+        # stall clock. Lifecycle events and keep-alive bytes do not move it.
         self.last_activity = self.started
-        # True from the start of each upstream request until its first event: the model
-        # reasons silently then (minutes at high effort, in every tool round), and only
-        # the provider's read timeout bounds that wait, not the idle timeout.
-        self.awaiting_first_event = True
+        # True from the start of each upstream request until its first content: the model
+        # reasons silently then (minutes at high effort, in every tool round and retry),
+        # after ``response.created`` too, and only the first-content allowance
+        # (LLM_READ_TIMEOUT) bounds that wait, not the idle timeout.
+        self.awaiting_content = True
+        # Whether the stall ended the first-content phase (nothing came) or a later one.
+        self.stalled_waiting = False
+        # A background response's status check is under way (off the monitor thread).
+        self.checking = False
+        self.was_queued = False  # the last status check found the response still queued
         self.last_thinking = 0.0
         self.stream: Any = None
         self.cancelled = threading.Event()
@@ -62,12 +83,20 @@ class LiveReply:
     def begin_round(self) -> None:
         """A new upstream request (a retry or a tool round) is about to be sent."""
         self.last_activity = time.monotonic()
-        self.awaiting_first_event = True
+        self.awaiting_content = True
+        self.was_queued = False
 
     def touch(self) -> None:
-        """The provider sent something for this answer: progress."""
+        """The provider sent content for this answer (text, refusal, reasoning summary or
+        item, tool-call arguments, the finish or usage): progress, and the stall clock
+        starts again. Lifecycle events (``response.created``) are not content."""
         self.last_activity = time.monotonic()
-        self.awaiting_first_event = False
+        self.awaiting_content = False
+
+    def heard(self, event: object) -> None:
+        """An event of the current upstream stream arrived: content touches."""
+        if isinstance(event, CONTENT_EVENTS):
+            self.touch()
 
     def output(self) -> None:
         """Visible output arrived (ends the thinking heartbeats)."""
@@ -75,19 +104,66 @@ class LiveReply:
             self.first_output_at = time.monotonic()
 
     def silence(self, now: float) -> float:
-        """Seconds since the provider last sent anything for this answer (bytes
-        included: SSE keep-alive comments count when the stream tracks them)."""
-        last = max(self.last_activity, getattr(self.stream, "last_read_at", 0.0) or 0.0)
-        return now - last
+        """Seconds since the provider last sent content for this answer, or since the
+        current request went out when none came yet (SSE keep-alive bytes and lifecycle
+        events are not content)."""
+        return now - self.last_activity
+
+    def allowed_silence(self) -> float:
+        """The first-content allowance before any content, the idle timeout after it."""
+        return settings.LLM_READ_TIMEOUT if self.awaiting_content else settings.STREAM_IDLE_TIMEOUT
 
     def stalled_at(self, now: float) -> bool:
-        return not self.awaiting_first_event and self.silence(now) > settings.STREAM_IDLE_TIMEOUT
+        """Whether the current phase's silence ran out (a background response still
+        waiting for its first content is asked before it counts as stalled)."""
+        return self.silence(now) > self.allowed_silence()
 
     def making_progress(self, now: float) -> bool:
         """Whether this answer's lease deserves renewal: it heard from the provider
-        within the silence its current phase allows."""
-        allowed = settings.LLM_READ_TIMEOUT if self.awaiting_first_event else settings.STREAM_IDLE_TIMEOUT
-        return not self.stalled and self.silence(now) <= allowed
+        within the silence its current phase allows (the whole silent reasoning phase
+        included), or its provider is being asked whether it still works on it."""
+        return not self.stalled and (self.checking or self.silence(now) <= self.allowed_silence())
+
+    def in_background(self) -> bool:
+        """Whether the provider runs this answer's current request as a background
+        response it can be asked about (``GET /responses/{id}``)."""
+        return bool(getattr(self.stream, "running_upstream", False))
+
+    def ask_provider(self) -> None:
+        """The first-content allowance of a background response ran out: a background
+        response has no wall limit, so ask the provider (off the monitor thread, which
+        serves every answer) and keep waiting while it says ``queued`` or ``in_progress``."""
+        if self.checking:
+            return
+        self.checking = True
+        threading.Thread(target=self._ask_provider, name="reply-status", daemon=True).start()
+
+    def _ask_provider(self) -> None:
+        try:
+            status = str(self.stream.provider_status())
+        except Exception:
+            logger.warning("could not ask the provider about message %s", self.message_id,
+                           exc_info=True)
+            status = ""
+        try:
+            if self.stalled or self.cancelled.is_set() or not self.awaiting_content:
+                return
+            if not self.keeps_waiting(status):
+                self.stall()
+        finally:
+            self.checking = False
+
+    def keeps_waiting(self, status: str) -> bool:
+        """Given the provider's status of the background response this answer awaits
+        content from, whether to wait on: yes, with a fresh first-content allowance, while
+        it is ``in_progress``. A response can stay ``queued`` for good after a disconnect
+        at its start (community.openai.com thread 1382584): ``queued`` gets one more
+        allowance, not two in a row."""
+        waits = status == "in_progress" or (status == "queued" and not self.was_queued)
+        self.was_queued = status == "queued"
+        if waits:
+            self.last_activity = time.monotonic()
+        return waits
 
     def attach(self, stream: Any) -> None:
         self.stream = stream
@@ -100,6 +176,7 @@ class LiveReply:
             self.stream.close()
 
     def stall(self) -> None:
+        self.stalled_waiting = self.awaiting_content
         self.stalled = True
         if self.stream is not None:
             self.stream.close()
@@ -164,8 +241,11 @@ class Monitor:
             if reply.first_output_at is None and now - reply.last_thinking >= THINKING_EVERY:
                 reply.last_thinking = now
                 publish(reply.message_id, thinking_frame(reply.message_id, reply.elapsed_ms))
-            if not reply.stalled and reply.stalled_at(now):
-                reply.stall()
+            if not reply.stalled and not reply.checking and reply.stalled_at(now):
+                if reply.awaiting_content and reply.in_background():
+                    reply.ask_provider()
+                else:
+                    reply.stall()
         if now - self._last_cancel_poll >= CANCEL_POLL_EVERY:
             self._last_cancel_poll = now
             ids = [reply.message_id for reply in replies]

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from conversations.catalog import KNOWN_EFFORTS, find_entry
 from conversations.key_envs import validate_key_env
 
 MILLION = Decimal(1_000_000)
@@ -144,20 +145,20 @@ class ModelProfile(models.Model):
         "multipliers (272,000 on gpt-6.x); empty: no long-context rate.",
     )
     long_context_input_multiplier = models.DecimalField(
-        max_digits=6, decimal_places=3, default=Decimal(1),
+        max_digits=6, decimal_places=3, default=Decimal(1), db_default=Decimal(1),
         help_text="Multiplier on input, cached-input and cache-write prices above the threshold.",
     )
     long_context_output_multiplier = models.DecimalField(
-        max_digits=6, decimal_places=3, default=Decimal(1),
+        max_digits=6, decimal_places=3, default=Decimal(1), db_default=Decimal(1),
         help_text="Multiplier on the output price above the threshold.",
     )
     chat_tools_need_effort_none = models.BooleanField(
-        default=False,
+        default=False, db_default=False,
         help_text="Chat Completions refuses function tools with any reasoning effort but "
         "'none' for this model (gpt-5.4 and later): tools go through the Responses API.",
     )
     successor = models.CharField(
-        max_length=120, blank=True,
+        max_length=120, blank=True, default="", db_default="",
         help_text="Catalog key of the model that replaces this one at its shutdown date.",
     )
     reasoning_summaries = models.BooleanField(
@@ -173,6 +174,11 @@ class ModelProfile(models.Model):
         return self.display_name
 
     def clean(self) -> None:
+        unknown = [e for e in self.reasoning_efforts or [] if e not in KNOWN_EFFORTS]
+        if unknown:
+            raise ValidationError({"reasoning_efforts": "Unknown reasoning efforts: "
+                                   + ", ".join(map(str, unknown)) + ". Use "
+                                   + ", ".join(KNOWN_EFFORTS) + "."})
         if self.reasoning_efforts and self.default_effort not in self.reasoning_efforts:
             raise ValidationError({"default_effort": "Must be one of the reasoning efforts."})
         if self.max_completion_tokens > self.max_output_tokens:
@@ -194,14 +200,43 @@ class ModelProfile(models.Model):
                                    '"cached_input": "…", "output": "…"} in USD per 1M tokens.'})
         for tier, prices in valid.items():
             # The turn's reservation is taken at the standard prices, so no tier may cost more.
+            standard_write = (self.input_price if self.cache_write_price is None
+                              else self.cache_write_price)
             if (Decimal(prices["input"]) > self.input_price
                     or Decimal(prices["cached_input"]) > self.cached_input_price
-                    or Decimal(prices["output"]) > self.output_price):
+                    or Decimal(prices["output"]) > self.output_price
+                    or Decimal(prices.get("cache_write", 0)) > standard_write):
                 raise ValidationError({"tier_prices": f"The {tier!r} prices must not exceed "
                                        "the standard prices."})
 
+    def offered_efforts(self) -> list[str]:
+        """The efforts a turn may ask of this profile, weakest first: the composer offers
+        exactly these and a turn asking for another is refused."""
+        listed = self.reasoning_efforts or []
+        return [effort for effort in KNOWN_EFFORTS if effort in listed]
+
     def accepts(self, param: str) -> bool:
         return param in (self.accepted_params or [])
+
+    def needs_effort_none_for_chat_tools(self) -> bool:
+        """Whether the model takes function tools on Chat Completions only at effort none:
+        the profile's flag, or for an OpenAI profile (whose model is a real model id, unlike
+        an Azure deployment name) the catalog's word on that model, so that a profile an
+        admin typed in follows the same rule as the catalog's."""
+        if self.chat_tools_need_effort_none:
+            return True
+        entry = find_entry("openai", self.model) if self.provider == self.Provider.OPENAI else None
+        return entry is not None and entry.chat_tools_need_effort_none
+
+    def chat_tools_refused_at(self, effort: str) -> bool:
+        """Whether Chat Completions would refuse this profile's function tools at ``effort``
+        (400 "Function tools with reasoning_effort are not supported ... set reasoning_effort
+        to 'none'", todays-models.md section 2). An effort that is not sent counts as
+        refused: the provider's default effort for these models is not none."""
+        if self.api_style != self.ApiStyle.CHAT or not self.accepts("tools"):
+            return False
+        sends_none = effort == "none" and self.accepts("reasoning_effort")
+        return not sends_none and self.needs_effort_none_for_chat_tools()
 
     def effort_or_default(self, effort: str | None) -> str:
         if effort and effort in (self.reasoning_efforts or []):
@@ -344,7 +379,7 @@ class Message(models.Model):
     )
     prompt_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
-    cache_write_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0, db_default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)

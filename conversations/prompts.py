@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,60 @@ def instructions_for(*, org_message: str, custom: str) -> str:
 
 def message_tokens(message: dict[str, Any]) -> int:
     return PER_MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""))
+
+
+# A piece of a message counted on its own can come out a token shorter than the same text
+# run together with its neighbours, as the provider counts it: one token of slack per
+# piece keeps a sum of pieces an upper bound.
+PIECE_SLACK = 1
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
+    """An upper bound on the prompt tokens of one request (o200k_base), for its budget
+    reservation: everything the request carries, not only the messages' text.
+
+    Tool schemas count as their JSON (longer than the provider's own rendering of them),
+    each tool call as an input item of its own (the Responses API sends it as one), and
+    reasoning items as the JSON sent back, encrypted content included (its ciphertext
+    tokenizes longer than the reasoning it holds).
+    """
+    return PRIMING_TOKENS + tools_tokens(tools) + sum(
+        message_tokens(message) + extra_tokens(message) for message in messages
+    )
+
+
+def tools_tokens(tools: list[dict[str, Any]] | None) -> int:
+    """The tool schemas' share of ``request_tokens``."""
+    if not tools:
+        return 0
+    return PER_MESSAGE_OVERHEAD + _schema_tokens(_as_json(tools)) + PIECE_SLACK
+
+
+@functools.lru_cache(maxsize=16)
+def _schema_tokens(schemas: str) -> int:
+    # The same few tool sets go with every turn: counted once per process.
+    return count_tokens(schemas)
+
+
+def extra_tokens(message: dict[str, Any]) -> int:
+    """A message's share of ``request_tokens`` beyond ``message_tokens`` (its text, which
+    the provider counts exactly so): its name, tool calls and reasoning items."""
+    total = 0
+    if message.get("name"):
+        total += count_tokens(str(message["name"])) + PIECE_SLACK
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        total += PER_MESSAGE_OVERHEAD + 3 * PIECE_SLACK + sum(
+            count_tokens(str(part or "")) for part in
+            (call.get("id"), function.get("name"), function.get("arguments"))
+        )
+    for item in message.get("reasoning_items") or ():
+        total += PER_MESSAGE_OVERHEAD + count_tokens(_as_json(item)) + PIECE_SLACK
+    return total
 
 
 def _reasoning_items(message: Message, profile: ModelProfile) -> list[dict[str, Any]]:

@@ -342,15 +342,20 @@ _LIVE_ANSWERS = CompiledSelect(_live_answers, "user", "conversation")
 
 
 def _effort_for(profile: ModelProfile, requested: str | None) -> str:
-    efforts = profile.reasoning_efforts or []
+    """The one check of a turn's effort (send, edit and regenerate all come here)."""
+    efforts = profile.offered_efforts()
     if not requested:
         return profile.default_effort
     if requested not in efforts:
+        # "none" is itself an effort, so a model without efforts says so in words.
+        choices = (
+            "Send without one." if not efforts
+            else f"Choose {efforts[0]}." if len(efforts) == 1
+            else f"Choose {', '.join(efforts[:-1])} or {efforts[-1]}."
+        )
         raise TurnRefused(
             "invalid_request",
-            f"{profile.display_name} accepts reasoning effort "
-            + (" / ".join(efforts) if efforts else "none")
-            + f", not {requested!r}.",
+            f"{profile.display_name} does not take reasoning effort {requested!r}. {choices}",
         )
     return requested
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.dispatch import receiver
 
-from conversations import drain, lifecycle, profiles, titles
+from conversations import drain, lifecycle, profiles, retirements, titles
 from conversations.engine import Draining, engine
 from conversations.models import Message
 
@@ -26,6 +26,12 @@ def generate_reply(message_id: int) -> None:
         # This worker is stopping (it had already received the task): back to the
         # queue, unclaimed, for another worker or this one after its restart.
         raise Reject("worker is draining", requeue=True) from None
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def forget_background_response(profile_id: int, response_id: str) -> None:
+    """A deleted answer's background response: cancelled, then deleted, at the provider."""
+    lifecycle.forget_response(profile_id=profile_id, response_id=response_id)
 
 
 @shared_task(ignore_result=True)
@@ -50,3 +56,8 @@ def reap_stale_replies() -> int:
 @shared_task(ignore_result=True)
 def refresh_shutdown_dates() -> None:
     profiles.refresh_shutdown_dates()
+
+
+@shared_task(ignore_result=True)
+def move_orgs_off_retiring_models() -> None:
+    retirements.move_orgs_off_retiring_models()

@@ -39,7 +39,7 @@ def _profile_state(profile: Any) -> dict[str, Any] | None:
     return {
         "name": profile.name,
         "display_name": profile.display_name,
-        "efforts": profile.reasoning_efforts,
+        "efforts": profile.offered_efforts(),
         "default_effort": profile.default_effort,
         "retired": is_retired(profile),
         "shutdown_date": profile.shutdown_date.isoformat() if profile.shutdown_date else None,

@@ -69,3 +69,20 @@ def signed_in_client(base: str) -> httpx2.Client:
     assert home.status_code == 200
     assert "offline demo model" in home.text
     return client
+
+
+def run_module_on_sqlite(module: str, var_dir: Path, *, timeout: float) -> str:
+    """Run the test module ``module`` (a file path) again in a pytest of its own with no
+    DATABASE_URL or REDIS_URL: the embedded mode's SQLite and in-memory layer. Every test
+    but those named ``…embedded_sqlite_mode`` runs; returns pytest's output after
+    asserting it passed."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME"}}
+    env.update(VAR_DIR=str(var_dir), SECRET_KEY=env.get("SECRET_KEY", "test-only-secret-key"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider",
+         "-k", "not embedded_sqlite_mode"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result.stdout

@@ -48,6 +48,7 @@ def _endpoints(cast: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
     return [
         ("post", "/org/invitations/", {"email": "dana@example.com", "role": "member"}),
         ("post", "/org/allowed-domains/", {"domains": "example.com"}),
+        ("post", "/org/zero-data-retention/", {"zero_data_retention": "on"}),
         ("post", f"/org/members/{cast['bob_membership']}/role/", {"role": "member"}),
         ("post", f"/org/members/{cast['bob_membership']}/budget/", {"monthly_budget_usd": "5"}),
         ("post", "/org/budgets/", {"monthly_budget_usd": "50", "member_budget_usd": "5"}),

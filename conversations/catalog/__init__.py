@@ -25,9 +25,17 @@ PROFILE_FIELDS = (
     "display_name", "model", "api_style", "instruction_role", "accepted_params",
     "reasoning_efforts", "default_effort", "context_window", "max_output_tokens",
     "max_completion_tokens", "max_completion_tokens_by_effort", "input_price",
-    "cached_input_price", "output_price", "shutdown_date",
+    "cache_write_price", "long_cache_write_price", "long_context_threshold",
+    "long_context_input_multiplier", "long_context_output_multiplier",
+    "cached_input_price", "output_price", "shutdown_date", "successor",
+    "chat_tools_need_effort_none",
 )
-MONEY_FIELDS = ("input_price", "cached_input_price", "output_price")
+# Decimal fields (prices and the price card's multipliers): recorded as strings, compared
+# as numbers.
+MONEY_FIELDS = (
+    "input_price", "cached_input_price", "output_price", "cache_write_price",
+    "long_cache_write_price", "long_context_input_multiplier", "long_context_output_multiplier",
+)
 
 
 class CatalogError(ValueError):
@@ -59,6 +67,22 @@ class CatalogEntry:
     notes: tuple[str, ...] = field(default=())
     # Per service tier (flex): {"flex": {"input": "…", "cached_input": "…", "output": "…"}}.
     tier_prices: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The price card beyond the three base prices (prices.cache_write, cache_write_12h,
+    # long_context, tier_multipliers; docs/models.md): None where no source gives it.
+    cache_write_price: Decimal | None = None
+    long_cache_write_price: Decimal | None = None
+    long_context_threshold: int | None = None
+    long_context_input_multiplier: Decimal = Decimal(1)
+    long_context_output_multiplier: Decimal = Decimal(1)
+    # Every published tier's multiplier of the standard prices, the dearer ones included
+    # (those are not billable: see ``_tier_prices``).
+    tier_multipliers: dict[str, Decimal] = field(default_factory=dict)
+    # The catalog key (``family:model``) of the entry that replaces this one at its
+    # shutdown date; conversations.retirements moves orgs to it.
+    successor: str = ""
+    # Chat Completions refuses function tools with any reasoning effort but "none" for
+    # this model (gpt-5.4 and later): its tools go through the Responses API.
+    chat_tools_need_effort_none: bool = False
 
     @property
     def key(self) -> str:
@@ -93,6 +117,15 @@ class CatalogEntry:
             "output_price": to_json("output_price", self.output_price),
             "shutdown_date": to_json("shutdown_date", self.shutdown_date),
             "tier_prices": {tier: dict(p) for tier, p in self.tier_prices.items()},
+            "cache_write_price": to_json("cache_write_price", self.cache_write_price),
+            "long_cache_write_price": to_json("long_cache_write_price", self.long_cache_write_price),
+            "long_context_threshold": self.long_context_threshold,
+            "long_context_input_multiplier": to_json(
+                "long_context_input_multiplier", self.long_context_input_multiplier),
+            "long_context_output_multiplier": to_json(
+                "long_context_output_multiplier", self.long_context_output_multiplier),
+            "successor": self.successor,
+            "chat_tools_need_effort_none": self.chat_tools_need_effort_none,
         }
 
 
@@ -111,7 +144,9 @@ def same_value(name: str, current: Any, recorded: Any) -> bool:
     """Whether a profile's current value is the one the catalog recorded; money compares
     as numbers, so 1.1000 from the database equals the recorded "1.1"."""
     if name in MONEY_FIELDS:
-        return current is not None and recorded is not None and Decimal(current) == Decimal(recorded)
+        if current is None or recorded is None:
+            return current is None and recorded is None
+        return Decimal(current) == Decimal(recorded)
     return to_json(name, current) == recorded
 
 
@@ -176,16 +211,80 @@ def parse_entry(family: str, raw: dict[str, Any]) -> CatalogEntry:
         sources=tuple(raw["sources"]),
         notes=tuple(raw.get("notes", ())),
         tier_prices=_tier_prices(prices, raw, where),
+        **_price_card(prices, where),
+        successor=str(raw.get("successor") or ""),
+        chat_tools_need_effort_none=_chat_tools_rule(raw, where),
     )
+
+
+def _chat_tools_rule(raw: dict[str, Any], where: str) -> bool:
+    """``chat_tools_need_effort_none``: a boolean when present. An entry with the rule that
+    offers tools must be Responses-style: on Chat Completions its tools would be dropped
+    from every answer at a reasoning effort other than none."""
+    rule = raw.get("chat_tools_need_effort_none", False)
+    if not isinstance(rule, bool):
+        raise CatalogError(f"{where}: chat_tools_need_effort_none must be true or false")
+    if rule and "tools" in raw["accepted_params"] and raw["api_style"] != "responses":
+        raise CatalogError(f"{where}: a model that takes tools on Chat Completions only at "
+                           "effort none must use api_style responses")
+    return rule
+
+
+def _price_card(prices: dict[str, Any], where: str) -> dict[str, Any]:
+    """The entry's cache-write prices, long-context rule and tier multipliers."""
+    card: dict[str, Any] = {}
+    for key, name in (("cache_write", "cache_write_price"), ("cache_write_12h", "long_cache_write_price")):
+        if prices.get(key) is not None:
+            card[name] = _money(prices[key], f"{where} {key}")
+    long_context = prices.get("long_context")
+    if long_context:
+        threshold = long_context.get("threshold")
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+            raise CatalogError(f"{where}: long_context.threshold must be a positive number of tokens")
+        card["long_context_threshold"] = threshold
+        for key, name in (("input_multiplier", "long_context_input_multiplier"),
+                          ("output_multiplier", "long_context_output_multiplier")):
+            card[name] = _money(long_context[key], f"{where} long_context.{key}")
+    card["tier_multipliers"] = {
+        str(tier): _money(value, f"{where} tier multiplier {tier}")
+        for tier, value in (prices.get("tier_multipliers") or {}).items()
+    }
+    return card
 
 
 def _tier_prices(prices: dict[str, Any], raw: dict[str, Any], where: str) -> dict[str, dict[str, str]]:
     """Checked like the standard prices, and never above them: a turn's reservation is
-    taken at the standard prices and must cover the tier's bill."""
+    taken at the standard prices and must cover the tier's bill.
+
+    A tier with a multiplier (prices.tier_multipliers) and no explicit prices gets the
+    standard prices times it, cache writes included; an explicit tier gets its missing
+    cache-write prices that way. Tiers dearer than standard (priority, ultrafast) are
+    recorded but get no prices: no profile requests them, and one the provider reports
+    anyway is billed at the standard prices, which the reservation covers.
+    """
+    card = _price_card(prices, where)
+    standard = {"input": _money(prices["input"], where),
+                "cached_input": _money(prices["cached_input"], where),
+                "output": _money(prices["output"], where)}
+    writes = {"cache_write": card.get("cache_write_price"),
+              "long_cache_write": card.get("long_cache_write_price")}
     tiers: dict[str, dict[str, str]] = {}
-    for tier, values in (prices.get("tiers") or {}).items():
-        checked = {key: _money(values[key], f"{where} tier {tier}") for key in ("input", "cached_input", "output")}
-        if any(checked[key] > _money(prices[key], where) for key in checked):
+    explicit = prices.get("tiers") or {}
+    multipliers = card["tier_multipliers"]
+    for tier in [*explicit, *(t for t in multipliers if t not in explicit)]:
+        multiplier = multipliers.get(tier)
+        if tier in explicit:
+            checked = {key: _money(explicit[tier][key], f"{where} tier {tier}") for key in standard}
+        elif multiplier is not None and multiplier <= 1:
+            checked = {key: value * multiplier for key, value in standard.items()}
+        else:
+            continue
+        if multiplier is not None and multiplier <= 1:
+            checked.update({key: value * multiplier for key, value in writes.items()
+                            if value is not None})
+        if any(checked[key] > standard[key] for key in standard) or any(
+                key in checked and value is not None and checked[key] > value
+                for key, value in writes.items()):
             raise CatalogError(f"{where}: {tier} prices exceed the standard prices")
         tiers[str(tier)] = {key: f"{value.normalize():f}" for key, value in checked.items()}
     return tiers
@@ -200,7 +299,31 @@ def load_catalog(family: str) -> tuple[CatalogEntry, ...]:
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise CatalogError(f"{family}.json: duplicate entry names")
+    _check_successors(family, entries)
     return entries
+
+
+def _check_successors(family: str, entries: tuple[CatalogEntry, ...]) -> None:
+    """Every entry with a shutdown date names its successor: another entry of the same
+    file (so the same provider) that is still served after the old one shuts down. Orgs
+    are moved to it the day before the shutdown, so a successor shutting down the same
+    day would be no successor."""
+    by_key = {entry.key: entry for entry in entries}
+    for entry in entries:
+        where = f"{family}.json {entry.name}"
+        if not entry.successor:
+            if entry.shutdown_date is not None:
+                raise CatalogError(f"{where}: a model with a shutdown date must name its successor")
+            continue
+        successor = by_key.get(entry.successor)
+        if successor is None:
+            raise CatalogError(f"{where}: successor {entry.successor!r} is not a {family} catalog key")
+        if successor is entry:
+            raise CatalogError(f"{where}: a model cannot succeed itself")
+        if entry.shutdown_date is not None and successor.shutdown_date is not None \
+                and successor.shutdown_date <= entry.shutdown_date:
+            raise CatalogError(f"{where}: successor {entry.successor!r} shuts down on "
+                               f"{successor.shutdown_date}, not after {entry.shutdown_date}")
 
 
 def find_entry(family: str, name_or_model: str) -> CatalogEntry | None:

@@ -59,6 +59,8 @@ UNKNOWN_DEPLOYMENT_VALUES: dict[str, Any] = {
     "cached_input_price": "0",
     "output_price": "0",
     "shutdown_date": None,
+    "successor": "",
+    "chat_tools_need_effort_none": False,
 }
 
 
@@ -84,6 +86,18 @@ def _python_value(name: str, value: Any) -> Any:
     return value
 
 
+# The price card's fields (added after profiles were first synced) and their defaults:
+# a profile still holding the default has not been priced by an admin.
+PRICE_CARD_DEFAULTS: dict[str, Any] = {
+    "cache_write_price": None, "long_cache_write_price": None, "long_context_threshold": None,
+    "long_context_input_multiplier": "1", "long_context_output_multiplier": "1",
+}
+
+
+def _price_card_default(name: str, current: Any) -> bool:
+    return name in PRICE_CARD_DEFAULTS and same_value(name, current, PRICE_CARD_DEFAULTS[name])
+
+
 def merge_values(profile: ModelProfile, values: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Set each catalog value on ``profile`` (in memory) unless an admin owns the field.
 
@@ -96,8 +110,11 @@ def merge_values(profile: ModelProfile, values: dict[str, Any]) -> tuple[list[st
     for name, new in values.items():
         current = getattr(profile, name)
         # A field the catalog never wrote that is still empty (a field added after the
-        # profile was synced, such as tier_prices) is the catalog's to fill.
-        unset = name not in recorded and current in ({}, [])
+        # profile was synced, such as tier_prices) is the catalog's to fill; so is a flag
+        # still at its default (chat_tools_need_effort_none).
+        unset = name not in recorded and (current in ({}, [], "") or current is False)
+        # So is a price-card field still at its default (a model's cache-write price).
+        unset = unset or (name not in recorded and _price_card_default(name, current))
         ours = unset or (
             same_value(name, current, recorded[name]) if name in recorded
             else same_value(name, current, new)
@@ -173,6 +190,26 @@ def sync_catalog(*, listing: list[dict[str, Any]] | None, report: SyncReport | N
     if listing is not None:
         record_listing(listing, report=report)
     return report
+
+
+def ensure_catalog_profile(key: str) -> ModelProfile | None:
+    """The OpenAI catalog profile for ``key`` (``openai:<model>``), created from the catalog
+    if no sync has written it yet; None for a key the OpenAI catalog does not hold (an
+    Azure model needs a deployment, which only the environment or an admin names)."""
+    entry = next((e for e in load_catalog("openai") if e.key == key), None)
+    if entry is None:
+        return None
+    existing = ModelProfile.objects.filter(catalog_key=key, provider=ModelProfile.Provider.OPENAI)
+    found = existing.order_by("pk").first()
+    if found is not None:
+        return found
+    return _write(
+        name=entry.name,
+        values=entry.profile_values(),
+        fixed={"provider": ModelProfile.Provider.OPENAI, "origin": ModelProfile.Origin.CATALOG,
+               "catalog_key": entry.key},
+        report=SyncReport(),
+    )
 
 
 def _discovered_name(model_id: str) -> str:

@@ -9,6 +9,7 @@ from conversations.llm.client import (
     is_demo_mode,
     open_stream,
     open_stream_async,
+    response_status,
     resume_stream,
     resume_stream_async,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "is_demo_mode",
     "open_stream",
     "open_stream_async",
+    "response_status",
     "resume_stream",
     "resume_stream_async",
 ]

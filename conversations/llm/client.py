@@ -154,7 +154,10 @@ def _client(profile: ModelProfile, *, asynchronous: bool) -> Any:
                 reason="configuration",
             )
         key = own_key or settings.AZURE_OPENAI_API_KEY or None
-        version = profile.api_version
+        # The Responses API goes to Azure's v1 path (/openai/v1/responses, GA, no
+        # api-version; openai-wire.md section 6) whatever dated version the profile names
+        # for Chat Completions: a dated Responses path needs 2025-03-01-preview or later.
+        version = "" if profile.api_style == "responses" else profile.api_version
         cache_key: tuple[Any, ...] = ("azure", endpoint, version, key)
     elif provider == "compatible":
         endpoint = profile.endpoint.rstrip("/")
@@ -339,6 +342,7 @@ class ResponseProgress:
     response_id: str = ""
     sequence_number: int | None = None
     ended: bool = False
+    status: str = ""  # the response's last status the stream reported (queued, in_progress, …)
 
 
 class ChatStream:
@@ -354,8 +358,8 @@ class ChatStream:
         self.background = background
         self.progress = ResponseProgress(response_id=response_id)
         self._closed = threading.Event()
-        # When the provider last sent anything, keep-alive comments included: the
-        # monitor counts it as progress of this answer.
+        # When the provider last sent anything, keep-alive comments included. Not
+        # progress of the answer: only content restarts its stall clock (live.py).
         self.last_read_at = 0.0
 
     @property
@@ -372,6 +376,15 @@ class ChatStream:
         """Whether a background response may still be generating (and billing) at the
         provider although this stream is done with it."""
         return self.background and bool(self.progress.response_id) and not self.progress.ended
+
+    def provider_status(self) -> str:
+        """What the provider says of this background response (``GET /responses/{id}``):
+        ``queued`` or ``in_progress`` while it works on it, silent reasoning included; ""
+        when it is not a background response still running. A blocking call: not for the
+        event loop."""
+        if not self.running_upstream:
+            return ""
+        return response_status(self.profile, self.response_id)
 
     def close(self) -> None:
         self._closed.set()
@@ -573,7 +586,10 @@ async def resume_stream_async(
         ).__aenter__()
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
-    return AsyncChatStream(profile, raw, "responses", background=True, response_id=response_id)
+    stream = AsyncChatStream(profile, raw, "responses", background=True, response_id=response_id)
+    # Before it reads anything new, the stream is still past the event it resumed after.
+    stream.progress.sequence_number = starting_after
+    return stream
 
 
 def _refuses_summaries(profile: ModelProfile, exc: openai.BadRequestError) -> bool:
@@ -639,6 +655,15 @@ def resume_stream(
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
     return ChatStream(profile, raw, "responses", background=True, response_id=response_id)
+
+
+def response_status(profile: ModelProfile, response_id: str) -> str:
+    """``GET /responses/{id}``: the status of a stored (background) response."""
+    client = build_client(profile)
+    try:
+        return str(client.responses.retrieve(response_id, timeout=CONTROL_TIMEOUT_SECONDS).status)
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
 
 
 def cancel_response(profile: ModelProfile, response_id: str) -> None:
@@ -785,17 +810,23 @@ def _usage_from_chat(raw: dict[str, Any]) -> Usage:
         cached_tokens=_int(prompt_details.get("cached_tokens")),
         completion_tokens=_int(raw.get("completion_tokens")),
         reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+        # openai-python ``PromptTokensDetails.cache_write_tokens`` (optional).
+        cache_write_tokens=_int(prompt_details.get("cache_write_tokens")),
     )
 
 
 def _usage_from_responses(raw: dict[str, Any]) -> Usage:
     input_details = raw.get("input_tokens_details") or {}
     output_details = raw.get("output_tokens_details") or {}
+    write_details = input_details.get("cache_write_tokens_details") or {}
     return Usage(
         prompt_tokens=_int(raw.get("input_tokens")),
         cached_tokens=_int(input_details.get("cached_tokens")),
         completion_tokens=_int(raw.get("output_tokens")),
         reasoning_tokens=_int(output_details.get("reasoning_tokens")),
+        # openai-python ``InputTokensDetails``: cache writes are their own price line.
+        cache_write_tokens=_int(input_details.get("cache_write_tokens")),
+        cache_write_12h_tokens=_int(write_details.get("ttl_12h_tokens")),
     )
 
 
@@ -870,7 +901,10 @@ def _responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> It
             if item.get("type") == "reasoning":
                 reasoning_seen.add(str(item.get("id")))
                 yield ReasoningItem(_without_nulls(item))
+        elif kind in ("response.queued", "response.in_progress"):
+            progress.status = str(_object(event.get("response")).get("status") or "")
         elif kind == "response.created":
+            progress.status = str(_object(event.get("response")).get("status") or "")
             response_id = str(_object(event.get("response")).get("id") or "")
             if response_id:
                 progress.response_id = response_id

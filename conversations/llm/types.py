@@ -10,6 +10,16 @@ class Usage:
     cached_tokens: int = 0
     completion_tokens: int = 0  # visible + hidden reasoning: never add reasoning again
     reasoning_tokens: int = 0
+    # Prompt tokens written to the provider's prompt cache (billed at the cache-write
+    # price, not as input); ``cache_write_12h_tokens`` is the part of them written with
+    # 12-hour retention (openai-python ``InputTokensDetails.cache_write_tokens_details``).
+    cache_write_tokens: int = 0
+    cache_write_12h_tokens: int = field(default=0, compare=False)
+    # A turn's total keeps each upstream request's own usage: the long-context rate
+    # applies per request, by that request's input size (billing.pricing.usage_cost).
+    requests: tuple[Usage, ...] = field(default=(), compare=False, repr=False)
+    # A flagged estimate (nothing reported): priced conservatively.
+    estimated: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -17,6 +27,7 @@ class Usage:
             "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
         }
 
 

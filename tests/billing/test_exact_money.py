@@ -7,9 +7,6 @@ re-runs this module against SQLite when the suite runs on PostgreSQL.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,10 +19,10 @@ from billing import quotas
 from billing.models import Reservation, UsagePeriod
 from conversations.exceptions import TurnRefused
 from conversations.models import Conversation, Message, ModelProfile
+from tests.embedded import run_module_on_sqlite
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pending_answer(user: User, organization: Organization, profile: ModelProfile) -> Message:
@@ -96,9 +93,10 @@ def test_twenty_overlapping_turns_release_their_reservations_to_exactly_zero(
 def test_a_budget_fills_to_the_exact_micro_dollar_and_not_one_past(
     alice: User, org_a: Organization, o3_mini: ModelProfile
 ) -> None:
-    # Spend 0.1 + 0.2 (0.30000000000000004 in floating point) and hold the rest exactly.
+    # Spend 0.1 + 0.2 (0.30000000000000004 in floating point) and hold the rest exactly
+    # (each charge within its turn's reservation: 100,000 prompt tokens hold $0.11 more).
     for charge in (Decimal("0.1"), Decimal("0.2")):
-        _settle(_reserve(alice, o3_mini, prompt_tokens=0), charge)
+        _settle(_reserve(alice, o3_mini, prompt_tokens=100_000), charge)
     worst = quotas.worst_case_cost(o3_mini, prompt_tokens=0,
                                    completion_cap=o3_mini.completion_cap("medium"))
     membership = Membership.objects.get(user=alice)
@@ -129,13 +127,5 @@ def test_a_released_turn_leaves_both_rows_exactly_as_they_were(
 def test_the_same_arithmetic_is_exact_in_embedded_sqlite_mode(tmp_path: Path) -> None:
     if connection.vendor == "sqlite":
         pytest.skip("this run is already on SQLite")
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME"}}
-    env.update(VAR_DIR=str(tmp_path), SECRET_KEY=env.get("SECRET_KEY", "test-only-secret-key"))
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-         "-k", "not embedded_sqlite_mode"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "3 passed" in result.stdout
+    output = run_module_on_sqlite(__file__, tmp_path, timeout=300)
+    assert "3 passed" in output

@@ -309,3 +309,120 @@ def _prompt_estimate(organization: Organization) -> int:
     profile = ModelProfile.objects.get(name="o3-mini")
     return estimate_prompt_tokens(conversation_id=None, content="race", profile=profile,
                                   org_message="", custom="", completion_cap=25_000)
+
+
+# --- Extending a live turn's reservation (a tool round, a retry) -------------------------
+
+
+def _rows() -> dict[int | None, tuple[Decimal, Decimal]]:
+    return {row.user_id: (row.spent_usd, row.reserved_usd) for row in UsagePeriod.objects.all()}
+
+
+@pytest.mark.django_db
+def test_an_extension_holds_more_on_both_rows_when_it_fits_both(alice: User, org_a: Organization) -> None:
+    turn = _send(alice)
+    held = Reservation.objects.get(message=turn.assistant_message).amount_usd
+
+    extended = quotas.extend(message_id=turn.assistant_message.pk, amount=Decimal("0.0200001"))
+
+    assert extended == held + Decimal("0.020001")  # rounded up to the micro-dollar
+    assert Reservation.objects.get(message=turn.assistant_message).amount_usd == extended
+    assert _rows() == {None: (0, extended), alice.pk: (0, extended)}
+    with transaction.atomic():
+        assert quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.05"),
+                             estimated=False)
+    assert _rows() == {None: (Decimal("0.05"), 0), alice.pk: (Decimal("0.05"), 0)}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("budget", ["member", "org"])
+def test_an_extension_past_either_budget_changes_nothing(
+    alice: User, org_a: Organization, budget: str
+) -> None:
+    turn = _send(alice)
+    held = Reservation.objects.get(message=turn.assistant_message).amount_usd
+    if budget == "member":
+        Membership.objects.filter(user=alice).update(monthly_budget_usd=Decimal("0.20"))
+    else:
+        Organization.objects.filter(pk=org_a.pk).update(monthly_budget_usd=Decimal("0.20"))
+    room = Decimal("0.20") - held
+    before = _rows()
+
+    assert quotas.extend(message_id=turn.assistant_message.pk, amount=room + quotas.CENT) is None
+
+    assert _rows() == before
+    assert Reservation.objects.get(message=turn.assistant_message).amount_usd == held
+    # Exactly the room left fits, to the micro-dollar.
+    assert quotas.extend(message_id=turn.assistant_message.pk, amount=room) == Decimal("0.20")
+
+
+@pytest.mark.django_db
+def test_a_settled_turn_or_a_member_who_left_the_org_gets_no_extension(
+    alice: User, bob: User, org_a: Organization
+) -> None:
+    settled, left = _send(alice), _send(bob)
+    with transaction.atomic():
+        quotas.settle(message_id=settled.assistant_message.pk, cost=Decimal(0), estimated=False)
+    Membership.objects.filter(user=bob).delete()
+    before = _rows()
+
+    assert quotas.extend(message_id=settled.assistant_message.pk, amount=Decimal("0.01")) is None
+    assert quotas.extend(message_id=left.assistant_message.pk, amount=Decimal("0.01")) is None
+    assert _rows() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_turns_extending_into_the_last_room_of_a_budget_get_it_once(
+    alice: User, org_a: Organization
+) -> None:
+    """Two live turns of one member each need one more request reserved; the budget has
+    room for one. The second waits on the rows the first locked, then sees them full."""
+    first, second = _send(alice), _send(alice, "another")
+    held = UsagePeriod.objects.get(user=alice).reserved_usd
+    Membership.objects.filter(user=alice).update(monthly_budget_usd=Decimal("0.30"))
+    room = Decimal("0.30") - held
+    first_held, second_done = threading.Event(), threading.Event()
+    results: dict[str, Decimal | None] = {}
+
+    def other() -> None:
+        try:
+            first_held.wait(5)
+            results["second"] = quotas.extend(message_id=second.assistant_message.pk, amount=room)
+        finally:
+            connection.close()
+            second_done.set()
+
+    racer = threading.Thread(target=other)
+    racer.start()
+    with transaction.atomic():
+        results["first"] = quotas.extend(message_id=first.assistant_message.pk, amount=room)
+        first_held.set()
+        assert _until_one_waits_on_a_lock() and not second_done.is_set()
+    racer.join(10)
+    assert results["first"] is not None and results["second"] is None
+    row = UsagePeriod.objects.get(user=alice)
+    assert row.reserved_usd == Decimal("0.30")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["one statement", "row by row"])
+def test_settlement_never_charges_more_than_reserved_and_says_so_loudly(
+    alice: User, path: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "one statement" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    turn = _send(alice)
+    held = Reservation.objects.get(message=turn.assistant_message).amount_usd
+    if path == "row by row":  # as on SQLite (embedded mode)
+        monkeypatch.setattr(quotas, "_settle_in_one_statement",
+                            lambda *args: pytest.fail("the row-by-row path was not taken"))
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+
+    with transaction.atomic():
+        assert quotas.settle(message_id=turn.assistant_message.pk, cost=held + Decimal("0.004864"),
+                             estimated=False)
+
+    assert Reservation.objects.get(message=turn.assistant_message).charged_usd == held
+    assert _rows() == {None: (held, 0), alice.pk: (held, 0)}
+    [record] = [r for r in caplog.records if r.name == "billing.quotas"]
+    assert record.levelname == "ERROR" and "over its reservation" in record.getMessage()

@@ -91,7 +91,7 @@ def test_a_title_is_reserved_billed_and_shown_as_its_own_usage_line(
     assert [row for row in lines if row[1] == "o3-mini (titles)"] == [[
         "alice@example.com", "o3-mini (titles)", lines[1][2], "1",
         str(reported.prompt_tokens), str(reported.cached_tokens),
-        str(reported.completion_tokens), str(reported.reasoning_tokens), f"{title_cost:.6f}",
+        str(reported.cache_write_tokens), str(reported.completion_tokens), str(reported.reasoning_tokens), f"{title_cost:.6f}",
     ]]
 
 

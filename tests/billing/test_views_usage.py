@@ -123,9 +123,11 @@ def test_the_csv_has_one_row_per_member_model_and_day(
     rows = list(csv.reader(io.StringIO(as_text(response))))
     assert rows == [  # by day, then member, then model
         usage.CSV_HEADER,
-        ["alice@example.com", "o3-mini", "2026-03-02", "2", "1400", "200", "600", "350", "0.150000"],
-        ["bob@example.com", "o4-mini", "2026-03-02", "1", "2000", "0", "800", "600", "0.200000"],
-        ["bob@example.com", "o3-mini", "2026-03-15", "1", "3000", "1000", "900", "700", "0.300000"],
+        ["alice@example.com", "o3-mini", "2026-03-02", "2", "1400", "200", "0", "600", "350",
+         "0.150000"],
+        ["bob@example.com", "o4-mini", "2026-03-02", "1", "2000", "0", "0", "800", "600", "0.200000"],
+        ["bob@example.com", "o3-mini", "2026-03-15", "1", "3000", "1000", "0", "900", "700",
+         "0.300000"],
     ]
     assert "secret plan" not in as_text(response)
 

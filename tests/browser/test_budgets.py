@@ -336,3 +336,64 @@ def test_member_budget_refuses_a_turn_then_request_more_is_approved(
     assert watch.page_errors == []
     assert watch.dialogs == []
     assert watch.remote_requests == []
+
+
+# Each round reasons this much: the first two rounds fit what bob's turn reserved (a
+# low-effort worst case, his $0.05 leaving no room for a second one), a third would not.
+TOOL_ROUND_REASONING = 4800
+TOOLS_QUESTION = "Work out the budget split step by step [budget-tools]"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_tight_budget_stops_tool_rounds_and_the_answer_says_so(
+    alice: Any, bob: Any, page: Any, emulator: Any, watch: Watch
+) -> None:
+    from accounts.models import Membership
+    from billing.models import Reservation
+    from conversations.generation import BUDGET_STOP_NOTICE
+    from conversations.models import Message
+
+    ids = read_db(lambda: {"org": bob.memberships.get().organization_id, "bob": bob.pk})
+    read_db(lambda: Membership.objects.filter(user=bob).update(monthly_budget_usd=BOB_BUDGET))
+    # A model that keeps calling the calculator, thinking hard before each call.
+    emulator.push({"match": "[budget-tools]", "times": 10, "reasoning_tokens": TOOL_ROUND_REASONING,
+                   "tool_call": {"name": "calculate", "arguments": {"expression": "50/3"}}})
+
+    sign_in(page, "bob@example.com")
+    effort = page.get_by_label("Reasoning effort")
+    effort.select_option("low")
+    expect(effort).to_have_value("low")
+    send(page, TOOLS_QUESTION)
+
+    answer = page.get_by_test_id("assistant-message")
+    expect(answer).to_have_count(1)
+    expect(answer).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    expect(answer.get_by_test_id("tool-call")).to_have_count(2)
+    notice = answer.get_by_test_id("message-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_have_text(BUDGET_STOP_NOTICE)
+    expect(answer.get_by_test_id("usage")).to_have_text(USAGE_LINE)
+    # The line sits under what the answer has: its tool calls.
+    tools_box, notice_box = answer.get_by_test_id("tool-calls").bounding_box(), notice.bounding_box()
+    assert tools_box and notice_box and notice_box["y"] >= tools_box["y"] + tools_box["height"]
+
+    # What bob's budget shows: charged no more than reserved, never past $0.05.
+    message_id = int(answer.get_attribute("data-message-id"))
+    cost, held = read_db(lambda: (Message.objects.get(pk=message_id).cost_usd,
+                                  Reservation.objects.get(message_id=message_id).amount_usd))
+    assert Decimal("0.04") < cost <= held <= BOB_BUDGET
+    # A title is reserved and billed like a turn, if what is left still covers one.
+    deadline = time.monotonic() + 20
+    while read_db(lambda: Reservation.objects.filter(member_period__user_id=ids["bob"],
+                                                     settled_at=None).exists()):
+        assert time.monotonic() < deadline, "a reservation never settled"
+        time.sleep(0.1)
+    charged = read_db(lambda: [value for value in Reservation.objects.filter(
+        member_period__user_id=ids["bob"]).values_list("charged_usd", flat=True) if value is not None])
+    assert member_period(ids["org"], ids["bob"]) == {"spent_usd": sum(charged, Decimal(0)),
+                                                      "reserved_usd": Decimal(0)}
+    assert cost in charged and sum(charged, Decimal(0)) <= BOB_BUDGET
+    assert len([e for e in emulator.journal if e["path"].endswith("/chat/completions")
+                and (e["body"] or {}).get("tools")]) == 2
+    assert watch.page_errors == [] and watch.remote_requests == []

@@ -43,16 +43,16 @@ def test_with_only_an_openai_key_the_first_message_uses_the_newest_listed_model(
     sign_up(page, organization="Key Only")
 
     expect(page.get_by_test_id("demo-notice")).to_have_count(0)
-    expect(page.get_by_test_id("model-name")).to_contain_text("GPT-5.6 Sol")
+    expect(page.get_by_test_id("model-name")).to_contain_text("GPT-6.2 Sol")
     # (The emulator still lists the retired o3-mini, so only its retirement is noted.)
     expect(page.get_by_test_id("admin-warning").filter(has_text="AZURE_OPENAI_MODEL")).to_have_count(0)
     send(page, "Hello from a fresh install")
     saved = answered(page, emulator)
-    assert saved["model_name"] == "gpt-5.6-sol" and saved["cost_usd"] > 0
+    assert saved["model_name"] == "gpt-6.2-sol" and saved["cost_usd"] > 0
     # A current model is asked through the Responses API: nothing stored upstream, its
     # encrypted reasoning kept for the next turn, its summary streamed as "Thinking".
     answers = [e["body"] for e in emulator.requests_to("/v1/responses") if e["body"].get("stream")]
-    assert [b["model"] for b in answers] == ["gpt-5.6-sol"]
+    assert [b["model"] for b in answers] == ["gpt-6.2-sol"]
     assert answers[0]["store"] is False
     assert answers[0]["include"] == ["reasoning.encrypted_content"]
     assert emulator.requests_to("/v1/chat/completions") == []

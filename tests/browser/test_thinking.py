@@ -100,3 +100,47 @@ def test_a_section_the_person_opened_stays_open_when_the_answer_starts(
 
     expect(answer).to_have_attribute("data-status", "done", timeout=30_000)
     expect(answer.get_by_text("Comparing colours.")).to_be_visible()
+
+
+# Records each distinct text of the first answer's thinking timer while no answer text shows.
+TIMER = """() => {
+  window.timerTexts = [];
+  new MutationObserver(() => {
+    const answer = document.querySelector('[data-testid="assistant-message"]');
+    if (!answer) return;
+    const timer = answer.querySelector('[data-testid="thinking"]');
+    const body = answer.querySelector('[data-testid="message-body"]');
+    if (timer.hidden || (body && body.textContent)) return;
+    const text = timer.querySelector('.thinking-label').textContent;
+    if (window.timerTexts.at(-1) !== text) window.timerTexts.push(text);
+  }).observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
+}"""
+
+
+def test_the_timer_keeps_counting_while_the_model_reasons_silently_and_the_answer_then_arrives(
+    page: Any, settings: Any, emulator: Any, watch: Watch
+) -> None:
+    """A Responses stream sends ``response.created`` at once and then nothing while the
+    model reasons: six silent seconds, longer than the idle timeout, are not a stall."""
+    settings.OPENAI_API_KEY = ""
+    settings.STREAM_IDLE_TIMEOUT = 2
+    responses_profile()
+    emulator.push({"think_ms": 6000, "reasoning_summary": SUMMARY,
+                   "reply": "Blue light scatters most."})
+    sign_up(page, organization="Thinking Team")
+    page.get_by_label("Model").select_option(label="o3-mini (Responses)")
+    page.evaluate(TIMER)
+
+    send(page, "Why is the sky blue?")
+
+    answer = nth_answer(page, 1)
+    expect(answer).to_have_attribute("data-status", "done", timeout=30_000)
+    expect(answer.get_by_test_id("message-body")).to_contain_text("Blue light scatters most.")
+    expect(answer.get_by_text("Thought for", exact=False)).to_be_visible()
+    texts = page.evaluate("window.timerTexts")
+    seconds = [int(text.removeprefix("Thinking… ").removesuffix(" s")) for text in texts]
+    # It counted up second by second through the silence, to at least the 6 s pause.
+    assert seconds == sorted(seconds) and len(seconds) >= 5, texts
+    assert seconds[-1] >= 5, texts
+    answer.get_by_text("Thinking", exact=True).click()
+    expect(answer.get_by_text("Comparing colours.")).to_be_visible()

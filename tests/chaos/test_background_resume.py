@@ -1,5 +1,5 @@
 """A worker process killed (SIGKILL) or stopped (SIGTERM, a deploy whose drain runs out)
-mid-answer on a high-effort Responses profile.
+mid-answer on a high-effort Responses profile, and killed mid-answer at xhigh effort.
 
 The answer runs as a background response at the provider, so it is not interrupted:
 after a SIGKILL, once the dead worker's lease lapses, the reaper (run here, as beat would
@@ -7,8 +7,9 @@ run it) hands it back; after a SIGTERM the worker hands it back itself at its dr
 deadline and exits. A second worker resumes the provider's stream right after the last
 checkpoint, and a tab that followed the answer throughout ends with exactly the
 provider's text.
-The provider sees one create and one resume, and the answer is billed once, to the
-micro-dollar, at the usage the provider reports for that request.
+The provider sees one create (the only ``POST /v1/responses``), a status poll and one
+resume, and the answer is billed once, to the micro-dollar, at the usage the provider
+reports for that request: the message, its reservation and the org's month agree.
 """
 
 from __future__ import annotations
@@ -73,22 +74,28 @@ def reported_usage(create: dict[str, Any]) -> Usage:
                  reasoning_tokens=usage.output_tokens_details.reasoning_tokens)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(("stop", "effort"), [
+    pytest.param(signal.SIGKILL, "high", id="SIGKILL"),
+    pytest.param(signal.SIGTERM, "high", id="SIGTERM"),
+    pytest.param(signal.SIGKILL, "xhigh", id="SIGKILL-xhigh"),
+])
 def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_background_response(
     alice: User, emulator: Any, processes: Processes, private_task_queue: str,
-    many_sends: None, stop: signal.Signals,
+    many_sends: None, stop: signal.Signals, effort: str,
 ) -> None:
     started = time.monotonic()
-    profile = make_responses_profile()
+    profile = make_responses_profile() if effort == "high" else make_responses_profile(
+        "gpt-6-sol-responses", model="gpt-6-sol",
+        reasoning_efforts=["low", "medium", "high", "xhigh"])
     _, base = processes.web()
     # One checkpoint only: the deltas after it are all in the replay buffer, none saved.
     # A one-second drain: a SIGTERM'd worker hands the answer back long before it ends.
     first = processes.worker(queue=private_task_queue, STREAM_MAX_CHECKPOINTS="1",
-                             WORKER_DRAIN_SECONDS="1")
+                             WORKER_DRAIN_SECONDS="1", BACKGROUND_EFFORTS="high,xhigh")
     script = {"match": TAG, "reply": REPLY, "reasoning_tokens": REASONING_TOKENS}
     emulator.push({**script, "tokens_per_second": 40})
     message = start_turn(user=alice, organization_id=None, conversation_id=None,
-                         content=f"Chaos question {TAG}", reasoning_effort="high",
+                         content=f"Chaos question {TAG}", reasoning_effort=effort,
                          profile_name=profile.name).assistant_message
     tab = tab_for(alice, base)
     following = follow_in_thread(tab, message.pk)
@@ -132,13 +139,17 @@ def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_backgro
 
     response_id = killed.provider_response_id
     journal = emulator.journal_snapshot()
-    creates = [e for e in journal if e["method"] == "POST" and e["path"] == "/v1/responses"
-               and (e["body"] or {}).get("background")]
-    resumes = [e for e in journal if e["method"] == "GET"
-               and e["path"] == f"/v1/responses/{response_id}"]
-    assert len(creates) == 1 and len(resumes) == 1
-    assert resumes[0]["query"] == {"stream": "true", "starting_after": str(killed.provider_seq)}
-    assert [e["method"] for e in journal if response_id in e["path"]] == ["GET", "DELETE"]
+    # Exactly one upstream response: the resume never sent the request again.
+    creates = [e for e in journal if e["method"] == "POST" and e["path"] == "/v1/responses"]
+    assert len(creates) == 1 and creates[0]["body"]["background"] is True
+    assert creates[0]["body"]["reasoning"]["effort"] == effort
+    follows = [e for e in journal if response_id in e["path"]]
+    # Its status (not stuck in the queue), one resume after the checkpoint, the delete.
+    assert [(e["method"], e["query"]) for e in follows] == [
+        ("GET", {}),
+        ("GET", {"stream": "true", "starting_after": str(killed.provider_seq)}),
+        ("DELETE", {}),
+    ]
 
     logs = "".join(child.log.read_text(errors="replace") for child in processes.children)
     assert "differs from the text shown" not in logs
@@ -153,7 +164,7 @@ def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_backgro
     rows = list(UsagePeriod.objects.filter(user__isnull=True))
     charged = sum((r.charged_usd or Decimal(0) for r in Reservation.objects.all()), Decimal(0))
     assert sum((r.reserved_usd for r in rows), Decimal(0)) == 0
-    assert sum((r.spent_usd for r in rows), Decimal(0)) == charged
-    print(f"\nchaos: 1 {stop.name} mid-answer, resumed after provider event {killed.provider_seq} "
+    assert sum((r.spent_usd for r in rows), Decimal(0)) == charged == cost
+    print(f"\nchaos: 1 {stop.name} mid-answer at {effort}, resumed after provider event {killed.provider_seq} "
           f"(frame {killed.stream_seq}, tab at {killed.stream_seq + BEYOND_CHECKPOINT}+), "
           f"{answer.last_seq} frames, ${done.cost_usd}, {time.monotonic() - started:.0f}s")

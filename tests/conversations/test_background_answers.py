@@ -18,12 +18,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.erasure import delete_organization, delete_user
 from accounts.models import User
 from billing.models import Reservation, UsagePeriod
 from billing.pricing import estimate_usage, usage_cost
-from conversations import generation, lifecycle, llm
+from conversations import generation, lifecycle, llm, tasks
+from conversations.exceptions import NotFound
 from conversations.generation import Abandoned, Streamer, claim, run_generation
 from conversations.lifecycle import MAX_CLAIMS, answer_prices
+from conversations.listing import delete_conversation
 from conversations.llm.types import (
     ChatRequest,
     ReasoningSummaryDelta,
@@ -31,7 +34,7 @@ from conversations.llm.types import (
     TextDelta,
     Usage,
 )
-from conversations.models import Message, ModelProfile
+from conversations.models import Conversation, Message, ModelProfile
 from conversations.prompts import build_prompt
 from conversations.realtime import wait_until_sent
 from conversations.replay import get_replay_store, read_text
@@ -151,6 +154,7 @@ def test_a_dead_workers_answer_is_resumed_after_its_checkpoint_with_no_text_lost
     assert frames(done)[-1]["type"] == "done" and frames(done)[-1]["seq"] == len(sent) + 1
     assert upstream(emulator) == [
         ("POST", "/v1/responses", {}),
+        ("GET", f"/v1/responses/{response_id}", {}),  # its status: not stuck in the queue
         ("GET", f"/v1/responses/{response_id}",
          {"stream": "true", "starting_after": str(saved.provider_seq)}),
         ("DELETE", f"/v1/responses/{response_id}", {}),
@@ -185,8 +189,98 @@ def test_a_worker_that_died_before_its_first_checkpoint_is_resumed_from_the_star
     done = Message.objects.get(pk=message.pk)
     assert (done.status, done.content) == (Status.DONE, REPLY)
     assert "".join(f["text"] for f in deltas(done)) == REPLY
-    [get] = [e for e in upstream(emulator) if e[0] == "GET"]
+    [get] = [e for e in upstream(emulator) if e[0] == "GET" and e[2]]
     assert get == ("GET", f"/v1/responses/{dead.response_id}", {"stream": "true"})
+
+
+def test_a_dropped_connection_mid_answer_is_resumed_in_the_same_worker_after_the_last_event(
+    alice: User, responses_profile: ModelProfile, emulator: Any,
+) -> None:
+    # The connection drops once 20 tokens of text were sent; the response runs on upstream.
+    emulator.push({"reply": REPLY, "reasoning_tokens": REASONING_TOKENS, "fault": "drop",
+                   "after_tokens": 20})
+    message = begin(alice)
+
+    run_generation(message.pk)
+
+    done = Message.objects.get(pk=message.pk)
+    assert (done.status, done.claims, done.content) == (Status.DONE, 1, REPLY)
+    sent = deltas(done)
+    assert [f["seq"] for f in sent] == list(range(1, len(sent) + 1))
+    assert "".join(f["text"] for f in sent) == REPLY  # nothing lost, nothing repeated
+    response_id = done.provider_response_id
+    calls = upstream(emulator)
+    [resumed] = [c for c in calls if c[0] == "GET" and c[2]]
+    assert calls == [
+        ("POST", "/v1/responses", {}),
+        ("GET", f"/v1/responses/{response_id}", {}),  # not stuck in the queue
+        resumed,
+        ("DELETE", f"/v1/responses/{response_id}", {}),
+    ]
+    assert resumed[1] == f"/v1/responses/{response_id}" and resumed[2]["stream"] == "true"
+    assert int(resumed[2]["starting_after"]) > 0
+    # Billed once, at the usage the provider reported for the whole response.
+    assert not done.usage_estimated and done.reasoning_tokens == REASONING_TOKENS
+    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), Usage(**done.usage_dict()))
+    assert Reservation.objects.get(message=done).charged_usd == done.cost_usd == cost > 0
+    assert reserved() == 0
+
+
+def test_a_background_response_stuck_in_the_queue_is_cancelled_at_the_deadline_and_the_answer_fails(
+    alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any,
+) -> None:
+    settings.BACKGROUND_QUEUED_DEADLINE_SECONDS = 1
+    # The connection drops right after response.created, and the response stays queued.
+    emulator.push({"fault": "stuck_queued"})
+    message = begin(alice)
+
+    run_generation(message.pk)
+
+    failed = Message.objects.get(pk=message.pk)
+    assert (failed.status, failed.error_code) == (Status.FAILED, "upstream_error")
+    assert "stayed queued" in failed.error_detail and "send the question again" in failed.error_detail
+    response_id = failed.provider_response_id
+    calls = upstream(emulator)
+    assert not [c for c in calls if c[0] == "GET" and c[2]]  # never resumed
+    assert calls[-2:] == [("POST", f"/v1/responses/{response_id}/cancel", {}),
+                          ("DELETE", f"/v1/responses/{response_id}", {})]
+    assert len([c for c in calls if c == ("POST", "/v1/responses", {})]) == 1
+    # Nothing was produced: nothing is charged.
+    assert failed.cost_usd == 0 and not failed.usage_estimated and reserved() == 0
+
+
+def test_a_resumed_answer_whose_response_stayed_queued_is_cancelled_and_fails(
+    alice: User, responses_profile: ModelProfile, emulator: Any, settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.BACKGROUND_QUEUED_DEADLINE_SECONDS = 1
+    emulator.push({"fault": "stuck_queued"})
+    message = claim(begin(alice).pk)
+    assert message is not None
+    profile = message.profile
+    assert profile is not None
+    stream = llm.open_stream(profile, ChatRequest(
+        messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
+        max_completion_tokens=5_000, background=True))
+    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
+    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
+    stream.close()  # then the worker died
+    lapse(message)
+    handed_back(monkeypatch)
+    reap_stale_replies()
+
+    run_generation(message.pk)  # the worker that takes it over
+
+    failed = Message.objects.get(pk=message.pk)
+    assert (failed.status, failed.claims, failed.error_code) == (Status.FAILED, 2, "upstream_error")
+    assert "stayed queued" in failed.error_detail
+    response_id = streamer.response_id
+    calls = upstream(emulator)
+    assert ("GET", f"/v1/responses/{response_id}", {}) in calls
+    assert not [c for c in calls if c[0] == "GET" and c[2]]
+    assert calls[-2:] == [("POST", f"/v1/responses/{response_id}/cancel", {}),
+                          ("DELETE", f"/v1/responses/{response_id}", {})]
+    assert reserved() == 0
 
 
 @pytest.mark.parametrize("checkpoint_at", [5, None], ids=["after a checkpoint", "before any"])
@@ -347,6 +441,74 @@ def test_stop_while_no_worker_had_the_answer_ends_it_when_a_worker_takes_it_back
     assert stopped.status == Status.CANCELLED and stopped.usage_estimated
     assert stopped.content == read_text(message.pk, "", 0)[0] == dead.text
     assert ("POST", f"/v1/responses/{dead.response_id}/cancel", {}) in upstream(emulator)
+
+
+# --- Deleting an answer's owner forgets its background response upstream ---------------------
+
+
+def forgotten_later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """The (profile id, response id) pairs queued for ``forget_background_response``."""
+    queued: list[tuple[int, str]] = []
+
+    def forget_later(profile_id: int, response_id: str) -> None:
+        queued.append((profile_id, response_id))
+
+    monkeypatch.setattr(lifecycle, "forget_later", forget_later)
+    return queued
+
+
+def delete_the(what: str, user: User) -> None:
+    if what == "conversation":
+        conversation = Conversation.objects.get(user=user)
+        delete_conversation(user=user, conversation_id=conversation.pk)
+    elif what == "person":
+        delete_user(user=user)
+    else:
+        delete_organization(organization=user.memberships.get().organization)
+
+
+@pytest.mark.parametrize("what", ["conversation", "person", "org"])
+def test_deleting_a_conversation_person_or_org_mid_answer_cancels_and_deletes_its_response_upstream(
+    bob: User, responses_profile: ModelProfile, emulator: Any, monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any, what: str,
+) -> None:
+    emulator.push({"reply": REPLY, "think_ms": 0, "tokens_per_second": 5})  # still writing
+    message = claim(begin(bob).pk)
+    assert message is not None
+    dead = work_then_die(message, deltas=3, checkpoint_at=2)
+    queued = forgotten_later(monkeypatch)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        delete_the(what, bob)
+
+    assert callbacks and queued == [(responses_profile.pk, dead.response_id)]
+    assert all(e[0] == "POST" and e[1] == "/v1/responses" for e in upstream(emulator))
+    tasks.forget_background_response(*queued[0])  # what the worker that takes the task runs
+
+    assert [e for e in upstream(emulator) if dead.response_id in e[1]] == [
+        ("POST", f"/v1/responses/{dead.response_id}/cancel", {}),
+        ("DELETE", f"/v1/responses/{dead.response_id}", {}),
+    ]
+    assert not Message.objects.filter(pk=message.pk, status__in=Message.LIVE_STATUSES).exists()
+    assert reserved() == 0
+
+
+def test_charlie_cannot_delete_bobs_conversation_nor_touch_its_response_upstream(
+    bob: User, charlie: User, responses_profile: ModelProfile, emulator: Any,
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any,
+) -> None:
+    emulator.push({"reply": REPLY, "tokens_per_second": 5})
+    message = claim(begin(bob).pk)
+    assert message is not None
+    work_then_die(message, deltas=2, checkpoint_at=None)
+    queued = forgotten_later(monkeypatch)
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(NotFound):
+        delete_conversation(user=charlie, conversation_id=message.conversation_id)
+
+    assert queued == []
+    assert Message.objects.get(pk=message.pk).status == Status.STREAMING
+    assert [e[0] for e in upstream(emulator)] == ["POST"]
 
 
 # --- Writes per answer stay constant ----------------------------------------------------------

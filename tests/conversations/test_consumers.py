@@ -120,6 +120,16 @@ BAD_FRAMES = [
                  id="reasoning_effort extreme"),
     pytest.param(frame(type="send", conversation=None, content="hi", reasoning_effort=["low"]),
                  id="reasoning_effort as a list"),
+    pytest.param(frame(type="send", conversation=None, content="hi", reasoning_effort=3),
+                 id="reasoning_effort as a number"),
+    pytest.param(frame(type="send", conversation=None, content="hi", reasoning_effort=True),
+                 id="reasoning_effort as a bool"),
+    pytest.param(frame(type="send", conversation=None, content="hi", reasoning_effort=""),
+                 id="reasoning_effort empty"),
+    pytest.param(frame(type="send", conversation=None, content="hi", reasoning_effort="XHIGH"),
+                 id="reasoning_effort in capitals"),
+    pytest.param(frame(type="regenerate", message=1, reasoning_effort={"effort": "low"}),
+                 id="regenerate with reasoning_effort as an object"),
     pytest.param(frame(type="send", conversation=None, content="hi", client_id="x" * 65),
                  id="client_id too long"),
     pytest.param(frame(type="send", conversation=None, content="hi", client_id=7),
@@ -426,3 +436,69 @@ def test_frames_go_out_as_compact_json_even_with_a_lone_surrogate() -> None:
     assert ", " not in _dumps(frame) and ": " not in _dumps(frame)
     odd = {"type": "delta", "message": 7, "seq": 2, "text": "half \ud800 pair"}
     assert json.loads(_dumps(odd)) == odd
+
+
+# --- Reasoning efforts ---------------------------------------------------------------------
+
+
+@sync_to_async
+def catalog_profile(key: str) -> Any:
+    from conversations.catalog.sync import ensure_catalog_profile
+
+    return ensure_catalog_profile(key)
+
+
+@pytest.mark.parametrize("effort", ["xhigh", "max"])
+async def test_xhigh_and_max_are_accepted_where_the_profile_lists_them_and_the_answer_carries_it(
+    alice: Any, celery_worker: Any, emulator: Any, effort: str
+) -> None:
+    profile = await catalog_profile("openai:gpt-6.1-sol")  # low...xhigh and max (Responses)
+    assert effort in profile.reasoning_efforts
+    ws = await open_socket(alice)
+
+    created = await ask(ws, profile=profile.name, reasoning_effort=effort)
+    frames = await receive_until(ws, "done", "error")
+
+    assert frames[-1]["type"] == "done" and frames[-1]["status"] == "done", frames[-1]
+    assert created["reasoning_effort"] == effort
+    answer = await load(created["assistant_message"])
+    assert answer.status == Message.Status.DONE and answer.content == text_of(frames)
+    assert (answer.reasoning_effort, answer.model_name) == (effort, "gpt-6.1-sol")
+    sent = [e["body"] for e in emulator.requests_to("/v1/responses") if e["method"] == "POST"]
+    assert [body["reasoning"]["effort"] for body in sent] == [effort]
+    await ws.disconnect()
+
+
+async def test_an_effort_the_profile_lacks_is_refused_naming_its_efforts_on_every_path(
+    alice: Any, celery_worker: Any, emulator: Any
+) -> None:
+    """Send (new and follow-up), edit and regenerate all refuse it alike, saving nothing."""
+    ws = await open_socket(alice)
+    expected = "o3-mini does not take reasoning effort 'xhigh'. Choose low, medium or high."
+
+    await send(ws, {**QUESTION, "reasoning_effort": "xhigh"})
+    refused_new = await receive(ws)
+    assert await sync_to_async(Conversation.objects.count)() == 0
+    answer_id, _ = await finished_answer(ws)
+    answer = await load(answer_id)
+    attempts: list[dict[str, Any]] = [
+        {**QUESTION, "conversation": answer.conversation_id, "content": "And then?"},
+        {**QUESTION, "conversation": answer.conversation_id, "content": "Edited", "parent": None},
+        {"type": "regenerate", "message": answer_id, "client_id": "tab-2"},
+    ]
+    refusals = [refused_new]
+    for attempt in attempts:
+        await send(ws, {**attempt, "reasoning_effort": "xhigh"})
+        refusals.append(await receive(ws))
+
+    for refusal in refusals:
+        assert refusal["type"] == "error" and refusal["code"] == "invalid_request", refusal
+        assert refusal["detail"] == expected
+    assert refusals[-1]["message"] == answer_id
+    assert await message_count() == 2
+    answers_reserved = Reservation.objects.filter(kind=Reservation.Kind.ANSWER)
+    assert await sync_to_async(answers_reserved.count)() == 1
+    # The socket stays usable, and the same profile answers at an effort it lists.
+    created = await ask(ws, conversation=answer.conversation_id, content="And then?")
+    assert created["reasoning_effort"] == "low"
+    await ws.disconnect()

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def offline_demo(settings: Any, emulator: Any) -> None:
-    """No key: the listing comes from the emulator, which serves o3-mini, gpt-5.6-sol and
-    gpt-4.1-mini (the last one is in no catalog)."""
+    """No key: the listing comes from the emulator, which serves o3-mini, gpt-5.6-sol,
+    gpt-5.4, gpt-6-sol, gpt-6.1-sol, gpt-6.2-sol, gpt-6.2-astra and gpt-4.1-mini (the last
+    one is in no catalog)."""
     settings.OPENAI_API_KEY = ""
     settings.AZURE_OPENAI_ENDPOINT = ""
     settings.AZURE_OPENAI_DEPLOYMENT = ""
@@ -58,9 +59,12 @@ def test_the_listing_is_recorded_and_only_listed_models_are_active(emulator: Any
     sync()
 
     listed = set(ModelProfile.objects.filter(listed_at__isnull=False).values_list("name", flat=True))
-    assert listed == {"o3-mini", "gpt-5-6-sol", "gpt-4-1-mini", "gpt-4-1-mini-2025-04-14"}
+    assert listed == {
+        "o3-mini", "gpt-5-6-sol", "gpt-5-4", "gpt-6-sol", "gpt-6-1-sol", "gpt-6-2-sol", "gpt-6-2-astra",
+        "gpt-4-1-mini", "gpt-4-1-mini-2025-04-14",
+    }
     assert ModelProfile.objects.get(name="gpt-5-6-sol").is_active
-    assert not ModelProfile.objects.get(name="gpt-6-1-sol").is_active  # the key cannot use it
+    assert not ModelProfile.objects.get(name="gpt-6-1-terra").is_active  # the key cannot use it
     discovered = ModelProfile.objects.get(name="gpt-4-1-mini")
     assert discovered.origin == ModelProfile.Origin.DISCOVERED
     assert (discovered.input_price, discovered.output_price) == (0, 0)
@@ -179,3 +183,66 @@ def test_a_seeded_model_the_key_no_longer_lists_is_switched_off(emulator: Any) -
     o3_mini = ModelProfile.objects.get(name="o3-mini")
     assert not o3_mini.is_active and o3_mini.listed_at is None
     assert ModelProfile.objects.get(name="gpt-5-6-sol").is_active
+
+
+def test_sync_sets_the_chat_tools_rule_from_the_openai_catalog(emulator: Any) -> None:
+    sync()
+
+    flagged = set(ModelProfile.objects.filter(chat_tools_need_effort_none=True).values_list("name", flat=True))
+    expected = {e.name for e in load_catalog("openai") if e.chat_tools_need_effort_none}
+    assert flagged == expected and {"gpt-5-4", "gpt-6-sol"} <= flagged
+    assert not ModelProfile.objects.get(name="o3-mini").chat_tools_need_effort_none
+    assert ModelProfile.objects.get(name="gpt-6-sol").catalog_values["chat_tools_need_effort_none"] is True
+
+
+def test_a_profile_synced_before_the_rule_existed_gets_it_on_the_next_sync(emulator: Any) -> None:
+    sync()
+    profile = ModelProfile.objects.get(name="gpt-6-sol")
+    # What a sync wrote before the catalog recorded the rule.
+    values = {k: v for k, v in profile.catalog_values.items() if k != "chat_tools_need_effort_none"}
+    ModelProfile.objects.filter(pk=profile.pk).update(chat_tools_need_effort_none=False, catalog_values=values)
+
+    output = sync()
+
+    profile.refresh_from_db()
+    assert profile.chat_tools_need_effort_none
+    assert "Updated gpt-6-sol: chat_tools_need_effort_none" in output
+
+
+@pytest.mark.parametrize(("model", "api_style", "rule"), [
+    ("gpt-6-sol", "responses", True),
+    ("gpt-5.4", "responses", True),
+    ("o3", "chat", False),
+])
+def test_the_azure_deployments_profile_takes_the_rule_and_api_style_from_the_azure_catalog(
+    settings: Any, emulator: Any, model: str, api_style: str, rule: bool
+) -> None:
+    from conversations.catalog.sync import ensure_azure_profile
+
+    settings.AZURE_OPENAI_ENDPOINT = "https://res.openai.azure.com"
+    settings.AZURE_OPENAI_DEPLOYMENT = "team-reasoner"
+    settings.AZURE_OPENAI_MODEL = model
+
+    profile = ensure_azure_profile()
+
+    assert profile is not None and profile.provider == "azure" and profile.model == "team-reasoner"
+    assert (profile.api_style, profile.chat_tools_need_effort_none) == (api_style, rule)
+
+
+def test_it_writes_each_models_successor_even_on_a_profile_synced_before_successors_existed(
+    emulator: Any,
+) -> None:
+    sync()
+    o3 = ModelProfile.objects.get(name="o3")
+    assert o3.successor == "openai:gpt-6-sol"
+    assert ModelProfile.objects.get(name="gpt-6-sol").successor == ""
+    # A profile synced before the catalog named successors: empty, and never recorded.
+    values = {k: v for k, v in o3.catalog_values.items() if k != "successor"}
+    ModelProfile.objects.filter(pk=o3.pk).update(successor="", catalog_values=values)
+
+    assert "Updated o3: successor" in sync()
+    o3.refresh_from_db()
+    assert o3.successor == "openai:gpt-6-sol" and o3.catalog_values["successor"] == "openai:gpt-6-sol"
+    # An admin's own choice stays.
+    ModelProfile.objects.filter(pk=o3.pk).update(successor="openai:gpt-6.1-sol")
+    assert "Kept admin edits on o3: successor" in sync()

@@ -70,6 +70,24 @@ def the_chat_request(emulator: Any) -> dict[str, Any]:
     return calls[0]
 
 
+def the_azure_responses_request(emulator: Any) -> dict[str, Any]:
+    """The one answer request, sent to Azure's v1 Responses path (no Chat Completions)."""
+    assert emulator.requests_to("/chat/completions") == []
+    calls = [c for c in emulator.requests_to("/responses") if c["body"].get("stream")]
+    assert len(calls) == 1 and calls[0]["path"] == "/openai/v1/responses"
+    assert calls[0]["status"] == 200
+    return calls[0]
+
+
+def assert_responses_body(body: dict[str, Any]) -> None:
+    """The deployment name as model, the function tools together with reasoning."""
+    assert body["model"] == "team-reasoner" and body["stream"] is True
+    assert body["input"][-1] == {"role": "user", "content": QUESTION}
+    assert body["reasoning"]["effort"] == "medium"
+    assert body["tools"] == [{"type": "function", **tool["function"]} for tool in tool_schemas()]
+    assert body["max_output_tokens"] == 25_000
+
+
 def assert_chat_body(body: dict[str, Any], **expected: Any) -> None:
     assert [m["role"] for m in body["messages"]][-1] == "user"
     assert body["messages"][-1]["content"] == QUESTION
@@ -86,8 +104,9 @@ def test_openai_key_alone_defaults_to_the_newest_listed_catalog_model(
     page = client.get("/")
 
     assert page.status_code == 200
-    # The key lists o3-mini (retired), gpt-5.6-sol and gpt-4.1-mini (in no catalog).
-    assert page.context["state"]["profile"]["name"] == "gpt-5-6-sol"
+    # The key lists o3-mini (retired), gpt-5.6-sol, gpt-5.4, gpt-6-sol, gpt-6.2-sol (the
+    # newest release), gpt-6.2-astra (no release date) and gpt-4.1-mini (in no catalog).
+    assert page.context["state"]["profile"]["name"] == "gpt-6-2-sol"
     assert [e["path"] for e in emulator.journal] == ["/v1/models"]
     assert emulator.journal[0]["headers"]["authorization"] == "Bearer sk-test-only"
 
@@ -100,15 +119,15 @@ def test_openai_key_alone_defaults_to_the_newest_listed_catalog_model(
     body = call["body"]
     assert body["input"][-1] == {"role": "user", "content": QUESTION}
     assert {k: v for k, v in body.items() if k not in ("input", "instructions")} == {
-        "model": "gpt-5.6-sol", "store": False, "stream": True,
+        "model": "gpt-6.2-sol", "store": False, "stream": True,
         "reasoning": {"effort": "medium", "summary": "auto"},
         "include": ["reasoning.encrypted_content"], "max_output_tokens": 25_000,
         "tools": [{"type": "function", **tool["function"]} for tool in tool_schemas()],
         "prompt_cache_key": body["prompt_cache_key"],
     }
     assert body["prompt_cache_key"]
-    entry = find_entry("openai", "gpt-5.6-sol")
-    assert entry is not None and entry.output_price == Decimal("20")
+    entry = find_entry("openai", "gpt-6.2-sol")
+    assert entry is not None and entry.output_price == Decimal("10")
     assert message.completion_tokens > 0
     assert message.cost_usd == catalog_cost(entry, message) > 0
     assert len(emulator.requests_to("/v1/models")) == 1  # synced once, then cached
@@ -138,10 +157,11 @@ def test_chat_model_chooses_another_profile_by_name_or_model_id(
     assert client.get("/").context["state"]["profile"]["name"] == "gpt-5-6-sol"
 
 
-def azure_only(settings: Any, emulator: Any, emulator_server: Any, **extra: str) -> None:
+def azure_only(settings: Any, emulator: Any, emulator_server: Any, *, serves: str = "gpt-5.6-sol",
+               **extra: str) -> None:
     settings.AZURE_OPENAI_ENDPOINT = emulator_server.url
     settings.AZURE_OPENAI_DEPLOYMENT = "team-reasoner"
-    emulator.config.deployments = {"team-reasoner": "gpt-5.6-sol"}
+    emulator.config.deployments = {"team-reasoner": serves}
     for name, value in extra.items():
         setattr(settings, name, value)
     forget_sync()
@@ -150,8 +170,8 @@ def azure_only(settings: Any, emulator: Any, emulator_server: Any, **extra: str)
 def test_azure_variables_with_a_key_alone_make_the_deployment_the_priced_default(
     settings: Any, emulator: Any, emulator_server: Any
 ) -> None:
-    azure_only(settings, emulator, emulator_server, AZURE_OPENAI_API_KEY="azure-key-1",
-               AZURE_OPENAI_MODEL="gpt-5.6-sol")
+    azure_only(settings, emulator, emulator_server, serves="gpt-6-sol",
+               AZURE_OPENAI_API_KEY="azure-key-1", AZURE_OPENAI_MODEL="gpt-6-sol")
     client, owner = first_account()
 
     page = client.get("/")
@@ -164,14 +184,13 @@ def test_azure_variables_with_a_key_alone_make_the_deployment_the_priced_default
     message = first_message(owner)
 
     assert message.status == Message.Status.DONE and message.content
-    call = the_chat_request(emulator)
-    assert call["path"] == "/openai/deployments/team-reasoner/chat/completions"
-    assert call["query"] == {"api-version": "2024-12-01-preview"}
-    assert call["headers"]["api-key"] == "azure-key-1"
-    assert_chat_body(call["body"], model="team-reasoner", stream=True,
-                     stream_options={"include_usage": True}, reasoning_effort="medium",
-                     max_completion_tokens=25_000, tools=tool_schemas())
-    entry = find_entry("azure", "gpt-5.6-sol")
+    # gpt-6-sol takes tools with reasoning only on the Responses API, which Azure serves on
+    # its v1 path whatever dated api-version the deployment names for Chat Completions.
+    call = the_azure_responses_request(emulator)
+    assert call["query"] == {}
+    assert call["headers"]["authorization"] == "Bearer azure-key-1"
+    assert_responses_body(call["body"])
+    entry = find_entry("azure", "gpt-6-sol")
     assert entry is not None
     assert message.cost_usd == catalog_cost(entry, message) > 0
     assert emulator.requests_to("/models") == []  # nothing asked of OpenAI
@@ -181,22 +200,50 @@ def test_azure_with_entra_id_on_the_v1_path_sends_the_token_providers_token(
     settings: Any, emulator: Any, emulator_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(llm_client, "_entra_token_provider", lambda: lambda: "entra-fixed-token")
-    azure_only(settings, emulator, emulator_server, AZURE_OPENAI_API_VERSION="v1",
-               AZURE_OPENAI_MODEL="gpt-5-6-sol")
+    azure_only(settings, emulator, emulator_server, serves="gpt-6-sol",
+               AZURE_OPENAI_API_VERSION="v1", AZURE_OPENAI_MODEL="gpt-6-sol")
     _, owner = first_account()
 
     message = first_message(owner)
 
     assert message.status == Message.Status.DONE
-    call = the_chat_request(emulator)
-    assert call["path"] == "/openai/v1/chat/completions" and call["query"] == {}
+    call = the_azure_responses_request(emulator)
+    assert call["query"] == {}
     assert call["headers"]["authorization"] == "Bearer entra-fixed-token"
     assert "api-key" not in call["headers"]
+    assert_responses_body(call["body"])
+    entry = find_entry("azure", "gpt-6-sol")
+    assert entry is not None and message.cost_usd == catalog_cost(entry, message) > 0
+
+
+def test_an_azure_o_series_deployment_still_answers_on_the_deployment_chat_path_with_tools(
+    settings: Any, emulator: Any, emulator_server: Any
+) -> None:
+    # Every Azure o-series model is retired in the catalog: an admin's profile names the
+    # deployment (the emulator serves o3-mini under it).
+    azure_only(settings, emulator, emulator_server, serves="o3-mini", AZURE_OPENAI_API_KEY="azure-key-1")
+    seed = ModelProfile.objects.get(name="o3-mini")
+    own = ("id", "name", "origin", "catalog_key", "catalog_values", "listed_at", "shutdown_date")
+    values = {f.name: getattr(seed, f.name) for f in ModelProfile._meta.fields if f.name not in own}
+    values.update(name="team-o3", display_name="o3 · team", provider="azure", model="team-reasoner",
+                  api_version="2024-12-01-preview")
+    ModelProfile.objects.create(**values)
+    _, owner = first_account()
+
+    turn = start_turn(user=owner, organization_id=None, conversation_id=None, content=QUESTION,
+                      reasoning_effort="medium", profile_name="team-o3")
+    run_generation(turn.assistant_message.pk)
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+
+    assert message.status == Message.Status.DONE and message.content and message.error_detail == ""
+    call = emulator.requests_to("/chat/completions")[0]  # the model may call a tool: rounds follow
+    assert call["path"] == "/openai/deployments/team-reasoner/chat/completions"
+    assert call["query"] == {"api-version": "2024-12-01-preview"}
+    assert call["headers"]["api-key"] == "azure-key-1"
     assert_chat_body(call["body"], model="team-reasoner", stream=True,
                      stream_options={"include_usage": True}, reasoning_effort="medium",
                      max_completion_tokens=25_000, tools=tool_schemas())
-    entry = find_entry("azure", "gpt-5.6-sol")
-    assert entry is not None and message.cost_usd == catalog_cost(entry, message) > 0
+    assert emulator.requests_to("/responses") == []
 
 
 def test_azure_without_its_model_still_answers_and_admins_are_told_to_name_it(

@@ -430,7 +430,8 @@ class Command(BaseCommand):
 
     def serve(self, options: dict[str, Any]) -> None:
         if settings.EMBEDDED:
-            from chatsite.embedded import start_reaper, start_worker
+            from chatsite.embedded import start_periodic, start_reaper, start_worker
+            from conversations.retirements import move_orgs_off_retiring_models
 
             if is_demo_mode():
                 from emulator.server import serve_in_thread
@@ -439,6 +440,8 @@ class Command(BaseCommand):
                 serve_in_thread(host=emulator.hostname or "127.0.0.1", port=emulator.port or 8001)
             start_worker(concurrency=min(options["worker_concurrency"], 100))
             start_reaper()
+            # Beat's daily job (CELERY_BEAT_SCHEDULE); embedded mode runs no beat.
+            start_periodic(move_orgs_off_retiring_models, every=24 * 3600.0, name="retirements")
         asyncio.run(self._serve(options["host"], options["port"], options["fd"]))
 
     async def _serve(self, host: str, port: int, fd: int | None) -> None:
