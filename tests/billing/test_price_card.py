@@ -83,6 +83,8 @@ def assert_billed_everywhere(message: Message, cost: Decimal, client: Client, us
     values = dict(zip(header, row, strict=True))
     assert values["cost_usd"] == f"{cost:.6f}"
     assert values["cache_write_tokens"] == str(message.cache_write_tokens)
+    # The page's tables show each answer's bill to the micro-dollar too.
+    assert f'<td class="org-num">${cost:.6f}</td>' in as_text(client.get("/org/usage/"))
 
 
 COMPLETION = REASONING + count_tokens(REPLY)

@@ -82,9 +82,9 @@ def test_the_usage_page_shows_the_selected_period(
 ) -> None:
     html = as_text(_login(client, alice).get("/org/usage/?period=2026-03"))
     assert "<h1>Usage &amp; budgets</h1>" in html
-    assert "$0.6500" in html and "$0.5000" in html and "o4-mini" in html
+    assert "$0.6500 by message cost" in html and "$0.500000" in html and "o4-mini" in html
     assert '<option value="2026-03" selected>March 2026</option>' in html
-    assert "$0.6500" not in as_text(client.get("/org/usage/?period=2026-04"))
+    assert "$0.500000" not in as_text(client.get("/org/usage/?period=2026-04"))
 
 
 @pytest.mark.parametrize("period", ["garbage", "2026-13", "1999-12", "2026-03-01", "2026_03"])
