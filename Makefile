@@ -1,4 +1,4 @@
-# Two commands set everything up: `make run` and `make test`.
+# Two commands set everything up: `make run` and `make test`; `make test-fast` is the quick lane.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/teamchat
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 
-.PHONY: install run test chaos bench lint check clean
+.PHONY: install run test test-fast chaos bench lint check clean
 
 install: $(STAMP) node_modules/.installed
 
@@ -28,12 +28,28 @@ run: install
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py runstack
 
+# The whole suite (browser, live servers, workers, chaos at a few faults each), with the
+# test settings (a fast password hasher). Chromium is required: no browser test is skipped.
+CHROMIUM := /usr/bin/chromium
+
 test: install lint
+	@test -x $(CHROMIUM) || { echo "make test: $(CHROMIUM) is missing, so the browser tests cannot run." \
+		"Install it with: apt-get install -y chromium  (or run make test-fast)" >&2; exit 1; }
 	$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ds=chatsite.settings_test $(PYTEST_ARGS)
+
+# The quick lane: every test that starts no server, worker, browser or other process
+# (markers set from fixtures in tests/conftest.py). Still needs PostgreSQL and Redis.
+test-fast: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
+	ALLOW_NO_BROWSER=1 \
+	$(PY) -m pytest --ds=chatsite.settings_test \
+		-m "not browser and not integration and not chaos and not slow" $(PYTEST_ARGS)
 
 # Real processes under faults (tests/chaos/): 50 worker SIGKILLs and 50 SIGTERMs mid-answer,
 # a Redis restart, 200 socket drops, overlapping embedded turns, every provider failure.
@@ -46,7 +62,7 @@ chaos: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(CHAOS_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
-	$(PY) -m pytest tests/chaos -s -p no:cacheprovider --durations=0 $(PYTEST_ARGS)
+	$(PY) -m pytest --ds=chatsite.settings_test tests/chaos -s -p no:cacheprovider --durations=0 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) manage.py collectstatic --noinput -v0

@@ -24,6 +24,35 @@ from accounts.models import Membership, Organization, User
 
 O3_MINI_SEED = importlib.import_module("conversations.migrations.0002_seed_o3_mini").O3_MINI
 
+# Markers follow from what a test uses, so `make test-fast` (-m "not browser and not
+# integration and not chaos and not slow") cannot miss a test that starts something.
+BROWSER_FIXTURES = {"page", "chat_page", "browser"}  # Playwright and Chromium
+INTEGRATION_FIXTURES = {
+    "live_server_url", "share_site_url",  # uvicorn serving the ASGI app
+    "celery_worker",  # a real Celery worker
+    "processes", "scaled_stack", "stack",  # child processes: workers, web, redis-server
+}
+CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos") + os.sep
+
+
+def settings_module() -> str:
+    """This run's settings module (``--ds``, exported by pytest-django), for the processes a
+    test starts: a password hashed here must verify there. Not ``settings.SETTINGS_MODULE``,
+    which reads None once a test has overridden a setting."""
+    return os.environ["DJANGO_SETTINGS_MODULE"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        # `slow` tests start real processes of their own (runstack, a pytest on SQLite).
+        if fixtures & INTEGRATION_FIXTURES or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
+        if str(item.path).startswith(CHAOS_DIR):
+            item.add_marker(pytest.mark.chaos)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def message_ids_unique_to_this_run(django_db_setup: None, django_db_blocker: Any) -> None:
@@ -96,6 +125,14 @@ def fresh_rate_limits(settings: Any) -> None:
     that a new test database hands out again: a prefix per test keeps every test's
     counts its own, without flushing a Redis database the broker also uses."""
     settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(autouse=True)
+def site_url(settings: Any) -> str:
+    """Emailed links are built on SITE_URL (never on the request's Host); Django's test
+    client calls itself testserver. A live server sets its own address."""
+    settings.SITE_URL = "http://testserver"
+    return str(settings.SITE_URL)
 
 
 @pytest.fixture(autouse=True)
@@ -238,7 +275,9 @@ def serve_asgi() -> Iterator[str]:
 
 
 @pytest.fixture
-def live_server_url(celery_worker: Any) -> Iterator[str]:
-    """The real ASGI app served by uvicorn, with a Celery worker running."""
+def live_server_url(celery_worker: Any, settings: Any) -> Iterator[str]:
+    """The real ASGI app served by uvicorn, with a Celery worker running; emailed links
+    point at it."""
     with serve_asgi() as url:
+        settings.SITE_URL = url
         yield url

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from tests.conftest import free_port
+from tests.conftest import free_port, settings_module
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("CHAOS", "").strip().lower() == "full"
@@ -198,6 +198,9 @@ def processes(tmp_path: Path, emulator: Any, transactional_db: None) -> Iterator
         if key not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "DJANGO_SETTINGS_MODULE"}
     }
     env.update(
+        # The test process's own settings module (chatsite.settings_test under make test):
+        # a password hashed here must verify in the children.
+        DJANGO_SETTINGS_MODULE=settings_module(),
         DATABASE_URL=database_url(),
         REDIS_URL=django_settings.REDIS_URL,
         SECRET_KEY=django_settings.SECRET_KEY,

@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 from accounts.models import User
+from tests.conftest import settings_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ def _database_options(**env: str) -> dict[str, Any]:
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": settings_module(),
              "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/teamchat", **env},
     )
     assert result.returncode == 0, result.stderr

@@ -33,7 +33,7 @@ from conversations.management.commands.runstack import (
     worker_node,
 )
 from tests.chaos.conftest import Proc, Processes, database_url, wait_for
-from tests.conftest import free_port
+from tests.conftest import free_port, settings_module
 
 TASK_ENDS = {"task-succeeded", "task-failed", "task-rejected", "task-revoked", "task-retried"}
 SCRUBBED = {"OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
@@ -153,6 +153,8 @@ def scaled_stack(django_db_setup: None, emulator_server: Any,
     log_dir: Path = tmp_path_factory.mktemp("scaleout")
     env = {key: value for key, value in os.environ.items() if key not in SCRUBBED}
     env.update(
+        # The test process's own settings module, as for tests/chaos (see its conftest).
+        DJANGO_SETTINGS_MODULE=settings_module(),
         DATABASE_URL=database_url(),
         SECRET_KEY=django_settings.SECRET_KEY,
         EMULATOR_URL=emulator_server.url,

@@ -6,7 +6,6 @@ text and what the emulator streamed."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from django.test import Client
 
 from accounts.models import User
 from conversations.models import Message, ModelProfile
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, read_db
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, read_db, require_chromium
 from tests.scaleout.conftest import ScaledStack
 from tests.scaleout.test_scale_out import ask_for
 
@@ -37,8 +36,7 @@ def session_cookie(user: User) -> str:
 def test_a_page_reloaded_onto_the_other_web_process_mid_answer_shows_the_whole_answer(
     stack: ScaledStack, alice: User, o3_mini: ModelProfile, emulator: Any
 ) -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     # Long enough (about 7 s) that the page on B still follows it live.
     question, reply = ask_for(emulator, label="reload", words=40)
     cookie = session_cookie(alice)  # every ORM call before the browser's event loop starts

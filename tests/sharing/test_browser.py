@@ -16,6 +16,7 @@ import pytest
 from accounts.models import Organization, User
 from conversations.models import Conversation
 from sharing import links
+from tests.browser.conftest import require_chromium
 from tests.sharing.conftest import PASSWORD, add_turn, make_conversation
 from tests.sharing.xss_corpus import PAYLOADS
 
@@ -41,8 +42,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls
     # are still plain synchronous calls between browser steps.
     saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
