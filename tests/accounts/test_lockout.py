@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
 from axes.models import AccessAttempt
+from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 
@@ -33,17 +35,22 @@ def _signed_in(response: Any) -> bool:
     return response.status_code == 302 and "/accounts/login/" not in response["Location"]
 
 
-def test_ten_failures_for_one_account_lock_it_even_with_the_right_password(alice: User) -> None:
-    # From ten different addresses: the account's own count locks it, and the tenth
-    # failure already answers with the lockout page.
-    statuses = [_sign_in("alice@example.com", "wrong", ip=f"198.51.100.{n}").status_code
-                for n in range(10)]
+def test_ten_failures_from_one_client_pause_that_client_for_that_account_only(
+    alice: User,
+) -> None:
+    # The tenth failure already answers with the pause page; the right password is refused
+    # from that client, and alice signs in from her own.
+    statuses = [_sign_in("alice@example.com", "wrong", ip="198.51.100.1").status_code
+                for _ in range(10)]
     assert statuses == [200] * 9 + [429]
-    refused = _sign_in("Alice@Example.com", RIGHT, ip="192.0.2.200")
+    refused = _sign_in("Alice@Example.com", RIGHT, ip="198.51.100.1")
     assert refused.status_code == 429
-    assert "Sign-in paused" in refused.content.decode()
-    assert "15 minutes" in refused.content.decode()
+    page = refused.content.decode()
+    assert "Sign-in paused" in page
+    assert "Try again in 15 minutes" in page
+    assert "Forgot password?" in page and "sign in at once, from anywhere" in page
     assert refused["Retry-After"] == "900"
+    assert _signed_in(_sign_in("alice@example.com", RIGHT, ip="192.0.2.200"))
 
 
 def test_nine_failures_do_not_lock_the_account(alice: User) -> None:
@@ -127,3 +134,146 @@ def test_password_resets_per_client_are_limited(client: Client, alice: User, set
     refused = client.post("/accounts/password/reset/", {"email": "alice@example.com"})
     assert refused.status_code == 429
     assert len(mailoutbox) == 2
+
+
+def _failures(username: str) -> int:
+    return sum(AccessAttempt.objects.filter(username=username)
+               .values_list("failures_since_start", flat=True))
+
+
+def _reset_password(email: str, new_password: str, mailoutbox: list[Any], *,
+                    ip: str = "192.0.2.90") -> None:
+    """Ask for a reset link and follow it from the mail, as the owner does."""
+    browser = Client(REMOTE_ADDR=ip)
+    assert browser.post("/accounts/password/reset/", {"email": email}).status_code == 302
+    link = re.search(r"/accounts/password/reset/[^/\s]+/[^/\s]+/", mailoutbox[-1].body)
+    assert link is not None
+    form_url = browser.get(link[0])["Location"]  # Django moves the token into the session
+    done = browser.post(form_url, {"new_password1": new_password, "new_password2": new_password})
+    assert done.status_code == 302 and done["Location"] == "/accounts/password/reset/done/"
+
+
+def test_an_attacker_on_one_client_cannot_keep_alice_out_of_her_own(alice: User) -> None:
+    attacker = [_sign_in("alice@example.com", "wrong", ip="203.0.113.66").status_code
+                for _ in range(40)]
+    assert attacker.count(200) == 9 and attacker.count(429) == 31
+    assert _signed_in(_sign_in("alice@example.com", RIGHT, ip="192.0.2.10"))
+
+
+def test_guessing_from_many_clients_pauses_new_devices_but_not_alices_own(
+    alice: User, settings: Any
+) -> None:
+    own = Client(REMOTE_ADDR="192.0.2.10")
+    assert _signed_in(own.post("/accounts/login/", {"username": "alice@example.com",
+                                                    "password": RIGHT}))
+    own.post("/accounts/logout/")
+    for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS):
+        _sign_in("alice@example.com", "wrong", ip=f"198.51.100.{n + 1}")
+
+    new_device = _sign_in("alice@example.com", RIGHT, ip="192.0.2.11")
+    assert new_device.status_code == 429
+    page = new_device.content.decode()
+    assert "devices that have not signed in to it before" in page
+    assert "Try again in 15 minutes" in page and "Forgot password?" in page
+    # Her own browser signs in, even from another network (the cookie, not the address).
+    own.defaults["REMOTE_ADDR"] = "192.0.2.12"
+    assert _signed_in(own.post("/accounts/login/", {"username": "alice@example.com",
+                                                    "password": RIGHT}))
+
+
+def test_a_known_device_cookie_for_another_account_or_forged_does_not_count(
+    alice: User, bob: User, settings: Any
+) -> None:
+    bobs = Client(REMOTE_ADDR="192.0.2.20")
+    assert _signed_in(bobs.post("/accounts/login/", {"username": "bob@example.com",
+                                                     "password": RIGHT}))
+    bobs.post("/accounts/logout/")
+    for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS):
+        _sign_in("alice@example.com", "wrong", ip=f"198.51.100.{n + 1}")
+    assert bobs.post("/accounts/login/", {"username": "alice@example.com",
+                                          "password": RIGHT}).status_code == 429
+    forged = Client(REMOTE_ADDR="192.0.2.21")
+    forged.cookies["known_device"] = bobs.cookies["known_device"].value.replace("a", "b", 1)
+    assert forged.post("/accounts/login/", {"username": "alice@example.com",
+                                            "password": RIGHT}).status_code == 429
+
+
+def test_nineteen_failures_from_many_clients_do_not_pause_new_devices(
+    alice: User, settings: Any
+) -> None:
+    for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS - 1):
+        _sign_in("alice@example.com", "wrong", ip=f"198.51.100.{n + 1}")
+    assert _signed_in(_sign_in("alice@example.com", RIGHT, ip="192.0.2.11"))
+
+
+def test_attempts_while_paused_neither_count_nor_extend_the_pause(alice: User) -> None:
+    for _ in range(10):
+        _sign_in("alice@example.com", "wrong")
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - dt.timedelta(minutes=14))
+    paused_at = list(AccessAttempt.objects.order_by("pk").values_list("attempt_time", flat=True))
+    # One more guess every few minutes used to keep the account locked for good.
+    for password in ["wrong", "wrong", RIGHT, "wrong"]:
+        refused = _sign_in("alice@example.com", password)
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+    assert _failures("alice@example.com") == 10
+    assert list(AccessAttempt.objects.order_by("pk").values_list("attempt_time", flat=True)) == paused_at
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - dt.timedelta(minutes=2))
+    assert _signed_in(_sign_in("alice@example.com", RIGHT))
+
+
+def test_a_completed_password_reset_lets_alice_sign_in_at_once_from_anywhere(
+    alice: User, settings: Any, mailoutbox: list[Any]
+) -> None:
+    for _ in range(10):
+        _sign_in("alice@example.com", "wrong", ip="203.0.113.66")
+    for n in range(settings.LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS):
+        _sign_in("alice@example.com", "wrong", ip=f"198.51.100.{n + 1}")
+    assert _sign_in("alice@example.com", RIGHT, ip="192.0.2.30").status_code == 429
+
+    _reset_password("alice@example.com", "a fresh pass phrase 77", mailoutbox)
+
+    assert _failures("alice@example.com") == 0
+    assert _signed_in(_sign_in("alice@example.com", "a fresh pass phrase 77", ip="192.0.2.30"))
+    assert _signed_in(_sign_in("alice@example.com", "a fresh pass phrase 77", ip="203.0.113.66"))
+
+
+def test_a_password_reset_keeps_other_accounts_failures(alice: User, bob: User,
+                                                        mailoutbox: list[Any]) -> None:
+    for _ in range(10):
+        _sign_in("bob@example.com", "wrong", ip="203.0.113.66")
+    _reset_password("alice@example.com", "a fresh pass phrase 77", mailoutbox)
+    assert _failures("bob@example.com") == 10
+    assert _sign_in("bob@example.com", RIGHT, ip="203.0.113.66").status_code == 429
+
+
+def test_one_client_cannot_pause_several_accounts_for_everyone(
+    alice: User, bob: User, charlie: User
+) -> None:
+    for email in ["alice@example.com", "bob@example.com", "charlie@example.com"]:
+        for _ in range(10):
+            _sign_in(email, "wrong", ip="203.0.113.80")
+    for email in ["alice@example.com", "bob@example.com", "charlie@example.com"]:
+        assert _sign_in(email, RIGHT, ip="203.0.113.80").status_code == 429
+        assert _signed_in(_sign_in(email, RIGHT, ip="192.0.2.40"))
+
+
+def test_the_pause_page_of_a_spraying_client_offers_only_waiting(alice: User) -> None:
+    for n in range(50):
+        _sign_in(f"guess{n}@example.com", "wrong", ip="203.0.113.50")
+    page = _sign_in("alice@example.com", RIGHT, ip="203.0.113.50").content.decode()
+    assert "from this network, for several accounts" in page
+    assert "Try again in 15 minutes" in page and "Forgot password?" not in page
+
+
+def test_reset_mails_per_address_are_capped_without_saying_so(
+    alice: User, bob: User, mailoutbox: list[Any]
+) -> None:
+    answers = [Client(REMOTE_ADDR=f"198.51.100.{n + 1}").post(
+        "/accounts/password/reset/", {"email": "Alice@example.com"}) for n in range(6)]
+    assert {(a.status_code, a["Location"]) for a in answers} == {
+        (302, "/accounts/password/reset/sent/")}
+    assert [m.to for m in mailoutbox] == [["alice@example.com"]] * 3
+    Client(REMOTE_ADDR="198.51.100.99").post("/accounts/password/reset/",
+                                             {"email": "bob@example.com"})
+    assert mailoutbox[-1].to == ["bob@example.com"]
