@@ -12,7 +12,7 @@ COPY . .
 # collectstatic loads the settings; a throwaway key keeps them from generating a
 # SECRET_KEY into the image. var/ (VAR_DIR) is the one directory the app writes to.
 RUN SECRET_KEY=collectstatic-only-never-used python manage.py collectstatic --noinput \
-    && mkdir -p var && chown teamchat:teamchat var
+    && mkdir -p var/jobs && chown teamchat:teamchat var var/jobs && chmod 700 var/jobs
 USER 10001:10001
 EXPOSE 8000
 # The web role, as compose's `web` runs it (after its one-shot `migrate`): WEB_PROCESSES

@@ -1,26 +1,26 @@
-"""Getting conversations in and out: Export (one conversation), the account page with
-"Export my data" and "Import" (a ChatGPT export)."""
+"""Getting conversations in and out: Export (one conversation, here and now), and the
+account page with "Export my data" and "Import" (a ChatGPT export), which run as
+background jobs (conversations/datajobs.py)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from typing import IO
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations import datajobs
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.exceptions import NotFound
-from conversations.exports import build_data_export, data_export_filename, export_conversation
-from conversations.imports import ImportRefused, import_chatgpt_export
+from conversations.exports import data_export_filename, export_conversation
+from conversations.models import DataJob
 
-REPORT_SESSION_KEY = "import_report"
 ARCHIVE_CHUNK_BYTES = 256 * 1024
 
 
@@ -38,20 +38,27 @@ def conversation_export(request: HttpRequest, conversation_id: int, fmt: str) ->
     return response
 
 
-def _account_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+def _account_page(request: HttpRequest, *, error: str = "", export_error: str = "",
+                  status: int = 200) -> HttpResponse:
     try:
         membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
     except NotFound:
         membership = None
+    latest = datajobs.latest_jobs(request.user)  # type: ignore[arg-type]
     return render(
         request,
         "accounts/account.html",
         {
             "membership": membership,
             "organization": membership.organization if membership else None,
-            "report": request.session.pop(REPORT_SESSION_KEY, None),
+            "import_job": latest[DataJob.Kind.IMPORT],
+            "export_job": latest[DataJob.Kind.EXPORT],
             "import_error": error,
+            "export_error": export_error,
             "import_max_mb": settings.IMPORT_MAX_BYTES // (1024 * 1024),
+            "imports_per_day": settings.IMPORTS_PER_DAY,
+            "exports_per_day": settings.EXPORTS_PER_DAY,
+            "export_ttl_hours": settings.DATA_EXPORT_TTL_HOURS,
         },
         status=status,
     )
@@ -61,6 +68,16 @@ def _account_page(request: HttpRequest, *, error: str = "", status: int = 200) -
 @require_GET
 def account(request: HttpRequest) -> HttpResponse:
     return _account_page(request)
+
+
+@login_required
+@require_GET
+def data_jobs(request: HttpRequest) -> JsonResponse:
+    """The newest import and export and their progress, polled by the account page."""
+    latest = datajobs.latest_jobs(request.user)  # type: ignore[arg-type]
+    response = JsonResponse({kind: datajobs.status_document(job) for kind, job in latest.items()})
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 async def _read_in_chunks(archive: IO[bytes]) -> AsyncIterator[bytes]:
@@ -75,14 +92,39 @@ async def _read_in_chunks(archive: IO[bytes]) -> AsyncIterator[bytes]:
 
 
 @login_required
+@require_POST
+def export_my_data(request: HttpRequest) -> HttpResponse:
+    """Start building "Export my data" in a worker; the account page shows its progress
+    and then the download link."""
+    try:
+        datajobs.start_export(user=request.user)  # type: ignore[arg-type]
+    except datajobs.JobRefused as exc:
+        return _account_page(request, export_error=str(exc), status=429)
+    return redirect("conversations:account")
+
+
+@login_required
 @require_GET
-def export_my_data(request: HttpRequest) -> StreamingHttpResponse:
-    archive = build_data_export(user=request.user)  # type: ignore[arg-type]
-    size = archive.seek(0, io.SEEK_END)
-    archive.seek(0)
+def latest_export(request: HttpRequest) -> HttpResponse:
+    """The old address of "Export my data": the newest ready export, or the account page."""
+    job = datajobs.latest_jobs(request.user)[DataJob.Kind.EXPORT]  # type: ignore[arg-type]
+    if job is not None and job.status == DataJob.Status.DONE:
+        return redirect("conversations:download_export", job_id=job.pk)
+    return redirect("conversations:account")
+
+
+@login_required
+@require_GET
+def download_export(request: HttpRequest, job_id: int) -> StreamingHttpResponse:
+    try:
+        job, path = datajobs.export_for_download(user=request.user, job_id=job_id)  # type: ignore[arg-type]
+    except NotFound as exc:
+        raise Http404("No such export") from exc
+    archive = path.open("rb")
     response = StreamingHttpResponse(_read_in_chunks(archive), content_type="application/zip")
-    response["Content-Disposition"] = content_disposition_header(True, data_export_filename()) or ""
-    response["Content-Length"] = str(size)
+    filename = job.report.get("filename") or data_export_filename(now=job.finished_at)
+    response["Content-Disposition"] = content_disposition_header(True, filename) or ""
+    response["Content-Length"] = str(path.stat().st_size)
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -110,16 +152,13 @@ def import_conversations(request: HttpRequest) -> HttpResponse:
             status=400,
         )
     try:
-        report = import_chatgpt_export(
+        datajobs.start_import(
             user=request.user,  # type: ignore[arg-type]
             organization_id=request.session.get("organization_id"),
-            upload=upload,
+            chunks=upload.chunks(),
             size=upload.size or 0,
         )
-    except ImportRefused as exc:
-        return _account_page(request, error=f"Nothing was imported. {exc}", status=400)
-    except NotFound:
-        return _account_page(request, error="You are not in an organization to import into.",
-                             status=400)
-    request.session[REPORT_SESSION_KEY] = report.as_dict()
+    except datajobs.JobRefused as exc:
+        return _account_page(request, error=f"Nothing was imported. {exc}",
+                             status=429 if exc.throttled else 400)
     return redirect("conversations:account")

@@ -1,5 +1,5 @@
 """Conversations out of the app: one conversation as Markdown or JSON, and "Export my data"
-(every conversation of a user as a ZIP).
+(every conversation of a user as a ZIP, written by a worker: conversations/datajobs.py).
 
 Exports carry what a person said and what the model answered on the branch on screen, with
 each answer's model, effort, usage and cost. The org's developer message and the
@@ -11,12 +11,11 @@ conversation. The JSON layout is documented in docs/export-format.md and version
 from __future__ import annotations
 
 import json
-import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -35,8 +34,6 @@ ARCHIVE_SCHEMA = "teamchat.export"
 # Conversations read per round trip in "Export my data": two queries per batch
 # (conversations, then their messages), whatever the number of messages.
 ARCHIVE_BATCH = 100
-# Above this the archive being built moves from memory to a temporary file.
-ARCHIVE_SPOOL_BYTES = 8 * 1024 * 1024
 
 ROLE_TITLES: dict[str, str] = {Message.Role.USER: "You", Message.Role.ASSISTANT: "Assistant"}
 
@@ -205,35 +202,25 @@ def _write_member(archive: zipfile.ZipFile, name: str, text: str) -> None:
         member.write(text.encode("utf-8"))
 
 
-def build_data_export(*, user: User) -> tempfile.SpooledTemporaryFile[bytes]:
-    """A ZIP of every conversation the user has in every org they belong to: per
-    conversation one JSON and one Markdown file (the branch on screen; the JSON also keeps
-    the other branches), plus ``index.json`` and ``index.md``.
-
-    Built batch by batch into a spooled file, so memory holds one batch of conversations,
-    not the whole history. The caller streams the returned file (positioned at 0) and
-    closes it.
-    """
-    exported_at = timezone.now()
-    # Not a context manager: the response streams it and closes it when done.
-    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-        max_size=ARCHIVE_SPOOL_BYTES
-    )
-    try:
-        _write_archive(spool, user=user, exported_at=exported_at)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool
+def write_data_export(
+    out: IO[bytes], *, user: User, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """"Export my data" written to ``out`` (a file the caller owns), batch by batch;
+    ``progress(done, total)`` after each batch. Returns how many conversations it holds."""
+    total = conversations_for_user(user).count() if progress else 0
+    return _write_archive(out, user=user, exported_at=timezone.now(),
+                          progress=(lambda done: progress(done, total)) if progress else None)
 
 
 def _write_archive(
-    spool: tempfile.SpooledTemporaryFile[bytes], *, user: User, exported_at: datetime
-) -> None:
+    spool: IO[bytes], *, user: User, exported_at: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     index: list[dict[str, Any]] = []
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for batch in _batches(user):
+            if progress:
+                progress(len(index))
             for conversation in batch:
                 messages = list(conversation.messages.all())
                 on_screen = _branch_in_memory(conversation, messages)
@@ -276,6 +263,7 @@ def _write_archive(
             ),
         )
         _write_member(archive, "index.md", _index_markdown(user, index, exported_at))
+    return len(index)
 
 
 def _index_markdown(user: User, index: Iterable[dict[str, Any]], exported_at: datetime) -> str:

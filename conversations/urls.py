@@ -20,6 +20,9 @@ urlpatterns = [
     path("c/<int:conversation_id>/export.json", data_views.conversation_export, {"fmt": "json"},
          name="export_json"),
     path("account/", data_views.account, name="account"),
-    path("account/export.zip", data_views.export_my_data, name="export_my_data"),
+    path("account/export/", data_views.export_my_data, name="export_my_data"),
+    path("account/export.zip", data_views.latest_export, name="latest_export"),
+    path("account/exports/<int:job_id>.zip", data_views.download_export, name="download_export"),
+    path("account/jobs.json", data_views.data_jobs, name="data_jobs"),
     path("account/import/", data_views.import_conversations, name="import"),
 ]

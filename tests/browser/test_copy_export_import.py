@@ -1,12 +1,15 @@
 """Copy, Export, Export my data and Import as a person uses them, in headless Chromium
-against the real stack (uvicorn, Celery worker, PostgreSQL, Redis, the emulator)."""
+against the real stack (uvicorn, Celery worker, PostgreSQL, Redis, the emulator). Export
+my data and Import run in the worker; the account page shows their progress."""
 
 from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,15 +134,59 @@ def test_export_downloads_the_conversation_as_markdown_and_json(page: Any) -> No
     assert [m["content"] for m in document["messages"]] == [QUESTION, source]
 
 
-def test_export_my_data_downloads_a_zip_of_the_person_s_conversations(page: Any) -> None:
+@pytest.fixture(autouse=True)
+def private_jobs_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.DATA_JOBS_DIR = tmp_path / "jobs"
+    return settings.DATA_JOBS_DIR
+
+
+@pytest.fixture
+def paused_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``paused_after(n)``: the worker (a thread of this process) stops right after it
+    records progress n of a job, until the returned event is set, so the page can be
+    seen mid-job without racing it."""
+    from conversations import datajobs
+
+    gates: list[threading.Event] = []
+
+    def pause(n: int) -> threading.Event:
+        real = datajobs._progress
+        gate = threading.Event()
+        gates.append(gate)
+
+        def progress(job_id: int, done: int, total: int) -> None:
+            real(job_id, done, total)
+            if done == n:
+                gate.wait(ANSWER_TIMEOUT_MS / 1000)
+
+        monkeypatch.setattr(datajobs, "_progress", progress)
+        return gate
+
+    yield pause
+    for gate in gates:
+        gate.set()  # never leave the worker waiting
+
+
+def test_export_my_data_builds_in_the_background_then_the_download_link_works(
+    page: Any, paused_after: Any
+) -> None:
     sign_up(page)
     send(page, QUESTION)
     finished_answer(page)
+    resume = paused_after(0)
 
     page.get_by_role("link", name="Account").click()
     page.wait_for_url(lambda url: urlsplit(url).path == "/account/")
+    page.get_by_role("button", name="Export my data").click()
+
+    status = page.get_by_test_id("export-status")
+    expect(status).to_contain_text("Building your export: 0 of 1 conversations.")
+    expect(page.get_by_role("button", name="Export my data")).to_be_disabled()
+    resume.set()
+    link = page.get_by_role("link", name="Download your data")
+    expect(link).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     with page.expect_download() as download_info:
-        page.get_by_role("link", name="Export my data").click()
+        link.click()
     download = download_info.value
     assert download.suggested_filename.startswith("teamchat-export-")
     assert download.suggested_filename.endswith(".zip")
@@ -152,17 +199,25 @@ def test_export_my_data_downloads_a_zip_of_the_person_s_conversations(page: Any)
     assert document["messages"][0]["content"] == QUESTION
 
 
-def test_import_uploads_a_chatgpt_export_and_shows_the_report_and_the_conversation(
-    page: Any, watch: Watch
+def test_import_shows_progress_then_the_report_and_the_conversations(
+    page: Any, watch: Watch, paused_after: Any
 ) -> None:
     sign_up(page)
     page.get_by_role("link", name="Account").click()
+    resume = paused_after(2)
 
     page.get_by_label("ChatGPT export").set_input_files(str(FIXTURE))
     page.get_by_role("button", name="Import", exact=True).click()
 
+    # The worker has written 2 of the file's 4 conversations and waits: the page says so.
+    expect(page.get_by_test_id("import-status")).to_contain_text(
+        "Importing: 2 of 4 conversations.", timeout=ANSWER_TIMEOUT_MS
+    )
+    expect(page.get_by_role("button", name="Import", exact=True)).to_be_disabled()
+    resume.set()
     report = page.get_by_test_id("import-report")
-    expect(report).to_contain_text("Imported 3 conversations (11 messages)")
+    expect(report).to_contain_text("Imported 3 conversations (11 messages)",
+                                   timeout=ANSWER_TIMEOUT_MS)
     expect(page.get_by_test_id("import-skipped")).to_contain_text("2 × image")
     expect(page.get_by_test_id("import-skipped")).to_contain_text("1 × audio recording")
     expect(report).to_contain_text("Voice note")
@@ -185,7 +240,7 @@ def test_import_uploads_a_chatgpt_export_and_shows_the_report_and_the_conversati
     page.get_by_label("ChatGPT export").set_input_files(str(FIXTURE))
     page.get_by_role("button", name="Import", exact=True).click()
     expect(page.get_by_test_id("import-report")).to_contain_text(
-        "Imported 0 conversations (0 messages)"
+        "Imported 0 conversations (0 messages)", timeout=ANSWER_TIMEOUT_MS
     )
     expect(page.get_by_test_id("import-report")).to_contain_text("3 were already imported")
     assert watch.page_errors == []

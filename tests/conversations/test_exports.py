@@ -1,21 +1,25 @@
-"""Export (one conversation as Markdown or JSON) and "Export my data" (a ZIP of all)."""
+"""Export (one conversation as Markdown or JSON) and "Export my data" (a ZIP of all, built
+by a worker into a private file its owner downloads until it expires)."""
 
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
-from conversations import exports
-from conversations.models import Conversation, Message, ModelProfile
+from conversations import datajobs, exports, tasks
+from conversations.models import Conversation, DataJob, Message, ModelProfile
 
 pytestmark = pytest.mark.django_db
 
@@ -161,7 +165,25 @@ def test_an_unknown_conversation_is_404_and_a_signed_out_visitor_must_sign_in(
     assert get(client, alice, "/c/999999999/export.json").status_code == 404
 
 
-# --- Export my data -----------------------------------------------------------------------
+# --- Export my data: a background job, then a private download --------------------------
+
+
+@pytest.fixture(autouse=True)
+def private_jobs_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.DATA_JOBS_DIR = tmp_path / "jobs"
+    return settings.DATA_JOBS_DIR
+
+
+def run_queued_exports() -> None:
+    """What the worker does with each queued export (the on-commit send never fires
+    inside a test's transaction)."""
+    for job_id in DataJob.objects.filter(kind="export", status="queued").values_list("pk", flat=True):
+        tasks.build_data_export(job_id)
+
+
+def start_export(client: Client, user: User) -> Any:
+    client.force_login(user)
+    return client.post("/account/export/", follow=True)
 
 
 def read_zip(response: Any) -> zipfile.ZipFile:
@@ -172,6 +194,15 @@ def read_zip(response: Any) -> zipfile.ZipFile:
         body = b"".join(response)
     assert int(response["Content-Length"]) == len(body)
     return zipfile.ZipFile(io.BytesIO(body))
+
+
+def exported(client: Client, user: User) -> Any:
+    """Export my data, as the worker builds it, downloaded by its owner."""
+    start_export(client, user)
+    run_queued_exports()
+    job = DataJob.objects.filter(user=user, kind="export").latest("created_at")
+    assert job.status == "done"
+    return client.get(f"/account/exports/{job.pk}.zip")
 
 
 def test_export_my_data_has_every_own_conversation_in_every_org_and_nothing_else(
@@ -185,7 +216,7 @@ def test_export_my_data_has_every_own_conversation_in_every_org_and_nothing_else
     add(make_conversation(bob, org_a, title="Bob private"), "user", "BOB-PRIVATE", None)
     add(make_conversation(charlie, org_b, title="Charlie private"), "user", "CHARLIE-PRIVATE", None)
 
-    response = get(client, alice, "/account/export.zip")
+    response = exported(client, alice)
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
@@ -222,15 +253,14 @@ def test_export_my_data_skips_orgs_the_user_has_left(client: Client, alice: User
     add(make_conversation(alice, org_b, title="Left behind"), "user", "LEFT-BEHIND", None)
     membership.delete()
 
-    archive = read_zip(get(client, alice, "/account/export.zip"))
+    archive = read_zip(exported(client, alice))
 
     assert all(b"LEFT-BEHIND" not in archive.read(n) for n in archive.namelist())
 
 
 def _export_queries(user: User) -> int:
     with CaptureQueriesContext(connection) as queries:
-        archive = exports.build_data_export(user=user)
-        archive.close()
+        exports.write_data_export(io.BytesIO(), user=user)
     return len(queries)
 
 
@@ -258,7 +288,7 @@ def test_export_my_data_reads_a_constant_number_of_queries_per_batch(
 
 def test_export_my_data_with_no_conversations_is_an_index_only(client: Client,
                                                                alice: User) -> None:
-    archive = read_zip(get(client, alice, "/account/export.zip"))
+    archive = read_zip(exported(client, alice))
 
     assert sorted(archive.namelist()) == ["index.json", "index.md"]
     assert json.loads(archive.read("index.json"))["conversations"] == []
@@ -269,8 +299,112 @@ def test_the_account_page_links_export_and_import(client: Client, alice: User) -
 
     body = response.content.decode()
     assert response.status_code == 200
-    assert 'href="/account/export.zip"' in body and ">Export my data</a>" in body
+    assert 'action="/account/export/"' in body and ">Export my data</button>" in body
     assert 'action="/account/import/"' in body and ">Import</button>" in body
     assert 'href="/account/">Account</a>' in body  # the header link next to the email
     assert client.get("/").status_code == 200
     assert 'href="/account/">Account</a>' in client.get("/").content.decode()
+
+
+def test_export_my_data_is_built_by_the_worker_and_the_page_shows_progress_then_the_link(
+    client: Client, alice: User, branched: Conversation, private_jobs_dir: Path
+) -> None:
+    body = start_export(client, alice).content.decode()
+
+    job = DataJob.objects.get(user=alice, kind="export")
+    assert job.status == "queued" and "Export queued" in body
+    assert 'disabled>Export my data</button>' in body  # one at a time
+    assert client.get(f"/account/exports/{job.pk}.zip").status_code == 404  # not ready yet
+
+    run_queued_exports()
+
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total) == ("done", 1, 1)
+    assert job.expires_at is not None
+    path = private_jobs_dir / job.file_name
+    assert path.stat().st_mode & 0o777 == 0o600
+    body = client.get("/account/").content.decode()
+    assert f'href="/account/exports/{job.pk}.zip"' in body and "Download your data" in body
+    # The old address leads to the newest ready export.
+    assert client.get("/account/export.zip")["Location"] == f"/account/exports/{job.pk}.zip"
+
+
+def test_charlie_gets_404_for_alice_s_export(client: Client, alice: User, charlie: User,
+                                            branched: Conversation) -> None:
+    exported(client, alice)
+    job = DataJob.objects.get(user=alice, kind="export")
+
+    client.force_login(charlie)
+    response = client.get(f"/account/exports/{job.pk}.zip")
+
+    assert response.status_code == 404
+    assert b"Rust" not in response.content and "Content-Disposition" not in response
+    assert client.get("/account/export.zip")["Location"] == "/account/"
+    assert client.get("/account/jobs.json").json()["export"] is None
+    assert client.get("/account/exports/999999.zip").status_code == 404
+
+
+def test_an_expired_export_link_is_404_and_its_file_is_deleted(
+    client: Client, alice: User, branched: Conversation, private_jobs_dir: Path
+) -> None:
+    exported(client, alice)
+    job = DataJob.objects.get(user=alice, kind="export")
+    path = private_jobs_dir / job.file_name
+    DataJob.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert client.get(f"/account/exports/{job.pk}.zip").status_code == 404
+    datajobs.clean_up()
+
+    job.refresh_from_db()
+    assert job.status == "expired" and not path.exists()
+    assert "Your last export expired" in client.get("/account/").content.decode()
+
+
+def test_one_export_at_a_time_and_only_so_many_a_day(client: Client, alice: User,
+                                                    settings: Any) -> None:
+    settings.EXPORTS_PER_DAY = 2
+    start_export(client, alice)
+
+    second = client.post("/account/export/")
+    assert second.status_code == 429
+    assert "Your export is still running" in second.content.decode()
+
+    run_queued_exports()
+    start_export(client, alice)
+    run_queued_exports()
+    third = client.post("/account/export/")
+    assert third.status_code == 429
+    assert "You have started 2 exports in the last 24 hours" in third.content.decode()
+    assert DataJob.objects.filter(user=alice, kind="export").count() == 2
+
+
+def test_starting_an_export_needs_a_post_with_a_signed_in_user(client: Client,
+                                                               alice: User) -> None:
+    assert client.post("/account/export/").status_code == 302  # to sign in
+    client.force_login(alice)
+    assert client.get("/account/export/").status_code == 405
+    assert not DataJob.objects.exists()
+
+
+def test_clean_up_fails_jobs_whose_worker_died_and_deletes_stray_files(
+    alice: User, private_jobs_dir: Path
+) -> None:
+    dead = DataJob.objects.create(user=alice, kind="export", status="running",
+                                  updated_at=timezone.now() - timedelta(hours=1))
+    stray = datajobs.jobs_dir() / "import-1-leftover.upload"
+    stray.write_bytes(b"old upload")
+
+    counts = datajobs.clean_up()
+
+    dead.refresh_from_db()
+    assert dead.status == "failed" and "stopped before it finished" in dead.error
+    assert not stray.exists()
+    assert counts["failed"] == 1 and counts["files"] == 1
+
+
+def test_beat_cleans_up_jobs_hourly(settings: Any) -> None:
+    from chatsite.celery import app
+
+    job = settings.CELERY_BEAT_SCHEDULE["clean-data-jobs"]
+    assert job["schedule"] == 3600.0
+    assert job["task"] in app.tasks

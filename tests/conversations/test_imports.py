@@ -14,9 +14,9 @@ import pytest
 from django.test import Client
 
 from accounts.models import Membership, Organization, User
-from conversations import imports, tree
+from conversations import imports, tasks, tree
 from conversations.imports import ImportRefused, import_chatgpt_export
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, DataJob, Message, ModelProfile
 
 pytestmark = pytest.mark.django_db
 
@@ -172,7 +172,8 @@ def test_the_same_conversation_twice_in_one_file_is_imported_once(alice: User,
 def test_import_ids_are_per_user_and_org(alice: User, bob: User, charlie: User,
                                          org_a: Organization) -> None:
     run_import(alice, fixture_bytes())
-    alices = list(Conversation.objects.filter(user=alice).values_list("pk", "title"))
+    # Ordered: without order_by PostgreSQL may return rows in any order (e.g. after updates).
+    alices = list(Conversation.objects.filter(user=alice).order_by("pk").values_list("pk", "title"))
     alice_messages = Message.objects.filter(conversation__user=alice).count()
 
     run_import(bob, fixture_bytes())
@@ -183,7 +184,7 @@ def test_import_ids_are_per_user_and_org(alice: User, bob: User, charlie: User,
     assert Conversation.objects.filter(user=bob, organization=org_a).count() == 3
     assert Conversation.objects.filter(user=alice, organization=org_b).count() == 3
     # alice's first import is untouched by bob's and by her own in org B.
-    assert list(Conversation.objects.filter(user=alice, organization=org_a)
+    assert list(Conversation.objects.filter(user=alice, organization=org_a).order_by("pk")
                 .values_list("pk", "title")) == alices
     assert Message.objects.filter(conversation__user=alice,
                                   conversation__organization=org_a).count() == alice_messages
@@ -300,7 +301,7 @@ def test_path_traversal_names_are_never_read(alice: User, org_a: Organization) -
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"[" * 200_000 + b"]" * 200_000, "nests too deeply"),
+        (b'[{"mapping": {"n": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}]", "nests too deeply"),
         (b'[{"title": "x", "mapping": {}', "not valid JSON"),
         (b'{"conversations": []}', "should be a list of conversations"),
         (b"\xff\xfe\x00garbage", "not UTF-8"),
@@ -324,22 +325,41 @@ def test_one_bad_conversation_means_nothing_is_imported(alice: User,
     )
 
 
-def test_a_failure_while_writing_leaves_nothing_half_imported(
+def test_a_failure_while_writing_keeps_whole_conversations_and_no_half_one(
     alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("disk full")
+    real = Message.objects.bulk_update
+    calls = []
 
-    monkeypatch.setattr(Message.objects, "bulk_update", fail)
-    before = snapshot()
+    def fail_the_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Message.objects, "bulk_update", fail_the_second)
 
     with pytest.raises(RuntimeError):
         run_import(alice, fixture_bytes())
 
-    assert snapshot() == before
+    # The first conversation is whole; the second left nothing behind; importing again
+    # adds the rest.
+    (first,) = Conversation.objects.filter(user=alice)
+    assert first.current_leaf_id is not None
+    assert Message.objects.filter(conversation__user=alice).exclude(conversation=first).count() == 0
+    monkeypatch.setattr(Message.objects, "bulk_update", real)
+    report = run_import(alice, fixture_bytes())
+    assert report.already_imported == [first.title]
+    assert Conversation.objects.filter(user=alice).count() == 3
 
 
-# --- Through the account page ------------------------------------------------------------
+# --- Through the account page: a background job ----------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def private_jobs_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.DATA_JOBS_DIR = tmp_path / "jobs"
+    return settings.DATA_JOBS_DIR
 
 
 def upload(client: Client, name: str, data: bytes) -> Any:
@@ -348,32 +368,58 @@ def upload(client: Client, name: str, data: bytes) -> Any:
     return client.post("/account/import/", {"file": file}, follow=True)
 
 
-def test_the_account_page_imports_and_shows_the_report(client: Client, alice: User,
-                                                       org_a: Organization) -> None:
+def run_queued_imports() -> None:
+    """What the worker does with each queued import (the on-commit send never fires
+    inside a test's transaction)."""
+    for job_id in DataJob.objects.filter(kind="import", status="queued").values_list("pk", flat=True):
+        tasks.run_data_import(job_id)
+
+
+def test_the_account_page_queues_the_import_then_shows_progress_and_the_report(
+    client: Client, alice: User, org_a: Organization, private_jobs_dir: Path
+) -> None:
     client.force_login(alice)
 
     response = upload(client, "chatgpt-export.zip", zipped({"conversations.json": fixture_bytes()}))
 
     body = response.content.decode()
-    assert response.status_code == 200
     assert response.redirect_chain == [("/account/", 302)]
+    assert "Import queued" in body
+    assert not Conversation.objects.exists()  # nothing imported in the request
+    job = DataJob.objects.get(user=alice, kind="import")
+    assert (job.status, job.organization_id) == ("queued", org_a.pk)
+    saved = private_jobs_dir / job.file_name
+    assert saved.is_file() and saved.stat().st_mode & 0o777 == 0o600
+    assert client.get("/account/jobs.json").json()["import"]["status"] == "queued"
+
+    run_queued_imports()
+
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total) == ("done", 4, 4)  # 3 imported, 1 empty
+    assert not saved.exists()  # the upload is deleted once the import ended
+    assert client.get("/account/jobs.json").json()["import"] == {
+        "id": job.pk, "kind": "import", "status": "done", "done": 4, "total": 4, "live": False,
+    }
+    body = client.get("/account/").content.decode()
     assert "Imported 3 conversations (11 messages) into Acme." in body
     assert "2 × image" in body and "3 × plugin or tool step" in body
     lisbon = Conversation.objects.get(title=LISBON)
     assert f'href="/c/{lisbon.pk}/"' in body
-    # Shown once: a reload does not repeat it.
-    assert "Import finished" not in client.get("/account/").content.decode()
 
 
-def test_a_bad_upload_on_the_account_page_says_what_went_wrong(client: Client, alice: User,
-                                                                org_a: Organization) -> None:
+def test_a_bad_upload_fails_its_job_with_the_reason_and_imports_nothing(
+    client: Client, alice: User, org_a: Organization, private_jobs_dir: Path
+) -> None:
     client.force_login(alice)
 
-    response = upload(client, "conversations.json", b"not json at all")
+    upload(client, "conversations.json", b"not json at all")
+    run_queued_imports()
 
-    assert response.status_code == 400
-    assert "Nothing was imported. The file is not valid JSON" in response.content.decode()
+    job = DataJob.objects.get(user=alice)
+    assert job.status == "failed" and "The file is not valid JSON" in job.error
+    assert "Import failed: The file is not valid JSON" in client.get("/account/").content.decode()
     assert not Conversation.objects.exists()
+    assert list(private_jobs_dir.iterdir()) == []
     empty = client.post("/account/import/", {})
     assert empty.status_code == 400
     assert "Choose your ChatGPT export" in empty.content.decode()
@@ -389,7 +435,7 @@ def test_an_oversized_request_is_refused_before_it_is_read(client: Client, alice
 
     assert response.status_code == 413
     assert "import limit" in response.content.decode()
-    assert not Conversation.objects.exists()
+    assert not Conversation.objects.exists() and not DataJob.objects.exists()
 
 
 def test_signed_out_visitors_cannot_import(client: Client, alice: User) -> None:
@@ -397,4 +443,249 @@ def test_signed_out_visitors_cannot_import(client: Client, alice: User) -> None:
 
     assert response.status_code == 302
     assert "/accounts/login/" in response["Location"]
-    assert not Conversation.objects.exists()
+    assert not Conversation.objects.exists() and not DataJob.objects.exists()
+
+
+def test_one_import_runs_at_a_time_per_person(client: Client, alice: User, bob: User,
+                                              org_a: Organization) -> None:
+    client.force_login(alice)
+    upload(client, "conversations.json", fixture_bytes())
+
+    second = upload(client, "conversations.json", fixture_bytes())
+
+    assert second.status_code == 429
+    assert "Your import is still running" in second.content.decode()
+    assert DataJob.objects.filter(user=alice).count() == 1
+    # Someone else's import is not held up by alice's.
+    client.force_login(bob)
+    assert upload(client, "conversations.json", fixture_bytes()).status_code == 200
+    assert DataJob.objects.filter(user=bob, status="queued").count() == 1
+
+
+def test_imports_per_day_are_limited(client: Client, alice: User, org_a: Organization,
+                                     settings: Any) -> None:
+    settings.IMPORTS_PER_DAY = 2
+    client.force_login(alice)
+    for _ in range(2):
+        upload(client, "conversations.json", fixture_bytes())
+        run_queued_imports()
+
+    third = upload(client, "conversations.json", fixture_bytes())
+
+    assert third.status_code == 429
+    assert "You have started 2 imports in the last 24 hours" in third.content.decode()
+    assert DataJob.objects.filter(user=alice).count() == 2
+
+
+def test_charlie_never_sees_alice_s_import_or_its_report(client: Client, alice: User,
+                                                         charlie: User,
+                                                         org_a: Organization) -> None:
+    client.force_login(alice)
+    upload(client, "conversations.json", fixture_bytes())
+    run_queued_imports()
+
+    client.force_login(charlie)
+    body = client.get("/account/").content.decode()
+
+    assert LISBON not in body and "Imported 3" not in body
+    assert client.get("/account/jobs.json").json() == {"import": None, "export": None}
+
+
+# --- Bounded: text, transactions, memory --------------------------------------------------
+
+
+def conversation_with(texts: list[str], *, key: str = "long") -> dict[str, Any]:
+    """A ChatGPT conversation whose messages alternate user/assistant with these texts."""
+    mapping: dict[str, Any] = {"root": {"id": "root", "message": None, "parent": None,
+                                        "children": ["n0"] if texts else []}}
+    for n, text in enumerate(texts):
+        mapping[f"n{n}"] = {
+            "id": f"n{n}",
+            "message": {"id": f"n{n}", "author": {"role": "user" if n % 2 == 0 else "assistant"},
+                        "create_time": 1735725600.0 + n,
+                        "content": {"content_type": "text", "parts": [text]},
+                        "metadata": {}, "recipient": "all"},
+            "parent": "root" if n == 0 else f"n{n - 1}",
+            "children": [f"n{n + 1}"] if n + 1 < len(texts) else [],
+        }
+    return {"title": f"Conversation {key}", "conversation_id": key,
+            "current_node": f"n{len(texts) - 1}", "create_time": 1735725600.0, "mapping": mapping}
+
+
+def test_imported_text_obeys_the_typed_message_limit_by_splitting_into_parts(
+    alice: User, org_a: Organization, settings: Any
+) -> None:
+    limit = settings.MAX_MESSAGE_CHARS
+    long_question = ("word " * (limit // 5)) * 2 + "end"  # a little over twice the limit
+    answer = "Short answer."
+
+    report = run_import(alice, json.dumps([conversation_with([long_question, answer])]).encode())
+
+    conversation = Conversation.objects.get(user=alice)
+    branch = tree.branch(conversation)
+    assert [m.role for m in branch] == ["user", "user", "user", "assistant"]
+    assert all(len(m.content) <= limit for m in branch)
+    assert "".join(m.content for m in branch[:3]) == long_question  # nothing lost
+    assert branch[-1].content == answer and branch[-1].parent_id == branch[2].pk
+    assert (report.split_messages, report.split_parts) == (1, 3)
+    assert report.as_dict()["split_messages"] == 1
+    assert max(len(m.content) for m in Message.objects.filter(conversation=conversation)) <= limit
+
+
+def test_the_split_note_is_in_the_report_on_the_account_page(client: Client, alice: User,
+                                                             org_a: Organization,
+                                                             settings: Any) -> None:
+    client.force_login(alice)
+    long = "x" * (settings.MAX_MESSAGE_CHARS + 10)
+    upload(client, "conversations.json", json.dumps([conversation_with([long, "ok"])]).encode())
+    run_queued_imports()
+
+    body = client.get("/account/").content.decode()
+
+    assert f"1 message was longer than {settings.MAX_MESSAGE_CHARS} characters" in body
+    assert "split into 2 parts" in body
+
+
+class WriteTransactions:
+    """Rows written by each transaction, counted from the database's own row counts."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self._open = False
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        verb = sql.lstrip().split(" ", 1)[0].upper()
+        if verb in ("INSERT", "UPDATE", "DELETE"):
+            if not self._open:
+                self.rows.append(0)
+                self._open = True
+            self.rows[-1] += max(context["cursor"].rowcount, 0)
+        return result
+
+    def committed(self) -> None:
+        self._open = False
+
+
+def test_no_transaction_of_an_import_writes_more_than_one_batch_of_messages(
+    alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection, transaction
+
+    monkeypatch.setattr(imports, "MESSAGES_PER_TRANSACTION", 100)
+    big = conversation_with([f"message {n}" for n in range(350)], key="big")
+    small = [conversation_with(["hi", "hello"], key=f"small{n}") for n in range(20)]
+    data = json.dumps([small[0], big, *small[1:]]).encode()
+    counter = WriteTransactions()
+    real_atomic = transaction.atomic
+
+    class CountedAtomic:
+        """Each outermost block of the import (the test's own transaction is below it)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._inner = real_atomic(*args, **kwargs)
+
+        def __enter__(self) -> Any:
+            counter.committed()
+            return self._inner.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            result = self._inner.__exit__(*exc)
+            counter.committed()
+            return result
+
+    monkeypatch.setattr(imports.transaction, "atomic", CountedAtomic)
+    with connection.execute_wrapper(counter):
+        report = run_import(alice, data)
+
+    assert report.imported_count == 21 and report.message_count == 390
+    # The old import wrote all 390 messages and 21 conversations in one transaction; now
+    # none writes more than a batch of 100 messages, their parent links and its
+    # conversation row, and there is at least one per conversation.
+    assert max(counter.rows) <= 2 * 100 + 2
+    assert len(counter.rows) >= 21 + 4
+    assert Conversation.objects.get(import_id="big").messages.count() == 350
+    assert not Conversation.objects.filter(import_source=imports.PARTIAL_SOURCE).exists()
+    assert [m.content for m in tree.branch(Conversation.objects.get(import_id="big"))][-1] == (
+        "message 349"
+    )
+
+
+def test_a_long_conversation_is_hidden_until_its_last_batch_is_written(
+    alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "MESSAGES_PER_TRANSACTION", 10)
+    seen: list[tuple[int, int]] = []
+    real = imports._write_batch
+
+    def watch(conversation: Conversation, batch: Any) -> None:
+        real(conversation, batch)
+        seen.append((
+            Conversation.objects.owned_by(alice).not_deleted().filter(import_source="chatgpt").count(),
+            Conversation.objects.filter(import_source=imports.PARTIAL_SOURCE).count(),
+        ))
+
+    monkeypatch.setattr(imports, "_write_batch", watch)
+
+    run_import(alice, json.dumps([conversation_with([str(n) for n in range(35)])]).encode())
+
+    assert seen == [(0, 1)] * 4  # four batches, the conversation hidden and partial throughout
+    assert Conversation.objects.owned_by(alice).not_deleted().count() == 1
+
+
+def generated_export(size: int) -> bytes:
+    """A ChatGPT-shaped export of about ``size`` bytes: many conversations of 40 turns."""
+    one = json.dumps(conversation_with([("lorem ipsum " * 40)] * 40, key="0")).encode()
+    count = max(1, size // len(one))
+    body = b",".join(
+        one.replace(b'"conversation_id": "0"', f'"conversation_id": "{n}"'.encode())
+        for n in range(count)
+    )
+    return b"[" + body + b"]"
+
+
+def parser_peak(data: bytes) -> int:
+    """Peak bytes Python allocated to check and read every conversation of ``data``
+    (the file itself is on disk, as in a job, not in memory)."""
+    import tempfile
+    import tracemalloc
+
+    with tempfile.TemporaryFile() as upload:
+        upload.write(data)
+        tracemalloc.start()
+        try:
+            with imports.open_export(upload, size=len(data)) as reader:
+                total = imports.scan_export(reader)
+            with imports.open_export(upload, size=len(data)) as reader:
+                seen = 0
+                for item in imports.iter_conversations(reader):
+                    imports._plan_messages(item, conversation_time=imports.timezone.now(),
+                                           skipped=imports.Counter())
+                    seen += 1
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert seen == total > 0
+    return peak
+
+
+def test_the_parser_s_memory_does_not_grow_with_the_file(settings: Any) -> None:
+    settings.IMPORT_MAX_BYTES = 100 * 1024 * 1024
+    small = parser_peak(generated_export(5 * 1024 * 1024))
+    large = parser_peak(generated_export(50 * 1024 * 1024))
+
+    # Ten times the file, the same peak give or take 1 MB; json.loads took ~29 bytes per
+    # byte, which would be 1.4 GB here.
+    assert large - small < 1024 * 1024
+    assert large < 4 * 1024 * 1024
+
+
+def test_a_conversation_over_the_per_conversation_cap_is_refused_before_anything_is_written(
+    alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "CONVERSATION_MAX_BYTES", 256 * 1024)
+    big = conversation_with(["x" * 2000] * 300, key="huge")  # about 700 KB
+
+    message = refused(alice, json.dumps([conversation_with(["a", "b"], key="ok"), big]).encode())
+
+    assert "Conversation 2 of the file is larger than" in message
