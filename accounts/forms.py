@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 
 from accounts.models import User
 
@@ -54,3 +56,14 @@ class FinishSignUpForm(forms.Form):
 class EmailAuthenticationForm(AuthenticationForm):
     username = forms.EmailField(label="Email", max_length=254, widget=forms.EmailInput(attrs={"autofocus": True}))
     password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput)
+
+
+class SiteURLPasswordResetForm(PasswordResetForm):
+    """Django's reset form, with the emailed link on SITE_URL: Django would build it on
+    the request's Host, which the client sends (a forged one, or another port, which
+    ALLOWED_HOSTS does not check, would carry the victim's token to the forger)."""
+
+    def save(self, **kwargs: Any) -> None:  # type: ignore[override]  # Django's keywords, passed on
+        site = urlsplit(settings.SITE_URL)
+        kwargs.update(domain_override=site.netloc, use_https=site.scheme == "https")
+        super().save(**kwargs)

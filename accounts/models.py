@@ -34,6 +34,9 @@ class User(AbstractUser):
 
     username = None  # type: ignore[assignment]
     email = models.EmailField("email address", unique=True)
+    # When a link mailed to ``email`` was opened: only a mailbox proves an address (a link
+    # an admin was shown does not). Claiming an allowed email domain needs it.
+    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []  # type: ignore[misc]  # django-stubs types it as a ClassVar

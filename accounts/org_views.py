@@ -145,7 +145,6 @@ def invite(request: HttpRequest) -> HttpResponse:
     try:
         sent = invitations.invite(
             by=admin, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
-            site_url=request.build_absolute_uri("/"),
         )
     except invitations.InvitationInvalid as exc:
         return _members_page(request, admin, status=exc.status, invite_form=form, error=exc.detail)
@@ -173,8 +172,7 @@ def resend_invitation(request: HttpRequest, invitation_id: int) -> HttpResponse:
     invitation = invitations.get_invitation_for_admin(request.user, invitation_id)  # type: ignore[arg-type]
     admin = members.acting_membership(user=request.user, organization=invitation.organization)  # type: ignore[arg-type]
     try:
-        sent = invitations.resend_invitation(by=admin, invitation=invitation,
-                                             site_url=request.build_absolute_uri("/"))
+        sent = invitations.resend_invitation(by=admin, invitation=invitation)
     except invitations.InvitationInvalid as exc:
         return _members_page(request, admin, status=exc.status, error=exc.detail)
     _show_link_once(request, sent)

@@ -4,23 +4,26 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import onboarding
+from accounts import lockout, onboarding, verification
 from accounts.forms import (
     EmailAuthenticationForm,
     FinishSignUpForm,
     FirstAccountForm,
     SignUpRequestForm,
+    SiteURLPasswordResetForm,
 )
 from accounts.models import User
-from chatsite.ratelimits import over_limit
+from chatsite.ratelimits import over_limit, over_limit_for
 from conversations.access import get_membership
 from conversations.exceptions import NotFound
 
@@ -59,7 +62,6 @@ def signup(request: HttpRequest) -> HttpResponse:
             onboarding.request_sign_up(
                 email=form.cleaned_data["email"],
                 organization_name=form.cleaned_data.get("organization", ""),
-                site_url=request.build_absolute_uri("/"),
             )
             return render(request, "accounts/signup_sent.html", {
                 "email": form.cleaned_data["email"], "open": onboarding.signup_is_open(),
@@ -91,9 +93,51 @@ def signup_finish(request: HttpRequest, token: str) -> HttpResponse:
             return render(request, "accounts/signup_link_invalid.html", {"error": str(exc)},
                           status=410)
         else:
-            return _signed_in(request, user)
+            response = _signed_in(request, user)
+            if link.join is not None:
+                request.session["organization_id"] = link.join.pk
+                messages.success(request, f"Welcome to {link.join}.")
+            return response
     return render(request, "accounts/signup_finish.html", {"form": form, "link": link},
                   status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def send_verification(request: HttpRequest) -> HttpResponse:
+    """Mail the signed-in person a link that verifies their address; the page never shows it."""
+    try:
+        verification.send_verification_link(user=request.user)  # type: ignore[arg-type]
+    except verification.VerificationRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"We emailed a verification link to {request.user.email}. "  # type: ignore[union-attr]
+                                  "Open it to verify your address.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        back = ""
+    return redirect(back or "conversations:account")
+
+
+@require_http_methods(["GET", "POST"])
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The mailed verification link: a button (POST) verifies, so a mail scanner that
+    fetches the link verifies nothing."""
+    status = 200
+    context: dict[str, Any] = {}
+    try:
+        if request.method == "POST":
+            context["verified"] = verification.verify_email(token=token)
+        else:
+            context["pending"] = verification.read_verification_link(token)
+    except verification.VerificationRefused as exc:
+        context["error"] = str(exc)
+        status = 410
+    response = render(request, "accounts/verify_email.html", context, status=status)
+    # The token is in the URL: keep it out of Referer headers to other sites.
+    response["Referrer-Policy"] = "same-origin"
+    return response
 
 
 class LoginView(auth_views.LoginView):
@@ -101,15 +145,33 @@ class LoginView(auth_views.LoginView):
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
 
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        # This browser now counts as the owner's device when the account is under attack.
+        lockout.remember_device(self.request, response, username=form.get_user().get_username())
+        return response
+
 
 class PasswordResetView(auth_views.PasswordResetView):
     """Django's reset flow; the page looks the same whether or not the address has an
-    account, and one client can ask only PASSWORD_RESETS_PER_HOUR times an hour."""
+    account, one client can ask only PASSWORD_RESETS_PER_HOUR times an hour, and one
+    address gets at most ``mails_per_address_per_hour`` reset mails."""
 
     template_name = "accounts/password_reset.html"
     email_template_name = "accounts/password_reset_email.txt"
     subject_template_name = "accounts/password_reset_subject.txt"
     success_url = reverse_lazy("accounts:password_reset_done")
+    mails_per_address_per_hour = 3
+
+    form_class = SiteURLPasswordResetForm  # the emailed link is built on SITE_URL
+    def form_valid(self, form: Any) -> HttpResponse:
+        limited, _ = over_limit_for(form.cleaned_data["email"].strip().lower(),
+                                    group="password-reset-mails-per-address",
+                                    rate=f"{self.mails_per_address_per_hour}/h")
+        if limited:
+            # Accepted like any other request: the page tells nobody about the address.
+            return HttpResponseRedirect(self.get_success_url())
+        return super().form_valid(form)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         limited, retry_after = over_limit(
@@ -124,6 +186,16 @@ class PasswordResetView(auth_views.PasswordResetView):
             response["Retry-After"] = str(retry_after)
             return response
         return super().post(request, *args, **kwargs)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Setting a new password through the emailed link also lifts the account's sign-in
+    pauses, from every client, so the new password works at once."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        lockout.forgive_account(username=form.user.get_username())
+        return response
 
 
 @login_required

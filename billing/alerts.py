@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from accounts.models import Membership
 from billing.models import Notification, UsagePeriod
 from chatsite.compiled import CompiledSelect
-from chatsite.mail import send_product_mail
+from chatsite.mail import absolute_url, send_product_mail
 
 THRESHOLDS = ((Decimal("1.00"), "alerted_100", "100%"), (Decimal("0.80"), "alerted_80", "80%"))
 
@@ -37,7 +37,8 @@ def notify(*, organization_id: int, user_ids: Iterable[int], text: str, link: st
     )
     recipients = [user.email for user in users]
     if recipients:
-        send_product_mail(subject=text[:80], body=text, to=recipients, quiet=True)
+        body = f"{text}\n\n{absolute_url(link)}\n" if link else text
+        send_product_mail(subject=text[:80], body=body, to=recipients, quiet=True)
 
 
 def admin_ids(organization_id: int) -> list[int]:

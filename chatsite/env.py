@@ -127,3 +127,26 @@ def check_redis_url(url: str) -> str:
     if scheme not in {"redis", "rediss", "unix"}:
         raise ImproperlyConfiguredEnv(f"REDIS_URL must start with redis:// or rediss://, not {url!r}")
     return url
+
+
+def parse_site_url(url: str, *, name: str = "SITE_URL") -> str:
+    """``scheme://host[:port]`` with nothing after it, normalised (lower-case scheme and
+    host, no trailing slash): the base every emailed link is built on."""
+    parts = urlsplit(url.strip())
+    example = f"e.g. {name}=https://chat.example.com"
+    if parts.scheme not in {"http", "https"}:
+        raise ImproperlyConfiguredEnv(f"{name} must start with http:// or https://, not {url!r} ({example})")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"{name} has an invalid port: {url!r} ({example})") from exc
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ImproperlyConfiguredEnv(f"{name} must name a host and nothing else: {url!r} ({example})")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ImproperlyConfiguredEnv(
+            f"{name} must be the site's origin only, without a path, query or fragment: {url!r} ({example})"
+        )
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")

@@ -1,4 +1,4 @@
-"""The one way the product sends email.
+"""The one way the product sends email, and the one way it builds an emailed link.
 
 Subjects are built from free text (org names, people's addresses, budget notes); a
 newline there would be a header injection, which Django refuses with BadHeaderError in the
@@ -11,6 +11,7 @@ import logging
 import smtplib
 import unicodedata
 
+from django.conf import settings
 from django.core.mail import send_mail
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,13 @@ def one_line(text: str, *, limit: int = MAX_SUBJECT) -> str:
     )
     flat = " ".join(flat.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def absolute_url(path: str) -> str:
+    """``path`` on SITE_URL: every link the product emails is built here, never from the
+    request's Host header (a client chooses it, and a reset link sent to a victim would
+    then carry the token to the client's host)."""
+    return settings.SITE_URL.rstrip("/") + "/" + path.lstrip("/")
 
 
 class MailNotSent(Exception):

@@ -25,6 +25,7 @@ from chatsite.env import (
     env_secret,
     env_str,
     parse_database_url,
+    parse_site_url,
 )
 from chatsite.static_vendor import vendor_static_dirs
 
@@ -72,6 +73,8 @@ INSTALLED_APPS = [
     "conversations",
     "billing",
     "sharing",
+    # System checks of the settings (chatsite/checks.py).
+    "chatsite.apps.ChatsiteConfig",
 ]
 
 MIDDLEWARE = [
@@ -232,6 +235,8 @@ CELERY_BEAT_SCHEDULE = {
     "move-orgs-off-retiring-models": {
         "task": "conversations.tasks.move_orgs_off_retiring_models", "schedule": 24 * 3600.0,
     },
+    # Expired exports and leftover uploads deleted; jobs whose worker died marked failed.
+    "clean-data-jobs": {"task": "conversations.tasks.clean_data_jobs", "schedule": 3600.0},
 }
 
 # --- Model providers ---------------------------------------------------------------------
@@ -297,6 +302,14 @@ MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
 IMPORT_MAX_UNCOMPRESSED_BYTES = env_int("IMPORT_MAX_UNCOMPRESSED_BYTES", 200 * 1024 * 1024, minimum=1024)
 IMPORT_MAX_ZIP_MEMBERS = env_int("IMPORT_MAX_ZIP_MEMBERS", 10_000, minimum=1)
+# Imports and "Export my data" run as background jobs (conversations/datajobs.py): one at a
+# time per person and kind, at most this many started per person in 24 hours. Uploads and
+# finished exports are private files under DATA_JOBS_DIR (shared by web and worker
+# processes); an export's download link works for DATA_EXPORT_TTL_HOURS.
+IMPORTS_PER_DAY = env_int("IMPORTS_PER_DAY", 5, minimum=1)
+EXPORTS_PER_DAY = env_int("EXPORTS_PER_DAY", 5, minimum=1)
+DATA_EXPORT_TTL_HOURS = env_int("DATA_EXPORT_TTL_HOURS", 24, minimum=1)
+DATA_JOBS_DIR = Path(env_str("DATA_JOBS_DIR", str(VAR_DIR / "jobs")))
 
 # --- Accounts, sign-in protection and abuse limits ----------------------------------------
 
@@ -305,17 +318,26 @@ IMPORT_MAX_ZIP_MEMBERS = env_int("IMPORT_MAX_ZIP_MEMBERS", 10_000, minimum=1)
 # account owns a new org that starts with a monthly budget of NEW_ORG_BUDGET_USD.
 SIGNUP = env_choice("SIGNUP", "invite", ("invite", "open"))
 NEW_ORG_BUDGET_USD = env_decimal("NEW_ORG_BUDGET_USD", "5", minimum=Decimal(0))
+# Joining through an org's allowed email domain with a plus-address of an existing account
+# (alice+2@ beside alice@) would give one person a second budget; False refuses it.
+ALLOW_PLUS_ADDRESSES = env_bool("ALLOW_PLUS_ADDRESSES", False)
 # Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For / -Proto headers are
 # believed; every launcher passes this to uvicorn's --forwarded-allow-ips. Empty: none.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 
-# Sign-in lockout (django-axes): 10 failures for one account or 50 from one client within
-# 15 minutes lock further attempts, even correct ones, for 15 minutes.
+# Sign-in lockout (django-axes, accounts/lockout.py), within LOGIN_LOCKOUT_MINUTES: 10
+# failures for one account from one client pause that client for that account; 50 from one
+# client pause it for every account; 20 for one account from all clients pause clients that
+# never signed in to it (a device that did still signs in). Each pause lasts 15 minutes
+# from the failure that caused it; refused attempts are not counted and do not extend it.
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1)
 LOGIN_FAILURES_PER_CLIENT = env_int("LOGIN_FAILURES_PER_CLIENT", 50, minimum=1)
+LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS = env_int("LOGIN_FAILURES_PER_ACCOUNT_ALL_CLIENTS", 20,
+                                                 minimum=1)
 LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
 AXES_HANDLER = "accounts.lockout.LockoutHandler"
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_ACCOUNT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_RESET_ON_SUCCESS = False
@@ -335,6 +357,9 @@ PASSWORD_RESETS_PER_HOUR = env_int("PASSWORD_RESETS_PER_HOUR", 10, minimum=1)
 SHARE_LOOKUPS_PER_MINUTE = env_int("SHARE_LOOKUPS_PER_MINUTE", 60, minimum=1)
 INVITATIONS_PER_HOUR = env_int("INVITATIONS_PER_HOUR", 30, minimum=1)
 MAX_LIVE_ANSWERS_PER_USER = env_int("MAX_LIVE_ANSWERS_PER_USER", 3, minimum=1)
+# Chat websockets one person may hold open at once (every tab holds one); the next one is
+# closed with 4429 and its page says why.
+MAX_SOCKETS_PER_USER = env_int("MAX_SOCKETS_PER_USER", 20, minimum=1)
 # Answers waiting for a worker in the whole instance beyond which a send is refused
 # (`busy`) instead of joining a queue nobody will reach soon.
 MAX_QUEUED_TURNS = env_int("MAX_QUEUED_TURNS", 500, minimum=1)
@@ -362,7 +387,30 @@ SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
 SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)
 
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# The base of every emailed link (password reset, invitation, sign-up, notifications),
+# never the Host header a client sends. Required in production (`check --deploy` fails
+# without it); embedded or with DEBUG it defaults to where `make run` serves (runstack
+# passes its actual --port to its children).
+_site_url = env_str("SITE_URL")
+SITE_URL = parse_site_url(_site_url) if _site_url else f"http://127.0.0.1:{env_int('PORT', 8000, minimum=1)}"
+SITE_URL_CONFIGURED = bool(_site_url)
+
+# Embedded or DEBUG: mail (with its links) is printed to the console, and `make run` says
+# so; otherwise SMTP. `check --deploy` refuses the console and locmem backends without DEBUG.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG or EMBEDDED
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+# Where django.core.mail.backends.filebased.EmailBackend writes each message.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "teamchat@localhost")
 
 LANGUAGE_CODE = "en-us"
@@ -379,7 +427,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Links that carry a secret (reset, invitation, sign-up, share) are masked in every
+    # line: access and 404 logs print request paths.
+    "filters": {"mask_tokens": {"()": "chatsite.logs.MaskTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["mask_tokens"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},

@@ -33,6 +33,7 @@ from conversations.frames import (
 from conversations.models import Message
 from conversations.realtime import EVENT_TYPE, message_group, session_group, user_group
 from conversations.replay import get_replay_store
+from conversations.socket_limits import TOO_MANY_SOCKETS, TOO_MANY_SOCKETS_REASON, SocketSlot
 from conversations.transcript import branch_frame
 from conversations.tree import AFTER_LEAF, select_branch
 
@@ -141,9 +142,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except SessionEnded:
             await self.close(code=AUTH_GONE)
             return
+        self.slot = SocketSlot(user.pk)
+        if not await self.slot.take():
+            # Accepted only to say why: a refused handshake reaches the page as a bare 1006.
+            await self.accept()
+            await self.close(code=TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS_REASON)
+            return
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        slot = getattr(self, "slot", None)
+        if slot is not None:
+            await slot.give_back()
         for message_id in list(getattr(self, "queue_watchers", {})):
             self.stop_watching_queue(message_id)
         for message_id in list(getattr(self, "following", {})):

@@ -67,31 +67,55 @@ PG_DROP = (
     "ALTER TABLE conversations_message DROP COLUMN IF EXISTS search_vector",
     "ALTER TABLE conversations_conversation DROP COLUMN IF EXISTS title_vector",
 )
+# Each message's row carries its owner (person and org) as a token of an indexed column,
+# and every search matches that token first: FTS5 intersects the owner's short list of
+# rows with the words' lists, so other people's messages are never read, however many
+# there are (migration 0015; before it, every matching message of everyone was read and
+# then filtered by owner). The table keeps its own copy of the text, so deleting or
+# re-owning a message needs nothing but its id.
 SQLITE_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS conversations_message_fts USING fts5("
-    "content, content='conversations_message', content_rowid='id', "
-    "tokenize='porter unicode61')"
+    "content, owner, tokenize='porter unicode61')"
 )
-# SQLite drops a table's triggers whenever a migration rebuilds the table, so these are
-# re-created (and the index rebuilt) after every migrate: see ensure_sqlite_triggers.
+SQLITE_OWNER = "'u' || {conversation}.user_id || 'o' || {conversation}.organization_id"
+_NEW_OWNER = (f"(SELECT {SQLITE_OWNER.format(conversation='c')} FROM conversations_conversation c "
+              "WHERE c.id = new.conversation_id)")
+# Dropped before migrations run and re-created (and the index refilled) after: see
+# drop_sqlite_triggers and ensure_sqlite_triggers.
 SQLITE_TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS conversations_message_fts_ai AFTER INSERT ON "
-    "conversations_message BEGIN INSERT INTO conversations_message_fts(rowid, content) "
-    "VALUES (new.id, new.content); END",
+    "conversations_message BEGIN INSERT INTO conversations_message_fts(rowid, content, owner) "
+    f"VALUES (new.id, new.content, {_NEW_OWNER}); END",
     "CREATE TRIGGER IF NOT EXISTS conversations_message_fts_ad AFTER DELETE ON "
-    "conversations_message BEGIN INSERT INTO conversations_message_fts("
-    "conversations_message_fts, rowid, content) VALUES ('delete', old.id, old.content); END",
-    "CREATE TRIGGER IF NOT EXISTS conversations_message_fts_au AFTER UPDATE OF content ON "
-    "conversations_message BEGIN INSERT INTO conversations_message_fts("
-    "conversations_message_fts, rowid, content) VALUES ('delete', old.id, old.content); "
-    "INSERT INTO conversations_message_fts(rowid, content) VALUES (new.id, new.content); END",
+    "conversations_message BEGIN DELETE FROM conversations_message_fts WHERE rowid = old.id; END",
+    "CREATE TRIGGER IF NOT EXISTS conversations_message_fts_au AFTER UPDATE OF content, "
+    "conversation_id ON conversations_message BEGIN "
+    "DELETE FROM conversations_message_fts WHERE rowid = old.id; "
+    "INSERT INTO conversations_message_fts(rowid, content, owner) "
+    f"VALUES (new.id, new.content, {_NEW_OWNER}); END",
+    "CREATE TRIGGER IF NOT EXISTS conversations_message_fts_owner AFTER UPDATE OF user_id, "
+    "organization_id ON conversations_conversation BEGIN "
+    f"UPDATE conversations_message_fts SET owner = {SQLITE_OWNER.format(conversation='new')} "
+    "WHERE rowid IN (SELECT id FROM conversations_message WHERE conversation_id = new.id); END",
+)
+SQLITE_FILL = (
+    "DELETE FROM conversations_message_fts",
+    "INSERT INTO conversations_message_fts(rowid, content, owner) "
+    f"SELECT m.id, m.content, {SQLITE_OWNER.format(conversation='c')} "
+    "FROM conversations_message m JOIN conversations_conversation c ON c.id = m.conversation_id",
 )
 SQLITE_DROP = (
     "DROP TRIGGER IF EXISTS conversations_message_fts_ai",
     "DROP TRIGGER IF EXISTS conversations_message_fts_ad",
     "DROP TRIGGER IF EXISTS conversations_message_fts_au",
+    "DROP TRIGGER IF EXISTS conversations_message_fts_owner",
     "DROP TABLE IF EXISTS conversations_message_fts",
 )
+
+
+def sqlite_owner_token(user_id: int, organization_id: int) -> str:
+    """The owner column's token of a person's messages in one org (``SQLITE_OWNER``)."""
+    return f"u{user_id}o{organization_id}"
 
 
 class BadQuery(ValueError):
@@ -127,12 +151,10 @@ def install_search_index(db: BaseDatabaseWrapper) -> None:
             for sql in PG_INDEXES:
                 cursor.execute(sql)
         elif db.vendor == "sqlite":
+            # Only the table: its triggers read two tables, and SQLite cannot rebuild a
+            # table (as later migrations do) that a trigger on another one reads. They are
+            # installed, and the table filled, after migrate (ensure_sqlite_triggers).
             cursor.execute(SQLITE_TABLE)
-            for sql in SQLITE_TRIGGERS:
-                cursor.execute(sql)
-            cursor.execute(
-                "INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('rebuild')"
-            )
 
 
 def set_message_vector(db: BaseDatabaseWrapper, expression: str) -> None:
@@ -156,26 +178,35 @@ def drop_search_index(db: BaseDatabaseWrapper) -> None:
             cursor.execute(sql)
 
 
-def ensure_sqlite_triggers(db: BaseDatabaseWrapper) -> None:
-    """After migrate on SQLite: a table rebuild dropped the triggers; put them back."""
+def drop_sqlite_triggers(db: BaseDatabaseWrapper) -> None:
+    """Before migrations run on SQLite: a trigger that reads another table would make
+    SQLite refuse to rebuild that table. ``ensure_sqlite_triggers`` puts them back."""
     if db.vendor != "sqlite":
         return
     with db.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'trigger') "
-            "AND name LIKE 'conversations_message_fts%%'"
-        )
-        (present,) = cursor.fetchone()
-    if present == 0:
-        return  # migration 0004 has not run yet
+        for sql in SQLITE_DROP[:-1]:
+            cursor.execute(sql)
+
+
+def ensure_sqlite_triggers(db: BaseDatabaseWrapper) -> None:
+    """After migrate on SQLite: triggers that a table rebuild (or ``drop_sqlite_triggers``)
+    dropped are put back, and the index refilled, since writes went unseen meanwhile."""
+    if db.vendor != "sqlite":
+        return
+    with db.cursor() as cursor:
+        cursor.execute("SELECT name FROM pragma_table_info('conversations_message_fts')")
+        columns = {name for (name,) in cursor.fetchall()}
+    if "owner" not in columns:
+        return  # migration 0015 has not run (or was reversed): no owner column to fill
     with db.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
             "AND name LIKE 'conversations_message_fts_%%'"
         )
         (triggers,) = cursor.fetchone()
-    if triggers < len(SQLITE_TRIGGERS):
-        install_search_index(db)
+        if triggers < len(SQLITE_TRIGGERS):
+            for sql in SQLITE_DROP[:-1] + SQLITE_TRIGGERS + SQLITE_FILL:
+                cursor.execute(sql)
 
 
 def clean_query(query: str) -> str:
@@ -300,23 +331,34 @@ def to_fts5(query: str) -> str:
     return expression
 
 
+# The owner's token is matched with the words (``sqlite_match``), so FTS5 hands over only
+# the owner's rows; the join still checks the owner and skips deleted conversations. The
+# owner column weighs nothing in the rank, which is then what it was with one column.
+SQLITE_SQL = (
+    "SELECT m.conversation_id, m.id, c.title, bm25(conversations_message_fts, 1.0, 0.0), "
+    f"snippet(conversations_message_fts, 0, '{START}', '{STOP}', '…', 16) "
+    "FROM conversations_message_fts "
+    "JOIN conversations_message m ON m.id = conversations_message_fts.rowid "
+    "JOIN conversations_conversation c ON c.id = m.conversation_id "
+    "WHERE conversations_message_fts MATCH %s AND c.user_id = %s "
+    "AND c.organization_id = %s AND c.deleted_at IS NULL "
+    "ORDER BY bm25(conversations_message_fts, 1.0, 0.0), m.id DESC LIMIT %s"
+)
+
+
+def sqlite_match(user_id: int, org_id: int, expression: str) -> str:
+    """The owner's rows, then the words of ``expression`` (from ``to_fts5``) in the text
+    only: a word never matches the owner column."""
+    return f'owner : "{sqlite_owner_token(user_id, org_id)}" AND content : ({expression})'
+
+
 def _search_sqlite(user_id: int, org_id: int, query: str, limit: int) -> list[Hit]:
     match = to_fts5(query)
     if not match:
         return []
     hits: list[Hit] = []
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT m.conversation_id, m.id, c.title, bm25(conversations_message_fts), "
-            f"snippet(conversations_message_fts, 0, '{START}', '{STOP}', '…', 16) "
-            "FROM conversations_message_fts "
-            "JOIN conversations_message m ON m.id = conversations_message_fts.rowid "
-            "JOIN conversations_conversation c ON c.id = m.conversation_id "
-            "WHERE conversations_message_fts MATCH %s AND c.user_id = %s "
-            "AND c.organization_id = %s AND c.deleted_at IS NULL "
-            "ORDER BY bm25(conversations_message_fts), m.id DESC LIMIT %s",
-            [match, user_id, org_id, limit],
-        )
+        cursor.execute(SQLITE_SQL, [sqlite_match(user_id, org_id, match), user_id, org_id, limit])
         for conversation_id, message_id, title, rank, snippet in cursor.fetchall():
             hits.append(Hit(conversation_id=conversation_id, message_id=message_id, title=title,
                             snippet_html=_mark(snippet or ""), rank=-float(rank)))

@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.dispatch import receiver
 
-from conversations import drain, lifecycle, profiles, retirements, titles
+from conversations import datajobs, drain, lifecycle, profiles, retirements, titles
 from conversations.engine import Draining, engine
 from conversations.models import Message
 
@@ -61,3 +61,20 @@ def refresh_shutdown_dates() -> None:
 @shared_task(ignore_result=True)
 def move_orgs_off_retiring_models() -> None:
     retirements.move_orgs_off_retiring_models()
+
+
+# Imports and exports: one job each, ids only. A redelivered task finds its job no
+# longer queued and returns; a job whose worker died is failed by clean_data_jobs.
+@shared_task(ignore_result=True)
+def run_data_import(job_id: int) -> None:
+    datajobs.run_import(job_id)
+
+
+@shared_task(ignore_result=True)
+def build_data_export(job_id: int) -> None:
+    datajobs.run_export(job_id)
+
+
+@shared_task(ignore_result=True)
+def clean_data_jobs() -> None:
+    datajobs.clean_up()

@@ -112,10 +112,16 @@ def test_anonymous_forms_answer_bad_input_without_a_500_and_create_nothing(alice
                 if not _allowed(status):
                     failures.append(f"POST {path} {field}={value[:30]!r} → {status}")
     for token in HOSTILE[:-2]:
-        for path in (f"/invite/{token}/", f"/s/{token}/", f"/accounts/signup/finish/{token}/"):
+        for path in (f"/invite/{token}/", f"/s/{token}/", f"/accounts/signup/finish/{token}/",
+                     f"/accounts/verify-email/{token}/"):
             status = Client(raise_request_exception=False).get(path.replace("\x00", "%00")).status_code
             if not _allowed(status):
                 failures.append(f"GET {path[:40]!r} → {status}")
+            if path.startswith("/accounts/verify-email/"):
+                status = Client(raise_request_exception=False).post(
+                    path.replace("\x00", "%00")).status_code
+                if not _allowed(status):
+                    failures.append(f"POST {path[:40]!r} → {status}")
     assert failures == [], "\n".join(failures)
     # The first account exists, so nothing a stranger posts creates an account or an org.
     assert _snapshot()[:3] == before[:3]

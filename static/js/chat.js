@@ -1256,6 +1256,14 @@ class Connection {
   }
 
   onClosed(event) {
+    if (event.code === 4429) {
+      // Over MAX_SOCKETS_PER_USER: another tab must close first, so retrying cannot help.
+      this.stopped = true;
+      composer.pendingSend = null;
+      updateComposer();
+      this.setState("closed", "Too many chat tabs are open for your account. Close some of them, then reload this page.");
+      return;
+    }
     if (event.code === 4401 || event.code === 4403) {
       this.stopped = true;
       composer.pendingSend = null;

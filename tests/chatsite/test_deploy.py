@@ -43,6 +43,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         "SECURE_COOKIES": "true",
         "BEHIND_TLS_PROXY": "true",
         "HSTS_SECONDS": "31536000",
+        "SITE_URL": "https://chat.example.com",
         "DATABASE_URL": os.environ.get(
             "DATABASE_URL", "postgres://teamchat:teamchat@127.0.0.1:5432/teamchat"
         ),

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from chatsite.env import ImproperlyConfiguredEnv, env_bool, env_secret, parse_database_url
+from chatsite.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_secret,
+    parse_database_url,
+    parse_site_url,
+)
 
 
 def test_a_secret_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,3 +42,14 @@ def test_database_urls_are_parsed_strictly() -> None:
         parse_database_url("mysql://db/chat")
     with pytest.raises(ImproperlyConfiguredEnv):
         parse_database_url("postgres://db/")
+
+
+def test_site_url_is_an_origin_and_nothing_else() -> None:
+    assert parse_site_url("HTTPS://Chat.Example.com/") == "https://chat.example.com"
+    assert parse_site_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert parse_site_url("http://[::1]:8000") == "http://[::1]:8000"
+    for bad in ("chat.example.com", "ftp://chat.example.com", "https://chat.example.com/app",
+                "https://chat.example.com/?x=1", "https://chat.example.com/#top",
+                "https://user:pw@chat.example.com", "https://chat.example.com:99999", "https://"):
+        with pytest.raises(ImproperlyConfiguredEnv, match="SITE_URL"):
+            parse_site_url(bad)

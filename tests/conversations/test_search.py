@@ -233,3 +233,73 @@ def test_a_streaming_answer_is_indexed_once_its_text_is_final(alice: User, libra
     assert not vector_is_empty()
     [found] = _find(alice, "greenhouses")
     assert "greenhouse" in str(found).lower()
+
+
+@pytest.mark.slow
+def test_embedded_search_reads_only_the_searchers_own_messages(tmp_path: Path) -> None:
+    """Other people's messages are never read by a search on SQLite: the FTS5 match
+    returns only the searcher's rows (owner token first), and the work SQLite does for
+    alice's message search (its virtual machine steps) is the same with 5 or 400 of
+    charlie's and bob's messages holding the same word. Before, every one of them was
+    joined and then dropped by owner."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
+    env["VAR_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT,
+                   env=env, check=True)
+    script = """
+from django.db import connection
+from accounts.models import Membership, Organization, User
+from conversations.models import Conversation, Message, ModelProfile
+from conversations.search import SQLITE_SQL, search_conversations, sqlite_match, to_fts5
+profile = ModelProfile.objects.first()
+def person(email, org, role="owner"):
+    user = User.objects.create_user(email=email, password="pw-pw-pw-pw-pw")
+    Membership.objects.create(user=user, organization=org, role=role)
+    return user
+acme, other = Organization.objects.create(name="Acme"), Organization.objects.create(name="Other")
+alice, bob, charlie = person("a@example.com", acme), person("b@example.com", acme, "member"), person("c@example.com", other)
+def say(user, org, count, text):
+    c = Conversation.objects.create(organization=org, user=user, profile=profile, title="Fruit")
+    Message.objects.bulk_create([Message(conversation=c, role="user", content=f"{text} {i}") for i in range(count)])
+say(alice, acme, 3, "an apple a day")
+say(alice, acme, 2, "pears only")
+steps = [0]
+def step():
+    steps[0] += 1
+    return 0
+def alices_search():
+    hits = search_conversations(user=alice, organization_id=acme.pk, query="apple")
+    with connection.cursor() as cursor:  # one index segment, however the rows were written
+        cursor.execute("INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('optimize')")
+    connection.connection.set_progress_handler(step, 1)
+    steps[0] = 0
+    with connection.cursor() as cursor:
+        cursor.execute(SQLITE_SQL, [sqlite_match(alice.pk, acme.pk, to_fts5("apple")), alice.pk, acme.pk, 20])
+        rows = cursor.fetchall()
+    connection.connection.set_progress_handler(None, 1)
+    assert len(rows) == len([h for h in hits if h.message_id]), (rows, hits)
+    return len(rows), steps[0]
+def fts_rows():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM conversations_message_fts WHERE conversations_message_fts MATCH %s",
+                       [sqlite_match(alice.pk, acme.pk, to_fts5("apple"))])
+        return cursor.fetchone()[0]
+say(charlie, other, 4, "apple pie"); say(bob, acme, 1, "apple juice")
+few = alices_search()
+assert fts_rows() == 3, fts_rows()
+say(charlie, other, 300, "apple pie"); say(bob, acme, 95, "apple juice")
+many = alices_search()
+assert fts_rows() == 3, fts_rows()
+assert few[0] == many[0] == 3, (few, many)
+assert few[1] == many[1], (few, many)
+with connection.cursor() as cursor:
+    cursor.execute("EXPLAIN QUERY PLAN " + SQLITE_SQL, [sqlite_match(alice.pk, acme.pk, '("apple")'), alice.pk, acme.pk, 20])
+    plan = [row[-1] for row in cursor.fetchall()]
+assert plan[0].startswith("SCAN conversations_message_fts VIRTUAL TABLE INDEX 0:M"), plan
+print("ok", few, many)
+"""
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout, result.stdout

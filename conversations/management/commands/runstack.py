@@ -39,7 +39,9 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chatsite.checks import UNDELIVERED_BACKENDS
 from chatsite.dbpool import web_pool_size, worker_pool_size
+from chatsite.logs import uvicorn_log_config
 from conversations.llm import is_demo_mode
 
 MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
@@ -324,7 +326,10 @@ class Command(BaseCommand):
         roles = (options["only"],) if options["only"] else ROLES
         listener = listening_socket(options["host"], options["port"]) if "web" in roles else None
         try:
-            supervisor = Supervisor(self.children(options, roles, listener), log=self.log)
+            children = self.children(options, roles, listener)
+            for child in children:
+                child.env.update(self.local_site_url(options))
+            supervisor = Supervisor(children, log=self.log)
             self.announce(options, roles)
             signal.signal(signal.SIGTERM, supervisor.stop)
             signal.signal(signal.SIGINT, supervisor.stop)
@@ -355,6 +360,20 @@ class Command(BaseCommand):
             mode = f"full topology ({', '.join(parts)} processes on PostgreSQL and Redis)"
         serving = f"Serving http://{options['host']}:{options['port']} in" if "web" in roles else "Running"
         self.stdout.write(f"{serving} {mode}; answers from {provider}.")
+        if settings.EMAIL_BACKEND in UNDELIVERED_BACKENDS:
+            self.stdout.write(
+                f"WARNING: email is not sent ({settings.EMAIL_BACKEND}): every message, with "
+                "its sign-in, password-reset and invitation links, is printed below instead. "
+                "Set EMAIL_BACKEND and EMAIL_HOST to send mail.")
+        if not settings.SITE_URL_CONFIGURED and not (settings.EMBEDDED or settings.DEBUG):
+            self.stdout.write(f"WARNING: SITE_URL is not set; emailed links point at "
+                              f"{settings.SITE_URL}. Set it to the address people open.")
+
+    def local_site_url(self, options: dict[str, Any]) -> dict[str, str]:
+        """Embedded or DEBUG without SITE_URL: emailed links point at this server's port."""
+        if settings.SITE_URL_CONFIGURED or not (settings.EMBEDDED or settings.DEBUG):
+            return {}
+        return {"SITE_URL": f"http://127.0.0.1:{options['port']}"}
 
     def children(self, options: dict[str, Any], roles: tuple[str, ...],
                  listener: socket.socket | None) -> list[Child]:
@@ -431,6 +450,7 @@ class Command(BaseCommand):
     def serve(self, options: dict[str, Any]) -> None:
         if settings.EMBEDDED:
             from chatsite.embedded import start_periodic, start_reaper, start_worker
+            from conversations.datajobs import clean_up as clean_up_data_jobs
             from conversations.retirements import move_orgs_off_retiring_models
 
             if is_demo_mode():
@@ -442,6 +462,8 @@ class Command(BaseCommand):
             start_reaper()
             # Beat's daily job (CELERY_BEAT_SCHEDULE); embedded mode runs no beat.
             start_periodic(move_orgs_off_retiring_models, every=24 * 3600.0, name="retirements")
+            # Beat's hourly clean-up of expired exports, leftover uploads and dead jobs.
+            start_periodic(clean_up_data_jobs, every=3600.0, name="data-jobs")
         asyncio.run(self._serve(options["host"], options["port"], options["fd"]))
 
     async def _serve(self, host: str, port: int, fd: int | None) -> None:
@@ -464,8 +486,8 @@ WS_MAX_SIZE = 1_048_576
 
 
 def server_config(*, host: str, port: int) -> uvicorn.Config:
-    """uvicorn as every launcher runs it: 1 MiB websocket frames, and proxy headers
-    believed only from TRUSTED_PROXIES.
+    """uvicorn as every launcher runs it: 1 MiB websocket frames, proxy headers
+    believed only from TRUSTED_PROXIES, and link secrets masked in its access lines.
 
     ``forwarded_allow_ips`` is always a string: None would make uvicorn trust
     $FORWARDED_ALLOW_IPS or, without it, 127.0.0.1; "" (TRUSTED_PROXIES empty) trusts
@@ -473,6 +495,7 @@ def server_config(*, host: str, port: int) -> uvicorn.Config:
     """
     return uvicorn.Config(
         "chatsite.asgi:application", host=host, port=port, log_level="info",
+        log_config=uvicorn_log_config(),
         ws_max_size=WS_MAX_SIZE, ws_per_message_deflate=False, lifespan="off",
         proxy_headers=True, forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
     )
