@@ -92,6 +92,22 @@ def work_then_die(message: Message, *, deltas: int, checkpoint_at: int | None) -
     return streamer
 
 
+def die_at_response_created(user: User) -> tuple[Message, str]:
+    """A claimed high-effort answer whose worker started its background response, saved
+    the response's id at ``response.created`` and died before any content."""
+    message = claim(begin(user).pk)
+    assert message is not None
+    profile = message.profile
+    assert profile is not None
+    stream = llm.open_stream(profile, ChatRequest(
+        messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
+        max_completion_tokens=5_000, background=True))
+    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
+    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
+    stream.close()  # then the worker died
+    return message, streamer.response_id
+
+
 def lapse(message: Message, *, ago: float = 1) -> None:
     """The dead worker's lease runs out (nobody renews it)."""
     Message.objects.filter(pk=message.pk).update(
@@ -255,16 +271,7 @@ def test_a_resumed_answer_whose_response_stayed_queued_is_cancelled_and_fails(
 ) -> None:
     settings.BACKGROUND_QUEUED_DEADLINE_SECONDS = 1
     emulator.push({"fault": "stuck_queued"})
-    message = claim(begin(alice).pk)
-    assert message is not None
-    profile = message.profile
-    assert profile is not None
-    stream = llm.open_stream(profile, ChatRequest(
-        messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
-        max_completion_tokens=5_000, background=True))
-    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
-    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
-    stream.close()  # then the worker died
+    message, response_id = die_at_response_created(alice)
     lapse(message)
     handed_back(monkeypatch)
     reap_stale_replies()
@@ -274,7 +281,6 @@ def test_a_resumed_answer_whose_response_stayed_queued_is_cancelled_and_fails(
     failed = Message.objects.get(pk=message.pk)
     assert (failed.status, failed.claims, failed.error_code) == (Status.FAILED, 2, "upstream_error")
     assert "stayed queued" in failed.error_detail
-    response_id = streamer.response_id
     calls = upstream(emulator)
     assert ("GET", f"/v1/responses/{response_id}", {}) in calls
     assert not [c for c in calls if c[0] == "GET" and c[2]]
@@ -336,16 +342,7 @@ def test_an_answer_nobody_may_resume_is_interrupted_cancelled_and_deleted_upstre
     monkeypatch: pytest.MonkeyPatch, why: str,
 ) -> None:
     emulator.push({"reply": REPLY, "think_ms": 60_000})  # still reasoning upstream
-    message = claim(begin(alice).pk)
-    assert message is not None
-    profile = message.profile
-    assert profile is not None
-    stream = llm.open_stream(profile, ChatRequest(
-        messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
-        max_completion_tokens=5_000, background=True))
-    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
-    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
-    stream.close()
+    message, response_id = die_at_response_created(alice)
     if why == "claims used up":
         Message.objects.filter(pk=message.pk).update(claims=MAX_CLAIMS)
         lapse(message)
@@ -359,9 +356,9 @@ def test_an_answer_nobody_may_resume_is_interrupted_cancelled_and_deleted_upstre
     assert (ended.status, ended.error_code) == (Status.INTERRUPTED, "interrupted")
     assert queued == [] and ended.usage_estimated
     calls = upstream(emulator)
-    cancel = calls.index(("POST", f"/v1/responses/{streamer.response_id}/cancel", {}))
+    cancel = calls.index(("POST", f"/v1/responses/{response_id}/cancel", {}))
     # Then nothing of it stays stored at the provider.
-    assert calls[cancel + 1:] == [("DELETE", f"/v1/responses/{streamer.response_id}", {})]
+    assert calls[cancel + 1:] == [("DELETE", f"/v1/responses/{response_id}", {})]
     assert reserved() == 0
 
 
