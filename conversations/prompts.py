@@ -11,6 +11,7 @@ from django.utils.crypto import salted_hmac
 
 from conversations.models import Message, ModelProfile
 from conversations.tokens import count_tokens
+from conversations.tools import tool_schemas
 from conversations.tree import path_to
 
 # Reasoning models answer in plain text unless the developer message starts with this.
@@ -173,6 +174,10 @@ def estimate_prompt_tokens(
     """An upper bound on the next request's prompt tokens, for the budget reservation."""
     total = PRIMING_TOKENS + message_tokens({"content": instructions_for(org_message=org_message, custom=custom)})
     total += message_tokens({"content": content})
+    if profile.accepts("tools"):
+        # The request carries the tool schemas too (generation reserves every request in
+        # full before sending it: a turn reserved without them would extend at once).
+        total += tools_tokens(tool_schemas())
     if conversation_id is not None:
         for text in Message.objects.filter(conversation_id=conversation_id).values_list("content", flat=True):
             total += message_tokens({"content": text})
