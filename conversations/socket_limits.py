@@ -18,6 +18,7 @@ import uuid
 from functools import cache
 from typing import Any, Protocol
 
+import redis.asyncio as aredis
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ TOO_MANY_SOCKETS = 4429
 TOO_MANY_SOCKETS_REASON = "too many open chat tabs"
 CLAIM_SECONDS = 90
 REFRESH_SECONDS = 30
+# Redis connections one process's socket claims share, and how long a claim waits for one.
+POOL_CONNECTIONS = 16
+POOL_WAIT_SECONDS = 10
 
 
 def claims_key(user_id: int) -> str:
@@ -69,13 +73,16 @@ class RedisSocketClaims:
         self._clients: dict[Any, Any] = {}
 
     def client(self) -> Any:
-        import redis.asyncio as aredis
-
         # One client per event loop: redis-py asyncio connections must not cross loops.
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = aredis.Redis.from_url(self.url)
+            # A blocking pool: when hundreds of tabs connect or close at once their claims
+            # wait a moment for one of a few connections, instead of failing with "Too
+            # many connections" past redis-py's default of 100 (seen at 200 tabs).
+            pool = aredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_SECONDS)
+            client = self._clients[loop] = aredis.Redis(connection_pool=pool)
         return client
 
     async def claim(self, user_id: int, member: str, limit: int) -> bool:
