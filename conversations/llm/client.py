@@ -15,8 +15,7 @@ import datetime as dt
 import json
 import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -358,9 +357,6 @@ class ChatStream:
         self.background = background
         self.progress = ResponseProgress(response_id=response_id)
         self._closed = threading.Event()
-        # When the provider last sent anything, keep-alive comments included. Not
-        # progress of the answer: only content restarts its stall clock (live.py).
-        self.last_read_at = 0.0
 
     @property
     def response_id(self) -> str:
@@ -412,18 +408,13 @@ class ChatStream:
 
     def __iter__(self) -> Iterator[StreamEvent]:
         try:
-            yield from self._events(self._timed(self._raw.iter_lines()))
+            yield from self._events(self._raw.iter_lines())
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
             if self.closed:
                 return  # Stop or a stall closed the response from the monitor thread
             raise _connection_lost() from exc
-
-    def _timed(self, items: Iterable[Any]) -> Iterator[Any]:
-        for item in items:
-            self.last_read_at = time.monotonic()
-            yield item
 
 
 def _connection_lost() -> LLMError:
@@ -516,7 +507,6 @@ class AsyncChatStream(ChatStream):
             return False
         finally:
             self._reading = False
-        self.last_read_at = time.monotonic()
         self._lines.append(line)
         return True
 
