@@ -153,6 +153,11 @@ class Prices:
                 prices.get("long_cache_write", self.long_cache_write_price)),
         )
 
+    def billable_tiers(self) -> tuple[Prices, ...]:
+        """The standard prices and each priced tier's: an answer is billed at one of
+        them, the one the provider reports serving."""
+        return (self, *(self.at_tier(tier) for tier in self.tiers))
+
     def is_long(self, prompt_tokens: int) -> bool:
         """Whether a request of this many input tokens is billed at the long-context rates
         (strictly above the threshold: exactly at it still uses the short rates)."""
@@ -273,9 +278,8 @@ def worst_case_cost(prices: PriceSource, *, prompt_tokens: int, completion_cap: 
     cap spent (reasoning included), at the long-context rates when the prompt passes the
     threshold and at the dearest tier that could be billed; rounded up so a reservation
     never holds a fraction of a micro-dollar too little."""
-    standard = _as_prices(prices)
     costs = []
-    for tier_prices in (standard, *(standard.at_tier(tier) for tier in standard.tiers)):
+    for tier_prices in _as_prices(prices).billable_tiers():
         rates = tier_prices.for_request(prompt_tokens)
         costs.append(prompt_tokens * rates.dearest_prompt + completion_cap * rates.output)
     return (max(costs) / MILLION).quantize(MICRO, rounding=ROUND_CEILING)

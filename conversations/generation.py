@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from billing import quotas
 from billing.pricing import (
+    Prices,
     add_usage,
     affordable_completion_tokens,
     estimate_usage,
@@ -678,18 +679,20 @@ class TurnBudget:
     message: Message
     reserved: Decimal | None  # None: a turn without a reservation has nothing to keep to
     prompt_tokens: int
+    # The answer's snapshotted prices: fixed for the whole turn, so read once.
+    prices: Prices = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prices = answer_prices(self.message)
 
     def committed(self, streamer: Streamer, state: dict[str, Any]) -> Decimal:
         """What settlement would charge if the turn ended now, at the dearest of the
         answer's tiers (the one the provider reports is not known yet)."""
         usage, _ = billable_usage(self.message, streamer, state)
-        prices = answer_prices(self.message)
-        return max(usage_cost(tier, usage)
-                   for tier in (prices, *(prices.at_tier(name) for name in prices.tiers)))
+        return max(usage_cost(tier, usage) for tier in self.prices.billable_tiers())
 
     def worst_case(self, cap: int) -> Decimal:
-        return worst_case_cost(answer_prices(self.message), prompt_tokens=self.prompt_tokens,
-                               completion_cap=cap)
+        return worst_case_cost(self.prices, prompt_tokens=self.prompt_tokens, completion_cap=cap)
 
     async def cover(self, cap: int, streamer: Streamer, state: dict[str, Any],
                     runtime: Runtime) -> bool:
@@ -712,9 +715,8 @@ class TurnBudget:
     def affordable_cap(self, streamer: Streamer, state: dict[str, Any]) -> int:
         """The largest completion cap what is left of the reservation covers."""
         assert self.reserved is not None
-        prices = answer_prices(self.message)
         left = self.reserved - self.committed(streamer, state) - self.worst_case(0)
-        return affordable_completion_tokens(prices, left, prompt_tokens=self.prompt_tokens)
+        return affordable_completion_tokens(self.prices, left, prompt_tokens=self.prompt_tokens)
 
 
 def _extend_released(message_id: int, amount: Decimal) -> Decimal | None:
