@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/teamchat
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 
-.PHONY: install run test test-fast chaos bench lint check clean
+.PHONY: install run test test-fast test-js chaos bench lint check clean
 
 install: $(STAMP) node_modules/.installed
 
@@ -32,7 +32,7 @@ run: install
 # test settings (a fast password hasher). Chromium is required: no browser test is skipped.
 CHROMIUM := /usr/bin/chromium
 
-test: install lint
+test: install lint test-js
 	@test -x $(CHROMIUM) || { echo "make test: $(CHROMIUM) is missing, so the browser tests cannot run." \
 		"Install it with: apt-get install -y chromium  (or run make test-fast)" >&2; exit 1; }
 	$(PY) manage.py collectstatic --noinput -v0
@@ -40,6 +40,10 @@ test: install lint
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
 	$(PY) -m pytest --ds=chatsite.settings_test $(PYTEST_ARGS)
+
+# The chat page's protocol module (static/js/chat/protocol.js) under node's test runner.
+test-js:
+	node --test tests/js/
 
 # The quick lane: every test that starts no server, worker, browser or other process
 # (markers set from fixtures in tests/conftest.py). Still needs PostgreSQL and Redis.
@@ -71,11 +75,13 @@ bench: install
 	SECRET_KEY=$${SECRET_KEY:-bench-only-secret-key} \
 	$(PY) -m bench $(BENCH_ARGS)
 
-# Style and types (ruff; mypy with django-stubs), run before every test run.
+# Style, layers and types (ruff; import-linter, pyproject.toml; mypy with django-stubs),
+# run before every test run.
 lint: install
 	$(VENV)/bin/ruff check .
+	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} $(VENV)/bin/lint-imports
 	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} \
-	$(VENV)/bin/mypy accounts billing chatsite conversations sharing emulator bench
+	$(VENV)/bin/mypy chatsite llm accounts billing conversations answers realtime sharing emulator bench
 
 clean:
 	rm -rf $(VENV) node_modules var

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import lifecycle
+from answers import lifecycle
 from conversations.models import Conversation, Message
 
 if TYPE_CHECKING:

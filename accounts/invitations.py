@@ -16,9 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, User
+from chatsite.errors import NotFound
 from chatsite.mail import absolute_url, one_line, send_product_mail
 from chatsite.ratelimits import over_limit_for
-from conversations.exceptions import NotFound
 
 if TYPE_CHECKING:
     from accounts.models import Organization

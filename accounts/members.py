@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from accounts.models import Membership, Organization
-from conversations.exceptions import NotFound
+from chatsite.errors import NotFound
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -136,7 +136,7 @@ def set_member_budget(*, by: Membership, target: Membership, amount: Decimal | N
 
 def set_zero_data_retention(*, by: Membership, enabled: bool) -> Organization:
     """Switch the org's Zero Data Retention: on, no answer runs as a background response
-    stored at the provider (conversations.generation.runs_in_background)."""
+    stored at the provider (answers.generation.runs_in_background)."""
     if not by.is_admin:
         raise NotFound("organization")
     organization = by.organization

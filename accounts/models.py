@@ -61,14 +61,14 @@ class Organization(models.Model):
         help_text="Org-wide instructions sent to the model with every turn.",
     )
     default_profile = models.ForeignKey(
-        "conversations.ModelProfile",
+        "llm.ModelProfile",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
     )
     enabled_profiles = models.ManyToManyField(
-        "conversations.ModelProfile", blank=True, related_name="organizations"
+        "llm.ModelProfile", blank=True, related_name="organizations"
     )
     monthly_budget_usd = models.DecimalField(
         "Org monthly budget (USD)", max_digits=12, decimal_places=2, null=True, blank=True

@@ -300,7 +300,7 @@ def set_allowed_domains(*, by: Membership, domains: list[str]) -> list[str]:
     that address was opened (an invitation link the admin was shown proves nothing, so
     nobody claims another company's domain); never a free-mail or disposable provider; and
     a domain belongs to one org."""
-    from conversations.exceptions import NotFound
+    from chatsite.errors import NotFound
 
     if not by.is_admin:
         raise NotFound("organization")

@@ -38,11 +38,11 @@ from accounts.org_forms import (
 from billing import inbox, requests, usage
 from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status, member_limit, period_start
+from chatsite.errors import NotFound
 from chatsite.params import parse_id
 from conversations.access import get_membership
-from conversations.exceptions import NotFound
-from conversations.models import ModelProfile
-from conversations.profiles import enabled_profiles
+from llm.models import ModelProfile
+from llm.profiles import enabled_profiles
 
 View = Callable[..., HttpResponse]
 NEW_INVITATION_KEY = "new_invitation"

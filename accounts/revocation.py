@@ -28,7 +28,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
-from conversations.realtime import publish_event, session_group, user_group
+from realtime.publishing import publish_event, session_group, user_group
 
 AUTH_GONE = 4401
 ACCESS_CHANGED = 4403

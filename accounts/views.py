@@ -23,9 +23,9 @@ from accounts.forms import (
     SiteURLPasswordResetForm,
 )
 from accounts.models import User
+from chatsite.errors import NotFound
 from chatsite.ratelimits import over_limit, over_limit_for
 from conversations.access import get_membership
-from conversations.exceptions import NotFound
 
 
 def _signed_in(request: HttpRequest, user: User) -> HttpResponse:

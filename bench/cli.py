@@ -211,9 +211,9 @@ def _product_fingerprint() -> dict[str, Any]:
             return ""
 
     files = {}
-    for name in ("conversations/realtime.py", "conversations/generation.py", "conversations/consumers.py",
-                 "conversations/replay.py", "conversations/replies.py", "conversations/live.py",
-                 "conversations/llm/client.py", "chatsite/settings.py"):
+    for name in ("realtime/publishing.py", "answers/generation.py", "realtime/consumers.py",
+                 "realtime/replay.py", "answers/replies.py", "answers/live.py",
+                 "llm/client.py", "chatsite/settings.py"):
         try:
             files[name] = hashlib.sha256((ROOT / name).read_bytes()).hexdigest()[:12]
         except OSError:

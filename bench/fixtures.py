@@ -98,7 +98,7 @@ def tab_conversations(user_pks: list[int], per_tab: int) -> list[list[int]]:
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation
-    from conversations.profiles import default_profile
+    from llm.profiles import default_profile
 
     Conversation.objects.filter(user_id__in=user_pks, title=TAB_TITLE).delete()
     users = User.objects.in_bulk(user_pks)
@@ -121,8 +121,8 @@ def _make_conversation(user_pk: int, size: int) -> int:
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation, Message
-    from conversations.profiles import default_profile
     from conversations.tree import link_in_order
+    from llm.profiles import default_profile
 
     user = User.objects.get(pk=user_pk)
     organization = get_membership(user, None).organization

@@ -21,9 +21,9 @@ def provider_stream_cost(emulator_url: str, *, streams: int = 5, tokens: int = 3
     stream (openai SDK over HTTP + the product's event translation), unpaced."""
     from django.conf import settings
 
-    from conversations import llm
-    from conversations.llm.types import ChatRequest, TextDelta
-    from conversations.models import ModelProfile
+    from llm import client as llm
+    from llm.models import ModelProfile
+    from llm.types import ChatRequest, TextDelta
 
     settings.EMULATOR_URL = emulator_url
     profile = ModelProfile.objects.get(name="o3-mini")
@@ -56,7 +56,7 @@ def publish_cost(count: int = 500) -> dict[str, Any]:
     import redis
     from django.conf import settings
 
-    from conversations import realtime
+    from realtime import publishing as realtime
 
     wait = getattr(realtime, "wait_until_sent", None)
     message_id = 999_999_999_999  # no socket follows it
@@ -82,15 +82,15 @@ def start_turn_cost(user_pk: int, count: int = 20) -> dict[str, Any]:
     from django.test.utils import CaptureQueriesContext
 
     from accounts.models import User
+    from answers import replies
     from chatsite.celery import app
-    from conversations import replies
 
     user = User.objects.get(pk=user_pk)
     created: list[int] = []
     walls: list[float] = []
     cpus: list[float] = []
     queries = 0
-    with mock.patch("conversations.tasks.generate_reply.delay_on_commit"):
+    with mock.patch("answers.tasks.generate_reply.delay_on_commit"):
         for i in range(count + 1):
             with CaptureQueriesContext(connection) as captured:
                 c0, w0 = time.thread_time(), time.perf_counter()

@@ -41,7 +41,7 @@ def build_corpus(user_pk: int) -> dict[str, Any]:
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation, Message
-    from conversations.profiles import default_profile
+    from llm.profiles import default_profile
 
     user = User.objects.get(pk=user_pk)
     organization = get_membership(user, None).organization

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from billing.pricing import range_cost
 from conversations.models import Message
+from llm.pricing import range_cost
 
 if TYPE_CHECKING:
     from accounts.models import Organization
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
 RECENT_TURNS = 200
 MIN_SAMPLES = 5

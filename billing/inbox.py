@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Notification
-from conversations.exceptions import NotFound
+from chatsite.errors import NotFound
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -56,7 +56,7 @@ class Reservation(models.Model):
     task, a retry or the reaper can never charge twice. A title has no message; its
     row carries its own usage and is settled by its id.
 
-    Deletion (docs/decisions.md): deleting the message or the member keeps this row and
+    Deletion (docs/decisions.md#0024): deleting the message or the member keeps this row and
     its numbers (SET_NULL: no personal data is left on it); deleting the org deletes it
     with the org's budget rows.
     """

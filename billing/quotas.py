@@ -24,14 +24,15 @@ from django.db.models.functions import Round
 from django.utils import timezone
 
 from accounts.models import Membership
-from billing import pricing
 from billing.models import ZERO, Reservation, UsagePeriod
-from billing.pricing import PriceSource
-from conversations.exceptions import TurnRefused
+from chatsite.errors import Refused
+from llm import pricing
+from llm.pricing import PriceSource
 
 if TYPE_CHECKING:
     from accounts.models import Organization
-    from conversations.models import Message, ModelProfile
+    from conversations.models import Message
+    from llm.models import ModelProfile
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _hold_sql(organization: Organization, user_id: int | None, start: dt.date, a
     return sql, params
 
 
-def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
+def _refusal(which: str, limit: Decimal, start: dt.date) -> Refused:
     resets = next_period_start(start)
     if which == "org":
         text = (f"Your organization's monthly budget of ${limit:,.2f} is used up; it resets on "
@@ -115,7 +116,7 @@ def _refusal(which: str, limit: Decimal, start: dt.date) -> TurnRefused:
     else:
         text = (f"Your monthly budget of ${limit:,.2f} is used up (or this turn's worst case "
                 f"would pass it); it resets on {resets:%-d %b}. Use “Request more” to ask an admin.")
-    return TurnRefused("quota_exceeded", text)
+    return Refused("quota_exceeded", text)
 
 
 def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
@@ -357,8 +358,7 @@ def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     # Race: turns' holds and other settlements change the same two rows at once. All of
     # them lock the rows in id order (the org's row first), or two of them could each hold
     # one row and wait for the other: an UPDATE's own lock order is the table's physical
-    # order, which changes as rows are rewritten (measured: deadlocks with 100 answers of
-    # one person settling while their titles were reserved).
+    # order, which changes as rows are rewritten. See docs/decisions.md#0032.
     list(UsagePeriod.objects.select_for_update().filter(pk__in=rows).order_by("pk")
          .values_list("pk", flat=True))
     UsagePeriod.objects.filter(pk__in=rows).update(

@@ -13,7 +13,7 @@ from accounts.models import Membership
 from billing.alerts import admin_ids, notify
 from billing.models import BudgetRequest
 from billing.quotas import member_limit
-from conversations.exceptions import NotFound
+from chatsite.errors import NotFound
 
 if TYPE_CHECKING:
     from accounts.models import Organization, User

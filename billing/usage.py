@@ -90,7 +90,7 @@ def _bounds(organization: Organization, start: dt.date) -> tuple[dt.datetime, dt
             dt.datetime.combine(end, dt.time.min, tzinfo=tz))
 
 
-# A deleted member's usage stays, without their address (docs/decisions.md).
+# A deleted member's usage stays, without their address (docs/decisions.md#0024).
 DELETED_MEMBER = "(deleted member)"
 TITLES_SUFFIX = " (titles)"
 

@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from chatsite.origins import websocket_origin_guard  # noqa: E402
-from conversations.consumers import ChatConsumer  # noqa: E402
+from realtime.consumers import ChatConsumer  # noqa: E402
 
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 

@@ -1,11 +1,9 @@
 """The Redis cache with one client per process.
 
-Django keeps a cache object per async context, and its Redis backend gives each object
-a connection pool of its own: every websocket consumer (one context each) that touches
-the cache, for the send rate limit, held a Redis connection for as long as its tab stayed
-open, about one connection per open tab (measured: 229 for 200 tabs on one web
-process). Here every cache object of a process shares one client, whose pool is
-thread-safe and grows only with the calls made at the same moment.
+Django's Redis backend gives each cache object (one per async context, so one per
+websocket consumer) a pool of its own. Here every cache object of a process shares one
+client, whose pool is thread-safe and grows only with the calls made at the same moment.
+See docs/decisions.md#0036.
 """
 
 from __future__ import annotations

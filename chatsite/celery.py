@@ -32,7 +32,7 @@ def drain_on_warm_shutdown(*, how: str = "", **_: Any) -> None:
         return
     from django.conf import settings
 
-    from conversations.drain import begin_drain
+    from answers.drain import begin_drain
 
     begin_drain(seconds=settings.WORKER_DRAIN_SECONDS)
 
@@ -42,8 +42,8 @@ def wait_for_live_answers(**_: Any) -> None:
     """The tasks returned once their answers were claimed: a draining worker's process
     stays until the event loop's answers end (or the drain's deadline hands them back
     and exits)."""
-    from conversations.drain import is_draining
-    from conversations.engine import engine
+    from answers.drain import is_draining
+    from answers.engine import engine
 
     if is_draining():
         engine.wait_idle()

@@ -3,11 +3,10 @@
 Django builds and compiles a queryset's SQL every time it is evaluated. For the few
 statements on every turn's path (a conversation with four related rows, three subqueries
 and row locks; an answer with its profile, conversation, org and reservation) that costs
-more CPU than PostgreSQL spends running them: building and compiling the follow-up's
-conversation query took 1.5 ms of its 1.9 ms. A ``CompiledSelect`` builds its queryset
-once per database vendor and *shape*, with a marker value for each integer parameter,
-keeps the SQL and what Django needs to turn rows into models, and from then on only
-swaps the real values into the parameters.
+more CPU than PostgreSQL spends running them (see docs/decisions.md#0032). A
+``CompiledSelect`` builds its queryset once per database vendor and *shape*, with a
+marker value for each integer parameter, keeps the SQL and what Django needs to turn
+rows into models, and from then on only swaps the real values into the parameters.
 
 What may vary between calls is therefore explicit: the named integer values (ids), and
 a ``shape`` key the caller passes for anything else the queryset is built from (a

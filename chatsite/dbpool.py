@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-# Threads of a web process that run queries: conversations.consumers' turn pool (8),
+# Threads of a web process that run queries: realtime.consumers' turn pool (8),
 # Channels' single database thread, and asyncio's default executor.
 TURN_THREADS = 8
 SPARE = 2
@@ -20,7 +20,7 @@ def web_pool_size() -> int:
 
 
 # Threads of a worker's event loop that run its answers' database calls (each a short
-# write: checkpoint, finish); conversations.engine sizes its executor with it.
+# write: checkpoint, finish); answers.engine sizes its executor with it.
 ENGINE_DB_THREADS = 8
 
 

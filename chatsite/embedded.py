@@ -35,7 +35,7 @@ def start_worker(*, concurrency: int = 50) -> WorkController:
 
 
 def start_reaper(*, every: float = 30.0) -> threading.Thread:
-    from conversations.replies import reap_stale_replies
+    from answers.replies import reap_stale_replies
 
     def loop() -> None:
         while True:

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.views.defaults import page_not_found
+
+from chatsite.errors import NotFound
 
 # Model output is untrusted: no inline scripts, no remote images (Markdown image
 # exfiltration), no framing. KaTeX needs inline style attributes, hence style-src.
@@ -66,11 +69,6 @@ class NotFoundAs404Middleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        from django.http import Http404
-        from django.views.defaults import page_not_found
-
-        from conversations.exceptions import NotFound
-
         if isinstance(exception, NotFound):
             return page_not_found(request, Http404(str(exception)))
         return None

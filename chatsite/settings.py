@@ -69,9 +69,12 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "django_ratelimit",
+    "llm",
     "accounts",
-    "conversations",
     "billing",
+    "conversations",
+    "answers",
+    "realtime",
     "sharing",
     # System checks of the settings (chatsite/checks.py).
     "chatsite.apps.ChatsiteConfig",
@@ -122,10 +125,9 @@ if DATABASE_URL:
     if env_bool("DB_PREPARED_STATEMENTS", True):
         # Parameters bound by the server, and a statement run 5 times on one pooled
         # connection prepared there: PostgreSQL then plans a turn's statements once per
-        # connection instead of on every call (planning the sender's conversation query
-        # took 2.6 ms against 0.3 ms to run it). Set DB_PREPARED_STATEMENTS=false behind
-        # a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
-        # transaction mode).
+        # connection instead of on every call (docs/decisions.md#0033). Set
+        # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep prepared
+        # statements (PgBouncer before 1.21 in transaction mode).
         _options.setdefault("server_side_binding", True)
         _options.setdefault("prepare_threshold", 5)
     if env_bool("DB_POOL", True):
@@ -273,7 +275,7 @@ BACKGROUND_QUEUED_DEADLINE_SECONDS = env_int("BACKGROUND_QUEUED_DEADLINE_SECONDS
 
 # Deltas of one answer coalesce for this long: with the first delta, the thinking
 # heartbeats and the final frame, a tab gets at most 20 frames per answer per second
-# (50 ms went just over it, measured by make bench).
+# (docs/decisions.md#0037).
 STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 60, minimum=1)
 STREAM_CHECKPOINT_SECONDS = env_int("STREAM_CHECKPOINT_SECONDS", 3, minimum=1)
 STREAM_LEASE_SECONDS = env_int("STREAM_LEASE_SECONDS", 60, minimum=10)
@@ -291,7 +293,7 @@ WORKER_DRAIN_SECONDS = env_int("WORKER_DRAIN_SECONDS", 120, minimum=0)
 # is always one process (its in-memory broker and channel layer cannot be shared).
 WEB_PROCESSES = env_int("WEB_PROCESSES", os.cpu_count() or 1, minimum=1)
 WORKER_PROCESSES = env_int("WORKER_PROCESSES", os.cpu_count() or 1, minimum=1)
-# Answers one worker process streams at once on its event loop (conversations.engine);
+# Answers one worker process streams at once on its event loop (answers.engine);
 # a turn beyond it stays queued for any worker with room ("Queued (n ahead)").
 WORKER_LIVE_ANSWERS = env_int("WORKER_LIVE_ANSWERS", 200, minimum=1)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Case, Value, When
 
 from accounts.models import Membership
-from conversations.exceptions import NotFound
+from chatsite.errors import NotFound
 from conversations.models import Conversation, Message
 
 if TYPE_CHECKING:

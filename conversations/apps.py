@@ -32,5 +32,3 @@ class ConversationsConfig(AppConfig):
         # refuses to while a trigger on another table reads it): off during migrations.
         pre_migrate.connect(_drop_sqlite_search_triggers, sender=self)
         post_migrate.connect(_restore_sqlite_search_triggers, sender=self)
-        # Connects the receivers that queue follow-up work (titles) after an answer ends.
-        from conversations import tasks  # noqa: F401

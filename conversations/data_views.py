@@ -15,9 +15,9 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
+from chatsite.errors import NotFound
 from conversations import datajobs
 from conversations.access import get_conversation_for_user, get_membership
-from conversations.exceptions import NotFound
 from conversations.exports import data_export_filename, export_conversation
 from conversations.models import DataJob
 

@@ -27,9 +27,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chatsite.celery import app
+from chatsite.errors import NotFound
 from conversations import exports, imports
 from conversations.access import get_membership
-from conversations.exceptions import NotFound
 from conversations.models import Conversation, DataJob
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from conversations.access import get_membership
 from conversations.models import Conversation, Message
-from conversations.profiles import default_profile
+from llm.profiles import default_profile
 
 if TYPE_CHECKING:
     from accounts.models import User

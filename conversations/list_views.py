@@ -11,8 +11,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
+from chatsite.errors import NotFound
 from conversations import listing
-from conversations.exceptions import NotFound
 from conversations.search import MAX_QUERY_CHARS, BadQuery, search_conversations
 
 View = Callable[..., JsonResponse]

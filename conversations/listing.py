@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import lifecycle
+from answers import lifecycle
+from chatsite.errors import NotFound
 from conversations.access import get_conversation_for_user, get_membership
-from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
 
 if TYPE_CHECKING:

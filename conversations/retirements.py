@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing.alerts import admin_ids, notify
-from conversations.catalog import FAMILIES, load_catalog
-from conversations.catalog.sync import ensure_catalog_profile
-from conversations.models import ModelProfile
+from llm.catalog import FAMILIES, load_catalog
+from llm.catalog.sync import ensure_catalog_profile
+from llm.models import ModelProfile
 
 logger = logging.getLogger(__name__)
 

@@ -34,21 +34,18 @@ CONFIG = "english"
 # PostgreSQL keeps each text's tsvector in a stored generated column (maintained by the
 # database on every write, never by Django, which does not know the column) with a GIN
 # index on it: ranking then reads the stored vector instead of re-parsing every matching
-# message, which halved the search's time over 100,000 messages. ``install_search_index``
-# is run by migration 0004.
+# message. ``install_search_index`` is run by migration 0004.
 #
-# A message's vector is computed once its text is final (migration 0011). PostgreSQL
+# A message's vector is computed once its text is final (migration 0011): PostgreSQL
 # recomputes a stored generated column on every UPDATE of the row, and a streaming answer's
-# row is written by its claim, each checkpoint and each lease renewal: to_tsvector of the
-# whole text cost about 0.5 ms per row written (a lease renewal of 200 answers took 317 ms).
-# A live answer is found once it has ended.
+# row is written many times. A live answer is found once it has ended. See
+# docs/decisions.md#0026.
 MESSAGE_VECTOR = (f"CASE WHEN status IN ('pending', 'streaming') THEN NULL "
                   f"ELSE to_tsvector('{CONFIG}', content) END")
 MESSAGE_VECTOR_BEFORE_0011 = f"to_tsvector('{CONFIG}', content)"
-# Only rows with a vector are indexed (migration 0012). GIN keeps an entry for a NULL too,
-# so every write of a live answer that could not be a HOT update (a claim, a lease
-# renewal) added one: the index grew to 43 MB over 8,000 messages in the benchmark. A
-# search's ``search_vector @@ query`` implies the column is not NULL, so it uses this index.
+# Only rows with a vector are indexed (migration 0012): GIN keeps an entry for a NULL too
+# (docs/decisions.md#0032). A search's ``search_vector @@ query`` implies the column is
+# not NULL, so it uses this index.
 MESSAGE_INDEX_WHERE = "search_vector IS NOT NULL"
 MESSAGE_INDEX = ("CREATE INDEX IF NOT EXISTS message_content_search ON conversations_message "
                  f"USING gin (search_vector) WHERE {MESSAGE_INDEX_WHERE}")

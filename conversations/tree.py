@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Literal
 from django.db import connection, transaction
 from django.db.models import Q
 
+from chatsite.errors import NotFound, Refused
 from conversations.access import get_message_for_user
-from conversations.exceptions import NotFound, TurnRefused
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -178,7 +179,7 @@ def select_branch(*, user: User, message_id: int) -> Conversation:
         # switch; the row lock orders the two, and the check below sees its answer.
         Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
         if conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
-            raise TurnRefused(
+            raise Refused(
                 "invalid_request",
                 "An answer is still being written in this conversation. Wait for it or "
                 "stop it, then switch versions.",

@@ -13,18 +13,18 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from answers.prompts import estimate_prompt_tokens
 from billing.estimates import estimate_turn_costs
 from billing.quotas import budget_status
+from chatsite.errors import NotFound
 from chatsite.params import parse_id
 from conversations.access import get_conversation_for_user, get_membership
-from conversations.catalog.sync import ensure_synced
-from conversations.exceptions import NotFound
 from conversations.listing import list_conversations
-from conversations.llm import is_demo_mode
 from conversations.models import Conversation
-from conversations.profiles import admin_warnings, default_profile, enabled_profiles, is_retired
-from conversations.prompts import estimate_prompt_tokens
 from conversations.transcript import transcript
+from llm.catalog.sync import ensure_synced
+from llm.client import is_demo_mode
+from llm.profiles import admin_warnings, default_profile, enabled_profiles, is_retired
 
 
 class InstructionsForm(forms.Form):

@@ -6,7 +6,7 @@ emulator, a stand-in for the provider, imports it rather than the other way roun
 
 from __future__ import annotations
 
-from conversations.tokens import (
+from llm.tokens import (
     CACHE_FILE_NAME,
     ENCODING_NAME,
     REPO_ROOT,

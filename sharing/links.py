@@ -23,11 +23,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from chatsite.errors import NotFound
 from conversations.access import get_conversation_for_user
-from conversations.exceptions import NotFound
 from conversations.models import Conversation, Message
-from conversations.profiles import default_profile
 from conversations.tree import branch, link_in_order
+from llm.profiles import default_profile
 from sharing.models import SharedMessage, ShareLink
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization
+from chatsite.errors import NotFound
 from chatsite.ratelimits import over_limit
 from conversations.access import get_conversation_for_user, get_membership
-from conversations.exceptions import NotFound
 from conversations.models import Conversation
 from sharing.forms import SharePolicyForm, ShareSettingsForm
 from sharing.links import (

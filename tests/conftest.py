@@ -138,7 +138,7 @@ def site_url(settings: Any) -> str:
 @pytest.fixture(autouse=True)
 def fresh_llm_clients() -> Iterator[None]:
     """SDK clients are cached per endpoint and key; settings change between tests."""
-    from conversations.llm import client
+    from llm import client
 
     client.forget_clients()
     yield
@@ -155,7 +155,7 @@ def seeded_profiles(request: pytest.FixtureRequest) -> None:
         return
     transactional = "transactional_db" in names or bool(marker and marker.kwargs.get("transaction"))
     request.getfixturevalue("transactional_db" if transactional else "db")
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     ModelProfile.objects.get_or_create(name=O3_MINI_SEED["name"], defaults=O3_MINI_SEED)
 
@@ -217,7 +217,7 @@ def charlie(db: None) -> User:
 
 @pytest.fixture
 def o3_mini(db: None) -> Any:
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     profile, _ = ModelProfile.objects.get_or_create(name=O3_MINI_SEED["name"], defaults=O3_MINI_SEED)
     return profile

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-import conversations.key_envs
+import llm.key_envs
 
 
 class Migration(migrations.Migration):
@@ -15,6 +15,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='modelprofile',
             name='api_key_env',
-            field=models.CharField(blank=True, help_text="Name of the environment variable holding this profile's key (never the key): LLM_KEY_… or a name listed in PROFILE_KEY_ENVS. Empty: OPENAI_API_KEY / AZURE_OPENAI_API_KEY.", max_length=80, validators=[conversations.key_envs.validate_key_env], verbose_name='API key environment variable'),
+            field=models.CharField(blank=True, help_text="Name of the environment variable holding this profile's key (never the key): LLM_KEY_… or a name listed in PROFILE_KEY_ENVS. Empty: OPENAI_API_KEY / AZURE_OPENAI_API_KEY.", max_length=80, validators=[llm.key_envs.validate_key_env], verbose_name='API key environment variable'),
         ),
     ]

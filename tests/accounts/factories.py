@@ -10,7 +10,8 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 
 
 def conversation_for(user: User, organization: Organization,

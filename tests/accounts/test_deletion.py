@@ -12,12 +12,12 @@ import pytest
 
 from accounts.erasure import delete_organization, delete_user
 from accounts.models import Membership, Organization, User
+from answers.generation import run_generation
+from answers.replies import start_turn
 from billing import usage
 from billing.models import Reservation, UsagePeriod
 from billing.quotas import period_start
-from conversations.generation import run_generation
 from conversations.models import Conversation, Message
-from conversations.replies import start_turn
 from sharing.links import create_link
 from sharing.models import ShareLink
 

@@ -11,9 +11,10 @@ import pytest
 from django.test import Client
 
 from accounts.models import Organization, User
-from conversations.generation import run_generation
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
+from answers.generation import run_generation
+from answers.replies import start_turn
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.llm.test_responses_api import make_responses_profile
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.urls")]

@@ -17,8 +17,9 @@ from django.db import connection, transaction
 from accounts.models import Membership, Organization, User
 from billing import quotas
 from billing.models import Reservation, UsagePeriod
-from conversations.exceptions import TurnRefused
-from conversations.models import Conversation, Message, ModelProfile
+from chatsite.errors import Refused
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 from tests.embedded import run_module_on_sqlite
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +105,7 @@ def test_a_budget_fills_to_the_exact_micro_dollar_and_not_one_past(
     membership.save(update_fields=["monthly_budget_usd"])
 
     fits = _reserve(alice, o3_mini, prompt_tokens=0)
-    with pytest.raises(TurnRefused):
+    with pytest.raises(Refused):
         _reserve(alice, o3_mini, prompt_tokens=1)  # one more prompt token: a micro-dollar more
     _settle(fits, Decimal(0))
 

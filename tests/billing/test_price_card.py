@@ -18,14 +18,15 @@ import pytest
 from django.test import Client
 
 from accounts.models import Organization, User
+from answers.generation import run_generation
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations.catalog.sync import sync_catalog
-from conversations.generation import run_generation
-from conversations.models import Message, ModelProfile
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store
-from conversations.replies import start_turn
+from conversations.models import Message
 from emulator.tokens import count_tokens
+from llm.catalog.sync import sync_catalog
+from llm.models import ModelProfile
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store
 from tests.accounts.factories import as_text
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.urls")]

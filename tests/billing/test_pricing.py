@@ -1,4 +1,4 @@
-"""The price card's rules (billing.pricing), to the micro-dollar: cache writes at their own
+"""The price card's rules (llm.pricing), to the micro-dollar: cache writes at their own
 price, the long-context rate per request, the tiers, the worst case a turn reserves and
 the conservative estimate. Figures: gpt-6.2-sol in shared/reference/todays-models.md §1
 ($2.00 input, $0.10 cached, $2.50 cache write, $5 12-hour write, $10.00 output per 1M;
@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import (
+from llm.catalog import find_entry
+from llm.pricing import (
     Prices,
     add_usage,
     affordable_completion_tokens,
@@ -19,8 +20,7 @@ from billing.pricing import (
     usage_cost,
     worst_case_cost,
 )
-from conversations.catalog import find_entry
-from conversations.llm.types import Usage
+from llm.types import Usage
 
 M = Decimal(1_000_000)
 

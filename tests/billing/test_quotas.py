@@ -11,11 +11,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
+from answers.replies import start_turn
 from billing import quotas
 from billing.models import Reservation, UsagePeriod
-from conversations.exceptions import TurnRefused
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.replies import start_turn
+from chatsite.errors import Refused
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 from tests.conftest import make_user
 
 O3_WORST_MEDIUM = Decimal("0.110000")  # 25,000-token cap × $4.40 per million
@@ -62,7 +63,7 @@ def test_it_refuses_a_turn_over_the_member_budget_and_changes_nothing(
     membership = Membership.objects.get(user=bob)
     membership.monthly_budget_usd = Decimal("0.10")  # less than one worst case
     membership.save(update_fields=["monthly_budget_usd"])
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         _send(bob)
     assert refused.value.code == "quota_exceeded"
     assert "$0.10" in refused.value.detail and "Request more" in refused.value.detail
@@ -75,7 +76,7 @@ def test_it_refuses_a_turn_over_the_member_budget_and_changes_nothing(
 def test_it_refuses_a_turn_over_the_org_budget(alice: User, org_a: Organization) -> None:
     org_a.monthly_budget_usd = Decimal("0.05")
     org_a.save(update_fields=["monthly_budget_usd"])
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         _send(alice)
     assert refused.value.code == "quota_exceeded"
     assert "organization's monthly budget of $0.05" in refused.value.detail
@@ -220,7 +221,7 @@ def test_a_new_month_starts_from_zero(alice: User, org_a: Organization) -> None:
     with transaction.atomic():
         quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.15"), estimated=False)
     Message.objects.update(status=Message.Status.DONE)
-    with pytest.raises(TurnRefused):
+    with pytest.raises(Refused):
         _send(alice, conversation=turn.conversation.pk)
     next_month = quotas.next_period_start(quotas.period_start(org_a)) + dt.timedelta(hours=12)
     with pytest.MonkeyPatch.context() as patch:
@@ -265,7 +266,7 @@ def test_concurrent_turns_never_overspend_an_exact_budget(
             turn = _send(user, "race")
             with lock:
                 started.append(turn.assistant_message.pk)
-        except TurnRefused as refusal:
+        except Refused as refusal:
             with lock:
                 refused.append(refusal.code)
         finally:
@@ -304,7 +305,7 @@ def test_concurrent_turns_never_overspend_an_exact_budget(
 
 
 def _prompt_estimate(organization: Organization) -> int:
-    from conversations.prompts import estimate_prompt_tokens
+    from answers.prompts import estimate_prompt_tokens
 
     profile = ModelProfile.objects.get(name="o3-mini")
     return estimate_prompt_tokens(conversation_id=None, content="race", profile=profile,

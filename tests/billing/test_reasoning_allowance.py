@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from billing.pricing import REASONING_ALLOWANCE, estimate_usage
-from conversations.catalog import KNOWN_EFFORTS
-from conversations.tokens import count_tokens
+from llm.catalog import KNOWN_EFFORTS
+from llm.pricing import REASONING_ALLOWANCE, estimate_usage
+from llm.tokens import count_tokens
 
 VISIBLE = "A partial answer that was streamed before the connection dropped."
 

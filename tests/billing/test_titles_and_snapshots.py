@@ -12,17 +12,17 @@ import pytest
 from django.test import Client
 
 from accounts.models import Organization, User
+from answers.generation import run_generation
+from answers.replies import start_turn
+from answers.titles import generate_title
 from billing import usage
 from billing.models import Reservation, UsagePeriod
-from billing.pricing import Prices, usage_cost, worst_case_cost
 from billing.quotas import period_start
-from conversations.generation import run_generation
-from conversations.llm.types import Usage
 from conversations.models import Conversation, Message
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store
-from conversations.replies import start_turn
-from conversations.titles import generate_title
+from llm.pricing import Prices, usage_cost, worst_case_cost
+from llm.types import Usage
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store
 from tests.accounts.factories import as_text
 
 pytestmark = pytest.mark.django_db
@@ -188,8 +188,8 @@ def test_a_title_hold_whose_worker_died_is_released_by_the_reaper(
     from django.db import transaction
     from django.utils import timezone
 
+    from answers.lifecycle import reap_stale_replies
     from billing.quotas import reserve_title
-    from conversations.lifecycle import reap_stale_replies
 
     with transaction.atomic():
         hold = reserve_title(membership=alice.memberships.get(), prices=Prices.of(o3_mini),

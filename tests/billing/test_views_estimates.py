@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from billing.estimates import DEFAULT_SHARE, estimate_turn_costs, percentile
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.accounts.factories import conversation_for, make_answer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.urls")]

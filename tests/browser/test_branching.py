@@ -59,7 +59,7 @@ def conversation_rows(conversation_id: int) -> list[dict[str, Any]]:
 
 def add_second_model() -> None:
     """A second model the emulator serves ("GPT-5.6 Sol"), besides the seed o3-mini."""
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     seed = ModelProfile.objects.get(name="o3-mini")
     own = ("id", "origin", "catalog_key", "catalog_values", "listed_at")

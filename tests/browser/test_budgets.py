@@ -86,9 +86,9 @@ def worst_case_for(membership_id: int, content: str, conversation_id: int | None
                    effort: str) -> dict[str, Any]:
     """The reservation start_turn would make for ``content``, from the product's own code."""
     from accounts.models import Membership
+    from answers.prompts import estimate_prompt_tokens
     from billing.quotas import next_period_start, period_start, worst_case_cost
-    from conversations.models import ModelProfile
-    from conversations.prompts import estimate_prompt_tokens
+    from llm.models import ModelProfile
 
     def compute() -> dict[str, Any]:
         membership = Membership.objects.select_related("organization").get(pk=membership_id)
@@ -350,8 +350,8 @@ def test_a_tight_budget_stops_tool_rounds_and_the_answer_says_so(
     alice: Any, bob: Any, page: Any, emulator: Any, watch: Watch
 ) -> None:
     from accounts.models import Membership
+    from answers.generation import BUDGET_STOP_NOTICE
     from billing.models import Reservation
-    from conversations.generation import BUDGET_STOP_NOTICE
     from conversations.models import Message
 
     ids = read_db(lambda: {"org": bob.memberships.get().organization_id, "bob": bob.pk})

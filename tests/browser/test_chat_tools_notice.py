@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def sol_on_chat() -> str:
-    from conversations.catalog.sync import ensure_catalog_profile
-    from conversations.models import ModelProfile
+    from llm.catalog.sync import ensure_catalog_profile
+    from llm.models import ModelProfile
 
     profile = ensure_catalog_profile("openai:gpt-6-sol")
     assert profile is not None and profile.chat_tools_need_effort_none

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conversations.catalog import KNOWN_EFFORTS, find_entry
+from llm.catalog import KNOWN_EFFORTS, find_entry
 from tests.browser.conftest import Watch, read_db, sign_up
 from tests.browser.test_chat import ANSWER_TIMEOUT_MS, nth_answer, send
 
@@ -21,7 +21,7 @@ CATALOG_MODELS = ("gpt-6.2-sol", "gpt-6-sol", "gpt-5.4")
 
 def add_catalog_profiles() -> dict[str, Any]:
     """The profiles as the product makes them from the catalog, by model id."""
-    from conversations.catalog.sync import ensure_catalog_profile
+    from llm.catalog.sync import ensure_catalog_profile
 
     profiles = {}
     for model in CATALOG_MODELS:

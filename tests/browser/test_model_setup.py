@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conversations.catalog.sync import forget_sync
+from llm.catalog.sync import forget_sync
 from tests.browser.conftest import Watch, read_db, sign_up
 from tests.browser.test_chat import nth_answer, send
 
@@ -91,7 +91,7 @@ def test_an_azure_deployment_without_its_model_answers_and_the_owner_is_told_to_
 def responses_profile() -> None:
     from decimal import Decimal
 
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     read_db(lambda: ModelProfile.objects.create(
         name="o3-mini-responses", display_name="o3-mini (Responses)", provider="openai",
@@ -125,7 +125,7 @@ def test_a_responses_model_answers_with_its_reasoning_summary_or_without_when_re
         expect(reasoning).to_contain_text("Why is the sky blue?")
     else:
         expect(reasoning).to_be_hidden()
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     assert read_db(lambda: ModelProfile.objects.get(name="o3-mini-responses").reasoning_summaries) is verified
     statuses = [e["status"] for e in emulator.requests_to("/v1/responses")]

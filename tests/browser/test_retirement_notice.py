@@ -20,8 +20,8 @@ def retiring_default(org_id: int) -> dict[str, str]:
     """org A's default: o3 with a shutdown date 10 days from today (so the test does not
     depend on the real 2026-12-11), successor gpt-6-sol."""
     from accounts.models import Organization
-    from conversations.catalog.sync import ensure_catalog_profile
-    from conversations.models import ModelProfile
+    from llm.catalog.sync import ensure_catalog_profile
+    from llm.models import ModelProfile
 
     successor = ensure_catalog_profile("openai:gpt-6-sol")
     o3 = ensure_catalog_profile("openai:o3")

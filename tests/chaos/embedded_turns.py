@@ -29,11 +29,11 @@ def main(turns: int) -> dict[str, object]:
     call_command("migrate", verbosity=0)
 
     from accounts.models import Membership, Organization, User
+    from answers.replies import start_turn
     from billing.models import Reservation, UsagePeriod
     from chatsite.embedded import start_reaper, start_worker
-    from conversations.exceptions import TurnRefused
+    from chatsite.errors import Refused
     from conversations.models import Message
-    from conversations.replies import start_turn
     from emulator.server import serve_in_thread
 
     emulator = serve_in_thread()
@@ -57,7 +57,7 @@ def main(turns: int) -> dict[str, object]:
                               content=f"Overlapping question {index}", reasoning_effort="low")
             with lock:
                 conversations[index] = turn.conversation.pk
-        except TurnRefused as refusal:
+        except Refused as refusal:
             with lock:
                 refused[refusal.code] += 1
 

@@ -1,4 +1,4 @@
-"""A browser tab's side of the websocket protocol, as static/js/chat.js speaks it.
+"""A browser tab's side of the websocket protocol, as static/js/chat/protocol.js speaks it.
 
 One socket per tab. The tab keeps the text of each answer by sequence number: a delta
 with a seq it already has is a duplicate on the wire (dropped, counted); a delta past a

@@ -26,14 +26,14 @@ import pytest
 from django.conf import settings
 
 from accounts.models import User
+from answers import lifecycle
+from answers.lifecycle import answer_prices
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from billing.pricing import usage_cost
-from conversations import lifecycle
-from conversations.lifecycle import answer_prices
-from conversations.llm.types import Usage
 from conversations.models import Message
-from conversations.replay import read_tail
-from conversations.replies import start_turn
+from llm.pricing import usage_cost
+from llm.types import Usage
+from realtime.replay import read_tail
 from tests.chaos.conftest import Processes, tab_for, wait_for
 from tests.chaos.tabs import Tab
 from tests.llm.test_responses_api import make_responses_profile

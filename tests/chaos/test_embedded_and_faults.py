@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.chaos.conftest import ROOT, Processes, wait_for
 
 pytestmark = [pytest.mark.slow]

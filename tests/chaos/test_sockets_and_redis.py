@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.chaos.conftest import Processes, fast_and_full, tab_for
 from tests.chaos.tabs import Tab
 

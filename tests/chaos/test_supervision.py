@@ -16,7 +16,8 @@ import httpx2
 import pytest
 
 from accounts.models import User
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.chaos.conftest import Processes, tab_for, wait_for
 from tests.conftest import free_port
 

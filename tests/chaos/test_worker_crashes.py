@@ -19,11 +19,12 @@ import pytest
 import redis
 
 from accounts.models import User
+from answers import lifecycle
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations import lifecycle
-from conversations.models import Message, ModelProfile
-from conversations.replay import get_replay_store
-from conversations.replies import start_turn
+from conversations.models import Message
+from llm.models import ModelProfile
+from realtime.replay import get_replay_store
 from tests.chaos.conftest import Processes, fast_and_full, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

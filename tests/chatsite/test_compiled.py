@@ -15,7 +15,8 @@ from accounts.models import Organization, User
 from chatsite import compiled
 from chatsite.compiled import CompiledSelect, ShapeError
 from conversations.access import own_conversation
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

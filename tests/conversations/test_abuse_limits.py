@@ -19,9 +19,9 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
+from answers import replies
 from billing.models import Reservation
-from conversations import replies
-from conversations.exceptions import TurnRefused
+from chatsite.errors import Refused
 from conversations.models import Conversation, Message
 from tests.conversations.wsclient import connect, receive_skipping_queue, send
 
@@ -149,7 +149,7 @@ def test_two_tabs_sending_at_once_with_one_slot_left_start_exactly_one_answer(
         try:
             start(alice, n)
             outcomes.append("started")
-        except TurnRefused as refusal:
+        except Refused as refusal:
             outcomes.append(refusal.code)
         finally:
             connections.close_all()
@@ -169,7 +169,7 @@ def test_two_tabs_sending_at_once_with_one_slot_left_start_exactly_one_answer(
 def test_finished_answers_free_their_slot(alice: User, settings: Any) -> None:
     settings.MAX_LIVE_ANSWERS_PER_USER = 1
     turn = start(alice, 1)
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         start(alice, 2)
     assert refused.value.code == "too_many_live_answers"
 
@@ -216,7 +216,7 @@ def test_a_rate_limited_send_is_refused_before_touching_the_database(
     start(alice, 1)
     start(alice, 2)
 
-    with CaptureQueriesContext(connection) as queries, pytest.raises(TurnRefused) as refused:
+    with CaptureQueriesContext(connection) as queries, pytest.raises(Refused) as refused:
         start(alice, 3)
 
     assert refused.value.code == "rate_limited"

@@ -20,26 +20,22 @@ from django.utils import timezone
 
 from accounts.erasure import delete_organization, delete_user
 from accounts.models import User
+from answers import generation, lifecycle, tasks
+from answers.generation import Abandoned, Streamer, claim, run_generation
+from answers.lifecycle import MAX_CLAIMS, answer_prices
+from answers.prompts import build_prompt
+from answers.replies import reap_stale_replies, start_turn
 from billing.models import Reservation, UsagePeriod
-from billing.pricing import estimate_usage, usage_cost
-from conversations import generation, lifecycle, llm, tasks
-from conversations.exceptions import NotFound
-from conversations.generation import Abandoned, Streamer, claim, run_generation
-from conversations.lifecycle import MAX_CLAIMS, answer_prices
+from chatsite.errors import NotFound
 from conversations.listing import delete_conversation
-from conversations.llm.types import (
-    ChatRequest,
-    ReasoningSummaryDelta,
-    ResponseStarted,
-    TextDelta,
-    Usage,
-)
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.prompts import build_prompt
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store, read_text
-from conversations.replies import reap_stale_replies, start_turn
-from conversations.tokens import count_tokens
+from conversations.models import Conversation, Message
+from llm import client as llm
+from llm.models import ModelProfile
+from llm.pricing import estimate_usage, usage_cost
+from llm.tokens import count_tokens
+from llm.types import ChatRequest, ReasoningSummaryDelta, ResponseStarted, TextDelta, Usage
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store, read_text
 from tests.llm.test_responses_api import make_responses_profile
 
 pytestmark = pytest.mark.django_db

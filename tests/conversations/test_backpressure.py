@@ -11,10 +11,10 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from accounts.models import User
+from answers import lifecycle
 from billing.models import Reservation
-from conversations import lifecycle
-from conversations.backpressure import queue_position
 from conversations.models import Message
+from realtime.backpressure import queue_position
 from tests.conversations.wsclient import connect, receive, send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -15,11 +15,12 @@ import pytest
 from kombu.exceptions import OperationalError
 
 from accounts.models import User
+from answers.dispatch import ServiceUnavailable
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
 from chatsite.celery import app
-from conversations.dispatch import ServiceUnavailable
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.replies import start_turn
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 from tests.conftest import free_port
 from tests.conversations.wsclient import connect, receive, receive_until, send
 

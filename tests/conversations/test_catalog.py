@@ -13,16 +13,9 @@ from pathlib import Path
 import openai.types.shared.chat_model as sdk_chat_model
 import pytest
 
-from conversations.catalog import (
-    FAMILIES,
-    CatalogError,
-    find_entry,
-    load_catalog,
-    newest_first,
-    parse_entry,
-)
+from llm.catalog import FAMILIES, CatalogError, find_entry, load_catalog, newest_first, parse_entry
 
-CATALOG_DIR = Path(__file__).resolve().parents[2] / "conversations" / "catalog"
+CATALOG_DIR = Path(__file__).resolve().parents[2] / "llm" / "catalog"
 
 
 def sdk_shutdown_dates() -> dict[str, str]:
@@ -245,7 +238,7 @@ def test_every_model_with_a_shutdown_date_names_a_successor_of_its_own_provider_
 def test_a_missing_or_wrong_successor_is_refused_with_the_reason(
     successors: dict[str, str], complaint: str
 ) -> None:
-    from conversations.catalog import _check_successors
+    from llm.catalog import _check_successors
 
     old = parse_entry("openai", {**GOOD, "name": "old", "model": "old", "shutdown_date": "2026-12-11"})
     new = parse_entry("openai", {**GOOD, "name": "new", "model": "new"})

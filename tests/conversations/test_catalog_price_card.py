@@ -1,4 +1,4 @@
-"""The gpt-6.x price card as catalog data (conversations/catalog/openai.json), written into
+"""The gpt-6.x price card as catalog data (llm/catalog/openai.json), written into
 the profiles by sync_models and shown in the admin. Figures: shared/reference/
 todays-models.md §1."""
 
@@ -14,9 +14,9 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from accounts.models import User
-from conversations.catalog import load_catalog
-from conversations.catalog.sync import sync_catalog
-from conversations.models import ModelProfile
+from llm.catalog import load_catalog
+from llm.catalog.sync import sync_catalog
+from llm.models import ModelProfile
 
 # todays-models.md §1, "cache writes (30 min)": None where the table says "?".
 CACHE_WRITES = {
@@ -24,7 +24,7 @@ CACHE_WRITES = {
     "gpt-6.1-terra": Decimal("1.25"), "gpt-6-sol": Decimal("2.50"),
     "gpt-6-luna": Decimal("0.125"), "gpt-6-astra": Decimal("12.50"),
 }
-CATALOG = Path(__file__).resolve().parents[2] / "conversations" / "catalog" / "openai.json"
+CATALOG = Path(__file__).resolve().parents[2] / "llm" / "catalog" / "openai.json"
 
 
 def test_every_gpt_6_entry_carries_the_published_price_card() -> None:
@@ -113,7 +113,7 @@ def test_the_admin_shows_and_saves_the_price_card(emulator: Any, settings: Any) 
     profile = ModelProfile.objects.get(catalog_key="openai:gpt-6.2-sol")
     admin = Client()
     admin.force_login(User.objects.create_superuser(email="root@example.com", password="x"))
-    url = f"/admin/conversations/modelprofile/{profile.pk}/change/"
+    url = f"/admin/llm/modelprofile/{profile.pk}/change/"
 
     form = admin.get(url).context["adminform"].form
     assert form["cache_write_price"].value() == Decimal("2.5000")

@@ -1,12 +1,12 @@
 """docs/models.md lists the catalog as it is: the table between its markers is the one
-``conversations.catalog.table`` makes from the JSON files."""
+``llm.catalog.table`` makes from the JSON files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from conversations.catalog import FAMILIES, load_catalog
-from conversations.catalog.table import BEGIN, END, markdown_table
+from llm.catalog import FAMILIES, load_catalog
+from llm.catalog.table import BEGIN, END, markdown_table
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
@@ -16,7 +16,7 @@ def test_the_models_page_shows_the_catalog_table_as_generated() -> None:
     start, end = text.index(BEGIN), text.index(END) + len(END)
     assert text[start:end] == markdown_table(), (
         "docs/models.md is out of step with the catalog: "
-        "run python -m conversations.catalog.table and paste its output between the markers"
+        "run python -m llm.catalog.table and paste its output between the markers"
     )
 
 

@@ -429,7 +429,7 @@ async def test_stop_during_the_silent_reasoning_pause_cancels_without_waiting_fo
 
 
 def test_frames_go_out_as_compact_json_even_with_a_lone_surrogate() -> None:
-    from conversations.consumers import _dumps
+    from realtime.consumers import _dumps
 
     frame = {"type": "delta", "message": 7, "seq": 1, "text": "π ≈ 3.14 — ok"}
     assert json.loads(_dumps(frame)) == frame
@@ -443,7 +443,7 @@ def test_frames_go_out_as_compact_json_even_with_a_lone_surrogate() -> None:
 
 @sync_to_async
 def catalog_profile(key: str) -> Any:
-    from conversations.catalog.sync import ensure_catalog_profile
+    from llm.catalog.sync import ensure_catalog_profile
 
     return ensure_catalog_profile(key)
 

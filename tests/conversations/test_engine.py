@@ -1,4 +1,4 @@
-"""The worker's event loop (conversations.engine): every answer of a process streams on
+"""The worker's event loop (answers.engine): every answer of a process streams on
 one loop, with no thread per answer, and frames of many answers share Redis round trips.
 Counts, never timings."""
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from answers.engine import engine
+from answers.replies import start_turn
 from billing.models import Reservation
 from chatsite.dbpool import ENGINE_DB_THREADS
-from conversations.engine import engine
 from conversations.models import Message
-from conversations.replay import get_replay_store
-from conversations.replies import start_turn
+from realtime.replay import get_replay_store
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -105,8 +105,8 @@ def test_closing_the_engine_closes_its_provider_clients_and_stops_the_loop(emula
     to be reported as an unclosed session; the next use starts a fresh loop."""
     import asyncio
 
-    from conversations.llm.client import build_async_client
-    from conversations.models import ModelProfile
+    from llm.client import build_async_client
+    from llm.models import ModelProfile
 
     profile = ModelProfile.objects.get(name="o3-mini")
     loop = engine.loop
@@ -134,7 +134,7 @@ def _watch_prepare(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool) -> list
     """The threads that read an answer's prompt, in order; the first read fails if asked."""
     from django.db import OperationalError
 
-    from conversations import generation
+    from answers import generation
 
     threads: list[str] = []
     real_prepare = generation._prepare

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
 from conversations import datajobs, exports, tasks
-from conversations.models import Conversation, DataJob, Message, ModelProfile
+from conversations.models import Conversation, DataJob, Message
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

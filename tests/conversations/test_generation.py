@@ -18,16 +18,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from answers.generation import Abandoned, Outcome, Streamer, claim, finish, run_generation
+from answers.replies import reap_stale_replies, start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations.generation import Abandoned, Outcome, Streamer, claim, finish, run_generation
-from conversations.llm.types import Usage
 from conversations.models import Message
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store
-from conversations.replies import reap_stale_replies, start_turn
-from conversations.tools import tool_schemas
 from emulator.replies import split_text
 from emulator.scenarios import DEFAULT_REFUSAL
+from llm.tools import tool_schemas
+from llm.types import Usage
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store
 
 pytestmark = pytest.mark.django_db
 

@@ -20,12 +20,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Membership, Organization, User
+from answers.generation import BUDGET_STOP_NOTICE, PROMPT_OVER_BUDGET, run_generation
+from answers.prompts import request_tokens
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations.generation import BUDGET_STOP_NOTICE, PROMPT_OVER_BUDGET, run_generation
-from conversations.models import Message, ModelProfile
-from conversations.prompts import request_tokens
-from conversations.replies import start_turn
+from conversations.models import Message
 from emulator.accounting import PromptItem, account_prompt
+from llm.models import ModelProfile
 from tests.embedded import run_module_on_sqlite
 from tests.llm.test_responses_api import make_responses_profile
 

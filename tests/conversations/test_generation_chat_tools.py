@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from conversations.catalog.sync import ensure_azure_profile, sync_catalog
-from conversations.generation import run_generation
-from conversations.models import Message, ModelProfile
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store
-from conversations.replies import start_turn
-from conversations.tools import tool_schemas
+from answers.generation import run_generation
+from answers.replies import start_turn
+from conversations.models import Message
+from llm.catalog.sync import ensure_azure_profile, sync_catalog
+from llm.models import ModelProfile
+from llm.tools import tool_schemas
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store
 
 pytestmark = pytest.mark.django_db
 

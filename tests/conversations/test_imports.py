@@ -16,7 +16,8 @@ from django.test import Client
 from accounts.models import Membership, Organization, User
 from conversations import imports, tasks, tree
 from conversations.imports import ImportRefused, import_chatgpt_export
-from conversations.models import Conversation, DataJob, Message, ModelProfile
+from conversations.models import Conversation, DataJob, Message
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Every state change of an answer (conversations.lifecycle): its guard, its settlement
+"""Every state change of an answer (answers.lifecycle): its guard, its settlement
 and its final frame, which is the same whether sent live or rebuilt from Postgres."""
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from answers import lifecycle
+from answers.generation import Streamer, run_generation
+from answers.lifecycle import Abandoned, Ending
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations import lifecycle
-from conversations.frames import final_frame
-from conversations.generation import Streamer, run_generation
-from conversations.lifecycle import Abandoned, Ending
-from conversations.llm.types import Usage
 from conversations.models import Message
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store, replay_key
-from conversations.replies import start_turn
+from llm.types import Usage
+from realtime.frames import final_frame
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store, replay_key
 from tests.conversations.wsclient import connect, receive, send
 
 pytestmark = pytest.mark.django_db
@@ -265,8 +265,8 @@ def test_an_answer_whose_lease_lapsed_is_interrupted_with_its_text_and_a_flagged
 def test_the_final_frame_is_published_when_after_commit_hooks_raise(
     alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from answers import titles
     from billing import quotas
-    from conversations import titles
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("broker down")
@@ -287,7 +287,7 @@ def test_a_title_is_queued_for_an_untitled_conversation_and_a_titled_one_costs_n
 ) -> None:
     """The end of an answer queues the title request while the conversation has none;
     once it has one (as read by the claim) the hook does not even ask the database."""
-    from conversations import tasks, titles
+    from answers import tasks, titles
     from conversations.models import Conversation
 
     queued: list[int] = []

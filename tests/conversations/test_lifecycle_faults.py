@@ -15,15 +15,16 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
+from answers.generation import claim, run_generation
+from answers.live import LiveReply, Monitor
+from answers.replies import reap_stale_replies, start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations import replay
-from conversations.exceptions import TurnRefused
-from conversations.generation import claim, run_generation
-from conversations.live import LiveReply, Monitor
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.realtime import wait_until_sent
-from conversations.replay import get_replay_store
-from conversations.replies import reap_stale_replies, start_turn
+from chatsite.errors import Refused
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
+from realtime import replay
+from realtime.publishing import wait_until_sent
+from realtime.replay import get_replay_store
 
 pytestmark = pytest.mark.django_db
 
@@ -399,7 +400,7 @@ def test_a_turn_is_refused_when_the_conversations_org_budget_is_used_up(
     Membership.objects.filter(user=alice, organization=org_a).update(monthly_budget_usd=ZERO)
     before = money()
 
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         begin(alice, conversation=conversation, organization=alice_in_org_b.pk)
 
     assert refused.value.code == "quota_exceeded"

@@ -13,13 +13,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Organization, User
+from answers.generation import Streamer
+from answers.lifecycle import Abandoned, claim
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
+from chatsite.errors import NotFound
 from conversations import listing
-from conversations.exceptions import NotFound
-from conversations.generation import Streamer
-from conversations.lifecycle import Abandoned, claim
 from conversations.models import Conversation, Message
-from conversations.replies import start_turn
 from sharing.links import create_link
 from sharing.models import SharedMessage, ShareLink
 from tests.sharing.conftest import make_conversation

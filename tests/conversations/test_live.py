@@ -1,4 +1,4 @@
-"""The stall clock of an answer in progress (conversations.live).
+"""The stall clock of an answer in progress (answers.live).
 
 Until a request's first content only the first-content allowance (``LLM_READ_TIMEOUT``)
 bounds the silence: a Responses stream sends ``response.created`` at once and then
@@ -15,12 +15,15 @@ from typing import Any, cast
 import pytest
 
 from accounts.models import User
-from billing.pricing import usage_cost
-from conversations import llm
-from conversations.generation import run_generation
-from conversations.lifecycle import answer_prices
-from conversations.live import LiveReply, Monitor
-from conversations.llm.types import (
+from answers.generation import run_generation
+from answers.lifecycle import answer_prices
+from answers.live import LiveReply, Monitor
+from answers.replies import start_turn
+from conversations.models import Message
+from llm import client as llm
+from llm.models import ModelProfile
+from llm.pricing import usage_cost
+from llm.types import (
     ChatRequest,
     Finished,
     ReasoningSummaryDelta,
@@ -29,8 +32,6 @@ from conversations.llm.types import (
     Usage,
     UsageReport,
 )
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
 from tests.llm.test_responses_api import make_responses_profile
 
 pytestmark = pytest.mark.django_db

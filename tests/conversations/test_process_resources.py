@@ -16,10 +16,12 @@ import pytest
 from django.db import connection
 
 from accounts.models import User
+from answers import titles
 from chatsite.dbpool import web_pool_size, worker_pool_size
-from conversations import llm, titles
 from conversations.management.commands.runstack import POLL_SECONDS, restart_delay
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm import client as llm
+from llm.models import ModelProfile
 
 ROOT = Path(__file__).resolve().parents[2]
 

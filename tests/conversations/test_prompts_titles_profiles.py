@@ -10,12 +10,13 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from conversations.exceptions import TurnRefused
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.profiles import refresh_shutdown_dates, shutdown_warning, usable_profile
-from conversations.prompts import FORMATTING_LINE, build_prompt
-from conversations.replies import start_turn
-from conversations.titles import generate_title
+from answers.prompts import FORMATTING_LINE, build_prompt
+from answers.replies import start_turn
+from answers.titles import generate_title
+from chatsite.errors import Refused
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
+from llm.profiles import refresh_shutdown_dates, shutdown_warning, usable_profile
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +108,7 @@ def test_a_retired_profile_is_refused_before_any_request_and_names_the_alternati
     retired = ModelProfile.objects.get(name="o3-mini")
     assert retired.shutdown_date == dt.date(2026, 10, 23)
 
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         start_turn(user=alice, organization_id=None, conversation_id=None, content="hi",
                    reasoning_effort="low", profile_name="o3-mini")
 
@@ -172,7 +173,7 @@ def test_a_follow_up_on_a_model_no_longer_usable_is_refused_and_saves_nothing(
     else:
         ModelProfile.objects.filter(pk=small.pk).update(shutdown_date=dt.date(2026, 11, 1))
 
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         _follow_up(alice, conversation)
     assert refused.value.code == "model_unavailable"
     assert ("retired" if how == "retired" else "not enabled") in refused.value.detail

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from billing.models import Reservation
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 from tests.conversations.wsclient import (
     counts,
     finish,

@@ -17,15 +17,15 @@ from django.utils.html import escape
 
 from accounts.models import Organization, User
 from billing.models import Notification
-from conversations.catalog import find_entry
-from conversations.catalog.sync import ensure_catalog_profile
-from conversations.models import ModelProfile
 from conversations.retirements import (
     Move,
     move_org,
     move_orgs_off_retiring_models,
     retirement_notice,
 )
+from llm.catalog import find_entry
+from llm.catalog.sync import ensure_catalog_profile
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
 from accounts.models import User
-from conversations.socket_limits import (
+from realtime.socket_limits import (
     CLAIM_SECONDS,
     TOO_MANY_SOCKETS,
     TOO_MANY_SOCKETS_REASON,

@@ -3,7 +3,7 @@ from an org and a role change close them (4401 or 4403) and nothing more is forw
 
 Driven through the real ASGI app with WebsocketCommunicator; each browser is a Django
 test client whose session cookie the socket carries. Frames for a followed answer are
-published the way a worker publishes them (conversations.realtime.publish), so "nothing
+published the way a worker publishes them (realtime.publishing.publish), so "nothing
 more arrives" is checked against a stream that would otherwise reach the socket.
 """
 
@@ -22,8 +22,8 @@ from django.utils.http import urlsafe_base64_encode
 from accounts import members
 from accounts.models import Membership, User
 from chatsite.asgi import application
-from conversations import realtime
 from conversations.models import Message
+from realtime import publishing as realtime
 from tests.conversations.wsclient import ORIGIN, receive, send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

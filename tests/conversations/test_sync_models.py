@@ -12,10 +12,11 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import User
-from conversations.catalog import load_catalog
-from conversations.exceptions import TurnRefused
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
+from answers.replies import start_turn
+from chatsite.errors import Refused
+from conversations.models import Message
+from llm.catalog import load_catalog
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 
@@ -133,7 +134,7 @@ def test_a_discovered_model_is_refused_as_a_turn_until_an_admin_sets_its_prices(
     sync()
     emulator.reset()
 
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         start_turn(user=alice, organization_id=None, conversation_id=None, content="hi",
                    reasoning_effort=None, profile_name="gpt-4-1-mini")
 
@@ -143,18 +144,18 @@ def test_a_discovered_model_is_refused_as_a_turn_until_an_admin_sets_its_prices(
 
     admin = Client()
     admin.force_login(User.objects.create_superuser(email="root@example.com", password="x"))
-    listing = admin.get("/admin/conversations/modelprofile/?origin__exact=discovered")
+    listing = admin.get("/admin/llm/modelprofile/?origin__exact=discovered")
     assert listing.status_code == 200
     assert b"gpt-4.1-mini" in listing.content and b"GPT-5.6 Sol" not in listing.content
 
     profile = ModelProfile.objects.get(name="gpt-4-1-mini")
-    change = admin.get(f"/admin/conversations/modelprofile/{profile.pk}/change/")
+    change = admin.get(f"/admin/llm/modelprofile/{profile.pk}/change/")
     form = change.context["adminform"].form
     data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
     data.update(input_price="0.40", cached_input_price="0.10", output_price="1.60",
                 accepted_params='["max_completion_tokens"]', reasoning_efforts="[]",
                 max_completion_tokens_by_effort="{}")
-    saved = admin.post(f"/admin/conversations/modelprofile/{profile.pk}/change/", data)
+    saved = admin.post(f"/admin/llm/modelprofile/{profile.pk}/change/", data)
     assert saved.status_code == 302, saved.content.decode()[:2000]
 
     profile.refresh_from_db()
@@ -217,7 +218,7 @@ def test_a_profile_synced_before_the_rule_existed_gets_it_on_the_next_sync(emula
 def test_the_azure_deployments_profile_takes_the_rule_and_api_style_from_the_azure_catalog(
     settings: Any, emulator: Any, model: str, api_style: str, rule: bool
 ) -> None:
-    from conversations.catalog.sync import ensure_azure_profile
+    from llm.catalog.sync import ensure_azure_profile
 
     settings.AZURE_OPENAI_ENDPOINT = "https://res.openai.azure.com"
     settings.AZURE_OPENAI_DEPLOYMENT = "team-reasoner"

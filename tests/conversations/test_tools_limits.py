@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conversations.tools import (
+from llm.tools import (
     MAX_BITS,
     MAX_NODES,
     Meter,
@@ -187,7 +187,7 @@ def test_unit_conversions_in_range_still_work() -> None:
 
 
 def test_run_tool_reports_a_bug_in_a_tool_as_a_failed_call(monkeypatch: Any) -> None:
-    from conversations import tools
+    from llm import tools
 
     def broken(expression: str) -> dict[str, Any]:
         raise RuntimeError("a bug")

@@ -13,12 +13,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Membership, Organization, User
+from answers.branching import regenerate_answer
+from answers.prompts import build_prompt
+from answers.replies import Turn, start_turn
 from billing.models import Reservation
-from conversations.branching import regenerate_answer
-from conversations.exceptions import NotFound, TurnRefused
+from chatsite.errors import NotFound, Refused
 from conversations.models import Conversation, Message
-from conversations.prompts import build_prompt
-from conversations.replies import Turn, start_turn
 from conversations.transcript import transcript
 from conversations.tree import branch, select_branch, siblings
 from sharing.links import create_link, fork_snapshot, get_shared_snapshot
@@ -125,7 +125,7 @@ def test_regenerate_is_refused_over_the_budget_and_saves_nothing(
     Membership.objects.filter(user=alice).update(monthly_budget_usd=Decimal("0.10"))
     before = Message.objects.count(), Reservation.objects.count()
 
-    with pytest.raises(TurnRefused) as refused:
+    with pytest.raises(Refused) as refused:
         regenerate_answer(user=alice, message_id=second.assistant_message.pk, reasoning_effort="low")
 
     assert refused.value.code == "quota_exceeded"
@@ -138,11 +138,11 @@ def test_regenerate_and_edit_are_refused_while_an_answer_is_live(alice: User) ->
     live = ask(alice, "q2", first.conversation.pk)
     before = Message.objects.count()
 
-    with pytest.raises(TurnRefused) as regenerating:
+    with pytest.raises(Refused) as regenerating:
         regenerate_answer(user=alice, message_id=first.assistant_message.pk, reasoning_effort=None)
-    with pytest.raises(TurnRefused) as editing:
+    with pytest.raises(Refused) as editing:
         ask(alice, "q1 edited", first.conversation.pk, parent_id=None)
-    with pytest.raises(TurnRefused) as selecting:
+    with pytest.raises(Refused) as selecting:
         select_branch(user=alice, message_id=first.user_message.pk)
 
     assert {regenerating.value.code, editing.value.code, selecting.value.code} == {"invalid_request"}

@@ -13,8 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
+from answers import replies
 from billing.models import Reservation, UsagePeriod
-from conversations import replies
 from conversations.models import Message
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -79,7 +79,7 @@ def test_a_turn_does_not_ask_the_shared_cache_whether_the_catalog_is_synced_each
     for a minute instead of a Redis round trip per check (three per turn before)."""
     from django.core.cache import cache
 
-    from conversations.catalog import sync
+    from llm.catalog import sync
 
     sync.forget_sync()
     _answered(_start(alice, None, 0))  # syncs (demo mode: nothing to list) and marks it

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from conversations.models import ModelProfile
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

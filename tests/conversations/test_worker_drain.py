@@ -16,10 +16,11 @@ import pytest
 from celery.exceptions import Reject
 
 from accounts.models import User
+from answers import drain, tasks
+from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
-from conversations import drain, tasks
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
+from conversations.models import Message
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,7 +99,7 @@ def test_answers_still_streaming_at_the_deadline_end_interrupted_with_their_text
     emulator.push({"match": "long", "reply_tokens": 2000, "tokens_per_second": 40})
     message = begin(alice, "A long answer that outlasts the drain")
     wait_for(lambda: Message.objects.filter(pk=message.pk, status="streaming").exists())
-    from conversations.replay import get_replay_store
+    from realtime.replay import get_replay_store
 
     wait_for(lambda: any(f["type"] == "delta" for f in get_replay_store().read_sync(message.pk)))
     exits: list[int] = []
@@ -129,8 +130,8 @@ def test_a_background_answer_live_at_the_deadline_goes_to_another_worker_not_int
     for a successor to resume, and its response is not cancelled upstream."""
     from django.utils import timezone
 
-    from conversations import lifecycle
-    from conversations.replay import get_replay_store
+    from answers import lifecycle
+    from realtime.replay import get_replay_store
     from tests.llm.test_responses_api import make_responses_profile
 
     settings.OPENAI_API_KEY = ""

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture
 def make_profile(db: None) -> Callable[..., Any]:
     """A saved ModelProfile shaped like the o3-mini seed, with the given fields changed."""
-    from conversations.models import ModelProfile
+    from llm.models import ModelProfile
 
     def make(**fields: Any) -> ModelProfile:
         values: dict[str, Any] = {

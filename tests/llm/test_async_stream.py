@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from conversations.llm import ChatRequest, LLMError, open_stream, open_stream_async
-from conversations.llm.client import _lines, build_async_client
-from conversations.llm.types import StreamEvent, TextDelta
+from llm.client import _lines, build_async_client, open_stream, open_stream_async
+from llm.types import ChatRequest, LLMError, StreamEvent, TextDelta
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,14 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from conversations import llm
-from conversations.generation import run_generation
-from conversations.llm.types import (
+from answers.generation import run_generation
+from answers.prompts import prompt_cache_key
+from answers.replies import start_turn
+from conversations.models import Message
+from llm import client as llm
+from llm.models import ModelProfile
+from llm.tools import tool_schemas
+from llm.types import (
     ChatRequest,
     Finished,
     ReasoningItem,
@@ -21,10 +26,6 @@ from conversations.llm.types import (
     ToolCallDelta,
     UsageReport,
 )
-from conversations.models import Message, ModelProfile
-from conversations.prompts import prompt_cache_key
-from conversations.replies import start_turn
-from conversations.tools import tool_schemas
 from tests.llm.test_responses_api import make_responses_profile
 
 pytestmark = pytest.mark.django_db

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from conversations.llm import ChatRequest, LLMError, open_stream
-from conversations.llm.types import (
+from llm.client import open_stream
+from llm.tools import tool_schemas
+from llm.types import (
+    ChatRequest,
     Finished,
+    LLMError,
     ReasoningSummaryDelta,
     RefusalDelta,
     StreamEvent,
@@ -18,7 +21,6 @@ from conversations.llm.types import (
     ToolCallDelta,
     UsageReport,
 )
-from conversations.tools import tool_schemas
 
 pytestmark = pytest.mark.django_db
 

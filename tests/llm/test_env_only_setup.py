@@ -12,13 +12,14 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from conversations.catalog import CatalogEntry, find_entry
-from conversations.catalog.sync import forget_sync
-from conversations.generation import run_generation
-from conversations.llm import client as llm_client
-from conversations.models import Message, ModelProfile
-from conversations.replies import start_turn
-from conversations.tools import tool_schemas
+from answers.generation import run_generation
+from answers.replies import start_turn
+from conversations.models import Message
+from llm import client as llm_client
+from llm.catalog import CatalogEntry, find_entry
+from llm.catalog.sync import forget_sync
+from llm.models import ModelProfile
+from llm.tools import tool_schemas
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,10 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from accounts.models import User
-from conversations.llm import ChatRequest, LLMError, open_stream
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.client import open_stream
+from llm.models import ModelProfile
+from llm.types import ChatRequest, LLMError
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ REFUSED_NAMES = [
 
 
 def change_url(profile: ModelProfile) -> str:
-    return f"/admin/conversations/modelprofile/{profile.pk}/change/"
+    return f"/admin/llm/modelprofile/{profile.pk}/change/"
 
 
 def form_data(profile: ModelProfile, **changes: Any) -> dict[str, str]:
@@ -194,8 +196,8 @@ def test_the_servers_azure_key_never_goes_to_an_endpoint_typed_into_a_profile(
 def test_an_answer_from_a_profile_naming_the_database_url_fails_without_calling_out(
     alice: Any, o3_mini: ModelProfile, settings: Any, emulator: Any, monkeypatch: Any
 ) -> None:
-    from conversations.generation import run_generation
-    from conversations.replies import start_turn
+    from answers.generation import run_generation
+    from answers.replies import start_turn
 
     monkeypatch.setenv("DATABASE_URL", f"postgres://app:{SERVER_SECRET}@db/teamchat")
     settings.OPENAI_API_KEY = ""
@@ -267,7 +269,7 @@ def test_adding_a_profile_records_its_endpoint_and_key_variable(
     data = form_data(gateway, name="second-gateway", endpoint="https://second.example.com/v1",
                      api_key_env="LLM_KEY_SECOND")
 
-    response = staff_client.post("/admin/conversations/modelprofile/add/", data)
+    response = staff_client.post("/admin/llm/modelprofile/add/", data)
 
     assert response.status_code == 302
     [entry] = LogEntry.objects.all()

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from answers.generation import run_generation
+from answers.prompts import prompt_cache_key
+from answers.replies import start_turn
 from billing.models import Reservation
-from billing.pricing import Prices, exact_cost, usage_cost
-from conversations.generation import run_generation
-from conversations.llm.types import Usage
-from conversations.models import Conversation, Message, ModelProfile
-from conversations.prompts import prompt_cache_key
-from conversations.replies import start_turn
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
+from llm.pricing import Prices, exact_cost, usage_cost
+from llm.types import Usage
 
 pytestmark = pytest.mark.django_db
 
@@ -311,7 +312,7 @@ def test_sync_models_fills_the_catalogs_flex_prices_and_keeps_an_admins_own(
 
     from django.core.management import call_command
 
-    from conversations.catalog import load_catalog
+    from llm.catalog import load_catalog
 
     settings.OPENAI_API_KEY = ""
     settings.AZURE_OPENAI_ENDPOINT = settings.AZURE_OPENAI_DEPLOYMENT = ""

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from conversations.generation import run_generation
-from conversations.models import Message, ModelProfile
-from conversations.prompts import prompt_cache_key
-from conversations.replies import start_turn
+from answers.generation import run_generation
+from answers.prompts import prompt_cache_key
+from answers.replies import start_turn
+from conversations.models import Message
 from emulator.errors import UNVERIFIED_SUMMARY_MESSAGE
+from llm.models import ModelProfile
 
 pytestmark = pytest.mark.django_db
 

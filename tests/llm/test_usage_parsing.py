@@ -4,8 +4,8 @@ InputTokensDetails`` and ``CompletionUsage.PromptTokensDetails``)."""
 
 from __future__ import annotations
 
-from conversations.llm.client import _usage_from_chat, _usage_from_responses
-from conversations.llm.types import Usage
+from llm.client import _usage_from_chat, _usage_from_responses
+from llm.types import Usage
 
 
 def test_a_responses_usage_reports_its_cache_writes_and_their_12_hour_part() -> None:

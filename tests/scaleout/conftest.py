@@ -25,7 +25,7 @@ import redis
 from celery.utils.nodenames import host_format
 from django.conf import settings as django_settings
 
-from conversations.dispatch import GENERATE_REPLY
+from answers.dispatch import GENERATE_REPLY
 from conversations.management.commands.runstack import (
     WORKER_CONCURRENCY,
     web_command,

@@ -14,7 +14,8 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, read_db, require_chromium
 from tests.scaleout.conftest import ScaledStack
 from tests.scaleout.test_scale_out import ask_for

@@ -13,7 +13,8 @@ import httpx2
 import pytest
 
 from accounts.models import User
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.chaos.conftest import tab_for, wait_for
 from tests.conftest import free_port
 from tests.scaleout.conftest import ScaledStack

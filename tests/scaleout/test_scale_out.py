@@ -21,7 +21,8 @@ import redis
 from accounts.models import User
 from chatsite.dbpool import web_pool_size, worker_pool_size
 from conversations.management.commands.runstack import CLAIM_THREADS
-from conversations.models import Message, ModelProfile
+from conversations.models import Message
+from llm.models import ModelProfile
 from tests.chaos.conftest import tab_for, wait_for
 from tests.chaos.tabs import Tab
 from tests.scaleout.conftest import ScaledStack

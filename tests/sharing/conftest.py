@@ -13,7 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from conversations.models import Conversation, Message, ModelProfile
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
 
 PASSWORD = "correct horse battery staple"
 

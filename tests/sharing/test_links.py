@@ -10,7 +10,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
-from conversations.exceptions import NotFound
+from chatsite.errors import NotFound
 from conversations.models import Conversation, Message
 from sharing import links
 from sharing.links import LinkNotFound, ShareRefused

@@ -42,7 +42,7 @@ from django.core.management.base import BaseCommand, CommandError
 from chatsite.checks import UNDELIVERED_BACKENDS
 from chatsite.dbpool import web_pool_size, worker_pool_size
 from chatsite.logs import uvicorn_log_config
-from conversations.llm import is_demo_mode
+from llm.client import is_demo_mode
 
 MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
 POLL_SECONDS = 0.25
@@ -467,7 +467,7 @@ class Command(BaseCommand):
         asyncio.run(self._serve(options["host"], options["port"], options["fd"]))
 
     async def _serve(self, host: str, port: int, fd: int | None) -> None:
-        from conversations.realtime import use_event_loop
+        from realtime.publishing import use_event_loop
 
         if settings.EMBEDDED:
             # The in-memory channel layer lives on this loop; workers publish onto it.

@@ -1,0 +1,572 @@
+"""Every state change of an answer, in one place: DESIGN's state machine.
+
+::
+
+    pending ──claim──▶ streaming ──finish──▶ done | failed | cancelled
+       │                   │ ↺ reclaim (lease lapsed, a background response to resume)
+       │                   └──interrupt (lease lapsed, nothing to resume)──▶ interrupted
+       ├──cancel_pending (Stop before a worker claimed it)──▶ cancelled
+       └──fail_pending (never started: queue timeout, …)──▶ failed
+
+Each transition is one conditional ``UPDATE ... WHERE status = <expected>`` whose row
+count decides the winner (a redelivered task, Stop, the reaper and a late worker race
+for the same row; a worker's own writes also name its claim, so one that outlived its
+lease loses to the worker that took the answer over), then the settlement of the turn's
+reservation in the same transaction, then the final frame, built from the saved row by
+``frames.final_frame`` and published even if an after-commit hook fails. A losing
+transition changes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.db.models.signals import pre_delete
+from django.dispatch import Signal, receiver
+from django.utils import timezone
+
+from billing.quotas import settle
+from chatsite.compiled import CompiledSelect
+from conversations.models import Conversation, Message
+from llm.models import ModelProfile
+from llm.pricing import MICRO, Prices, estimate_usage, prices_for_answer, usage_cost
+from llm.types import Usage
+from realtime.frames import final_frame
+from realtime.publishing import publish
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+ZERO_COST = Decimal(0).quantize(MICRO)
+
+# Sent after an answer's final state committed (receivers: title scheduling). A signal,
+# so this module does not import the task module that imports it.
+# kwargs: message_id, status, conversation_id, titled (the conversation had its title when
+# the answer was claimed; None: not known)
+answer_finished = Signal()
+
+QUEUE_TIMEOUT_DETAIL = (
+    "No worker picked this question up in time (the service is busy or restarting), so "
+    "nothing was charged. Send it again."
+)
+INTERRUPTED_DETAIL = (
+    "The answer was interrupted (its worker stopped). What was written so far is kept; "
+    "send the question again to regenerate. Its cost is an estimate."
+)
+
+
+# A first claim and two resumes: an answer whose resuming keeps killing its worker (or
+# that no worker reclaims within PENDING_TIMEOUT_SECONDS) is interrupted instead.
+MAX_CLAIMS = 3
+
+
+class Abandoned(Exception):
+    """The message is no longer ours: the reaper declared it interrupted, or another
+    worker took it over to resume it."""
+
+
+def answer_prices(message: Message) -> Prices:
+    """The prices snapshotted when the turn reserved its budget."""
+    return prices_for_answer(snapshot=message.price_snapshot, profile=message.profile)
+
+
+def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
+    """Flagged usage and cost for an answer that ended without a usage chunk."""
+    prompt_tokens = getattr(getattr(message, "reservation", None), "prompt_tokens_estimate", 0)
+    usage = estimate_usage(effort=message.reasoning_effort,
+                           completion_cap=message.max_completion_tokens,
+                           prompt_tokens=prompt_tokens, visible_text=text)
+    return usage, usage_cost(answer_prices(message), usage)
+
+
+# --- pending → streaming -------------------------------------------------------------------
+
+
+def claim(message_id: int) -> Message | None:
+    """pending → streaming, once. A redelivered task (or one that lost to Stop or the
+    queue timeout) finds nothing to claim."""
+    now = timezone.now()
+    # Race: a redelivered task, Stop and the queue-timeout reaper all target this pending
+    # row; the status filter lets exactly one of them change it.
+    claimed = Message.objects.filter(pk=message_id, status=Status.PENDING).update(
+        status=Status.STREAMING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
+        claims=F("claims") + 1,
+    )
+    if not claimed:
+        return None
+    return _claimed(message_id)
+
+
+def reclaim(message_id: int) -> Message | None:
+    """streaming → streaming under a new claim: take over a background answer whose
+    worker is gone (its lease lapsed), to resume the provider's stream. None while a
+    live worker renews the lease, once the answer ended, when it has no background
+    response to resume, or after MAX_CLAIMS claims."""
+    now = timezone.now()
+    # Race: the redelivered task, the reaper's hand-back tasks and the reaper's interrupt
+    # all target a row whose lease lapsed; the lease in the filter (renewed here) lets
+    # exactly one of them have it.
+    taken = (
+        Message.objects.filter(pk=message_id, status=Status.STREAMING, lease_expires_at__lt=now,
+                               claims__lt=MAX_CLAIMS)
+        .exclude(provider_response_id="")
+        .update(lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
+                claims=F("claims") + 1)
+    )
+    return _claimed(message_id) if taken else None
+
+
+def _claimed(message_id: int) -> Message:
+    message = _CLAIMED.first(message=message_id)
+    if message is None:  # deleted with its conversation since the claim
+        raise Message.DoesNotExist(message_id)
+    return message
+
+
+# Compiled once per process (chatsite.compiled): read on every claim. The reservation
+# comes along: a tool round's budget is measured against it.
+_CLAIMED = CompiledSelect(
+    lambda *, message: Message.objects.select_related(
+        "profile", "conversation", "conversation__organization", "reservation"
+    ).filter(pk=message),
+    "message",
+)
+
+
+def _owned(message_id: int, claim: int | None) -> QuerySet[Message]:
+    """The row, while it is still streaming under ``claim`` (any claim when None)."""
+    rows = Message.objects.filter(pk=message_id, status=Status.STREAMING)
+    return rows if claim is None else rows.filter(claims=claim)
+
+
+def checkpoint(*, message_id: int, content: str, refusal: str, seq: int,
+               reasoning_summary: str = "", provider_seq: int | None = None,
+               claim: int | None = None) -> bool:
+    """Save the text streamed so far (and, for a background answer, the provider event
+    it ends with); False once the answer is no longer ours."""
+    # Race: the reaper may have interrupted this answer, or another worker taken it over;
+    # then the row is not overwritten.
+    return bool(_owned(message_id, claim).update(
+        content=content, refusal=refusal, stream_seq=seq, reasoning_summary=reasoning_summary,
+        provider_seq=provider_seq,
+    ))
+
+
+def track_response(*, message_id: int, claim: int | None, response_id: str) -> bool:
+    """Record the background response the answer streams ("": none a successor could
+    resume); False once the answer is no longer ours."""
+    # Race: as for checkpoint().
+    return bool(_owned(message_id, claim).update(
+        provider_response_id=response_id, provider_seq=None
+    ))
+
+
+# --- streaming → done | failed | cancelled -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a streamed answer ended, as the generation loop saw it."""
+
+    status: str
+    finish_reason: str
+    content: str
+    refusal: str = ""
+    reasoning_summary: str = ""
+    reasoning_items: list[dict[str, Any]] | None = None
+    service_tier: str = ""  # the tier the provider reported serving every round
+    seq: int = 0
+    error_code: str = ""
+    error_detail: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    history_truncated: int = 0
+    usage: Usage = Usage()
+    usage_estimated: bool = False
+
+
+def finish(message: Message, ending: Ending) -> dict[str, Any]:
+    """streaming → final state and settlement in one transaction, once; then the final
+    frame. Raises Abandoned when the reaper ended the answer first. Returns the frame."""
+    prices = answer_prices(message).at_tier(ending.service_tier)
+    cost = usage_cost(prices, ending.usage)
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "service_tier": ending.service_tier,
+        "status": ending.status,
+        "content": ending.content,
+        "refusal": ending.refusal,
+        "reasoning_summary": ending.reasoning_summary,
+        "reasoning_items": ending.reasoning_items or [],
+        "stream_seq": ending.seq,
+        "finish_reason": ending.finish_reason,
+        "error_code": ending.error_code,
+        "error_detail": ending.error_detail,
+        "tool_calls": ending.tool_calls or [],
+        "history_truncated": ending.history_truncated,
+        "prompt_tokens": ending.usage.prompt_tokens,
+        "cached_tokens": ending.usage.cached_tokens,
+        "completion_tokens": ending.usage.completion_tokens,
+        "reasoning_tokens": ending.usage.reasoning_tokens,
+        "cache_write_tokens": ending.usage.cache_write_tokens,
+        "usage_estimated": ending.usage_estimated,
+        "cost_usd": cost,
+        "price_snapshot": prices.snapshot(),
+        "lease_expires_at": None,
+        "finished_at": now,
+    }
+    with transaction.atomic():
+        # Race: the reaper may have declared this answer interrupted while it streamed, or
+        # another worker taken it over; only one final state can be written, once.
+        if not _owned(message.pk, message.claims).update(**changes):
+            raise Abandoned()
+        settle(message_id=message.pk, cost=cost, estimated=ending.usage_estimated)
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
+        _after_commit(message, ending.status)
+    return _announce(message, changes)
+
+
+# --- pending → cancelled | failed ----------------------------------------------------------
+
+
+def cancel_pending(message: Message) -> dict[str, Any] | None:
+    """Stop before any worker claimed the answer: cancelled at $0. None if it was no
+    longer pending (then its worker stops it, keeping the partial text)."""
+    changes = {"status": Status.CANCELLED, "finish_reason": "cancelled", "cost_usd": ZERO_COST,
+               "usage_estimated": False, "lease_expires_at": None, "finished_at": timezone.now()}
+    with transaction.atomic():
+        # Race: the worker may be claiming this very message; only one update can win.
+        if not Message.objects.filter(pk=message.pk, status=Status.PENDING).update(**changes):
+            return None
+        settle(message_id=message.pk, cost=ZERO_COST, estimated=False)
+    return _announce(message, changes)
+
+
+def request_cancel(message: Message) -> bool:
+    """Ask the worker streaming this answer to stop (its monitor polls the flag)."""
+    return bool(Message.objects.filter(pk=message.pk, status=Status.STREAMING).update(
+        cancel_requested=True
+    ))
+
+
+def cancel(message: Message) -> dict[str, Any] | None:
+    """Stop a live answer: a pending one ends here (returns its final frame); a streaming
+    one is flagged and ended by its worker, keeping its partial text."""
+    frame = cancel_pending(message)
+    if frame is None:
+        request_cancel(message)
+    return frame
+
+
+def fail_pending(message_id: int, *, code: str, detail: str,
+                 deadline_before: datetime | None = None) -> dict[str, Any] | None:
+    """pending → failed at $0, releasing the whole reservation: the answer never started.
+    With ``deadline_before`` only if its claim deadline has passed by then."""
+    now = timezone.now()
+    changes = {"status": Status.FAILED, "finish_reason": "error", "error_code": code,
+               "error_detail": detail, "cost_usd": ZERO_COST, "usage_estimated": False,
+               "lease_expires_at": None, "finished_at": now}
+    rows = Message.objects.filter(pk=message_id, status=Status.PENDING)
+    if deadline_before is not None:
+        rows = rows.filter(lease_expires_at__lt=deadline_before)
+    with transaction.atomic():
+        # Race: a worker may claim this message right now; the status (and deadline) in
+        # the filter let exactly one of the claim and this update win.
+        if not rows.update(**changes):
+            return None
+        settle(message_id=message_id, cost=ZERO_COST, estimated=False)
+    message = Message.objects.get(pk=message_id)
+    return _publish_final(message)
+
+
+def expire_pending(message_id: int, now: datetime) -> bool:
+    """An answer no worker claimed before its deadline fails as ``queue_timeout``."""
+    return fail_pending(message_id, code="queue_timeout", detail=QUEUE_TIMEOUT_DETAIL,
+                        deadline_before=now) is not None
+
+
+# --- streaming → interrupted ---------------------------------------------------------------
+
+
+def interrupt(message_id: int, *, now: datetime) -> bool:
+    """A streaming answer whose lease lapsed (its worker died or stopped making progress)
+    ends interrupted with its partial text (checkpoint plus buffered deltas), billed a
+    flagged estimate."""
+    from realtime.replay import read_text
+
+    row = (Message.objects.filter(pk=message_id, status=Status.STREAMING, lease_expires_at__lt=now)
+           .values_list("content", "stream_seq").first())
+    if row is None:
+        return False
+    text, last_seq = read_text(message_id, row[0], row[1])
+    with transaction.atomic():
+        # Race: the worker may come back and finish between our read and this write;
+        # the row lock plus status and lease in the filter let only one of us end it.
+        message = (
+            # of=("self",): the profile join is an outer join, which PostgreSQL cannot lock.
+            Message.objects.select_for_update(of=("self",))
+            .select_related("profile", "reservation")
+            .filter(pk=message_id, status=Status.STREAMING, lease_expires_at__lt=now)
+            .first()
+        )
+        if message is None:
+            return False
+        usage, cost = estimate_cost(message, text)
+        changes = {
+            "status": Status.INTERRUPTED, "content": text, "stream_seq": last_seq,
+            "error_code": "interrupted", "error_detail": INTERRUPTED_DETAIL,
+            "finish_reason": "interrupted", "usage_estimated": True,
+            "prompt_tokens": usage.prompt_tokens, "cached_tokens": 0,
+            "completion_tokens": usage.completion_tokens,
+            "reasoning_tokens": usage.reasoning_tokens, "cost_usd": cost,
+            "lease_expires_at": None, "finished_at": now,
+        }
+        Message.objects.filter(pk=message_id).update(**changes)
+        settle(message_id=message_id, cost=cost, estimated=True)
+    _announce(message, changes)
+    return True
+
+
+# --- deleting a live answer -----------------------------------------------------------------
+
+
+def end_for_deletion(message_id: int) -> dict[str, Any] | None:
+    """Before a live answer's row (or its owner's data) is deleted: cancel it and settle
+    its reservation, so no budget stays held for a row that is gone. A pending answer
+    costs $0; a streaming one is charged the flagged estimate of what it showed (as the
+    reaper does), and its worker, finding it no longer streaming, charges nothing more."""
+    from realtime.replay import read_text
+
+    row = (Message.objects.filter(pk=message_id, status__in=Message.LIVE_STATUSES)
+           .values_list("status", "content", "stream_seq").first())
+    if row is None:
+        return None
+    status, content, seq = row
+    text, last_seq = read_text(message_id, content, seq) if status == Status.STREAMING else (
+        content, seq)
+    now = timezone.now()
+    with transaction.atomic():
+        # Race: the worker may claim, checkpoint or finish right now; the row lock and
+        # the status filter let exactly one of us end the answer, and settle() charges once.
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("profile", "reservation")
+            .filter(pk=message_id, status=status).first()
+        )
+        if message is None:
+            return None
+        changes: dict[str, Any] = {
+            "status": Status.CANCELLED, "finish_reason": "cancelled", "cost_usd": ZERO_COST,
+            "usage_estimated": False, "cancel_requested": True, "lease_expires_at": None,
+            "finished_at": now,
+        }
+        if status == Status.STREAMING:
+            usage, cost = estimate_cost(message, text)
+            changes.update(
+                content=text, stream_seq=last_seq, cost_usd=cost, usage_estimated=True,
+                prompt_tokens=usage.prompt_tokens, cached_tokens=0,
+                completion_tokens=usage.completion_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+            )
+        Message.objects.filter(pk=message_id).update(**changes)
+        settle(message_id=message_id, cost=changes["cost_usd"],
+               estimated=changes["usage_estimated"])
+        if message.provider_response_id and message.profile_id is not None:
+            # Its background response runs on at the provider (billed) and stays stored
+            # there: cancelled and deleted by a task once the deletion committed, so the
+            # request never waits on the provider (its worker, if alive, only cancels).
+            profile_id, response_id = message.profile_id, message.provider_response_id
+            transaction.on_commit(lambda: forget_later(profile_id, response_id), robust=True)
+    return _announce(message, changes)
+
+
+def forget_later(profile_id: int, response_id: str) -> None:
+    """Queue ``forget_response`` for any worker (ids only)."""
+    from answers.dispatch import FORGET_RESPONSE
+    from chatsite.celery import app
+
+    app.send_task(FORGET_RESPONSE, args=[profile_id, response_id], ignore_result=True)
+
+
+def forget_response(*, profile_id: int, response_id: str) -> None:
+    """Cancel a stored background response at the provider, then delete it, so it bills
+    nothing more and the provider keeps none of it. Best effort: each failure is logged."""
+    from llm import client as llm
+
+    profile = ModelProfile.objects.filter(pk=profile_id).first()
+    if profile is None:
+        logger.warning("background response %s: its profile %s is gone; not forgotten",
+                       response_id, profile_id)
+        return
+    for step in (llm.cancel_response, llm.delete_response):
+        try:
+            step(profile, response_id)
+        except llm.LLMError as error:
+            logger.warning("background response %s: %s failed: %s", response_id,
+                           step.__name__, error.detail)
+
+
+@receiver(pre_delete, sender=Message, dispatch_uid="answers.lifecycle.end_before_delete")
+def _end_before_delete(sender: Any, instance: Message, **kwargs: Any) -> None:
+    """An admin deleting a live answer (or anything cascading to it) ends it first."""
+    if instance.status in Message.LIVE_STATUSES:
+        end_for_deletion(instance.pk)
+
+
+# --- the reaper ----------------------------------------------------------------------------
+
+
+def reap_stale_replies() -> int:
+    """Deal with answers nobody is working on: a pending one no worker claimed in time
+    fails as ``queue_timeout`` at $0; a streaming one whose lease lapsed is handed back
+    to the workers when it has a background response to resume (``hand_back``), and
+    interrupted otherwise.
+
+    Each row is handled in its own transaction: one row that cannot be ended is logged
+    and skipped, never blocking the rows behind it.
+    """
+    now = timezone.now()
+    stale = list(
+        Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")
+        .values_list("pk", "status", "provider_response_id", "claims", "lease_expires_at")[:500]
+    )
+    reaped = 0
+    for pk, status, response_id, claims, lapsed_at in stale:
+        try:
+            if status == Status.PENDING:
+                reaped += expire_pending(pk, now)
+            elif _resumable(response_id, claims, lapsed_at, now):
+                hand_back(pk)
+                reaped += 1
+            elif interrupt(pk, now=now):
+                reaped += 1
+                if response_id:
+                    _cancel_background_response(pk, response_id)
+        except Exception:
+            logger.exception("could not reap message %s; will retry on the next pass", pk)
+    reaped += settle_leaked_reservations()
+    if reaped:
+        logger.warning("reaped %d stale answers or leaked reservations", reaped)
+    return reaped
+
+
+def _resumable(response_id: str, claims: int, lapsed_at: datetime | None, now: datetime) -> bool:
+    """Whether a streaming answer whose lease lapsed should be resumed by another worker:
+    it has a background response, has not used up its claims, and has not waited longer
+    than a queued answer may."""
+    waited = now - (lapsed_at or now)
+    return bool(response_id) and claims < MAX_CLAIMS and waited < timedelta(
+        seconds=settings.PENDING_TIMEOUT_SECONDS
+    )
+
+
+def resumable(message_ids: list[int]) -> set[int]:
+    """Of these answers, the streaming ones a successor could resume: a background
+    response to follow and claims left (the rest can only be interrupted)."""
+    return set(
+        Message.objects.filter(pk__in=message_ids, status=Status.STREAMING, claims__lt=MAX_CLAIMS)
+        .exclude(provider_response_id="")
+        .values_list("pk", flat=True)
+    )
+
+
+def hand_back(message_id: int) -> None:
+    """Queue a background answer whose worker is gone for any worker, which resumes it
+    (``reclaim`` lets one task have it). Writes nothing: until a worker reclaims it, its
+    lease stays lapsed and later passes queue it again (the extra tasks find nothing to
+    do); one that no worker reclaims within PENDING_TIMEOUT_SECONDS is interrupted, as
+    a queued answer would time out."""
+    from answers.dispatch import GENERATE_REPLY
+    from chatsite.celery import app
+
+    app.send_task(GENERATE_REPLY, args=[message_id], ignore_result=True)
+    logger.warning("handed message %s back to the workers to resume", message_id)
+
+
+def _cancel_background_response(message_id: int, response_id: str) -> None:
+    """An interrupted answer's background response may still be generating at the
+    provider, billed, for nobody: cancel it there, then delete it, as a worker does when
+    an answer ends, so the provider keeps none of it (best effort, each)."""
+    profile_id = Message.objects.filter(pk=message_id).values_list("profile_id", flat=True).first()
+    if profile_id is not None:
+        forget_response(profile_id=profile_id, response_id=response_id)
+
+
+def settle_leaked_reservations() -> int:
+    """Defence in depth: a final message whose reservation is still open (which the
+    same-transaction settlement should make impossible) is settled to its recorded cost."""
+    from billing.models import Reservation
+
+    leaked = Reservation.objects.filter(
+        settled_at=None, message__status__in=Message.FINAL_STATUSES
+    ).values_list("message_id", "message__cost_usd", "message__usage_estimated")[:500]
+    settled = 0
+    for message_id, cost, estimated in leaked:
+        try:
+            with transaction.atomic():
+                settled += settle(message_id=message_id, cost=cost, estimated=estimated)
+        except Exception:
+            logger.exception("could not settle the reservation of message %s", message_id)
+    return settled + _release_abandoned_title_holds()
+
+
+def _release_abandoned_title_holds() -> int:
+    """A title request whose worker died between reserving and settling would hold its
+    worst case forever. Past the longest the call may take (the provider read timeout,
+    plus a minute) it is released at $0: no usage report ever arrived to bill."""
+    from billing.models import Reservation
+    from billing.quotas import settle_title
+
+    cutoff = timezone.now() - timedelta(seconds=settings.LLM_READ_TIMEOUT + 60)
+    released = 0
+    for pk in Reservation.objects.filter(
+        kind=Reservation.Kind.TITLE, settled_at=None, created_at__lt=cutoff
+    ).values_list("pk", flat=True)[:500]:
+        try:
+            with transaction.atomic():
+                released += settle_title(reservation_id=pk, cost=ZERO_COST, usage={})
+        except Exception:
+            logger.exception("could not release the title reservation %s", pk)
+    return released
+
+
+# --- after a final state -------------------------------------------------------------------
+
+
+def _after_commit(message: Message, status: str) -> None:
+    """Follow-up work (titles) once the final state committed. Robust: a failing hook is
+    logged and never stops the final frame or the other hooks."""
+    message_id, conversation_id = message.pk, message.conversation_id
+    # As the claim read the conversation: a title made since is caught by the title task's
+    # own check, so the hook needs no query to skip a titled conversation (most turns).
+    cached = Message._meta.get_field("conversation").is_cached(message)  # type: ignore[attr-defined]
+    titled = message.conversation.title_generated if cached else None
+
+    def run() -> None:
+        answer_finished.send_robust(
+            sender=Message, message_id=message_id, status=status, conversation_id=conversation_id,
+            titled=titled,
+        )
+
+    transaction.on_commit(run, robust=True)
+
+
+def _announce(message: Message, changes: dict[str, Any]) -> dict[str, Any]:
+    for name, value in changes.items():
+        setattr(message, name, value)
+    return _publish_final(message)
+
+
+def _publish_final(message: Message) -> dict[str, Any]:
+    frame = final_frame(message)
+    publish(message.pk, frame)
+    return frame

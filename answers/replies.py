@@ -1,0 +1,372 @@
+"""Starting, stopping and reaping turns: the domain functions behind the websocket."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Func, OuterRef, Subquery
+from django.utils import timezone
+
+from accounts.models import Membership, User
+from answers import lifecycle
+from answers.dispatch import queue_reply, refuse_unless_queue_reachable
+from answers.prompts import estimate_prompt_tokens
+from answers.titles import fallback_title
+from billing.quotas import reserve
+from chatsite.compiled import CompiledSelect
+from chatsite.errors import NotFound, Refused
+from chatsite.ratelimits import over_limit_for
+from conversations.access import get_message_for_user, memberships_in_order, own_conversation
+from conversations.models import Conversation, Message
+from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
+from llm.catalog.sync import ensure_synced
+from llm.models import ModelProfile
+from llm.pricing import Prices
+from llm.profiles import is_retired, openai_profiles_usable, profile_enabled, usable_profile
+from realtime.backpressure import refuse_when_full, waiting_for_worker
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+
+
+@dataclass(frozen=True)
+class Turn:
+    conversation: Conversation
+    user_message: Message
+    assistant_message: Message
+    # Answers that were waiting for a worker when this one was queued (its place).
+    queued_ahead: int = 0
+
+
+def start_turn(
+    *,
+    user: User,
+    organization_id: int | None,
+    conversation_id: int | None,
+    content: str,
+    reasoning_effort: str | None,
+    client_id: str = "",
+    profile_name: str | None = None,
+    parent_id: ParentChoice = AFTER_LEAF,
+    question_id: int | None = None,
+) -> Turn:
+    """Save the question and a pending answer, and queue the answer after commit.
+
+    The question follows ``parent_id`` (an answer of this conversation; None starts a new
+    root, so editing a first question branches there; default: the branch on screen).
+    With ``question_id`` (regenerate) no question is saved: the new answer becomes a
+    sibling of that question's other answers.
+    """
+    content = content.strip()
+    if not content:
+        raise Refused("invalid_request", "Type a message first.")
+    if len(content) > settings.MAX_MESSAGE_CHARS:
+        raise Refused(
+            "invalid_request",
+            f"Messages are limited to {settings.MAX_MESSAGE_CHARS:,} characters; "
+            f"this one has {len(content):,}.",
+        )
+    # Before anything is counted or written: with the broker down the answer could
+    # never be queued, and the sender gets service_unavailable instead.
+    refuse_unless_queue_reachable()
+    # Counted in the shared cache: a refused send writes nothing to the database.
+    _refuse_fast_senders(user)
+    # A cache hit, except once per sync period, when it may ask the provider for its
+    # models: never while this turn holds the locks below (usable_profile checks again).
+    ensure_synced()
+    with transaction.atomic():
+        # Each lookup below also takes the locks the checks after it need, so a turn
+        # starts in a handful of statements (conversations/tests: test_turn_query_budget).
+        if conversation_id is None:
+            membership, queued_ahead = _membership_locking_sender(user, organization_id)
+            _refuse_live_answers(user, conversation_id=None)
+            profile = usable_profile(membership.organization, profile_name)
+            conversation = Conversation.objects.create(
+                organization=membership.organization,
+                user=user,
+                profile=profile,
+                title=fallback_title(content),
+            )
+        else:
+            conversation, queued_ahead = _conversation_locking_sender(user, conversation_id)
+            _refuse_live_answers(user, conversation_id=conversation.pk)
+            # The conversation's own org decides: its budgets, profiles and instructions
+            # apply, not the session's org (which only picks where new chats go).
+            membership = _membership_of(conversation)
+            # A send may name another of the org's models: the conversation goes on with
+            # it. A regenerate may too, for that answer only (see below). Staying on the
+            # conversation's model needs no query of its own: the lookup above checked it.
+            profile = conversation.profile
+            if profile_name not in (None, "", profile.name) or not (
+                conversation.profile_enabled and not is_retired(profile)  # type: ignore[attr-defined]
+            ):
+                profile = usable_profile(conversation.organization, profile_name or profile.name)
+        effort = _effort_for(profile, reasoning_effort)
+        now = timezone.now()
+        user_message = _question_for(
+            conversation if conversation_id is not None else None,
+            new=conversation, content=content, parent_id=parent_id, question_id=question_id,
+            now=now,
+        )
+        assistant = Message.objects.create(
+            conversation=conversation,
+            parent=user_message,
+            role=Message.Role.ASSISTANT,
+            status=Status.PENDING,
+            profile=profile,
+            model_name=profile.model,
+            reasoning_effort=effort,
+            max_completion_tokens=profile.completion_cap(effort),
+            # Prices are fixed when the budget is reserved: an admin editing the profile
+            # mid-answer changes neither this turn's reservation nor its bill.
+            price_snapshot=Prices.of(profile).snapshot(),
+            client_id=client_id,
+            created_at=now,
+            # Until a worker claims it, the lease is the deadline for claiming it.
+            lease_expires_at=now + timedelta(seconds=settings.PENDING_TIMEOUT_SECONDS),
+        )
+        reserve(
+            membership=membership,
+            message=assistant,
+            profile=profile,
+            prompt_tokens=estimate_prompt_tokens(
+                conversation_id=conversation.pk if conversation_id else None,
+                content=content,
+                profile=profile,
+                org_message=membership.organization.developer_message,
+                custom=conversation.custom_instructions,
+                completion_cap=assistant.max_completion_tokens or profile.max_completion_tokens,
+            ),
+        )
+        # Regenerating on another model changes that answer only: the conversation's
+        # default model stays until the person picks another for the conversation.
+        if conversation.profile_id != profile.pk and question_id is None:
+            conversation.profile = profile
+        conversation.updated_at = now
+        conversation.current_leaf = assistant
+        conversation.save(update_fields=["profile", "updated_at", "current_leaf"])
+        transaction.on_commit(functools.partial(queue_reply, assistant.pk))
+    return Turn(conversation, user_message, assistant, queued_ahead)
+
+
+class SendsRateLimited(Refused):
+    """Over SENDS_PER_MINUTE; ``retry_after`` is the seconds until the window resets."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "rate_limited",
+            f"You have sent {settings.SENDS_PER_MINUTE} messages in the last minute, the most "
+            f"allowed. Wait {retry_after} second{'s' if retry_after != 1 else ''}, then send again.",
+        )
+        self.retry_after = retry_after
+
+
+def _question_for(
+    existing: Conversation | None, *, new: Conversation, content: str,
+    parent_id: ParentChoice, question_id: int | None, now: datetime,
+) -> Message:
+    """The question the new answer follows: ``question_id``'s (regenerate) or a new one
+    placed after ``parent_id`` (see start_turn). Runs under the conversation's lock."""
+    if question_id is not None:
+        question = Message.objects.filter(
+            pk=question_id, conversation=new, role=Message.Role.USER
+        ).first()
+        if question is None:
+            raise NotFound("message")
+        return question
+    parent = resolve_parent(existing, parent_id)
+    return Message.objects.create(
+        conversation=new, parent=parent, role=Message.Role.USER, content=content,
+        created_at=now,
+    )
+
+
+def _refuse_fast_senders(user: User) -> None:
+    # Counted in the shared cache, so every web process sees one count per person.
+    limited, retry_after = over_limit_for(
+        f"user:{user.pk}", group="chat-send", rate=f"{settings.SENDS_PER_MINUTE}/m"
+    )
+    if limited:
+        raise SendsRateLimited(retry_after)
+
+
+def _waiting_answers() -> Subquery:
+    """How many answers wait for a worker, as a scalar subquery (see backpressure)."""
+    return _count_of(Message.objects.filter(waiting_for_worker()))
+
+
+def _count_of(rows: QuerySet[Message]) -> Subquery:
+    """COUNT(*) of ``rows`` as a scalar subquery (no GROUP BY: one row)."""
+    return Subquery(rows.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1])
+
+
+def _membership_locking_sender(user: User, organization_id: int | None) -> tuple[Membership, int]:
+    """The membership a new conversation goes to, with the sender's row locked, and
+    how many answers wait for a worker (refused beyond MAX_QUEUED_TURNS): one query,
+    compiled once per process.
+
+    Race: two tabs sending at once with one live-answer slot left would both count the
+    same live answers; the person's row lock makes the second count wait until the
+    first turn has committed its pending answer (or rolled back)."""
+    if organization_id is None:
+        membership = _MEMBERSHIP_FOR_TURN.first(user=user.pk)
+    else:
+        membership = _CHOSEN_MEMBERSHIP_FOR_TURN.first(
+            user=user.pk, organization=_id_or_not_found(organization_id, "organization"))
+    if membership is None:
+        raise NotFound("organization")
+    return membership, refuse_when_full(getattr(membership, "waiting", 0) or 0)
+
+
+def _id_or_not_found(value: object, what: str) -> int:
+    """An id from a frame as the compiled lookups take it, an int; anything that is not
+    an integer (a float, a string of digits) finds nothing, as an unknown id does."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise NotFound(what) from exc
+
+
+def _memberships_for_turn(*, user: int, organization: int | None = None) -> QuerySet[Membership]:
+    rows = (Membership.objects.select_related("organization", "user")
+            .select_for_update(of=("user",)).annotate(waiting=_waiting_answers()))
+    return memberships_in_order(rows, user_id=user, organization_id=organization)[:1]
+
+
+_MEMBERSHIP_FOR_TURN = CompiledSelect(_memberships_for_turn, "user")
+_CHOSEN_MEMBERSHIP_FOR_TURN = CompiledSelect(_memberships_for_turn, "user", "organization")
+
+
+def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conversation, int]:
+    """The user's conversation with its row and the sender's row locked, how many
+    answers wait for a worker, and whether its model is still one the org may use: one
+    query, compiled once per process (chatsite.compiled: Django's compile of this query
+    cost more CPU than PostgreSQL's run of it).
+
+    The conversation's lock orders a send against a delete in another tab
+    (listing.delete_conversation): PostgreSQL re-checks ``deleted_at`` on the locked row.
+    """
+    conversation = _CONVERSATION_FOR_TURN.first(
+        shape=openai_profiles_usable(),
+        conversation=_id_or_not_found(conversation_id, "conversation"), user=user.pk,
+    )
+    if conversation is None:
+        raise NotFound("conversation")
+    return conversation, refuse_when_full(getattr(conversation, "waiting", 0) or 0)
+
+
+def _conversation_for_turn(*, conversation: int, user: int) -> QuerySet[Conversation]:
+    rows = (
+        Conversation.objects.select_related("profile", "organization", "user", "current_leaf")
+        .select_for_update(of=("self", "user"))
+        .annotate(
+            waiting=_waiting_answers(),
+            profile_enabled=profile_enabled(organization_field="organization_id",
+                                            profile_field="profile_id"),
+            # The sender's membership in the conversation's org (the access rule requires
+            # one): the fields the turn's budget checks read, in the same statement.
+            **{f"membership_{name}": _sender_membership(name)
+               for name in ("pk", "role", "monthly_budget_usd")},
+        )
+    )
+    return own_conversation(rows, user_id=user, conversation_id=conversation)
+
+
+_CONVERSATION_FOR_TURN = CompiledSelect(_conversation_for_turn, "conversation", "user")
+
+
+def _sender_membership(field: str) -> Subquery:
+    return Subquery(Membership.objects.filter(
+        user_id=OuterRef("user_id"), organization_id=OuterRef("organization_id")
+    ).values(field)[:1])
+
+
+def _membership_of(conversation: Conversation) -> Membership:
+    """The sender's membership in the conversation's org, from the annotations of
+    ``_conversation_locking_sender``."""
+    return Membership(
+        pk=conversation.membership_pk,  # type: ignore[attr-defined]
+        user=conversation.user,
+        organization=conversation.organization,
+        role=conversation.membership_role,  # type: ignore[attr-defined]
+        monthly_budget_usd=conversation.membership_monthly_budget_usd,  # type: ignore[attr-defined]
+    )
+
+
+def _refuse_live_answers(user: User, *, conversation_id: int | None) -> None:
+    """At most MAX_LIVE_ANSWERS_PER_USER answers pending or streaming per person, and one
+    per conversation. Call after the sender's row is locked (its own statement, so it
+    sees every turn committed while this one waited for the lock)."""
+    counts = _LIVE_ANSWERS.first(user=user.pk, conversation=conversation_id or 0)
+    live, here = (counts.live, counts.here) if counts is not None else (0, 0)  # type: ignore[attr-defined]
+    if here:
+        raise Refused(
+            "invalid_request",
+            "An answer is still being written in this conversation. Wait for it or stop it.",
+        )
+    limit = settings.MAX_LIVE_ANSWERS_PER_USER
+    if live >= limit:
+        raise Refused(
+            "too_many_live_answers",
+            f"You already have {live} answer{'s' if live != 1 else ''} being written, the most "
+            f"at once is {limit}. Wait for one to finish or stop one, then send again.",
+        )
+
+
+def _live_answers(*, user: int, conversation: int) -> QuerySet[User]:
+    """The sender's answers pending or streaming, in all and in this conversation."""
+    live = Message.objects.filter(conversation__user_id=OuterRef("pk"), role=Message.Role.ASSISTANT,
+                                  status__in=Message.LIVE_STATUSES)
+    return User.objects.filter(pk=user).only("pk").annotate(
+        live=_count_of(live), here=_count_of(live.filter(conversation_id=conversation)),
+    )
+
+
+# Compiled once per process (chatsite.compiled), as the lookups above.
+_LIVE_ANSWERS = CompiledSelect(_live_answers, "user", "conversation")
+
+
+def _effort_for(profile: ModelProfile, requested: str | None) -> str:
+    """The one check of a turn's effort (send, edit and regenerate all come here)."""
+    efforts = profile.offered_efforts()
+    if not requested:
+        return profile.default_effort
+    if requested not in efforts:
+        # "none" is itself an effort, so a model without efforts says so in words.
+        choices = (
+            "Send without one." if not efforts
+            else f"Choose {efforts[0]}." if len(efforts) == 1
+            else f"Choose {', '.join(efforts[:-1])} or {efforts[-1]}."
+        )
+        raise Refused(
+            "invalid_request",
+            f"{profile.display_name} does not take reasoning effort {requested!r}. {choices}",
+        )
+    return requested
+
+
+def request_stop(*, user: User, message_id: int) -> Message:
+    """Stop an answer. A pending one is cancelled here; a streaming one by its worker,
+    which keeps the partial text (answers.lifecycle owns both transitions)."""
+    message = get_message_for_user(user, message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise NotFound("answer")
+    lifecycle.cancel(message)
+    message.refresh_from_db()
+    return message
+
+
+# The reaper's transitions live with the others in answers.lifecycle.
+reap_stale_replies = lifecycle.reap_stale_replies
+QUEUE_TIMEOUT_DETAIL = lifecycle.QUEUE_TIMEOUT_DETAIL
