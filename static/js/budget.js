@@ -2,11 +2,12 @@
 // and "Request more" when a budget is used up. Reads /budget/ (JSON) and refreshes it
 // after every finished answer.
 
+import { csrfToken, el } from "./dom.js";
+
 const meter = document.getElementById("budget-meter");
 const estimateNode = document.getElementById("cost-estimate");
 const effortSelect = document.getElementById("effort-select");
 const composerError = document.getElementById("composer-error");
-const csrf = document.querySelector("input[name=csrfmiddlewaretoken]");
 let latest = null;
 
 function money(value, digits = 2) {
@@ -15,8 +16,7 @@ function money(value, digits = 2) {
 }
 
 function line(label, status) {
-  const item = document.createElement("p");
-  item.className = "budget-line";
+  const item = el("p", { class: "budget-line" });
   if (status.limit === null) {
     item.textContent = `${label}: ${money(status.spent, 4)} spent this month, no limit`;
     return item;
@@ -75,28 +75,27 @@ async function refresh() {
 
 function offerRequestMore() {
   if (!composerError || composerError.querySelector(".request-more")) return;
-  const form = document.createElement("form");
-  form.className = "request-more";
-  const label = document.createElement("label");
-  label.textContent = "Note to your admins";
-  const note = document.createElement("input");
-  note.name = "note";
-  note.maxLength = 2000;
-  label.append(" ", note);
-  const button = document.createElement("button");
-  button.type = "submit";
-  button.textContent = "Request more";
-  const status = document.createElement("span");
-  status.setAttribute("role", "status");
-  form.append(label, " ", button, " ", status);
+  const note = el("input", { name: "note", maxlength: 2000 });
+  const button = el("button", { type: "submit", text: "Request more" });
+  const status = el("span", { role: "status" });
+  const form = el(
+    "form",
+    { class: "request-more" },
+    el("label", { text: "Note to your admins" }, " ", note),
+    " ",
+    button,
+    " ",
+    status,
+  );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const csrf = csrfToken();
     const body = new URLSearchParams({ note: note.value });
-    if (csrf) body.set("csrfmiddlewaretoken", csrf.value);
+    if (csrf) body.set("csrfmiddlewaretoken", csrf);
     const response = await fetch("/org/budget-request/", {
       method: "POST",
       body,
-      headers: { Accept: "application/json", "X-CSRFToken": csrf ? csrf.value : "" },
+      headers: { Accept: "application/json", "X-CSRFToken": csrf },
     });
     const data = await response.json().catch(() => ({}));
     status.textContent = response.ok

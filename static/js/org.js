@@ -1,5 +1,8 @@
 // Org pages: ask before destructive actions. Forms carry data-confirm="question";
 // without JavaScript they simply submit.
+
+import { copyField } from "./dom.js";
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (!(form instanceof HTMLFormElement)) return;
@@ -14,13 +17,6 @@ document.addEventListener("click", async (event) => {
   const field = document.getElementById(button.dataset.copyTarget);
   const status = document.querySelector(`[data-copy-status="${button.dataset.copyTarget}"]`);
   if (!(field instanceof HTMLInputElement)) return;
-  let copied = false;
-  try {
-    await navigator.clipboard.writeText(field.value);
-    copied = true;
-  } catch {
-    field.select();
-    copied = document.execCommand("copy");
-  }
+  const copied = await copyField(field);
   if (status) status.textContent = copied ? "Copied" : "Select the link and copy it";
 });

@@ -1,6 +1,8 @@
 // Share dialog and "Shared links" page: copy the link, and remember its address in
 // this browser only (the server keeps just a fingerprint of the token).
 
+import { copyField } from "./dom.js";
+
 const STORE_PREFIX = "teamchat:share-link:";
 
 function storage() {
@@ -23,20 +25,6 @@ function forget(linkId) {
   storage()?.removeItem(STORE_PREFIX + linkId);
 }
 
-async function copyText(field) {
-  try {
-    await navigator.clipboard.writeText(field.value);
-    return true;
-  } catch {
-    field.select();
-    try {
-      return document.execCommand("copy");
-    } catch {
-      return false;
-    }
-  }
-}
-
 function setUpLinkField() {
   const field = document.getElementById("share-link");
   const button = document.getElementById("copy-share-link");
@@ -56,7 +44,7 @@ function setUpLinkField() {
   button.disabled = !field.value;
   field.addEventListener("focus", () => field.select());
   button.addEventListener("click", async () => {
-    const copied = await copyText(field);
+    const copied = await copyField(field);
     if (status) status.textContent = copied ? "Copied" : "Select the link and copy it";
   });
 }

@@ -4,6 +4,7 @@
 // top of #conversation-list and this module files it into its group.
 
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
+import { csrfToken, el } from "./dom.js";
 
 const nav = document.getElementById("sidebar");
 const list = document.getElementById("conversation-list");
@@ -16,25 +17,12 @@ const searchInput = document.getElementById("conversation-search");
 const searchStatus = document.getElementById("search-status");
 const searchResults = document.getElementById("search-results");
 const deleteDialog = document.getElementById("delete-dialog");
-const csrfToken = nav?.dataset.csrf || "";
 
 const GROUPS = ["Pinned", "Today", "Previous 7 days", "Previous 30 days", "Older"];
 
 let view = "main"; // or "archived"
 let nextCursor = null;
 let loading = false;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
 
 function currentConversationId() {
   const match = window.location.pathname.match(/^\/c\/(\d+)\/$/);
@@ -51,7 +39,7 @@ async function request(url, options = {}) {
   try {
     response = await fetch(url, {
       credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": csrfToken },
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
       ...options,
     });
   } catch {
