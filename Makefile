@@ -47,12 +47,17 @@ test-js:
 
 # The quick lane: every test that starts no server, worker, browser or other process
 # (markers set from fixtures in tests/conftest.py). Still needs PostgreSQL and Redis.
+# Two pytest-xdist workers, each with its own test database (test_<name>_gw0, _gw1) and
+# Redis database (REDIS_URL's and the next one); PYTEST_ARGS="-n 0" runs it in one process.
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: otherwise each of the three
+# processes compiles the project and rewrites every test module again (collecting takes
+# 9 s of CPU instead of 4).
 test-fast: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
-	ALLOW_NO_BROWSER=1 \
-	$(PY) -m pytest --ds=chatsite.settings_test \
+	ALLOW_NO_BROWSER=1 PYTHONDONTWRITEBYTECODE= \
+	$(PY) -m pytest --ds=chatsite.settings_test -n 2 \
 		-m "not browser and not integration and not chaos and not slow" $(PYTEST_ARGS)
 
 # Real processes under faults (tests/chaos/): 50 worker SIGKILLs and 50 SIGTERMs mid-answer,
@@ -81,7 +86,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} $(VENV)/bin/lint-imports
 	SECRET_KEY=$${SECRET_KEY:-lint-only-secret-key} \
-	$(VENV)/bin/mypy chatsite llm accounts billing conversations answers realtime sharing emulator bench
+	$(VENV)/bin/mypy chatsite llm accounts billing conversations answers realtime sharing emulator bench tests
 
 clean:
 	rm -rf $(VENV) node_modules var

@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import Membership, Organization, User
+from accounts.models import AuditEntry, IdentityProvider, Membership, Organization, User
 
 
 @admin.register(User)
@@ -47,3 +47,38 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     search_fields = ["user__email", "organization__name"]
     raw_id_fields = ["user", "organization"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit log of every org, read only: nobody adds, edits or deletes an entry here
+    (accounts.audit; retention removes old ones)."""
+
+    list_display = ["at", "organization_id", "actor_email", "action", "object_type",
+                    "object_id", "outcome", "client_ip"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["actor_email", "object_id"]
+    # The ids, not the rows: an entry outlives the org or person it names.
+    fields = ("at", "organization_id", "actor_id", "actor_email", "action", "object_type",
+              "object_id", "client_ip", "outcome", "details")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(IdentityProvider)
+class IdentityProviderAdmin(admin.ModelAdmin):
+    """The operator connects an org to its OpenID Connect provider here (docs/sso.md); the
+    client secret stays in the environment, named by ``client_secret_env``."""
+
+    list_display = ["display_name", "organization", "discovery_url", "enabled", "sso_only"]
+    list_filter = ["enabled", "sso_only"]
+    search_fields = ["display_name", "organization__name"]
+    raw_id_fields = ["organization"]

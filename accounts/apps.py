@@ -2,9 +2,10 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
+    """Users, organizations, members, invitations, onboarding and revocation.
+
+    Its receivers are connected at the end of ``accounts/models.py``, which Django imports
+    once models can be."""
+
     name = "accounts"
     verbose_name = "Accounts and organizations"
-
-    def ready(self) -> None:
-        # Receivers that close a person's websockets when their sign-in or access changes.
-        from accounts import signals  # noqa: F401

@@ -15,6 +15,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts import audit
+from accounts.audit_models import AuditAction
 from accounts.models import Invitation, Membership, User
 from chatsite.errors import NotFound
 from chatsite.mail import absolute_url, one_line, send_product_mail
@@ -116,6 +118,8 @@ def invite(*, by: Membership, email: str, role: str) -> SentInvitation:
         ),
         to=[email], quiet=True,
     )
+    audit.record(AuditAction.INVITATION_SENT, organization=organization, actor=by.user,
+                 obj=invitation, email=email, role=role, emailed=emailed)
     return SentInvitation(invitation=invitation, link=link, emailed=emailed)
 
 
@@ -133,7 +137,11 @@ def revoke_invitation(*, by: Membership, invitation: Invitation) -> bool:
         raise NotFound("invitation")
     # Race: revoking while the invitee accepts; whichever update runs second finds the
     # row no longer pending and changes nothing.
-    return bool(Invitation.objects.pending().filter(pk=invitation.pk).update(revoked_at=timezone.now()))
+    revoked = bool(Invitation.objects.pending().filter(pk=invitation.pk).update(revoked_at=timezone.now()))
+    if revoked:
+        audit.record(AuditAction.INVITATION_REVOKED, organization=invitation.organization_id,
+                     actor=by.user, obj=invitation, email=invitation.email)
+    return revoked
 
 
 def get_invitation_for_admin(user: User, invitation_id: int | str) -> Invitation:
@@ -180,6 +188,8 @@ def _claim(invitation: Invitation, user: User) -> None:
     if claimed != 1:
         raise InvitationInvalid("This invitation has already been used. Sign in, or ask an "
                                 "admin for a new invitation.")
+    audit.record(AuditAction.INVITATION_ACCEPTED, organization=invitation.organization_id,
+                 actor=user, obj=invitation, role=invitation.role)
 
 
 def check_address(invitation: Invitation, user: User) -> None:

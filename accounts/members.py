@@ -6,15 +6,20 @@ through ``get_member_for_admin``; permission rules live here, not in views.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Case, Value, When
 
-from accounts.models import Membership, Organization
+from accounts.models import MAX_RETENTION_DAYS, Membership, Organization
 from chatsite.errors import NotFound
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from accounts.models import User
 
 ADMIN_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
@@ -28,7 +33,7 @@ def get_own_membership(user: User, organization_id: int | None, *, admin: bool =
     """The user's membership in exactly this org (an owner's or admin's when ``admin``).
 
     For an org id that came from the request; NotFound otherwise, which views answer with
-    404. (conversations.access.get_membership is the lenient one for the session's choice.)
+    404. (``get_membership`` is the lenient one for the session's choice.)
     """
     if organization_id is None or getattr(user, "pk", None) is None:
         raise NotFound("organization")
@@ -41,6 +46,40 @@ def get_own_membership(user: User, organization_id: int | None, *, admin: bool =
     if membership is None:
         raise NotFound("organization")
     return membership
+
+
+def get_membership(user: User, organization_id: int | None) -> Membership:
+    """The user's membership in the given org, or their first one when none is chosen
+    (one query either way)."""
+    membership = memberships_in_order(
+        Membership.objects.select_related("organization"),
+        user_id=user.pk, organization_id=organization_id,
+    ).first()
+    if membership is None:
+        raise NotFound("organization")
+    return membership
+
+
+def memberships_in_order(rows: QuerySet[Membership], *, user_id: int,
+                         organization_id: int | None) -> QuerySet[Membership]:
+    """The user's memberships among ``rows`` in the order ``get_membership`` picks from:
+    the chosen org first, else the oldest membership."""
+    memberships = rows.filter(user_id=user_id)
+    if organization_id is None:
+        return memberships.order_by("joined_at", "id")
+    return memberships.annotate(
+        chosen=Case(When(organization_id=organization_id, then=Value(0)), default=Value(1))
+    ).order_by("chosen", "joined_at", "id")
+
+
+def get_membership_in(user: User, organization_id: int) -> Membership:
+    """The user's membership in exactly this org (no fallback to another one)."""
+    try:
+        return Membership.objects.select_related("organization").get(
+            user=user, organization_id=organization_id
+        )
+    except Membership.DoesNotExist as exc:
+        raise NotFound("organization") from exc
 
 
 def get_member_for_admin(user: User, membership_id: int | str) -> Membership:
@@ -89,6 +128,20 @@ def _refuse_losing_the_last_owner(target: Membership) -> None:
             f"{target.user} is the only owner of {target.organization}. "
             "Make someone else an owner first."
         )
+
+
+def orgs_left_without_an_owner(user: User) -> list[Organization]:
+    """The orgs that would keep members but lose their last owner were ``user`` gone:
+    deleting the account is refused until someone else owns them."""
+    owned = Membership.objects.filter(user=user, role=Membership.Role.OWNER)
+    return [
+        membership.organization
+        for membership in owned.select_related("organization")
+        if not Membership.objects.filter(organization_id=membership.organization_id,
+                                         role=Membership.Role.OWNER).exclude(user=user).exists()
+        and Membership.objects.filter(organization_id=membership.organization_id)
+        .exclude(user=user).exists()
+    ]
 
 
 def change_role(*, by: Membership, target: Membership, role: str) -> Membership:
@@ -145,6 +198,22 @@ def set_zero_data_retention(*, by: Membership, enabled: bool) -> Organization:
     return organization
 
 
+def set_retention(*, by: Membership, days: int | None, keep_shares: bool) -> Organization:
+    """The org's retention: conversations untouched for ``days`` are deleted by the daily
+    job (conversations.retention), their share links kept or deleted with them; None
+    turns it off."""
+    if not by.is_admin:
+        raise NotFound("organization")
+    if days is not None and not 1 <= days <= MAX_RETENTION_DAYS:
+        raise MemberChangeRefused(
+            f"Keep conversations from 1 to {MAX_RETENTION_DAYS:,} days, or leave it empty.")
+    organization = by.organization
+    organization.retention_days = days
+    organization.retention_keep_shares = keep_shares
+    organization.save(update_fields=["retention_days", "retention_keep_shares"])
+    return organization
+
+
 def set_org_budgets(
     *, by: Membership, monthly_budget_usd: Decimal | None, member_budget_usd: Decimal | None
 ) -> Organization:
@@ -158,3 +227,43 @@ def set_org_budgets(
     organization.member_budget_usd = member_budget_usd
     organization.save(update_fields=["monthly_budget_usd", "member_budget_usd"])
     return organization
+
+
+# --- What each member spent this month (the Members page) ----------------------------------
+
+
+class MonthSpend(Protocol):
+    """One member's month as the Members page shows it. Budgets are the billing app's
+    (above accounts): it answers through ``register_spend_source``."""
+
+    @property
+    def limit(self) -> Decimal | None: ...
+    @property
+    def spent(self) -> Decimal: ...
+    @property
+    def reserved(self) -> Decimal: ...
+    @property
+    def remaining(self) -> Decimal | None: ...
+
+
+# Memberships of one org (their organization loaded) to each one's month, by membership id.
+SpendSource = Callable[[Organization, Sequence[Membership]], Mapping[int, MonthSpend]]
+_spend_source: SpendSource | None = None
+
+
+def register_spend_source(source: SpendSource) -> None:
+    """Called once per process by the billing app, when Django loads its models."""
+    global _spend_source
+    _spend_source = source
+
+
+def members_with_spend(organization: Organization) -> list[tuple[Membership, MonthSpend]]:
+    """The org's members by address, each with this month's spend: two queries."""
+    if _spend_source is None:
+        raise ImproperlyConfigured("No app reports members' spend: is billing installed?")
+    memberships = list(Membership.objects.filter(organization=organization)
+                       .select_related("user").order_by("user__email"))
+    for membership in memberships:
+        membership.organization = organization  # spare the limits a query per row
+    spend = _spend_source(organization, memberships)
+    return [(membership, spend[membership.pk]) for membership in memberships]

@@ -6,6 +6,13 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models import Q
 
+from accounts.audit_models import AuditEntry  # noqa: F401  (Django finds the model here)
+from accounts.group_models import Group, GroupMembership, RaisedRole  # noqa: F401  (as above)
+from accounts.sso_models import ExternalIdentity, IdentityProvider  # noqa: F401  (as above)
+
+# Retention is a whole number of days from 1 to this (ten years).
+MAX_RETENTION_DAYS = 3650
+
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
@@ -86,6 +93,24 @@ class Organization(models.Model):
         help_text="The org's provider agreement keeps no data: answers are never stored at "
         "the provider, so long answers cannot resume after a worker restart.",
     )
+    # Retention (conversations.retention): a daily job deletes the org's conversations
+    # untouched for this many days, as their owners' delete does; None keeps them.
+    retention_days = models.PositiveIntegerField(
+        "Delete conversations untouched for (days)", null=True, blank=True,
+        help_text="Empty keeps conversations until their owners delete them.",
+    )
+    # What happens to the share links of the conversations retention deletes: kept, their
+    # snapshots stay readable; otherwise revoked and erased with their conversations.
+    retention_keep_shares = models.BooleanField(default=True, db_default=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(retention_days__isnull=True)
+                | Q(retention_days__gte=1, retention_days__lte=MAX_RETENTION_DAYS),
+                name="retention_days_in_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -206,3 +231,11 @@ class AllowedEmailDomain(models.Model):
 
     def __str__(self) -> str:
         return f"{self.domain} → {self.organization}"
+
+
+# --- Where accounts plugs itself in ---------------------------------------------------------
+# Django imports every app's models in every process (web, worker, management commands,
+# tests) before any request or task runs, and apps.py may not import models: so here, once
+# the models above exist, the receivers are connected that close a person's websockets when
+# their sign-in or access changes, erase a deleted person's data, and write the audit log.
+from accounts import signals  # noqa: E402, F401

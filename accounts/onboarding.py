@@ -30,7 +30,10 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts import audit
+from accounts.audit_models import AuditAction
 from accounts.models import AllowedEmailDomain, Membership, Organization, User
+from chatsite.errors import NotFound
 from chatsite.mail import absolute_url, one_line, send_product_mail
 from chatsite.ratelimits import over_limit_for
 
@@ -300,8 +303,6 @@ def set_allowed_domains(*, by: Membership, domains: list[str]) -> list[str]:
     that address was opened (an invitation link the admin was shown proves nothing, so
     nobody claims another company's domain); never a free-mail or disposable provider; and
     a domain belongs to one org."""
-    from chatsite.errors import NotFound
-
     if not by.is_admin:
         raise NotFound("organization")
     own = by.user.email.rsplit("@", 1)[-1].lower()
@@ -330,6 +331,10 @@ def set_allowed_domains(*, by: Membership, domains: list[str]) -> list[str]:
                 AllowedEmailDomain.objects.get_or_create(
                     organization=organization, domain=domain, defaults={"added_by": by.user}
                 )
+            for action, changed in ((AuditAction.DOMAIN_ADDED, set(domains) - already),
+                                    (AuditAction.DOMAIN_REMOVED, already - set(domains))):
+                for domain in sorted(changed):
+                    audit.record(action, organization=organization, actor=by.user, domain=domain)
     except IntegrityError as exc:  # unique domain: another org already allows it
         raise DomainRefused("That domain is already allowed by another organization on this "
                             "server. Ask whoever runs the server to sort it out.") from exc

@@ -1,4 +1,5 @@
-"""Forms for the org pages: they parse and validate input, domain modules act on it."""
+"""Forms for the org pages (the money pages' are billing.forms): they parse and validate
+input, domain modules act on it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django import forms
 
 from accounts.invitations import INVITABLE_ROLES
-from accounts.models import Membership
+from accounts.models import MAX_RETENTION_DAYS, Membership
 
 ORG_BUDGET_LABEL = "Org monthly budget (USD)"
 MEMBER_BUDGET_LABEL = "Member monthly budget (USD)"
@@ -38,14 +39,6 @@ class BudgetField(forms.DecimalField):
         ):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return super().to_python(value)
-
-
-class OrgBudgetForm(forms.Form):
-    monthly_budget_usd = BudgetField(label=ORG_BUDGET_LABEL)
-    member_budget_usd = BudgetField(
-        label=MEMBER_BUDGET_LABEL,
-        help_text="The default for every member without their own budget. Empty means no limit.",
-    )
 
 
 class MemberBudgetForm(forms.Form):
@@ -90,22 +83,40 @@ class ZeroDataRetentionForm(forms.Form):
     )
 
 
+class DaysField(forms.IntegerField):
+    """A whole number of days, typed with ASCII digits (int() also reads "٣" as 3)."""
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str) and value.strip() and not re.fullmatch(r"\s*-?[0-9]+\s*", value):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        days: int | None = super().to_python(value)
+        return days
+
+
+class RetentionForm(forms.Form):
+    retention_days = DaysField(
+        label="Delete conversations untouched for (days)", required=False,
+        min_value=1, max_value=MAX_RETENTION_DAYS,
+        help_text="Every day, conversations nobody wrote in for this many days are deleted, "
+                  "as if their owners had deleted them; what they cost stays in usage. "
+                  "Empty keeps conversations until their owners delete them.",
+        error_messages={
+            "invalid": "Enter a whole number of days, like 90, or leave it empty.",
+            "min_value": "Keep conversations at least 1 day, or leave it empty to keep them.",
+            "max_value": f"Retention is at most {MAX_RETENTION_DAYS:,} days (ten years); "
+                         "leave it empty to keep conversations.",
+        },
+    )
+    delete_shares = forms.BooleanField(
+        label="Also delete their share links", required=False,
+        help_text="Unticked, the share links of deleted conversations keep working: readers "
+                  "still see the snapshot that was shared.",
+    )
+
+
 class InvitationSignUpForm(forms.Form):
     """Sign-up through an invitation: the address is the invited one and cannot change."""
 
     email = forms.EmailField(label="Email", disabled=True, required=False)
     password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput)
 
-
-class BudgetRequestForm(forms.Form):
-    note = forms.CharField(
-        label="Note", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="What you are working on and how much more you need.",
-    )
-
-
-class ApproveForm(forms.Form):
-    new_budget_usd = BudgetField(
-        label="New member monthly budget (USD)", required=True, help_text="",
-        error_messages={"required": "Enter the new monthly budget for this member."},
-    )

@@ -13,9 +13,13 @@ Two close codes, which the chat page acts on:
 - ``ACCESS_CHANGED`` (4403): still signed in, but what the person may see changed
   (removed from an org, a new role). The page reloads once to show the new access.
 
-The close goes out as an ``account.revoked`` event through the one realtime boundary, after
-the change commits. Pub/sub can lose a message (a Redis blip), so the consumer also calls
-:func:`ensure_session_current` before every command it runs.
+The sockets are realtime's (above accounts): once the change commits, accounts announces
+it (``sockets_revoked``) and realtime sends the close through its one boundary. Pub/sub can
+lose a message (a Redis blip), so the consumer also calls :func:`ensure_session_current`
+before every command it runs.
+
+Imports no model at module level: realtime's app module imports the receiver's module
+before Django may load models.
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.db import transaction
+from django.db.models import Subquery
+from django.dispatch import Signal
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
-
-from realtime.publishing import publish_event, session_group, user_group
 
 AUTH_GONE = 4401
 ACCESS_CHANGED = 4403
-REVOKED_EVENT = "account.revoked"
+
+# Sent after the change commits: close the person's open sockets with ``code`` and
+# ``reason`` (receiver: realtime.publishing). kwargs: user_id, session_key (None: every
+# socket of the person; else only those opened with that session), code, reason
+sockets_revoked = Signal()
 
 
 class SessionEnded(Exception):
@@ -45,9 +55,9 @@ def revoke_sockets(
 ) -> None:
     """Close the person's open sockets (only those of ``session_key`` when given) once the
     current transaction commits, so a reconnecting page already sees the change."""
-    group = session_group(session_key) if session_key else user_group(user_id)
-    event: dict[str, Any] = {"type": REVOKED_EVENT, "code": code, "reason": reason}
-    transaction.on_commit(lambda: publish_event(group, event), robust=True)
+    transaction.on_commit(lambda: sockets_revoked.send(
+        sender=None, user_id=user_id, session_key=session_key, code=code, reason=reason,
+    ), robust=True)
 
 
 def ensure_session_current(*, session_key: str | None, user_id: int) -> None:
@@ -55,25 +65,39 @@ def ensure_session_current(*, session_key: str | None, user_id: int) -> None:
     next HTTP request would see it: the session exists and names this user and a configured
     backend, the user is active, and the session's password hash is the current one.
 
-    Two primary-key reads and no writes (unlike ``django.contrib.auth.get_user``, which
-    flushes or re-keys a stale session: this session belongs to the browser, not to us).
+    One read and no writes (unlike ``django.contrib.auth.get_user``, which flushes or
+    re-keys a stale session: this session belongs to the browser, not to us): with the
+    database session engine the session and the user come in one statement; with
+    another, the store's own load and one primary-key read.
     """
-    from accounts.models import User
-
     if not session_key:
         raise SessionEnded
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
-    data = store.load()  # {} for a flushed or expired session
-    if data.get(SESSION_KEY) != str(user_id) or (
+    data, password = _session_and_password(session_key, user_id)
+    if password is None or data.get(SESSION_KEY) != str(user_id) or (
         data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS
     ):
         raise SessionEnded
-    user = User.objects.filter(pk=user_id, is_active=True).only("password").first()
-    if user is None:
-        raise SessionEnded
+    user = get_user_model()(pk=user_id, password=password)
     stored = data.get(HASH_SESSION_KEY) or ""
     if not constant_time_compare(stored, user.get_session_auth_hash()) and not any(
         constant_time_compare(stored, fallback)
         for fallback in user.get_session_auth_fallback_hash()
     ):
         raise SessionEnded
+
+
+def _session_and_password(session_key: str, user_id: int) -> tuple[dict[str, Any], str | None]:
+    """The session's data ({} when it is gone or expired) and the user's password hash
+    (None unless the user exists and is active)."""
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    users = get_user_model().objects.filter(pk=user_id, is_active=True)
+    if store_class is DatabaseSessionStore:  # not a subclass that caches (cached_db)
+        row = (DatabaseSessionStore.get_model_class().objects
+               .filter(session_key=session_key, expire_date__gt=timezone.now())
+               .annotate(password=Subquery(users.values("password")[:1]))
+               .values_list("session_data", "password").first())
+        if row is None:
+            return {}, None
+        return store_class().decode(row[0]), row[1]
+    data = store_class(session_key=session_key).load()
+    return data, users.values_list("password", flat=True).first()

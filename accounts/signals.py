@@ -1,8 +1,8 @@
 """Signal receivers that close sockets when an account or membership changes.
 
 Hooked to signals rather than to our own views so every path counts: the Django admin,
-``manage.py changepassword``, the password-reset form, a shell. Registered in
-``AccountsConfig.ready``. Bulk ``QuerySet.update()`` sends no signal; the consumer's
+``manage.py changepassword``, the password-reset form, a shell. Connected when Django
+loads accounts' models (the end of ``accounts/models.py``). Bulk ``QuerySet.update()`` sends no signal; the consumer's
 per-command session check (``revocation.ensure_session_current``) is the backstop there.
 """
 
@@ -15,6 +15,11 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from accounts import (
+    audit_receivers,  # noqa: F401  (connects the audit log's receivers)
+    groups,  # noqa: F401  (connects: a removed member leaves the org's groups)
+)
+from accounts.erasure import erase_person
 from accounts.models import Membership, User
 from accounts.revocation import ACCESS_CHANGED, AUTH_GONE, revoke_sockets
 
@@ -97,6 +102,4 @@ def close_sockets_on_removal(sender: Any, instance: Membership, **kwargs: Any) -
 def erase_person_before_delete(sender: Any, instance: User, **kwargs: Any) -> None:
     """Every path that deletes a person (admin, shell) erases their data first and keeps
     the org's numbers (accounts.erasure)."""
-    from accounts.erasure import erase_person
-
     erase_person(user=instance)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from accounts import views
+from accounts import sso_views, views
 
 app_name = "accounts"
 
@@ -11,7 +11,10 @@ urlpatterns = [
     path("verify-email/", views.send_verification, name="send_verification"),
     path("verify-email/<str:token>/", views.verify_email, name="verify_email"),
     path("login/", views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", sso_views.SignOutView.as_view(), name="logout"),
+    path("sso/<int:provider_id>/start/", sso_views.start, name="sso_start"),
+    path("sso/<int:provider_id>/callback/", sso_views.callback, name="sso_callback"),
+    path("delete/", views.delete_account, name="delete_account"),
     path("switch-org/", views.switch_organization, name="switch_organization"),
     path("password/reset/", views.PasswordResetView.as_view(), name="password_reset"),
     path("password/reset/sent/", auth_views.PasswordResetDoneView.as_view(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditlog.context import disable_auditlog
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -14,8 +15,10 @@ from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import lockout, onboarding, verification
+from accounts import audit, lockout, members, onboarding, sso, sso_views, verification
+from accounts.erasure import delete_user
 from accounts.forms import (
+    DeleteAccountForm,
     EmailAuthenticationForm,
     FinishSignUpForm,
     FirstAccountForm,
@@ -23,9 +26,9 @@ from accounts.forms import (
     SiteURLPasswordResetForm,
 )
 from accounts.models import User
+from accounts.revocation import AUTH_GONE, revoke_sockets
 from chatsite.errors import NotFound
 from chatsite.ratelimits import over_limit, over_limit_for
-from conversations.access import get_membership
 
 
 def _signed_in(request: HttpRequest, user: User) -> HttpResponse:
@@ -145,6 +148,13 @@ class LoginView(auth_views.LoginView):
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
 
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # An address at an org's SSO domain and no password: off to its provider.
+        return sso_views.route_to_provider(request) or super().post(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "sso_providers": sso.enabled_providers()}
+
     def form_valid(self, form: Any) -> HttpResponse:
         response = super().form_valid(form)
         # This browser now counts as the owner's device when the account is under attack.
@@ -193,7 +203,9 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     pauses, from every client, so the new password works at once."""
 
     def form_valid(self, form: Any) -> HttpResponse:
-        response = super().form_valid(form)
+        # The saved password is audited as a reset, not a change (audit_receivers).
+        with audit.password_action(audit.AuditAction.PASSWORD_RESET):
+            response = super().form_valid(form)
         lockout.forgive_account(username=form.user.get_username())
         return response
 
@@ -202,9 +214,36 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 @require_POST
 def switch_organization(request: HttpRequest) -> HttpResponse:
     try:
-        membership = get_membership(request.user, int(request.POST.get("organization", "")))  # type: ignore[arg-type]
+        membership = members.get_membership(request.user, int(request.POST.get("organization", "")))  # type: ignore[arg-type]
     except (ValueError, NotFound):
         return redirect("conversations:home")
     if membership.organization_id == int(request.POST["organization"]):
         request.session["organization_id"] = membership.organization_id
     return HttpResponseRedirect("/")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_account(request: HttpRequest) -> HttpResponse:
+    """"Delete my account": the person's conversations, share links and personal data are
+    erased (accounts.erasure); their orgs keep the anonymous usage numbers. Refused while
+    it would leave an org with members but no owner."""
+    user: User = request.user  # type: ignore[assignment]
+    form = DeleteAccountForm(request.POST or None, user=user)
+    orphaned = members.orgs_left_without_an_owner(user)
+    if request.method == "POST" and not orphaned and form.is_valid():
+        audit.record_for_person(audit.AuditAction.ACCOUNT_DELETED, user=user,
+                                actor=user, actor_email=user.email)
+        user_id = user.pk
+        # The entry above is the record of it: the model-change log would otherwise name the
+        # person being deleted as the actor of their own rows' removal (a row that refers
+        # to a deleted user), and a sign-out entry would follow an account that is gone.
+        with disable_auditlog():
+            delete_user(user=user)
+        revoke_sockets(user_id=user_id, code=AUTH_GONE, reason="Your account was deleted.")
+        request.session.flush()
+        messages.success(request, "Your account and your conversations were deleted.")
+        return redirect("accounts:login")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "accounts/delete_account.html",
+                  {"form": form, "orphaned": orphaned}, status=status)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from answers.replies import Turn, start_turn
+from answers.replies import start_turn
 from chatsite.errors import NotFound
 from conversations.access import get_message_for_user
 from conversations.models import Message
+from realtime.turns import Turn
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -1,30 +1,25 @@
-"""Handing an answer to the workers, or refusing the turn when the queue is down.
+"""Handing an answer to the workers, or telling the sender the queue is down.
 
 A turn is saved in one transaction and queued after commit. Were the broker down, the
 commit would leave a pending answer (and its budget reservation) that no worker will
-ever see. So ``start_turn`` first checks that the broker answers (one PING) and refuses
-with ``service_unavailable`` before writing anything; if the broker fails in the moment
-between that check and the publish, ``queue_reply`` ends the saved answer ``failed`` at
-$0 with its reservation released, and the sender gets the same error.
+ever see: ``queue_reply`` then ends the saved answer ``failed`` at $0 with its
+reservation released, and the sender gets ``service_unavailable``. No turn asks the
+broker whether it is up first (a round trip per turn that the publish makes anyway);
+when Redis as a whole is down the turn is refused before anything is written, since its
+rate limit cannot be counted (``answers.replies``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 
-import redis
-
 from answers import lifecycle
+from answers.lifecycle import GENERATE_REPLY
+from chatsite import metrics
 from chatsite.celery import app
 from chatsite.errors import Refused
 
 logger = logging.getLogger(__name__)
-
-GENERATE_REPLY = "conversations.tasks.generate_reply"
-FORGET_RESPONSE = "conversations.tasks.forget_background_response"
-# The broker must answer a PING within this; a send never waits longer on a dead one.
-PING_TIMEOUT_SECONDS = 2.0
 
 REFUSED_DETAIL = (
     "The service cannot take new questions right now (its task queue is unreachable). "
@@ -41,28 +36,10 @@ class ServiceUnavailable(Refused):
         super().__init__("service_unavailable", detail)
 
 
-@functools.lru_cache(maxsize=4)
-def _broker_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=PING_TIMEOUT_SECONDS, socket_timeout=PING_TIMEOUT_SECONDS
-    )
-
-
-def refuse_unless_queue_reachable() -> None:
-    """Raise ``ServiceUnavailable`` unless the broker answers. Call before writing."""
-    url = str(app.conf.broker_url or "")
-    if not url.startswith(("redis://", "rediss://")):
-        return  # embedded mode's in-memory broker lives in this process
-    try:
-        _broker_client(url).ping()
-    except (redis.RedisError, OSError) as error:
-        logger.warning("broker unreachable, refusing a turn: %s", error)
-        raise ServiceUnavailable() from error
-
-
 def queue_reply(message_id: int) -> None:
     """Publish ``generate_reply`` (run it after commit). If the broker refuses, the
     answer that no worker will see ends ``failed`` at $0 and the sender is told."""
+    metrics.turn_started()
     try:
         app.send_task(GENERATE_REPLY, args=[message_id], ignore_result=True)
     except Exception as error:

@@ -2,7 +2,7 @@
 
 Celery's warm shutdown stops consuming and waits for the running tasks, and still runs
 tasks it had already received; a task ends once its answer is claimed, and the process
-then waits for its event loop's answers (``chatsite.celery.wait_for_live_answers``).
+then waits for its event loop's answers (``answers.worker.wait_for_live_answers``).
 ``begin_drain`` adds what a minute-long answer needs: no new claims once the stop began (``generate_reply`` hands
 such a task back to the queue for another worker), and a deadline: answers still live
 ``WORKER_DRAIN_SECONDS`` later are handed to another worker when they run in background
@@ -19,6 +19,10 @@ from collections.abc import Callable
 
 from django.db import close_old_connections, connection
 from django.utils import timezone
+
+from answers import lifecycle
+from answers.live import monitor
+from conversations.models import Message
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +77,6 @@ def stop_draining() -> None:
 
 
 def _live_count() -> int:
-    from answers.live import monitor
-
     return len(monitor.snapshot())
 
 
@@ -86,10 +88,6 @@ def hand_back_live_answers() -> int:
 
     Returns how many this process handed back or ended.
     """
-    from answers import lifecycle
-    from answers.live import monitor
-    from conversations.models import Message
-
     replies = monitor.snapshot()
     ids = [reply.message_id for reply in replies]
     for message_id in ids:

@@ -9,8 +9,9 @@ is read asynchronously, database calls go to a small executor, and frames go out
 a batching publisher that sends every frame published during one pass of the loop, for
 all answers, in one Redis round trip. No answer holds a thread.
 
-``run_here`` runs one answer on the same loop for a synchronous caller, whose thread
-serves the answer's database calls (tests, whose data lives in their own transaction).
+``run_generation`` runs one answer on the same loop for a synchronous caller, whose thread
+serves the answer's database calls (tests, whose data lives in their own transaction);
+``run_here`` runs any coroutine of an answer's kind that way.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.conf import settings
 
 from answers import generation
+from answers.generation import Prepared
+from answers.rounds import Resume
+from answers.runtime import Runtime
 from chatsite.dbpool import ENGINE_DB_THREADS
 from conversations.models import Message
+from llm.client import close_clients
 from realtime.publishing import BatchPublisher
 
 logger = logging.getLogger(__name__)
@@ -89,8 +95,6 @@ class Engine:
             thread, executor = self._thread, self._executor
         if loop is None or loop.is_closed():
             return
-        from llm.client import close_clients
-
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close_clients(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
@@ -111,13 +115,15 @@ class Engine:
         assert self._publisher is not None
         return self._publisher
 
-    def _runtime(self) -> generation.Runtime:
+    def _runtime(self) -> Runtime:
         publisher = self._publisher
         assert publisher is not None
-        return generation.Runtime(db=self._db, send=publisher.publish, sent=publisher.sent)
+        return Runtime(db=self._db, send=publisher.publish, sent=publisher.sent)
 
     async def _db(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        # In the answer's context: its database calls' log lines carry its answer_id too.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, contextvars.copy_context().run, fn)
 
     # --- Worker: hand an answer to the loop --------------------------------------------------
 
@@ -153,8 +159,8 @@ class Engine:
                 self._slots = threading.BoundedSemaphore(settings.WORKER_LIVE_ANSWERS)
             return self._slots
 
-    def _start(self, message: Message, resume: generation.Resume | None,
-               prepared: generation.Prepared | None) -> None:
+    def _start(self, message: Message, resume: Resume | None,
+               prepared: Prepared | None) -> None:
         task = asyncio.get_running_loop().create_task(
             generation.answer(message, resume, self._runtime(), prepared),
             name=f"answer-{message.pk}",
@@ -179,24 +185,22 @@ class Engine:
 
     # --- A synchronous caller's own answer ---------------------------------------------------
 
-    def run_here(self, message: Message, resume: generation.Resume | None,
-                 prepared: generation.Prepared | None = None) -> None:
-        """Run one claimed answer on the loop and return when it ended; its database
-        calls run in this thread."""
+    def run_here(self, work: Callable[[Runtime], Awaitable[T]]) -> T:
+        """Run ``work`` on the loop and return its result once it ended; its database
+        calls run in this thread, and its frames go out synchronously
+        (``realtime.publishing.publish``), in order with the final frame that this
+        thread's ending transaction publishes."""
         calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         done = object()
         loop = self.loop
 
-        async def db(fn: Callable[[], T]) -> T:
-            result: asyncio.Future[T] = loop.create_future()
+        async def db(fn: Callable[[], Any]) -> Any:
+            result: asyncio.Future[Any] = loop.create_future()
             calls.put((fn, result))
             return await result
 
-        # Frames go out synchronously (``generation.publish``), in order with the final
-        # frame that this thread's ending transaction publishes.
-        runtime = generation.Runtime(db=db, send=None, sent=_nothing_pending)
-        future = asyncio.run_coroutine_threadsafe(
-            generation.answer(message, resume, runtime, prepared), loop)
+        runtime = Runtime(db=db, send=None, sent=_nothing_pending)
+        future = asyncio.run_coroutine_threadsafe(_call(work, runtime), loop)
         future.add_done_callback(lambda _: calls.put(done))
         while (item := calls.get()) is not done:
             fn, result = item
@@ -206,7 +210,11 @@ class Engine:
                 loop.call_soon_threadsafe(_settle, result, None, exc)
             else:
                 loop.call_soon_threadsafe(_settle, result, value, None)
-        future.result()
+        return future.result()
+
+
+async def _call(work: Callable[[Runtime], Awaitable[T]], runtime: Runtime) -> T:
+    return await work(runtime)
 
 
 async def _nothing_pending() -> None:
@@ -224,3 +232,14 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 
 engine = Engine()
 
+
+def run_generation(message_id: int) -> None:
+    """Claim the answer and stream it to its end, in the calling thread's time: the
+    answer runs on the process's event loop while this thread serves its database calls
+    (tests, and callers whose data lives in their own transaction). Workers hand answers
+    to the loop instead (``Engine.hand_over``) and return once they are claimed."""
+    taken = generation.take(message_id)
+    if taken is None:
+        return
+    message, resume, prepared = taken
+    engine.run_here(lambda runtime: generation.answer(message, resume, runtime, prepared))

@@ -20,26 +20,37 @@ transition changes nothing and sends nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.signals import pre_delete
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
-from billing.quotas import settle
-from chatsite.compiled import CompiledSelect
+from accounts.erasure import organization_deleting, person_erasing
+from answers.draft import AnswerDraft
+from billing.models import Reservation
+from billing.quotas import LEDGER_FIELDS, settle, settle_title
+from chatsite import metrics
+from chatsite.celery import app
+from chatsite.compiled import CompiledSelect, update_statement
 from conversations.models import Conversation, Message
+from conversations.signals import live_answer_deleting
+from llm import client as llm
 from llm.models import ModelProfile
 from llm.pricing import MICRO, Prices, estimate_usage, prices_for_answer, usage_cost
 from llm.types import Usage
+from realtime import replay
 from realtime.frames import final_frame
 from realtime.publishing import publish
+
+if TYPE_CHECKING:
+    from accounts.models import Organization, User
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +73,12 @@ INTERRUPTED_DETAIL = (
 )
 
 
+# Celery task names this module sends by name (answers.tasks defines them; dispatch
+# sends the first too). The wire contract between the web and worker processes of two
+# releases during a rolling deploy: they keep the names they were first published under.
+GENERATE_REPLY = "conversations.tasks.generate_reply"
+FORGET_RESPONSE = "conversations.tasks.forget_background_response"
+
 # A first claim and two resumes: an answer whose resuming keeps killing its worker (or
 # that no worker reclaims within PENDING_TIMEOUT_SECONDS) is interrupted instead.
 MAX_CLAIMS = 3
@@ -77,6 +94,13 @@ def answer_prices(message: Message) -> Prices:
     return prices_for_answer(snapshot=message.price_snapshot, profile=message.profile)
 
 
+def _as_saved(usage: Usage) -> Usage:
+    """An estimate's token counts as an ended answer's row saves them (no cached or
+    cache-write tokens), for its ledger row."""
+    return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                 reasoning_tokens=usage.reasoning_tokens)
+
+
 def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
     """Flagged usage and cost for an answer that ended without a usage chunk."""
     prompt_tokens = getattr(getattr(message, "reservation", None), "prompt_tokens_estimate", 0)
@@ -90,20 +114,27 @@ def estimate_cost(message: Message, text: str) -> tuple[Usage, Decimal]:
 
 
 def claim(message_id: int) -> Message | None:
-    """pending → streaming, once. A redelivered task (or one that lost to Stop or the
-    queue timeout) finds nothing to claim."""
+    """pending → streaming, once, and the answer read with what its prompt and budget
+    need (one statement on PostgreSQL). A redelivered task (or one that lost to Stop or
+    the queue timeout) finds nothing to claim."""
     now = timezone.now()
+    lease = now + timedelta(seconds=settings.STREAM_LEASE_SECONDS)
     # Race: a redelivered task, Stop and the queue-timeout reaper all target this pending
     # row; the status filter lets exactly one of them change it.
-    claimed = Message.objects.filter(pk=message_id, status=Status.PENDING).update(
-        status=Status.STREAMING,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=settings.STREAM_LEASE_SECONDS),
-        claims=F("claims") + 1,
-    )
-    if not claimed:
+    pending = Message.objects.filter(pk=message_id, status=Status.PENDING)
+    changes = {"status": Status.STREAMING, "started_at": now, "lease_expires_at": lease,
+               "claims": F("claims") + 1}
+    if transaction.get_connection().vendor != "postgresql":
+        return _claimed(message_id) if pending.update(**changes) else None
+    update, params = update_statement(pending, changes)
+    message = _CLAIMING.first(message=message_id,
+                              with_=(f"claimed AS ({update} RETURNING id, claims)", params))
+    if message is None:
         return None
-    return _claimed(message_id)
+    # The read saw the row as it was before the claim wrote it.
+    message.status, message.started_at, message.lease_expires_at = Status.STREAMING, now, lease
+    message.claims = message.claims_now  # type: ignore[attr-defined]
+    return message
 
 
 def reclaim(message_id: int) -> Message | None:
@@ -132,12 +163,21 @@ def _claimed(message_id: int) -> Message:
     return message
 
 
+def _claimed_rows(*, message: int) -> QuerySet[Message]:
+    return Message.objects.select_related(
+        "profile", "conversation", "conversation__organization", "reservation"
+    ).filter(pk=message)
+
+
 # Compiled once per process (chatsite.compiled): read on every claim. The reservation
 # comes along: a tool round's budget is measured against it.
-_CLAIMED = CompiledSelect(
-    lambda *, message: Message.objects.select_related(
-        "profile", "conversation", "conversation__organization", "reservation"
-    ).filter(pk=message),
+_CLAIMED = CompiledSelect(_claimed_rows, "message")
+# The same read in the claim's own statement: only the row the claim's UPDATE (the WITH
+# clause ``claimed``) changed, with its new claim count.
+_CLAIMING = CompiledSelect(
+    lambda *, message: _claimed_rows(message=message)
+    .filter(pk__in=RawSQL("SELECT id FROM claimed", ()))
+    .annotate(claims_now=RawSQL("SELECT claims FROM claimed", ())),
     "message",
 )
 
@@ -173,51 +213,32 @@ def track_response(*, message_id: int, claim: int | None, response_id: str) -> b
 # --- streaming → done | failed | cancelled -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ending:
-    """How a streamed answer ended, as the generation loop saw it."""
-
-    status: str
-    finish_reason: str
-    content: str
-    refusal: str = ""
-    reasoning_summary: str = ""
-    reasoning_items: list[dict[str, Any]] | None = None
-    service_tier: str = ""  # the tier the provider reported serving every round
-    seq: int = 0
-    error_code: str = ""
-    error_detail: str = ""
-    tool_calls: list[dict[str, Any]] | None = None
-    history_truncated: int = 0
-    usage: Usage = Usage()
-    usage_estimated: bool = False
-
-
-def finish(message: Message, ending: Ending) -> dict[str, Any]:
+def finish(message: Message, draft: AnswerDraft) -> dict[str, Any]:
     """streaming → final state and settlement in one transaction, once; then the final
     frame. Raises Abandoned when the reaper ended the answer first. Returns the frame."""
-    prices = answer_prices(message).at_tier(ending.service_tier)
-    cost = usage_cost(prices, ending.usage)
+    usage, estimated = draft.billable_usage()
+    prices = answer_prices(message).at_tier(draft.service_tier)
+    cost = usage_cost(prices, usage)
     now = timezone.now()
     changes: dict[str, Any] = {
-        "service_tier": ending.service_tier,
-        "status": ending.status,
-        "content": ending.content,
-        "refusal": ending.refusal,
-        "reasoning_summary": ending.reasoning_summary,
-        "reasoning_items": ending.reasoning_items or [],
-        "stream_seq": ending.seq,
-        "finish_reason": ending.finish_reason,
-        "error_code": ending.error_code,
-        "error_detail": ending.error_detail,
-        "tool_calls": ending.tool_calls or [],
-        "history_truncated": ending.history_truncated,
-        "prompt_tokens": ending.usage.prompt_tokens,
-        "cached_tokens": ending.usage.cached_tokens,
-        "completion_tokens": ending.usage.completion_tokens,
-        "reasoning_tokens": ending.usage.reasoning_tokens,
-        "cache_write_tokens": ending.usage.cache_write_tokens,
-        "usage_estimated": ending.usage_estimated,
+        "service_tier": draft.service_tier,
+        "status": draft.status,
+        "content": draft.text,
+        "refusal": draft.refusal,
+        "reasoning_summary": draft.reasoning_summary,
+        "reasoning_items": draft.reasoning_items,
+        "stream_seq": draft.seq,
+        "finish_reason": draft.finish_reason,
+        "error_code": draft.error_code,
+        "error_detail": draft.detail,
+        "tool_calls": draft.tool_calls,
+        "history_truncated": draft.history_left_out,
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "usage_estimated": estimated,
         "cost_usd": cost,
         "price_snapshot": prices.snapshot(),
         "lease_expires_at": None,
@@ -226,12 +247,36 @@ def finish(message: Message, ending: Ending) -> dict[str, Any]:
     with transaction.atomic():
         # Race: the reaper may have declared this answer interrupted while it streamed, or
         # another worker taken it over; only one final state can be written, once.
-        if not _owned(message.pk, message.claims).update(**changes):
+        if not _end_owned(message, changes, now):
             raise Abandoned()
-        settle(message_id=message.pk, cost=cost, estimated=ending.usage_estimated)
-        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
-        _after_commit(message, ending.status)
+        settle(message_id=message.pk, cost=cost, estimated=estimated, outcome=draft.status,
+               usage=usage)
+        _after_commit(message, draft.status)
     return _announce(message, changes)
+
+
+def _end_owned(message: Message, changes: dict[str, Any], now: datetime) -> bool:
+    """Write the answer's final state while it is still ours, and move its conversation
+    up the list: one statement on PostgreSQL. False: the answer is no longer ours."""
+    rows = _owned(message.pk, message.claims)
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        if not rows.update(**changes):
+            return False
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
+        return True
+    update, params = update_statement(rows, changes)
+    conversations = connection.ops.quote_name(Conversation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH ended AS ({update} RETURNING conversation_id),"
+            f" touched AS (UPDATE {conversations} SET updated_at = %s"
+            f" WHERE id IN (SELECT conversation_id FROM ended))"
+            " SELECT count(*) FROM ended",
+            [*params, now],
+        )
+        (ended,) = cursor.fetchone()
+    return bool(ended)
 
 
 # --- pending → cancelled | failed ----------------------------------------------------------
@@ -246,7 +291,7 @@ def cancel_pending(message: Message) -> dict[str, Any] | None:
         # Race: the worker may be claiming this very message; only one update can win.
         if not Message.objects.filter(pk=message.pk, status=Status.PENDING).update(**changes):
             return None
-        settle(message_id=message.pk, cost=ZERO_COST, estimated=False)
+        settle(message_id=message.pk, cost=ZERO_COST, estimated=False, outcome=Status.CANCELLED)
     return _announce(message, changes)
 
 
@@ -282,7 +327,7 @@ def fail_pending(message_id: int, *, code: str, detail: str,
         # the filter let exactly one of the claim and this update win.
         if not rows.update(**changes):
             return None
-        settle(message_id=message_id, cost=ZERO_COST, estimated=False)
+        settle(message_id=message_id, cost=ZERO_COST, estimated=False, outcome=Status.FAILED)
     message = Message.objects.get(pk=message_id)
     return _publish_final(message)
 
@@ -300,13 +345,11 @@ def interrupt(message_id: int, *, now: datetime) -> bool:
     """A streaming answer whose lease lapsed (its worker died or stopped making progress)
     ends interrupted with its partial text (checkpoint plus buffered deltas), billed a
     flagged estimate."""
-    from realtime.replay import read_text
-
     row = (Message.objects.filter(pk=message_id, status=Status.STREAMING, lease_expires_at__lt=now)
            .values_list("content", "stream_seq").first())
     if row is None:
         return False
-    text, last_seq = read_text(message_id, row[0], row[1])
+    text, last_seq = replay.read_text(message_id, row[0], row[1])
     with transaction.atomic():
         # Race: the worker may come back and finish between our read and this write;
         # the row lock plus status and lease in the filter let only one of us end it.
@@ -330,7 +373,8 @@ def interrupt(message_id: int, *, now: datetime) -> bool:
             "lease_expires_at": None, "finished_at": now,
         }
         Message.objects.filter(pk=message_id).update(**changes)
-        settle(message_id=message_id, cost=cost, estimated=True)
+        settle(message_id=message_id, cost=cost, estimated=True, outcome=Status.INTERRUPTED,
+               usage=_as_saved(usage))
     _announce(message, changes)
     return True
 
@@ -343,14 +387,12 @@ def end_for_deletion(message_id: int) -> dict[str, Any] | None:
     its reservation, so no budget stays held for a row that is gone. A pending answer
     costs $0; a streaming one is charged the flagged estimate of what it showed (as the
     reaper does), and its worker, finding it no longer streaming, charges nothing more."""
-    from realtime.replay import read_text
-
     row = (Message.objects.filter(pk=message_id, status__in=Message.LIVE_STATUSES)
            .values_list("status", "content", "stream_seq").first())
     if row is None:
         return None
     status, content, seq = row
-    text, last_seq = read_text(message_id, content, seq) if status == Status.STREAMING else (
+    text, last_seq = replay.read_text(message_id, content, seq) if status == Status.STREAMING else (
         content, seq)
     now = timezone.now()
     with transaction.atomic():
@@ -378,7 +420,8 @@ def end_for_deletion(message_id: int) -> dict[str, Any] | None:
             )
         Message.objects.filter(pk=message_id).update(**changes)
         settle(message_id=message_id, cost=changes["cost_usd"],
-               estimated=changes["usage_estimated"])
+               estimated=changes["usage_estimated"], outcome=Status.CANCELLED,
+               usage=_as_saved(usage) if status == Status.STREAMING else None)
         if message.provider_response_id and message.profile_id is not None:
             # Its background response runs on at the provider (billed) and stays stored
             # there: cancelled and deleted by a task once the deletion committed, so the
@@ -390,17 +433,12 @@ def end_for_deletion(message_id: int) -> dict[str, Any] | None:
 
 def forget_later(profile_id: int, response_id: str) -> None:
     """Queue ``forget_response`` for any worker (ids only)."""
-    from answers.dispatch import FORGET_RESPONSE
-    from chatsite.celery import app
-
     app.send_task(FORGET_RESPONSE, args=[profile_id, response_id], ignore_result=True)
 
 
 def forget_response(*, profile_id: int, response_id: str) -> None:
     """Cancel a stored background response at the provider, then delete it, so it bills
     nothing more and the provider keeps none of it. Best effort: each failure is logged."""
-    from llm import client as llm
-
     profile = ModelProfile.objects.filter(pk=profile_id).first()
     if profile is None:
         logger.warning("background response %s: its profile %s is gone; not forgotten",
@@ -419,6 +457,30 @@ def _end_before_delete(sender: Any, instance: Message, **kwargs: Any) -> None:
     """An admin deleting a live answer (or anything cascading to it) ends it first."""
     if instance.status in Message.LIVE_STATUSES:
         end_for_deletion(instance.pk)
+
+
+@receiver(live_answer_deleting, dispatch_uid="answers.lifecycle.end_live_answer")
+def _end_live_answer(sender: Any, message_id: int, **kwargs: Any) -> None:
+    """A person deleting a conversation: its live answers end (and settle) first."""
+    end_for_deletion(message_id)
+
+
+@receiver(person_erasing, dispatch_uid="answers.lifecycle.end_for_erasure")
+def _end_erased_persons_answers(sender: Any, user: User, **kwargs: Any) -> None:
+    """A person being deleted: their live answers end (and settle) before their data goes."""
+    for message_id in Message.objects.filter(
+        conversation__user=user, status__in=Message.LIVE_STATUSES
+    ).values_list("pk", flat=True):
+        end_for_deletion(message_id)
+
+
+@receiver(organization_deleting, dispatch_uid="answers.lifecycle.end_for_org_deletion")
+def _end_deleted_orgs_answers(sender: Any, organization: Organization, **kwargs: Any) -> None:
+    """An org being deleted: its live answers end first, so their tabs get a final frame."""
+    for message_id in Message.objects.filter(
+        conversation__organization=organization, status__in=Message.LIVE_STATUSES
+    ).values_list("pk", flat=True):
+        end_for_deletion(message_id)
 
 
 # --- the reaper ----------------------------------------------------------------------------
@@ -485,9 +547,6 @@ def hand_back(message_id: int) -> None:
     lease stays lapsed and later passes queue it again (the extra tasks find nothing to
     do); one that no worker reclaims within PENDING_TIMEOUT_SECONDS is interrupted, as
     a queued answer would time out."""
-    from answers.dispatch import GENERATE_REPLY
-    from chatsite.celery import app
-
     app.send_task(GENERATE_REPLY, args=[message_id], ignore_result=True)
     logger.warning("handed message %s back to the workers to resume", message_id)
 
@@ -504,16 +563,17 @@ def _cancel_background_response(message_id: int, response_id: str) -> None:
 def settle_leaked_reservations() -> int:
     """Defence in depth: a final message whose reservation is still open (which the
     same-transaction settlement should make impossible) is settled to its recorded cost."""
-    from billing.models import Reservation
-
     leaked = Reservation.objects.filter(
         settled_at=None, message__status__in=Message.FINAL_STATUSES
-    ).values_list("message_id", "message__cost_usd", "message__usage_estimated")[:500]
+    ).values_list("message_id", "message__cost_usd", "message__usage_estimated",
+                  "message__status", *(f"message__{name}" for name in LEDGER_FIELDS))[:500]
     settled = 0
-    for message_id, cost, estimated in leaked:
+    for message_id, cost, estimated, status, *tokens in leaked:
         try:
             with transaction.atomic():
-                settled += settle(message_id=message_id, cost=cost, estimated=estimated)
+                settled += settle(message_id=message_id, cost=cost, estimated=estimated,
+                                  outcome=status, usage=Usage(**dict(zip(LEDGER_FIELDS, tokens,
+                                                                         strict=True))))
         except Exception:
             logger.exception("could not settle the reservation of message %s", message_id)
     return settled + _release_abandoned_title_holds()
@@ -523,9 +583,6 @@ def _release_abandoned_title_holds() -> int:
     """A title request whose worker died between reserving and settling would hold its
     worst case forever. Past the longest the call may take (the provider read timeout,
     plus a minute) it is released at $0: no usage report ever arrived to bill."""
-    from billing.models import Reservation
-    from billing.quotas import settle_title
-
     cutoff = timezone.now() - timedelta(seconds=settings.LLM_READ_TIMEOUT + 60)
     released = 0
     for pk in Reservation.objects.filter(
@@ -567,6 +624,7 @@ def _announce(message: Message, changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish_final(message: Message) -> dict[str, Any]:
+    metrics.turn_ended(message.status, message.error_code)  # every ending passes here, once
     frame = final_frame(message)
     publish(message.pk, frame)
     return frame

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from chatsite import metrics
 from conversations.models import Message
 from llm.types import (
     Finished,
@@ -48,6 +49,7 @@ class LiveReply:
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id
         self.started = time.monotonic()
+        self.timer = metrics.OutputTimer(self.started)  # time to first token, per-token gaps
         self.first_output_at: float | None = None
         # When the provider last sent content (or the current request went out): the
         # stall clock. Lifecycle events and keep-alive bytes do not move it.
@@ -76,12 +78,14 @@ class LiveReply:
         thinking timer goes on from there, and says nothing once text was shown."""
         now = time.monotonic()
         self.started = now - elapsed
+        self.timer = metrics.OutputTimer(self.started, shown=shown)
         self.last_thinking = now
         if shown:
             self.first_output_at = now
 
     def begin_round(self) -> None:
         """A new upstream request (a retry or a tool round) is about to be sent."""
+        self.timer.pause()
         self.last_activity = time.monotonic()
         self.awaiting_content = True
         self.was_queued = False
@@ -100,6 +104,7 @@ class LiveReply:
 
     def output(self) -> None:
         """Visible output arrived (ends the thinking heartbeats)."""
+        self.timer.output()
         if self.first_output_at is None:
             self.first_output_at = time.monotonic()
 
@@ -181,12 +186,9 @@ class LiveReply:
         if self.stream is not None:
             self.stream.close()
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep for a retry back-off; returns True if Stop arrived meanwhile."""
-        return self.cancelled.wait(seconds)
-
     async def wait_async(self, seconds: float) -> bool:
-        """``wait`` on the event loop: Stop is noticed within a monitor tick."""
+        """Sleep on the event loop (a retry back-off, a pause before following a
+        response again); True if Stop arrived meanwhile, noticed within a monitor tick."""
         deadline = time.monotonic() + seconds
         while not self.cancelled.is_set():
             left = deadline - time.monotonic()
@@ -208,6 +210,7 @@ class Monitor:
         reply = LiveReply(message_id)
         with self._lock:
             self._replies[message_id] = reply
+            metrics.live_answers(len(self._replies))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="reply-monitor", daemon=True)
                 self._thread.start()
@@ -216,6 +219,7 @@ class Monitor:
     def unregister(self, message_id: int) -> None:
         with self._lock:
             self._replies.pop(message_id, None)
+            metrics.live_answers(len(self._replies))
 
     def snapshot(self) -> list[LiveReply]:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,16 +171,20 @@ def build_prompt(
 
 def estimate_prompt_tokens(
     *, conversation_id: int | None, content: str, profile: ModelProfile, org_message: str,
-    custom: str, completion_cap: int,
+    custom: str, completion_cap: int, history: Iterable[str] | None = None,
 ) -> int:
-    """An upper bound on the next request's prompt tokens, for the budget reservation."""
+    """An upper bound on the next request's prompt tokens, for the budget reservation:
+    ``content`` and every message of the conversation (``history``, their texts when the
+    caller read them already; else read here)."""
     total = PRIMING_TOKENS + message_tokens({"content": instructions_for(org_message=org_message, custom=custom)})
     total += message_tokens({"content": content})
     if profile.accepts("tools"):
         # The request carries the tool schemas too (generation reserves every request in
         # full before sending it: a turn reserved without them would extend at once).
         total += tools_tokens(tool_schemas())
-    if conversation_id is not None:
-        for text in Message.objects.filter(conversation_id=conversation_id).values_list("content", flat=True):
-            total += message_tokens({"content": text})
+    if conversation_id is not None and history is None:
+        history = Message.objects.filter(conversation_id=conversation_id).values_list(
+            "content", flat=True)
+    for text in history or ():
+        total += message_tokens({"content": text})
     return min(total, max(profile.context_window - completion_cap, 0)) + SAFETY_MARGIN

@@ -5,22 +5,25 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Func, OuterRef, Subquery
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db import connection, transaction
+from django.db.models import F, Func, Model, OuterRef, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from accounts.model_access import profile_enabled, usable_profile
 from accounts.models import Membership, User
 from answers import lifecycle
-from answers.dispatch import queue_reply, refuse_unless_queue_reachable
+from answers.dispatch import ServiceUnavailable, queue_reply
 from answers.prompts import estimate_prompt_tokens
 from answers.titles import fallback_title
 from billing.quotas import reserve
-from chatsite.compiled import CompiledSelect
+from chatsite.compiled import CompiledSelect, insert_statement, update_statement
 from chatsite.errors import NotFound, Refused
 from chatsite.ratelimits import over_limit_for
 from conversations.access import get_message_for_user, memberships_in_order, own_conversation
@@ -29,8 +32,9 @@ from conversations.tree import AFTER_LEAF, ParentChoice, resolve_parent
 from llm.catalog.sync import ensure_synced
 from llm.models import ModelProfile
 from llm.pricing import Prices
-from llm.profiles import is_retired, openai_profiles_usable, profile_enabled, usable_profile
+from llm.profiles import is_retired, openai_profiles_usable
 from realtime.backpressure import refuse_when_full, waiting_for_worker
+from realtime.turns import Turn
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -38,15 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = Message.Status
-
-
-@dataclass(frozen=True)
-class Turn:
-    conversation: Conversation
-    user_message: Message
-    assistant_message: Message
-    # Answers that were waiting for a worker when this one was queued (its place).
-    queued_ahead: int = 0
 
 
 def start_turn(
@@ -77,22 +72,23 @@ def start_turn(
             f"Messages are limited to {settings.MAX_MESSAGE_CHARS:,} characters; "
             f"this one has {len(content):,}.",
         )
-    # Before anything is counted or written: with the broker down the answer could
-    # never be queued, and the sender gets service_unavailable instead.
-    refuse_unless_queue_reachable()
-    # Counted in the shared cache: a refused send writes nothing to the database.
+    # Counted in the shared cache: a refused send writes nothing to the database. With
+    # Redis down it cannot be counted, and the answer could not be queued either: the
+    # sender gets service_unavailable before anything is written. (The broker alone
+    # down: the saved answer fails at $0 after commit, see answers.dispatch.)
     _refuse_fast_senders(user)
     # A cache hit, except once per sync period, when it may ask the provider for its
     # models: never while this turn holds the locks below (usable_profile checks again).
     ensure_synced()
     with transaction.atomic():
-        # Each lookup below also takes the locks the checks after it need, so a turn
-        # starts in a handful of statements (conversations/tests: test_turn_query_budget).
+        # Each lookup below also takes the locks the checks after it need, and the turn's
+        # rows are written in one statement (_save_turn), so a turn starts in a handful of
+        # statements (tests/conversations: test_turn_query_budget, test_turn_statements).
         if conversation_id is None:
+            existing = None
             membership, queued_ahead = _membership_locking_sender(user, organization_id)
-            _refuse_live_answers(user, conversation_id=None)
-            profile = usable_profile(membership.organization, profile_name)
-            conversation = Conversation.objects.create(
+            profile = usable_profile(membership.organization, profile_name, user=user)
+            conversation = Conversation(
                 organization=membership.organization,
                 user=user,
                 profile=profile,
@@ -100,7 +96,7 @@ def start_turn(
             )
         else:
             conversation, queued_ahead = _conversation_locking_sender(user, conversation_id)
-            _refuse_live_answers(user, conversation_id=conversation.pk)
+            existing = conversation
             # The conversation's own org decides: its budgets, profiles and instructions
             # apply, not the session's org (which only picks where new chats go).
             membership = _membership_of(conversation)
@@ -111,15 +107,15 @@ def start_turn(
             if profile_name not in (None, "", profile.name) or not (
                 conversation.profile_enabled and not is_retired(profile)  # type: ignore[attr-defined]
             ):
-                profile = usable_profile(conversation.organization, profile_name or profile.name)
+                profile = usable_profile(conversation.organization, profile_name or profile.name,
+                                         user=user)
         effort = _effort_for(profile, reasoning_effort)
         now = timezone.now()
         user_message = _question_for(
-            conversation if conversation_id is not None else None,
-            new=conversation, content=content, parent_id=parent_id, question_id=question_id,
-            now=now,
+            existing, new=conversation, content=content, parent_id=parent_id,
+            question_id=question_id, now=now,
         )
-        assistant = Message.objects.create(
+        assistant = Message(
             conversation=conversation,
             parent=user_message,
             role=Message.Role.ASSISTANT,
@@ -136,12 +132,20 @@ def start_turn(
             # Until a worker claims it, the lease is the deadline for claiming it.
             lease_expires_at=now + timedelta(seconds=settings.PENDING_TIMEOUT_SECONDS),
         )
+        # Regenerating on another model changes that answer only: the conversation's
+        # default model stays until the person picks another for the conversation.
+        if conversation.profile_id != profile.pk and question_id is None:
+            conversation.profile = profile
+        conversation.updated_at = now
+        history = _history_after(existing, user_message)
+        _save_turn(user, conversation, user_message, assistant)
         reserve(
             membership=membership,
             message=assistant,
             profile=profile,
             prompt_tokens=estimate_prompt_tokens(
-                conversation_id=conversation.pk if conversation_id else None,
+                conversation_id=conversation.pk if existing is not None else None,
+                history=history,
                 content=content,
                 profile=profile,
                 org_message=membership.organization.developer_message,
@@ -149,13 +153,6 @@ def start_turn(
                 completion_cap=assistant.max_completion_tokens or profile.max_completion_tokens,
             ),
         )
-        # Regenerating on another model changes that answer only: the conversation's
-        # default model stays until the person picks another for the conversation.
-        if conversation.profile_id != profile.pk and question_id is None:
-            conversation.profile = profile
-        conversation.updated_at = now
-        conversation.current_leaf = assistant
-        conversation.save(update_fields=["profile", "updated_at", "current_leaf"])
         transaction.on_commit(functools.partial(queue_reply, assistant.pk))
     return Turn(conversation, user_message, assistant, queued_ahead)
 
@@ -186,17 +183,95 @@ def _question_for(
             raise NotFound("message")
         return question
     parent = resolve_parent(existing, parent_id)
-    return Message.objects.create(
-        conversation=new, parent=parent, role=Message.Role.USER, content=content,
-        created_at=now,
-    )
+    # Saved with the answer (_save_turn).
+    return Message(conversation=new, parent=parent, role=Message.Role.USER, content=content,
+                   created_at=now)
+
+
+def _history_after(existing: Conversation | None, question: Message) -> list[str] | None:
+    """The texts the turn's prompt estimate counts, as they will be once the turn's rows
+    are saved: every message of the conversation (read with its lock, PostgreSQL), a new
+    question, and the empty answer. None: not read yet (the estimate reads them)."""
+    texts = getattr(existing, "history", None)
+    if texts is None:
+        return None
+    return [*texts, *([question.content] if question._state.adding else []), ""]
+
+
+def _save_turn(user: User, conversation: Conversation, question: Message,
+               assistant: Message) -> None:
+    """Save the turn's rows (a new conversation, a new question, the pending answer, the
+    conversation's new leaf) if the live-answer limits let it (_refuse_live_answers).
+
+    On PostgreSQL this is one statement: the ids are drawn first, so a new conversation
+    is written with its leaf and never updated in the same transaction (which would
+    check all its foreign keys again), and the live answers are counted in it, after
+    the sender's row was locked. A refusal raises and the transaction rolls the rows
+    back."""
+    new_conversation = conversation._state.adding
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        counts = _LIVE_ANSWERS.first(user=user.pk, conversation=conversation.pk or 0)
+        if counts is not None:
+            _refuse_live_answers(counts.live, counts.here)  # type: ignore[attr-defined]
+        if new_conversation:
+            conversation.save(force_insert=True)
+        if question._state.adding:
+            question.save(force_insert=True)
+        assistant.save(force_insert=True)
+        conversation.current_leaf = assistant
+        conversation.save(update_fields=["profile", "updated_at", "current_leaf"])
+        return
+    rows: dict[str, Model] = {"answer": assistant}
+    if question._state.adding:
+        rows = {"question": question, **rows}
+    if new_conversation:
+        rows = {"conversation": conversation, **rows}
+    ids = ", ".join(f"nextval(pg_get_serial_sequence('{row._meta.db_table}', 'id')) AS {name}"
+                    for name, row in rows.items())
+    live, params = _LIVE_ANSWERS.statement(user=user.pk, conversation=conversation.pk or 0)
+    parts = [f"ids AS (SELECT {ids})", f"live AS ({live})"]
+    in_conversation = {"conversation_id": "ids.conversation"} if new_conversation else {}
+    inserts = {
+        "conversation": {"id": "ids.conversation", "current_leaf_id": "ids.answer"},
+        "question": {"id": "ids.question", **in_conversation},
+        "answer": {"id": "ids.answer", **in_conversation,
+                   **({"parent_id": "ids.question"} if "question" in rows else {})},
+    }
+    for name, row in rows.items():
+        insert, values = insert_statement(row, computed=inserts[name])
+        parts.append(f"saved_{name} AS ({insert} FROM ids)")
+        params.extend(values)
+    if not new_conversation:
+        update, update_params = update_statement(
+            Conversation.objects.filter(pk=conversation.pk),
+            {"profile": conversation.profile, "updated_at": conversation.updated_at,
+             "current_leaf": RawSQL("SELECT answer FROM ids", ())})
+        parts.append(f"moved AS ({update})")
+        params.extend(update_params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT live.live, live.here,"
+                       f" {', '.join(f'ids.{name}' for name in rows)} FROM ids, live", params)
+        live_answers, here, *saved = cursor.fetchone()
+    _refuse_live_answers(live_answers, here)
+    for row, pk in zip(rows.values(), saved, strict=True):
+        row.pk = pk
+        row._state.adding, row._state.db = False, connection.alias
+    # The rows as saved: their foreign keys follow the ids just drawn.
+    question.conversation = assistant.conversation = conversation
+    assistant.parent = question
+    conversation.current_leaf = assistant
 
 
 def _refuse_fast_senders(user: User) -> None:
     # Counted in the shared cache, so every web process sees one count per person.
-    limited, retry_after = over_limit_for(
-        f"user:{user.pk}", group="chat-send", rate=f"{settings.SENDS_PER_MINUTE}/m"
-    )
+    try:
+        limited, retry_after = over_limit_for(
+            f"user:{user.pk}", group="chat-send", rate=f"{settings.SENDS_PER_MINUTE}/m"
+        )
+    except (redis.RedisError, OSError) as error:
+        logger.warning("the shared cache is unreachable, refusing a turn: %s", error)
+        raise ServiceUnavailable() from error
     if limited:
         raise SendsRateLimited(retry_after)
 
@@ -273,13 +348,17 @@ def _conversation_for_turn(*, conversation: int, user: int) -> QuerySet[Conversa
         .annotate(
             waiting=_waiting_answers(),
             profile_enabled=profile_enabled(organization_field="organization_id",
-                                            profile_field="profile_id"),
+                                            profile_field="profile_id", user_field="user_id"),
             # The sender's membership in the conversation's org (the access rule requires
             # one): the fields the turn's budget checks read, in the same statement.
             **{f"membership_{name}": _sender_membership(name)
                for name in ("pk", "role", "monthly_budget_usd")},
         )
     )
+    if connection.vendor == "postgresql":
+        # Every message's text, for the turn's prompt estimate (_history_after).
+        rows = rows.annotate(history=ArraySubquery(
+            Message.objects.filter(conversation_id=OuterRef("pk")).order_by().values("content")))
     return own_conversation(rows, user_id=user, conversation_id=conversation)
 
 
@@ -304,12 +383,11 @@ def _membership_of(conversation: Conversation) -> Membership:
     )
 
 
-def _refuse_live_answers(user: User, *, conversation_id: int | None) -> None:
+def _refuse_live_answers(live: int, here: int) -> None:
     """At most MAX_LIVE_ANSWERS_PER_USER answers pending or streaming per person, and one
-    per conversation. Call after the sender's row is locked (its own statement, so it
-    sees every turn committed while this one waited for the lock)."""
-    counts = _LIVE_ANSWERS.first(user=user.pk, conversation=conversation_id or 0)
-    live, here = (counts.live, counts.here) if counts is not None else (0, 0)  # type: ignore[attr-defined]
+    per conversation: ``live`` and ``here`` counted (_LIVE_ANSWERS) after the sender's row
+    was locked, in a statement of their own, so they include every turn committed while
+    this one waited for the lock."""
     if here:
         raise Refused(
             "invalid_request",

@@ -14,6 +14,7 @@ from django.dispatch import receiver
 
 from answers import drain, lifecycle, titles
 from answers.engine import Draining, engine
+from chatsite.logs import bind_ids
 from conversations.models import Message
 
 # Domain modules never import this module (so no import cycle runs through it): they
@@ -24,6 +25,7 @@ from conversations.models import Message
 def generate_reply(message_id: int) -> None:
     """Claim the answer and hand it to this process's event loop (answers.engine);
     the task ends, and is acknowledged, once the answer is claimed."""
+    bind_ids(answer_id=message_id)  # the answer's coroutine inherits it: its lines carry it
     try:
         engine.hand_over(message_id, draining=drain.is_draining)
     except Draining:
@@ -47,9 +49,12 @@ def generate_title(conversation_id: int) -> None:
 @receiver(lifecycle.answer_finished, dispatch_uid="answers.tasks.schedule_title")
 def schedule_title(sender: Any, *, message_id: int, status: str, conversation_id: int,
                    titled: bool | None = None, **kwargs: Any) -> None:
-    # ``titled``: the conversation had its title when the answer was claimed, so no query
-    # is needed to skip it (most turns); otherwise ask, as a title may have come since.
-    if status == Message.Status.DONE and not titled and titles.needs_title(conversation_id):
+    # ``titled``: whether the conversation had its title when the answer was claimed, so
+    # no query is needed either way (the title task checks again before it asks the
+    # model: a title may have come since); None, not known: ask.
+    if status != Message.Status.DONE or titled:
+        return
+    if titled is False or titles.needs_title(conversation_id):
         generate_title.delay(conversation_id)
 
 

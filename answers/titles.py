@@ -6,6 +6,7 @@ import logging
 
 from django.db import connection, transaction
 
+from accounts.models import User
 from answers.prompts import message_tokens
 from billing.quotas import reserve_title, settle_title
 from chatsite.errors import NotFound, Refused
@@ -75,6 +76,12 @@ def generate_title(conversation_id: int) -> str | None:
     prices = Prices.of(profile)  # fixed at reservation, like a turn's
     try:
         with transaction.atomic():
+            # Lock order as in start_turn, the sender's row before the usage rows: the
+            # reservation's foreign key to the sender is checked at commit, after the usage
+            # rows are held, and waited there for a send that held the sender's row and
+            # waited for the usage rows (a deadlock, under a burst of new conversations).
+            list(User.objects.select_for_update(no_key=True).filter(pk=conversation.user.pk)
+                 .values_list("pk", flat=True))
             membership = get_membership_in(conversation.user, conversation.organization_id)
             reservation = reserve_title(
                 membership=membership, prices=prices, model_name=profile.model,

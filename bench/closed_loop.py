@@ -53,11 +53,12 @@ class LoopRun:
     cpu: tuple[Snapshot, Snapshot]  # at the window's start and end
 
 
-async def _tab(ws: ClientConnection, slot: int, conversations: list[int], *, tag: str, effort: str,
+async def _tab(ws: ClientConnection, slot: int, conversations: list[int | None], *, tag: str, effort: str,
                first_send: float, stop_sending: float, deadline: float,
                max_turns: int | None) -> list[Answer]:
     """One person: send, read the answer to its end, send again, until ``stop_sending``.
-    Turn k asks in ``conversations[k]``; past the end of that list, in a new chat."""
+    Turn k asks in ``conversations[k]``; where that is None or past the end of the list,
+    in a new chat."""
     loop = asyncio.get_running_loop()
     answers: list[Answer] = []
     send_at = first_send
@@ -66,6 +67,7 @@ async def _tab(ws: ClientConnection, slot: int, conversations: list[int], *, tag
         answer = Answer(slot, f"{tag}-{slot}-{turn}")
         answers.append(answer)
         conversation = conversations[turn] if turn < len(conversations) else None
+        answer.new_conversation = conversation is None
         await follow_answer(ws, answer, send_at, deadline,
                             send_frame(answer.client_id, effort, conversation))
         if answer.message_id is None or answer.failure:
@@ -87,7 +89,7 @@ async def _cpu_at(moments: tuple[float, float], snapshot: Callable[[], Snapshot]
     return taken[0], taken[1]
 
 
-async def run(clients: list[ClientConnection], conversations: list[list[int]], *, tag: str,
+async def run(clients: list[ClientConnection], conversations: list[list[int | None]], *, tag: str,
               effort: str, timing: Timing, snapshot: Callable[[], Snapshot]) -> LoopRun:
     """Drive every client as a tab (client i asks in ``conversations[i]``, one per turn)
     and return all their turns with the measured window."""

@@ -13,8 +13,9 @@ import os
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
-# Processes started several times are named "<role>-<n>" (web-1, web-2, worker-1...).
-ROLES = ("web", "worker")
+# Processes started several times are named "<role>-<n>" (web-1, web-2, worker-1...;
+# side-1: the side worker that makes title calls).
+ROLES = ("web", "worker", "side")
 
 
 def role_of(name: str) -> str | None:

@@ -1,11 +1,12 @@
 """Django inside the bench process (same settings as the servers): users, sessions,
-the message-id offset and the page query count.
+their team, the tabs' conversations, the message-id offset and the page query count.
 
 Only synchronous code lives here; it runs before and between the asyncio phases.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,10 @@ MESSAGE_ID_FLOOR = 1_000_000_000
 USER_EMAIL = "bench-user-{:04d}@bench.invalid"
 PAGE_TITLE = "bench page ({} messages)"
 TAB_TITLE = "bench tab"
+# A new conversation's title: the fallback the product gives it from the question
+# ("bench", load.send_frame), and what the emulator's title reply says.
+NEW_TITLE = "bench"
+TEAM_NAME = "Bench team"
 
 
 def setup_django() -> None:
@@ -48,9 +53,11 @@ class BenchUser:
     session_key: str
 
 
-def users_and_sessions(count: int) -> list[BenchUser]:
+def users_and_sessions(count: int, *, team: bool = False) -> tuple[list[BenchUser], int | None]:
     """``count`` users made by the product's ``sign_up`` (each owns an organization),
-    reused across runs, each with a fresh authenticated session.
+    reused across runs, each with a fresh authenticated session; with ``team`` all of
+    them are also members of one org, which their sessions have chosen (new chats go
+    there). Returns the users and the team org's id (None without ``team``).
 
     Passwords are hashed with MD5 here only to save ~0.9 s of PBKDF2 per user; nobody
     logs in with them: the sessions are created directly, as ``login()`` would.
@@ -64,65 +71,129 @@ def users_and_sessions(count: int) -> list[BenchUser]:
 
     emails = [USER_EMAIL.format(i) for i in range(count)]
     existing = {user.email: user for user in User.objects.filter(email__in=emails)}
-    result: list[BenchUser] = []
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
-        for email in emails:
-            user = existing.get(email)
-            if user is None:
-                user = sign_up(email=email, password="bench-password-not-used",
-                               organization_name=f"Bench org {email[11:15]}", budgeted=False)
-            store = SessionStore()
-            store[SESSION_KEY] = str(user.pk)
-            # As login() records it: the backend that can load the user (django-axes, first
-            # in AUTHENTICATION_BACKENDS, only guards sign-in and has no get_user).
-            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-            store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-            store.create()
-            result.append(BenchUser(user.pk, email, store.session_key or ""))
-    return result
+        users = [existing.get(email) or sign_up(
+            email=email, password="bench-password-not-used",
+            organization_name=f"Bench org {email[11:15]}", budgeted=False) for email in emails]
+    team_id = join_team([user.pk for user in users]) if team else None
+    result: list[BenchUser] = []
+    for user in users:
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        # As login() records it: the backend that can load the user (django-axes, first
+        # in AUTHENTICATION_BACKENDS, only guards sign-in and has no get_user).
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        if team_id is not None:
+            store["organization_id"] = team_id  # as switching org on the page records it
+        store.create()
+        result.append(BenchUser(user.pk, user.email, store.session_key or ""))
+    return result, team_id
 
 
-def tab_conversations(user_pks: list[int], per_tab: int) -> list[list[int]]:
-    """``per_tab`` fresh, already titled conversations for each tab (one tab per user, in
-    ``user_pks`` order): each turn of a tab asks its question in the next one.
+def join_team(user_pks: list[int]) -> int:
+    """One org for all bench users (made once, no budget, the first user its owner), as
+    the members of a team use one; returns its id. Each keeps the org it owns."""
+    from accounts.models import Membership, Organization
 
-    Why fresh and titled: the emulator's timestamped tokens (" 17@1764480000.123456") are
-    about 11 model tokens each, so one 300-token answer is 6,800 characters; continuing
-    one conversation would make every later turn count (web and worker) and send a
-    history 5-6 times larger than a real one. A new untitled conversation instead queues
-    a title call after its first answer, which in timestamps mode streams 3.5 s and fails,
-    so the next answer queues another: work no real conversation causes. Title
-    generation is therefore not part of this load. The previous run's tab conversations
-    of these users are deleted first.
+    team = Organization.objects.filter(name=TEAM_NAME).order_by("pk").first()
+    if team is None:
+        team = Organization.objects.create(name=TEAM_NAME, monthly_budget_usd=None)
+    Membership.objects.bulk_create(
+        [Membership(user_id=pk, organization=team,
+                    role=Membership.Role.OWNER if i == 0 else Membership.Role.MEMBER)
+         for i, pk in enumerate(user_pks)],
+        ignore_conflicts=True,  # members from an earlier run stay as they are
+    )
+    return team.pk
+
+
+def new_conversation_turns(tabs: int, per_tab: int, share: float) -> list[list[bool]]:
+    """Which turns of each tab start a new conversation: ``share`` of every tab's turns
+    (within one), spread evenly over its turns, and out of phase between tabs (tab i is
+    shifted by i / tabs of a period) so that the new conversations of a step do not
+    arrive together."""
+    plan = []
+    for tab in range(tabs):
+        phase = tab / tabs
+        plan.append([math.floor((turn + 1) * share + phase) > math.floor(turn * share + phase)
+                     for turn in range(per_tab)])
+    return plan
+
+
+def tab_conversations(user_pks: list[int], per_tab: int, *, new_share: float = 0.0,
+                      organization_id: int | None = None,
+                      history_tokens: int = 0) -> list[list[int | None]]:
+    """What each tab (one per user, in ``user_pks`` order) asks in at each of its
+    ``per_tab`` turns: None for a turn that starts a new conversation (``new_share`` of
+    them, see ``new_conversation_turns``), else an existing, titled conversation of that
+    user in the org ``organization_id`` picks (their own org when None) that holds one
+    earlier exchange (a question and a done answer of ``history_tokens`` plain words).
+
+    Why an existing conversation per turn rather than the tab's previous one: the
+    emulator's timestamped tokens (" 17@1764480000.123456") are about 11 model tokens
+    each, so one 300-token answer is 6,800 characters; continuing the tab's own
+    conversation would make every later turn count (web and worker) and send a history
+    5-6 times larger than a real one. A new conversation is untitled: after its first
+    answer the product asks the model for a title (the emulator answers it as JSON in
+    ``json_reply_ms``). The previous run's tab conversations of these users are deleted
+    first, the new ones the product made included.
     """
+    from accounts.model_access import default_profile
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation
-    from llm.profiles import default_profile
 
-    Conversation.objects.filter(user_id__in=user_pks, title=TAB_TITLE).delete()
+    Conversation.objects.filter(user_id__in=user_pks, title__in=(TAB_TITLE, NEW_TITLE)).delete()
+    plan = new_conversation_turns(len(user_pks), per_tab, new_share)
     users = User.objects.in_bulk(user_pks)
     rows = []
-    for pk in user_pks:
-        organization = get_membership(users[pk], None).organization
+    for pk, turns in zip(user_pks, plan, strict=True):
+        organization = get_membership(users[pk], organization_id).organization
         profile = default_profile(organization)
         if profile is None:
             raise RuntimeError(f"{organization} has no model profile to benchmark with")
         rows += [Conversation(organization=organization, user=users[pk], profile=profile,
-                              title=TAB_TITLE, title_generated=True) for _ in range(per_tab)]
-    created = [conversation.pk for conversation in Conversation.objects.bulk_create(rows)]
-    return [created[i : i + per_tab] for i in range(0, len(created), per_tab)]
+                              title=TAB_TITLE, title_generated=True) for new in turns if not new]
+    created = Conversation.objects.bulk_create(rows)
+    if history_tokens > 0:
+        _earlier_exchange(created, history_tokens)
+    existing = iter(conversation.pk for conversation in created)
+    return [[None if new else next(existing) for new in turns] for turns in plan]
+
+
+def _earlier_exchange(conversations: list[Any], answer_tokens: int) -> None:
+    """One question and its done answer in each conversation, shown as its branch."""
+    from django.utils import timezone
+
+    from conversations.models import Conversation, Message
+
+    now = timezone.now()
+    questions = Message.objects.bulk_create([
+        Message(conversation=c, role=Message.Role.USER, content="bench", created_at=now)
+        for c in conversations
+    ])
+    answers = Message.objects.bulk_create([
+        Message(conversation=c, parent=q, role=Message.Role.ASSISTANT, status=Message.Status.DONE,
+                profile=c.profile, model_name=c.profile.model, reasoning_effort="low",
+                content=" word" * answer_tokens, finish_reason="stop", prompt_tokens=10,
+                completion_tokens=answer_tokens, stream_seq=2, created_at=now, finished_at=now)
+        for c, q in zip(conversations, questions, strict=True)
+    ])
+    for conversation, answer in zip(conversations, answers, strict=True):
+        conversation.current_leaf = answer
+    Conversation.objects.bulk_update(conversations, ["current_leaf"], batch_size=500)
 
 
 def _make_conversation(user_pk: int, size: int) -> int:
     from django.db import transaction
     from django.utils import timezone
 
+    from accounts.model_access import default_profile
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation, Message
     from conversations.tree import link_in_order
-    from llm.profiles import default_profile
 
     user = User.objects.get(pk=user_pk)
     organization = get_membership(user, None).organization

@@ -8,7 +8,7 @@ memory before and at its peak. ``--with-db`` runs the whole import, writes inclu
 for a throwaway user in the configured database and deletes it afterwards.
 
 The worst case for memory is the largest conversation, not the largest file: run it
-again with ``--conversation-kb 8192`` (imports.CONVERSATION_MAX_BYTES).
+again with ``--conversation-kb 8192`` (chatgpt_file.CONVERSATION_MAX_BYTES).
 """
 
 from __future__ import annotations
@@ -83,16 +83,17 @@ def write_export(path: Path, *, size: int, conversation_size: int) -> int:
 def read_like_a_job(path: Path) -> tuple[int, int]:
     from django.utils import timezone
 
-    from conversations import imports
+    from conversations.chatgpt_file import iter_conversations, open_export, scan_export
+    from conversations.chatgpt_tree import plan_messages
 
     seen = 0
     with path.open("rb") as upload:
         size = path.stat().st_size
-        with imports.open_export(upload, size=size) as reader:
-            total = imports.scan_export(reader)
-        with imports.open_export(upload, size=size) as reader:
-            for item in imports.iter_conversations(reader):
-                imports._plan_messages(item, conversation_time=timezone.now(), skipped=Counter())
+        with open_export(upload, size=size) as reader:
+            total = scan_export(reader)
+        with open_export(upload, size=size) as reader:
+            for item in iter_conversations(reader):
+                plan_messages(item, conversation_time=timezone.now(), skipped=Counter())
                 del item
                 seen += 1
     assert seen == total
@@ -140,7 +141,7 @@ def main() -> None:
     django.setup()
     from django.conf import settings
 
-    from conversations import imports
+    from conversations.chatgpt_file import CONVERSATION_MAX_BYTES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int,
@@ -161,7 +162,7 @@ def main() -> None:
               f"growth {(peak - before) / 1024:.0f} MB")
         return
     size = options.mb * 1024 * 1024
-    conversation_size = min(options.conversation_kb * 1024, imports.CONVERSATION_MAX_BYTES)
+    conversation_size = min(options.conversation_kb * 1024, CONVERSATION_MAX_BYTES)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "chatgpt-export.zip"
         count = write_export(path, size=size, conversation_size=conversation_size)

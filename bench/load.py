@@ -34,6 +34,7 @@ class Answer:
     frames: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     t_end: float | None = None
     failure: str = ""  # timeout / connection closed / refused
+    new_conversation: bool = False  # the send started a new conversation
 
 
 class Tap:

@@ -17,32 +17,47 @@ from bench.turn_cost import emulator_config
 
 
 def provider_stream_cost(emulator_url: str, *, streams: int = 5, tokens: int = 300) -> dict[str, Any]:
-    """CPU of this thread per content chunk while iterating the product's provider
-    stream (openai SDK over HTTP + the product's event translation), unpaced."""
+    """CPU of this thread per content chunk while reading the product's provider stream
+    (the worker's event-loop stream: openai SDK over HTTP + the product's event
+    translation), unpaced, on an event loop of this thread's own."""
+    import asyncio
+
     from django.conf import settings
 
-    from llm import client as llm
+    from llm.client import close_clients
     from llm.models import ModelProfile
+    from llm.stream import open_stream_async
     from llm.types import ChatRequest, TextDelta
 
     settings.EMULATOR_URL = emulator_url
     profile = ModelProfile.objects.get(name="o3-mini")
+
+    async def read_streams() -> tuple[float, float, int]:
+        cpu = wall = 0.0
+        chunks = 0
+        try:
+            for n in range(streams + 1):  # the first stream warms the client up
+                request = ChatRequest(messages=[{"role": "user", "content": "bench"}],
+                                      reasoning_effort="low", max_completion_tokens=10_000)
+                c0, w0 = time.thread_time(), time.perf_counter()
+                stream = await open_stream_async(profile, request)
+                count = 0
+                async for event in stream:
+                    count += isinstance(event, TextDelta)
+                c1, w1 = time.thread_time(), time.perf_counter()
+                if n == 0:
+                    continue
+                cpu += c1 - c0
+                wall += w1 - w0
+                chunks += count
+        finally:
+            await close_clients()
+        return cpu, wall, chunks
+
     saved = emulator_config(emulator_url, {"tokens_per_second": 0, "reply_tokens": tokens,
                                             "think_ms": {"low": 0}})
     try:
-        cpu = wall = 0.0
-        chunks = 0
-        for _ in range(streams + 1):  # the first stream warms the client up
-            request = ChatRequest(messages=[{"role": "user", "content": "bench"}], reasoning_effort="low",
-                                  max_completion_tokens=10_000)
-            c0, w0 = time.thread_time(), time.perf_counter()
-            count = sum(1 for event in llm.open_stream(profile, request) if isinstance(event, TextDelta))
-            c1, w1 = time.thread_time(), time.perf_counter()
-            if _ == 0:
-                continue
-            cpu += c1 - c0
-            wall += w1 - w0
-            chunks += count
+        cpu, wall, chunks = asyncio.run(read_streams())
     finally:
         emulator_config(emulator_url, saved)
     return {"chunks": chunks, "cpu_us_per_chunk": round(1e6 * cpu / chunks, 1) if chunks else None,

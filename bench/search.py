@@ -38,10 +38,10 @@ def build_corpus(user_pk: int) -> dict[str, Any]:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from accounts.model_access import default_profile
     from accounts.models import User
     from conversations.access import get_membership
     from conversations.models import Conversation, Message
-    from llm.profiles import default_profile
 
     user = User.objects.get(pk=user_pk)
     organization = get_membership(user, None).organization

@@ -244,9 +244,13 @@ class Stack:
 
     def start_workers(self, concurrency: int, count: int = 1) -> list[Child]:
         """``count`` Celery processes on the same broker, each streaming up to
-        ``concurrency`` answers on its event loop (claimed by runstack's few threads), and
-        each with its own node name (two nodes with one name would answer each other's
-        control messages and Celery warns about it)."""
+        ``concurrency`` answers on its event loop (claimed by runstack's few threads) from
+        the default queue, and, as runstack adds to them, one side worker for the side
+        calls' queues (titles), when settings route any there. Each has its own node name
+        (two nodes with one name would answer each other's control messages)."""
+        from django.conf import settings
+
+        from chatsite.celery import side_queues
         from conversations.management.commands.runstack import claim_threads
 
         children = []
@@ -255,8 +259,17 @@ class Stack:
             children.append(self.spawn(f"worker-{index}", [
                 sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
                 "--concurrency", str(claim_threads(concurrency)), "--loglevel", "WARNING",
-                "--hostname", name,
+                "--hostname", name, "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
             ], env={"WORKER_LIVE_ANSWERS": str(concurrency)}))
+            self.worker_names.append(name)
+        queues = side_queues()
+        if queues:
+            name = f"bench-side-{os.getpid()}@{socket.gethostname()}"
+            children.append(self.spawn("side-1", [
+                sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
+                "--concurrency", str(settings.SIDE_CALL_CONCURRENCY), "--loglevel", "WARNING",
+                "--hostname", name, "-Q", ",".join(queues),
+            ]))
             self.worker_names.append(name)
         return children
 

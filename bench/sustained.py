@@ -59,6 +59,7 @@ def turn_counts(answers: list[Answer], results: list[AnswerResult]) -> dict[str,
     return {
         "started": len(answers),
         "finished": sum(r.finished for r in results),
+        "new_conversation": sum(answer.new_conversation for answer in answers),
         "refused": sum(refusals.values()),
         "refusal_codes": dict(refusals),
         "ended_in_error": sum(1 for a, r in zip(answers, results, strict=True)

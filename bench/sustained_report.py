@@ -1,6 +1,6 @@
-"""Markdown for the closed-loop sustained steps: the one results table (with Open
-WebUI's quoted row and every budget marked in the cell it judges), the verdicts, and
-CPU by process."""
+"""Markdown for the closed-loop sustained steps: the results table (with Open WebUI's
+quoted row), the table against the floor, every budget marked in the cell it judges, the
+verdicts, and CPU by process."""
 
 from __future__ import annotations
 
@@ -77,6 +77,20 @@ def _mark(budget: Budget, passed: bool) -> str:
     return f"{budget.short}: {'pass' if passed else '**FAIL**'}"
 
 
+def _marks(rows: list[Row]) -> dict[tuple[int, str], list[str]]:
+    """The verdicts' marks by (row, column)."""
+    marks: dict[tuple[int, str], list[str]] = {}
+    for budget, row, passed in verdicts(rows):
+        marks.setdefault((id(row), budget.column), []).append(_mark(budget, passed))
+    return marks
+
+
+def _add_marks(cells: dict[str, str], row: Row, marks: dict[tuple[int, str], list[str]]) -> None:
+    for (row_id, column), notes in marks.items():
+        if row_id == id(row) and column in cells:
+            cells[column] += " (" + "; ".join(notes) + ")"
+
+
 def _open_webui_row() -> dict[str, str]:
     cells = {key: NOT_QUOTED for key, _ in COLUMNS}
     cells.update(system=OPEN_WEBUI_LABEL, streams=OPEN_WEBUI_STREAMS, token=OPEN_WEBUI_TOKEN_P99)
@@ -85,16 +99,12 @@ def _open_webui_row() -> dict[str, str]:
 
 def table(rows: list[Row]) -> str:
     """The results table: our rows with budget marks, then Open WebUI's quoted row."""
-    marks: dict[tuple[int, str], list[str]] = {}
-    for budget, row, passed in verdicts(rows):
-        marks.setdefault((id(row), budget.column), []).append(_mark(budget, passed))
+    marks = _marks(rows)
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|---|---:|" + "---|" * (len(COLUMNS) - 2)]
     for row in rows:
         cells = _cells(row)
-        for (row_id, column), notes in marks.items():
-            if row_id == id(row):
-                cells[column] += " (" + "; ".join(notes) + ")"
+        _add_marks(cells, row, marks)
         lines.append("| " + " | ".join(cells[key] for key, _ in COLUMNS) + " |")
     webui = _open_webui_row()
     lines.append("| " + " | ".join(webui[key] for key, _ in COLUMNS) + " |")
@@ -105,16 +115,66 @@ def verdict_lines(rows: list[Row]) -> list[str]:
     results = verdicts(rows)
     lines = [f"- N = {row['streams']}: {budget.name}: {'PASS' if passed else '**FAIL**'}"
              for budget, row, passed in results]
-    lines += [f"- {budget.name} (at N = {budget.streams}): not judged, N = {budget.streams} "
-              "was not part of this run" for budget in unjudged(rows)]
+    lines += [f"- {budget.name}: not judged, {why}" for budget, why in unjudged(rows)]
     failed = sum(1 for *_, passed in results if not passed)
     lines.append(f"- {len(results) - failed} of {len(results)} budget checks pass.")
     return lines
 
 
+FLOOR_COLUMNS = [
+    ("streams", "N"),
+    ("token_p50", "per-token added ms p50"),
+    ("token_p99", "per-token added ms p99"),
+    ("ttft_p50", "added time to first token ms p50"),
+    ("ttft_p99", "added time to first token ms p99"),
+    ("cpu_per_turn", "CPU ms per turn, web + worker + PostgreSQL"),
+]
+
+
+def _against_cell(pair: dict[str, float | None], *, excess: bool = False) -> str:
+    """"product / floor = ratio×", and the difference in ms when ``excess``."""
+    ratio = pair["ratio"]
+    cell = (f"{_ms(pair['product'])} / {_ms(pair['floor'])} = "
+            + ("–" if ratio is None else f"{ratio:.1f}×"))
+    if excess and pair["excess"] is not None:
+        cell += f" ({pair['excess']:+,.0f} ms)"
+    return cell
+
+
+def floor_table(rows: list[Row]) -> str:
+    """Product / floor = product ÷ floor for each figure of the budgets, at each N whose
+    floor was measured (``bench.ratios.attach``), with the budgets' marks."""
+    compared = [row for row in rows if row.get("against_floor")]
+    if not compared:
+        return "(no floor measured in this run: `--reference` adds it and these ratios)"
+    marks = _marks(rows)
+    lines = ["| " + " | ".join(title for _, title in FLOOR_COLUMNS) + " |",
+             "|---:|" + "---|" * (len(FLOOR_COLUMNS) - 1)]
+    for row in compared:
+        against = row["against_floor"]
+        cells = {"streams": str(row["streams"])}
+        cells.update({key: _against_cell(against[key], excess=key == "ttft_p50")
+                      for key, _ in FLOOR_COLUMNS[1:]})
+        _add_marks(cells, row, marks)
+        lines.append("| " + " | ".join(cells[key] for key, _ in FLOOR_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def load_model(meta: dict[str, Any]) -> str:
+    """How the tabs use the product: their orgs, new and continued conversations."""
+    share = meta.get("new_conversation_share", 0.0)
+    orgs = ("members of one org (a team)" if meta.get("orgs") == "team"
+            else "each in an org of their own")
+    title = meta.get("title_ms")
+    title_note = f", whose title reply takes {title:,} ms" if title else ""
+    return (f"Tabs are signed-in people, {orgs}. {100 * share:.0f} % of turns start a new, untitled "
+            f"conversation{title_note}; the others continue an existing, titled conversation that "
+            "holds one earlier exchange.")
+
+
 def _process_names(rows: list[Row]) -> list[str]:
     names = sorted({name for row in rows for name in row["cpu_s"]
-                    if name.startswith(("web-", "worker-"))})
+                    if name.startswith(("web-", "worker-", "side-"))})
     return names + ["emulator", "postgres (bench db)", "redis", "bench clients",
                     "other (not this stack)"]
 
@@ -140,7 +200,8 @@ def detail_lines(rows: list[Row]) -> list[str]:
         turns, tokens, c = row["turns"], row["tokens"], row["correctness"]
         pacing = row["emulator_pacing"]
         lines.append(
-            f"- N = {row['streams']}: {turns['refused']} refused{_codes(turns['refusal_codes'])}, "
+            f"- N = {row['streams']}: {turns.get('new_conversation', 0):,} of {turns['started']:,} turns "
+            f"started a new conversation; {turns['refused']} refused{_codes(turns['refusal_codes'])}, "
             f"{turns['ended_in_error']} ended in error, {turns['unfinished_at_deadline']} unfinished at the "
             f"deadline ({c['undelivered_at_deadline']} tokens undelivered), other failures "
             f"{turns['other_failures'] or 'none'}; {tokens['delivered']:,} of {tokens['offered']:,} offered "
@@ -174,8 +235,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         "## Sustained closed loop",
         "",
         f"Each of N tabs (signed-in websocket sessions, {meta['web_processes']} web process(es) "
-        f"round-robin) sends its next message as soon as its answer has ended, each in a fresh, already "
-        f"titled conversation; first sends spread over {meta['ramp_s']:g} s, then {meta['duration_s']:g} s measured, "
+        f"round-robin) sends its next message as soon as its answer has ended (people and conversations as "
+        f"stated above). "
+        f"First sends spread over {meta['ramp_s']:g} s, then {meta['duration_s']:g} s measured, "
         f"then in-flight turns get up to {meta['finish_timeout_s']:g} s to end. Upstream: reasoning "
         f"{meta['think_ms']} ms, then {meta['reply_tokens']} tokens at {meta['tokens_per_second']:g} tokens/s.",
         "",
@@ -193,7 +255,16 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         "- *CPU ms per 1,000 tokens*: user + system CPU of all web (worker) processes over the window ÷ "
         "delivered tokens.",
         "",
-        "### Budgets",
+        "### Against the floor (same run, same cores)",
+        "",
+        "Each cell: teamchat / the floor (relay + least Celery and PostgreSQL work per turn, "
+        "`--reference`) = teamchat ÷ floor, at the same N. *CPU per turn*: CPU of the serving "
+        "processes and the bench database over the window ÷ turns delivered in it (tokens ÷ "
+        f"{meta['reply_tokens']}), the stream and title calls included.",
+        "",
+        floor_table(rows),
+        "",
+        "### Budgets (issue 23)",
         "",
         *verdict_lines(rows),
         "",

@@ -24,8 +24,10 @@ class UsagePeriodAdmin(admin.ModelAdmin):
 class ReservationAdmin(admin.ModelAdmin):
     list_display = ["message", "amount_usd", "charged_usd", "estimated", "created_at", "settled_at"]
     list_filter = ["estimated", ("settled_at", admin.EmptyFieldListFilter), "created_at"]
-    raw_id_fields = ["message", "org_period", "member_period"]
-    readonly_fields = ["amount_usd", "charged_usd", "settled_at", "created_at"]
+    raw_id_fields = ["message", "org_period", "member_period", "user", "profile"]
+    # The ledger moves only through reserve()/settle() (the usage report reads it).
+    readonly_fields = ["amount_usd", "charged_usd", "cost_usd", "outcome", "settled_at",
+                       "created_at"]
     date_hierarchy = "created_at"
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
-from accounts.models import Membership
+from accounts.models import Membership, User
 from billing.models import Notification, UsagePeriod
 from chatsite.compiled import CompiledSelect
 from chatsite.mail import absolute_url, send_product_mail
@@ -29,8 +29,6 @@ def _limit(row: UsagePeriod) -> Decimal | None:
 
 
 def notify(*, organization_id: int, user_ids: Iterable[int], text: str, link: str = "") -> None:
-    from accounts.models import User
-
     users = list(User.objects.filter(pk__in=set(user_ids)))
     Notification.objects.bulk_create(
         [Notification(user=user, organization_id=organization_id, text=text, link=link) for user in users]

@@ -2,8 +2,8 @@
 
 Reasoning models spend most of a turn's money on hidden reasoning tokens, which the
 prompt does not predict. So the range comes from the org's own recent finished turns on
-the same profile and effort: the 10th to the 90th percentile of their completion tokens
-(reasoning included). With fewer than ``MIN_SAMPLES`` such turns the range is a fixed
+the same profile and effort, as billing's ledger recorded them: the 10th to the 90th
+percentile of their completion tokens (reasoning included). With fewer than ``MIN_SAMPLES`` such turns the range is a fixed
 share of the effort's completion cap (``DEFAULT_SHARE``) and is marked ``"default"``.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from conversations.models import Message
+from billing.models import Reservation
 from llm.pricing import range_cost
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ HIGH_PERCENTILE = 0.90
 # Without history: between 5% and 50% of the completion cap. Typical o-series answers use a
 # few percent of the cap at low effort and a sizeable share at high effort.
 DEFAULT_SHARE = (Decimal("0.05"), Decimal("0.50"))
+# The outcome of an answer that finished normally (conversations' Message.Status.DONE).
+DONE = "done"
 
 
 def percentile(values: list[int], fraction: float) -> float:
@@ -45,11 +47,11 @@ def recent_completion_tokens(*, organization: Organization, profile: ModelProfil
                              efforts: list[str]) -> dict[str, list[int]]:
     """Completion tokens of the last RECENT_TURNS done turns per effort: one query."""
     ranked = (
-        Message.objects.filter(
-            conversation__organization=organization,
+        Reservation.objects.filter(
+            org_period__organization=organization,
             profile=profile,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.DONE,
+            kind=Reservation.Kind.ANSWER,
+            outcome=DONE,
             reasoning_effort__in=efforts,
         )
         .annotate(

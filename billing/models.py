@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 ZERO = Decimal(0)
 
@@ -56,6 +57,11 @@ class Reservation(models.Model):
     task, a retry or the reaper can never charge twice. A title has no message; its
     row carries its own usage and is settled by its id.
 
+    It is also the usage ledger: the row records what the usage report and the cost
+    estimates read (model, effort, the day, token counts, cost, how the answer ended), so
+    billing never reads the conversations it bills. The answer's facts are copied when it
+    reserves (``quotas.reserve``) and its usage when it settles (``quotas.settle``).
+
     Deletion (docs/decisions.md#0024): deleting the message or the member keeps this row and
     its numbers (SET_NULL: no personal data is left on it); deleting the org deletes it
     with the org's budget rows.
@@ -74,8 +80,20 @@ class Reservation(models.Model):
     member_period = models.ForeignKey(
         UsagePeriod, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # Titles only (an answer's usage is on its message): shown as their own usage line.
+    # Whose turn (or title) it was: the usage report's member. SET_NULL: a deleted
+    # member's lines stay, as "(deleted member)".
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # The model that answered (a title's model: titles are their own usage line) and,
+    # for an answer, the profile and reasoning effort it ran with (the cost estimates'
+    # samples). SET_NULL: a profile is never deleted while answers use it (PROTECT).
     model_name = models.CharField(max_length=200, blank=True)
+    profile = models.ForeignKey(
+        "llm.ModelProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reasoning_effort = models.CharField(max_length=16, blank=True, default="", db_default="")
     prompt_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
@@ -84,9 +102,15 @@ class Reservation(models.Model):
     cache_write_tokens = models.PositiveIntegerField(default=0, db_default=0)
     amount_usd = models.DecimalField(max_digits=14, decimal_places=6)
     charged_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    # An answer's cost as billed to it (the usage report's "message cost"): what it was
+    # settled with, before the charge is capped at the reservation.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    # How the answer ended (its final status: "done", "failed", ...); empty until settled.
+    outcome = models.CharField(max_length=12, blank=True, default="", db_default="")
     estimated = models.BooleanField(default=False)
     prompt_tokens_estimate = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # An answer's row takes its message's creation time (the report's day and period).
+    created_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -141,3 +165,14 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+# --- Where billing plugs itself in ---------------------------------------------------------
+# Django imports every app's models in every process (web, worker, management commands)
+# before any request or task runs, and apps.py may not import models: so here, after the
+# models above exist, billing answers the Members page's "This month" column (accounts).
+from accounts import members  # noqa: E402
+from billing import usage  # noqa: E402
+from billing.group_budget_models import GroupHold, GroupUsagePeriod  # noqa: E402, F401
+
+members.register_spend_source(usage.members_month)

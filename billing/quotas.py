@@ -2,7 +2,8 @@
 
 Money is Decimal throughout. A turn may start only if its worst case (prompt tokens
 at the input price plus the turn's whole completion cap at the output price) fits
-both the org's and the member's remaining monthly budget. A request of the turn that
+both the org's and the member's remaining monthly budget, and that of each of the
+member's groups with a budget (``billing.group_budgets``). A request of the turn that
 the worst case did not include (a tool round, a retry) extends the reservation first, on
 the same terms (``extend``), and settlement never charges more than is reserved.
 """
@@ -15,7 +16,7 @@ import logging
 import zoneinfo
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.db import transaction
 from django.db.models import DecimalField, F, Value
@@ -24,14 +25,17 @@ from django.db.models.functions import Round
 from django.utils import timezone
 
 from accounts.models import Membership
+from billing import group_budgets
+from billing.alerts import send_threshold_alerts
 from billing.models import ZERO, Reservation, UsagePeriod
+from chatsite import metrics
 from chatsite.errors import Refused
 from llm import pricing
 from llm.pricing import PriceSource
+from llm.types import Usage
 
 if TYPE_CHECKING:
     from accounts.models import Organization
-    from conversations.models import Message
     from llm.models import ModelProfile
 
 logger = logging.getLogger(__name__)
@@ -119,7 +123,25 @@ def _refusal(which: str, limit: Decimal, start: dt.date) -> Refused:
     return Refused("quota_exceeded", text)
 
 
-def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
+class PendingAnswer(Protocol):
+    """What a turn's reservation reads of its answer, just saved as pending (the
+    conversations app's assistant message): the ledger row keeps these facts."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def reasoning_effort(self) -> str: ...
+    @property
+    def max_completion_tokens(self) -> int | None: ...
+    @property
+    def price_snapshot(self) -> Any: ...
+
+
+def reserve(*, membership: Membership, message: PendingAnswer, profile: ModelProfile,
             prompt_tokens: int) -> Reservation:
     """Hold the turn's worst case on both rows. Call inside the turn's transaction:
     a refusal raises, and the rollback also undoes the first row's hold."""
@@ -132,7 +154,9 @@ def reserve(*, membership: Membership, message: Message, profile: ModelProfile,
         completion_cap=message.max_completion_tokens or profile.max_completion_tokens,
     )
     return _hold_and_save(membership, Reservation(
-        message=message, amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
+        message_id=message.pk, user_id=membership.user_id, amount_usd=amount,
+        prompt_tokens_estimate=prompt_tokens, profile=profile, model_name=message.model_name,
+        reasoning_effort=message.reasoning_effort, created_at=message.created_at,
     ))
 
 
@@ -143,8 +167,8 @@ def reserve_title(*, membership: Membership, prices: PriceSource, model_name: st
     assert transaction.get_connection().in_atomic_block
     amount = worst_case_cost(prices, prompt_tokens=prompt_tokens, completion_cap=completion_cap)
     return _hold_and_save(membership, Reservation(
-        kind=Reservation.Kind.TITLE, model_name=model_name, amount_usd=amount,
-        prompt_tokens_estimate=prompt_tokens,
+        kind=Reservation.Kind.TITLE, user_id=membership.user_id, model_name=model_name,
+        amount_usd=amount, prompt_tokens_estimate=prompt_tokens,
     ))
 
 
@@ -166,29 +190,43 @@ def _hold_and_save(membership: Membership, reservation: Reservation) -> Reservat
         raise _refusal("member", limit, start)
     org_sql, org_params = _hold_sql(organization, None, start, amount, org_limit)
     member_sql, member_params = _hold_sql(organization, membership.user_id, start, amount, limit)
+    group_holds: list[int] = []
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             insert_sql, insert_params = _insert_from_holds(reservation)
+            groups_sql, groups_params = group_budgets.hold_ctes(
+                organization_id=organization.pk, user_id=membership.user_id, start=start,
+                amount=amount)
             cursor.execute(
-                f"WITH org AS ({org_sql}), member AS ({member_sql}), saved AS ({insert_sql})"
-                " SELECT (SELECT id FROM org), (SELECT id FROM member), (SELECT id FROM saved)",
-                [*org_params, *member_params, *insert_params],
+                f"WITH org AS ({org_sql}), member AS ({member_sql}), {groups_sql},"
+                f" saved AS ({insert_sql}{group_budgets.SAVED_ONLY_IF_GROUPS_HELD}"
+                f" RETURNING id){group_budgets.HELD_CTE}"
+                " SELECT (SELECT id FROM org), (SELECT id FROM member), (SELECT id FROM saved),"
+                f" {group_budgets.SHORT_SELECT}",
+                [*org_params, *member_params, *groups_params, *insert_params],
             )
-            org_row, member_row, saved = cursor.fetchone()
+            org_row, member_row, saved, groups_short = cursor.fetchone()
         else:
             org_row, member_row, saved = (
                 _returned_id(cursor, org_sql, org_params),
                 _returned_id(cursor, member_sql, member_params),
                 None,
             )
+            group_holds, all_held = group_budgets.hold_one_by_one(
+                cursor, organization_id=organization.pk, user_id=membership.user_id,
+                start=start, amount=amount)
+            groups_short = 0 if all_held else 1
     if org_row is None:
         raise _refusal("org", org_limit or ZERO, start)
     if member_row is None:
         raise _refusal("member", limit or ZERO, start)
+    if groups_short:
+        raise group_budgets.refusal(membership, start, amount, next_period_start(start))
     reservation.org_period_id, reservation.member_period_id = org_row, member_row
     if saved is None:
         reservation.save(force_insert=True)
+        group_budgets.record_holds(reservation.pk, group_holds)
     else:
         reservation.pk = saved
         reservation._state.adding = False
@@ -220,8 +258,9 @@ def _insert_from_holds(reservation: Reservation) -> tuple[str, list[object]]:
             values.append("%s")
             params.append(field.get_db_prep_save(field.pre_save(reservation, add=True), connection))
     table = quote(Reservation._meta.db_table)
+    # WHERE TRUE: the caller may add conditions (group budgets) before RETURNING.
     return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)}"
-            f" FROM org, member RETURNING {table}.id", params)
+            f" FROM org, member WHERE TRUE", params)
 
 
 def extend(*, message_id: int, amount: Decimal) -> Decimal | None:
@@ -257,6 +296,11 @@ def extend(*, message_id: int, amount: Decimal) -> Decimal | None:
             if not held.update(reserved_usd=exact(F("reserved_usd") + amount)):
                 transaction.set_rollback(True)
                 return None
+        # The group months the turn holds, after the org's and member's (the holds' order).
+        group_months = group_budgets.held_periods(reservation.pk)
+        if group_months and not group_budgets.extend_holds(group_months, amount):
+            transaction.set_rollback(True)
+            return None
         reservation.amount_usd += amount
         reservation.save(update_fields=["amount_usd"])
     return reservation.amount_usd
@@ -272,16 +316,20 @@ def _limit_of(period: UsagePeriod) -> Decimal | None:
     return ZERO if membership is None else member_limit(membership)
 
 
-def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
+def settle(*, message_id: int, cost: Decimal, estimated: bool, outcome: str = "",
+           usage: Usage | None = None) -> bool:
     """Charge the actual cost and release the rest, once per message.
 
-    Returns False when there was nothing to settle (already settled, or no
+    ``outcome`` (the answer's final status) and ``usage`` (the token counts saved on it)
+    go on the ledger row for the usage report and the estimates; every answer's ending
+    passes them. Returns False when there was nothing to settle (already settled, or no
     reservation). Must run in the same transaction as the message's final state.
     """
     connection = transaction.get_connection()
     assert connection.in_atomic_block
+    usage = usage or Usage()
     if connection.vendor == "postgresql":
-        return _settle_in_one_statement(message_id, cost, estimated)
+        return _settle_in_one_statement(message_id, cost, estimated, outcome, usage)
     # Race: a redelivered task, a late worker and the reaper may all try to settle one
     # turn; the row lock serialises them and settled_at makes every later one a no-op.
     reservation = (
@@ -289,11 +337,25 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool) -> bool:
     )
     if reservation is None:
         return False
-    _charge(reservation, cost, estimated)
+    _record(reservation, cost, outcome, usage)
+    _charge(reservation, cost, estimated, recorded=[*LEDGER_FIELDS, "cost_usd", "outcome"])
     return True
 
 
-def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) -> bool:
+# The token counts an answer's ledger row records when it settles (a title's, too).
+LEDGER_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens",
+                 "reasoning_tokens")
+
+
+def _record(reservation: Reservation, cost: Decimal, outcome: str, usage: Usage) -> None:
+    reservation.cost_usd = cost.quantize(CENT)
+    reservation.outcome = outcome
+    for name in LEDGER_FIELDS:
+        setattr(reservation, name, getattr(usage, name))
+
+
+def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, outcome: str,
+                             usage: Usage) -> bool:
     """``_charge`` as one statement (PostgreSQL): mark the reservation settled and move
     its amount from reserved to spent on both period rows, at the end of every answer.
 
@@ -306,11 +368,13 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
     """
     reservations, periods = Reservation._meta.db_table, UsagePeriod._meta.db_table
     charge = cost.quantize(CENT)
+    ledger = "".join(f", {name} = %s" for name in LEDGER_FIELDS)
     with transaction.get_connection().cursor() as cursor:
         cursor.execute(
             f"WITH settled AS (UPDATE {reservations} SET charged_usd = LEAST(%s, amount_usd),"
+            f" cost_usd = %s, outcome = %s{ledger},"
             f" estimated = %s, settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
-            f" RETURNING amount_usd, org_period_id, member_period_id),"
+            f" RETURNING id, amount_usd, org_period_id, member_period_id),"
             f" locked AS (SELECT period.id FROM {periods} AS period, settled"
             f" WHERE period.id IN (settled.org_period_id, settled.member_period_id)"
             f" ORDER BY period.id FOR UPDATE OF period),"
@@ -318,14 +382,19 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool) ->
             f" SET reserved_usd = ROUND(period.reserved_usd - settled.amount_usd, {PLACES}),"
             f" spent_usd = ROUND(period.spent_usd + LEAST(%s, settled.amount_usd), {PLACES})"
             f" FROM settled WHERE period.id IN (SELECT id FROM locked))"
-            f" SELECT org_period_id, member_period_id, amount_usd FROM settled",
-            [charge, estimated, timezone.now(), message_id, charge],
+            f"{group_budgets.settle_cte('%s')}"
+            f" SELECT org_period_id, member_period_id, amount_usd,"
+            f" (SELECT organization_id FROM {periods} WHERE id = settled.org_period_id)"
+            f" FROM settled",
+            [charge, charge, outcome, *(getattr(usage, name) for name in LEDGER_FIELDS),
+             estimated, timezone.now(), message_id, charge, charge],
         )
         row = cursor.fetchone()
     if row is None:
         return False
     _over_reservation(f"message {message_id}", charge, row[2])
     _alerts_after_commit([period for period in row[:2] if period])
+    metrics.spent_on_commit(row[3], min(charge, row[2]))
     return True
 
 
@@ -349,8 +418,10 @@ def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -
     return True
 
 
-def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
-    """Call with the reservation row locked and unsettled."""
+def _charge(reservation: Reservation, cost: Decimal, estimated: bool, *,
+            recorded: list[str] | None = None) -> None:
+    """Call with the reservation row locked and unsettled; ``recorded``: ledger fields
+    set on it to save along."""
     charge = min(cost.quantize(CENT), reservation.amount_usd)
     _over_reservation(f"reservation {reservation.pk}", cost.quantize(CENT), reservation.amount_usd)
     # A deleted member's row is gone (SET_NULL); the org's row still takes the charge.
@@ -359,17 +430,19 @@ def _charge(reservation: Reservation, cost: Decimal, estimated: bool) -> None:
     # them lock the rows in id order (the org's row first), or two of them could each hold
     # one row and wait for the other: an UPDATE's own lock order is the table's physical
     # order, which changes as rows are rewritten. See docs/decisions.md#0032.
-    list(UsagePeriod.objects.select_for_update().filter(pk__in=rows).order_by("pk")
-         .values_list("pk", flat=True))
+    orgs = dict(UsagePeriod.objects.select_for_update().filter(pk__in=rows).order_by("pk")
+                .values_list("pk", "organization_id"))
     UsagePeriod.objects.filter(pk__in=rows).update(
         reserved_usd=exact(F("reserved_usd") - reservation.amount_usd),
         spent_usd=exact(F("spent_usd") + charge),
     )
+    group_budgets.charge(reservation.pk, reservation.amount_usd, charge)
     reservation.charged_usd = charge
     reservation.estimated = estimated
     reservation.settled_at = timezone.now()
-    reservation.save(update_fields=["charged_usd", "estimated", "settled_at"])
+    reservation.save(update_fields=["charged_usd", "estimated", "settled_at", *(recorded or [])])
     _alerts_after_commit(rows)
+    metrics.spent_on_commit(orgs[reservation.org_period_id], charge)
 
 
 def _over_reservation(what: str, charge: Decimal, reserved: Decimal) -> None:
@@ -389,8 +462,6 @@ def _alerts_after_commit(rows: list[int]) -> None:
 
 
 def _check_alerts(*row_ids: int) -> None:
-    from billing.alerts import send_threshold_alerts
-
     send_threshold_alerts(row_ids)
 
 

@@ -9,6 +9,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts import audit
+from accounts.audit_models import AuditAction
 from accounts.models import Membership
 from billing.alerts import admin_ids, notify
 from billing.models import BudgetRequest
@@ -121,6 +123,10 @@ def approve_budget_request(*, by: Membership, budget_request: BudgetRequest,
         _decide(by=by, budget_request=budget_request, status=BudgetRequest.Status.APPROVED,
                 new_budget_usd=new_budget_usd)
         Membership.objects.filter(pk=membership.pk).update(monthly_budget_usd=new_budget_usd)
+        audit.record(AuditAction.BUDGET_CHANGED, organization=membership.organization_id,
+                     actor=by.user, obj=membership, member=membership.user.email,
+                     budget_request=budget_request.pk, changes={"monthly_budget_usd": {
+                         "old": membership.monthly_budget_usd, "new": new_budget_usd}})
         membership.monthly_budget_usd = new_budget_usd
     notify(organization_id=membership.organization_id, user_ids=[membership.user_id],
            text=(f"{by.user} approved your budget request in {membership.organization}: your "

@@ -1,8 +1,9 @@
 """What an organization spent, by member, model and day, for one calendar month.
 
-Spend comes from assistant messages (their settled cost and token counts), never from
-their text. Every report is one grouped query whatever the number of members or days;
-the rollups by member, by model and by day are sums over its rows.
+Spend comes from billing's own ledger (``Reservation``: one row per answer and per title,
+with the model, the day, the token counts and the cost each was settled with), never from
+the conversations. Every report is one grouped query whatever the number of members or
+days; the rollups by member, by model and by day are sums over its rows.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ import datetime as dt
 import re
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import Membership, Organization
 from billing.models import ZERO, Reservation, UsagePeriod
-from billing.quotas import BudgetStatus, next_period_start, period_start
-from conversations.models import Message
+from billing.quotas import BudgetStatus, member_limit, next_period_start, period_start
 
 CSV_HEADER = [
     "member", "model", "day", "messages", "prompt_tokens", "cached_tokens",
@@ -101,13 +101,30 @@ def usage_rows(*, organization: Organization, period: dt.date) -> list[dict]:
     own lines (model "<model> (titles)")."""
     rows = _answer_rows(organization, period) + _title_rows(organization, period)
     for row in rows:
-        row["conversation__user__email"] = row["conversation__user__email"] or DELETED_MEMBER
-    rows.sort(key=lambda row: (row["day"], row["conversation__user__email"], row["model_name"]))
+        row["email"] = row["email"] or DELETED_MEMBER
+    rows.sort(key=lambda row: (row["day"], row["email"], row["model_name"]))
     return rows
 
 
+def _ledger(organization: Organization, period: dt.date, kind: str) -> Any:
+    """The org's ledger rows of ``kind`` made in the period, grouped by member, model and
+    day. A deleted member's rows stay without them (SET_NULL): "(deleted member)"."""
+    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
+    since, until = _bounds(organization, period)
+    return (
+        Reservation.objects.filter(
+            kind=kind,
+            org_period__organization=organization,
+            created_at__gte=since,
+            created_at__lt=until,
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=tz), email=F("user__email"))
+        .values("user_id", "email", "model_name", "day")
+    )
+
+
 def _totals(*, cost: str) -> dict[str, Any]:
-    """The same sums for answers (messages) and titles (reservations)."""
+    """The same sums for answers and titles."""
     return {
         "messages": Count("id"),
         "prompt_tokens": Sum("prompt_tokens"),
@@ -120,44 +137,19 @@ def _totals(*, cost: str) -> dict[str, Any]:
 
 
 def _title_rows(organization: Organization, period: dt.date) -> list[dict]:
-    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
-    since, until = _bounds(organization, period)
-    rows = (
-        Reservation.objects.filter(
-            kind=Reservation.Kind.TITLE,
-            org_period__organization=organization,
-            settled_at__isnull=False,
-            created_at__gte=since,
-            created_at__lt=until,
-        )
-        .annotate(day=TruncDate("created_at", tzinfo=tz))
-        .values("member_period__user_id", "member_period__user__email", "model_name", "day")
-        .annotate(**_totals(cost="charged_usd"))
-        .order_by()
-    )
-    return [
-        {**row, "conversation__user_id": row.pop("member_period__user_id"),
-         "conversation__user__email": row.pop("member_period__user__email"),
-         "model_name": (row["model_name"] or "(unknown)") + TITLES_SUFFIX}
-        for row in rows
-    ]
+    rows = (_ledger(organization, period, Reservation.Kind.TITLE)
+            .filter(settled_at__isnull=False)
+            .annotate(**_totals(cost="charged_usd"))
+            .order_by())
+    return [{**row, "model_name": (row["model_name"] or "(unknown)") + TITLES_SUFFIX}
+            for row in rows]
 
 
 def _answer_rows(organization: Organization, period: dt.date) -> list[dict]:
-    tz = zoneinfo.ZoneInfo(organization.time_zone or "UTC")
-    since, until = _bounds(organization, period)
-    return list(
-        Message.objects.filter(
-            role=Message.Role.ASSISTANT,
-            conversation__organization=organization,
-            created_at__gte=since,
-            created_at__lt=until,
-        )
-        .annotate(day=TruncDate("created_at", tzinfo=tz))
-        .values("conversation__user_id", "conversation__user__email", "model_name", "day")
-        .annotate(**_totals(cost="cost_usd"))
-        .order_by("day", "conversation__user__email", "model_name")
-    )
+    """Every answer made in the period, live ones included (their cost is not known yet)."""
+    return list(_ledger(organization, period, Reservation.Kind.ANSWER)
+                .annotate(**_totals(cost="cost_usd"))
+                .order_by("day", "email", "model_name"))
 
 
 def _rollup(rows: Iterable[dict], key: str) -> dict:
@@ -172,7 +164,7 @@ def usage_report(*, organization: Organization, period: dt.date) -> UsageReport:
     report = UsageReport(organization=organization, period=period, rows=rows)
     for row in rows:
         report.total.add(row)
-    by_member = _rollup(rows, "conversation__user__email")
+    by_member = _rollup(rows, "email")
     report.by_member = sorted(by_member.items(), key=lambda item: (-item[1].cost, item[0]))
     by_model = _rollup(rows, "model_name")
     report.by_model = sorted(by_model.items(), key=lambda item: (-item[1].cost, item[0]))
@@ -193,7 +185,7 @@ def csv_rows(report: UsageReport) -> Iterator[list[object]]:
     yield list(CSV_HEADER)
     for row in report.rows:
         yield [
-            _cell(row["conversation__user__email"]),
+            _cell(row["email"]),
             _cell(row["model_name"] or "(unknown)"),
             row["day"].isoformat(),
             row["messages"],
@@ -229,6 +221,26 @@ def budget_overview(*, organization: Organization, period: dt.date,
 
     Limits are today's settings, also for past periods (budgets are not versioned).
     """
+    memberships = list(Membership.objects.filter(organization=organization)
+                       .select_related("user").order_by("user__email"))
+    for membership in memberships:
+        membership.organization = organization  # spare member_limit() a query per row
+    org_status, statuses = _statuses(organization, memberships, period)
+    members = [MemberBudget(membership, statuses[membership.pk],
+                            membership.monthly_budget_usd is not None)
+               for membership in memberships]
+    return org_status, members
+
+
+def members_month(organization: Organization, memberships: Sequence[Membership],
+                  ) -> dict[int, BudgetStatus]:
+    """This month of each of ``memberships`` (of ``organization``, which they carry), by
+    membership id: one query. The Members page's column (accounts.members.SpendSource)."""
+    return _statuses(organization, memberships, period_start(organization))[1]
+
+
+def _statuses(organization: Organization, memberships: Sequence[Membership], period: dt.date,
+              ) -> tuple[BudgetStatus, dict[int, BudgetStatus]]:
     rows = {
         row.user_id: row
         for row in UsagePeriod.objects.filter(organization=organization, period_start=period)
@@ -240,14 +252,10 @@ def budget_overview(*, organization: Organization, period: dt.date,
         return BudgetStatus(limit=limit, spent=row.spent_usd if row else ZERO,
                             reserved=row.reserved_usd if row else ZERO, resets_on=resets_on)
 
-    members = []
-    for membership in (Membership.objects.filter(organization=organization)
-                       .select_related("user").order_by("user__email")):
-        membership.organization = organization  # spare member_limit() a query per row
-        overridden = membership.monthly_budget_usd is not None
-        limit = membership.monthly_budget_usd if overridden else organization.member_budget_usd
-        members.append(MemberBudget(membership, status(membership.user_id, limit), overridden))
-    return status(None, organization.monthly_budget_usd), members
+    return status(None, organization.monthly_budget_usd), {
+        membership.pk: status(membership.user_id, member_limit(membership))
+        for membership in memberships
+    }
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+from celery.signals import task_postrun, task_prerun, worker_init
 from django.apps import AppConfig
+
+from chatsite import (
+    checks,  # noqa: F401  (registers the settings checks)
+    logs,
+    metrics,
+)
 
 
 class ChatsiteConfig(AppConfig):
@@ -8,4 +15,8 @@ class ChatsiteConfig(AppConfig):
     verbose_name = "Site settings"
 
     def ready(self) -> None:
-        from chatsite import checks  # noqa: F401  (registers the settings checks)
+        # Celery loads Django (and so this) before it announces a worker's start.
+        worker_init.connect(metrics.serve_worker_metrics, dispatch_uid="chatsite.worker_metrics")
+        # Each task's log lines carry its id and name, and nothing of the one before.
+        task_prerun.connect(logs.task_started, dispatch_uid="chatsite.logs.task_started")
+        task_postrun.connect(logs.task_ended, dispatch_uid="chatsite.logs.task_ended")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+from importlib import import_module
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -12,13 +13,12 @@ django_asgi = get_asgi_application()  # before importing anything that touches m
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.urls import path  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
+from chatsite.logs import RequestIds  # noqa: E402
 from chatsite.origins import websocket_origin_guard  # noqa: E402
-from realtime.consumers import ChatConsumer  # noqa: E402
 
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 
@@ -56,12 +56,14 @@ class StaticThenDjango:
         await self.app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
+# Every log line of a request or a websocket carries its request_id (chatsite/logs.py).
+application = RequestIds(ProtocolTypeRouter(
     {
         "http": StaticThenDjango(django_asgi, str(settings.STATIC_ROOT), settings.STATIC_URL),
         # Same origin only (scheme, host and port), refused before the socket is accepted.
-        "websocket": websocket_origin_guard(
-            AuthMiddlewareStack(URLRouter([path("ws/chat/", ChatConsumer.as_asgi())]))
-        ),
+        # The routes come from WEBSOCKET_URLCONF, as Django's HTTP ones from ROOT_URLCONF.
+        "websocket": websocket_origin_guard(AuthMiddlewareStack(URLRouter(
+            import_module(settings.WEBSOCKET_URLCONF).websocket_urlpatterns
+        ))),
     }
-)
+))

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_shutdown, worker_shutting_down
+from celery.signals import celeryd_init
+
+from chatsite.dbpool import resize_pool, worker_pool_size
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
@@ -13,38 +16,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def side_queues(routes: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """The queues ``routes`` (this app's, CELERY_TASK_ROUTES, by default) send side calls
+    (titles) to: the side pool consumes them, the threads that claim answers never do."""
+    if routes is None:
+        routes = app.conf.task_routes or {}
+    return sorted({str(route["queue"]) for route in routes.values()})
+
+
 @celeryd_init.connect
 def size_database_pool(*, options: dict[str, Any] | None = None, conf: Any = None,
                        **_: Any) -> None:
     """A worker's pool follows its --concurrency, the threads that claim answers
-    (chatsite/dbpool.py), not the web default."""
-    from chatsite.dbpool import resize_pool, worker_pool_size
-
+    (chatsite/dbpool.py), not the web default. (A worker's drain on SIGTERM is the
+    answers app's: answers/worker.py.)"""
     concurrency = (options or {}).get("concurrency") or getattr(conf, "worker_concurrency", None)
     resize_pool(worker_pool_size(int(concurrency or os.cpu_count() or 1)))
-
-
-@worker_shutting_down.connect
-def drain_on_warm_shutdown(*, how: str = "", **_: Any) -> None:
-    """SIGTERM (a deploy): finish live answers for up to WORKER_DRAIN_SECONDS, claim no
-    new ones. A cold shutdown (SIGQUIT) leaves them to the reaper."""
-    if how != "Warm":
-        return
-    from django.conf import settings
-
-    from answers.drain import begin_drain
-
-    begin_drain(seconds=settings.WORKER_DRAIN_SECONDS)
-
-
-@worker_shutdown.connect
-def wait_for_live_answers(**_: Any) -> None:
-    """The tasks returned once their answers were claimed: a draining worker's process
-    stays until the event loop's answers end (or the drain's deadline hands them back
-    and exits)."""
-    from answers.drain import is_draining
-    from answers.engine import engine
-
-    if is_draining():
-        engine.wait_idle()
-

@@ -13,18 +13,25 @@ a ``shape`` key the caller passes for anything else the queryset is built from (
 setting that adds a filter). Everything else is fixed at the first call. Tests turn on
 ``CHECKS``: every call then also compiles the queryset the slow way and fails loudly if
 the SQL or its parameters differ, so a forgotten shape input cannot go unnoticed.
+
+A write and the read after it can go as one statement (PostgreSQL): ``fetch(with_=...)``
+puts a data-modifying ``WITH`` clause (``update_statement`` builds one from a queryset)
+before the compiled SELECT, which reads the rows as they were before the write and may
+name the clause's ``RETURNING`` rows.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.db import connection
 from django.db.models import Model, QuerySet
+from django.db.models.expressions import DatabaseDefault
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # not in the stubs
+from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 
@@ -36,6 +43,45 @@ CHECKS = False
 # Integers no id, count or limit takes: a parameter equal to one of them came from the
 # value of that name.
 _MARKER_BASE = -7_340_032_000_000
+
+
+# A WITH clause's body and its parameters: ("name AS (UPDATE ... RETURNING ...)", [...]).
+Clause = tuple[str, Sequence[Any]]
+
+
+def update_statement(rows: QuerySet[Any], values: dict[str, Any]) -> tuple[str, Sequence[Any]]:
+    """``rows.update(**values)`` as SQL and parameters, not run: to put in a ``WITH``
+    clause (add ``RETURNING``), so the write and what depends on it are one statement."""
+    query = rows.query.chain(UpdateQuery)
+    assert isinstance(query, UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(using=rows.db).as_sql()
+    return sql, params
+
+
+def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list[Any]]:
+    """``obj.save()``'s INSERT as ``INSERT INTO <table> (<columns>) SELECT <values>``, not
+    run: the caller adds ``FROM`` (and ``RETURNING``) and puts it in a ``WITH`` clause.
+    ``computed`` gives columns (by attname) an SQL expression instead of the instance's
+    value, such as an id another part of the statement allocates; the primary key is
+    written only when it is among them. A field left to its database default is left out."""
+    quote = connection.ops.quote_name
+    columns, values, params = [], [], []
+    for field in obj._meta.concrete_fields:
+        if field.attname in computed:
+            columns.append(quote(field.column))
+            values.append(computed[field.attname])
+            continue
+        if field.primary_key:
+            continue
+        value = field.pre_save(obj, add=True)
+        if isinstance(value, DatabaseDefault):
+            continue
+        columns.append(quote(field.column))
+        values.append("%s")
+        params.append(field.get_db_prep_save(value, connection))
+    return (f"INSERT INTO {quote(obj._meta.db_table)} ({', '.join(columns)})"
+            f" SELECT {', '.join(values)}", params)
 
 
 class ShapeError(AssertionError):
@@ -59,11 +105,27 @@ class CompiledSelect(Generic[M]):
         self._names = values
         self._plans: dict[tuple[str, Hashable], _Plan] = {}
 
-    def first(self, *, shape: Hashable = (), **values: int) -> M | None:
-        rows = self.fetch(shape=shape, **values)
+    def first(self, *, shape: Hashable = (), with_: Clause | None = None,
+              **values: int) -> M | None:
+        rows = self.fetch(shape=shape, with_=with_, **values)
         return rows[0] if rows else None
 
-    def fetch(self, *, shape: Hashable = (), **values: int) -> list[M]:
+    def fetch(self, *, shape: Hashable = (), with_: Clause | None = None,
+              **values: int) -> list[M]:
+        """The rows, with ``values`` swapped in; ``with_``: a ``WITH`` clause's body
+        (``name AS (statement)``) and its parameters, run in the same statement."""
+        plan, params = self._ready(shape, values)
+        if with_ is not None:
+            return self._run(plan, params, with_)
+        return self._run(plan, params)
+
+    def statement(self, *, shape: Hashable = (), **values: int) -> tuple[str, list[Any]]:
+        """The SELECT and its parameters, not run: a part of a larger statement (read
+        its columns by name; the models it would build are not made)."""
+        plan, params = self._ready(shape, values)
+        return plan.sql, params
+
+    def _ready(self, shape: Hashable, values: dict[str, int]) -> tuple[_Plan, list[Any]]:
         if set(values) != set(self._names):
             raise TypeError(f"expected values {sorted(self._names)}, got {sorted(values)}")
         for name, value in values.items():
@@ -83,7 +145,7 @@ class CompiledSelect(Generic[M]):
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         if CHECKS:
             self._check(plan, params, values)
-        return self._run(plan, params)
+        return plan, params
 
     def _compile(self) -> _Plan:
         markers = {name: _MARKER_BASE - n for n, name in enumerate(self._names)}
@@ -105,14 +167,15 @@ class CompiledSelect(Generic[M]):
             )
 
     @staticmethod
-    def _run(plan: _Plan, params: list[Any]) -> list[M]:
+    def _run(plan: _Plan, params: list[Any], with_: Clause | None = None) -> list[M]:
         """Django's ModelIterable, minus the compile: rows, their converters (JSON,
         decimals), the select_related models and the annotations."""
         # This thread's own connection for the converters; the shared plan is never changed.
         compiler = copy.copy(plan.compiler)
         compiler.connection = connection
+        sql = plan.sql if with_ is None else f"WITH {with_[0]} {plan.sql}"
         with connection.cursor() as cursor:
-            cursor.execute(plan.sql, params)
+            cursor.execute(sql, params if with_ is None else [*with_[1], *params])
             rows = cursor.fetchall()
         select, klass_info = compiler.select, compiler.klass_info
         assert klass_info is not None

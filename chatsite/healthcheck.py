@@ -1,5 +1,6 @@
 """Container healthchecks, standard library only: run as a script (``python
-chatsite/healthcheck.py ...``) so that a check every 30 s does not start Django.
+chatsite/healthcheck.py ...``) so that a check every 30 s does not start Django. The
+``/healthz`` view it calls is ``chatsite/health.py``.
 
     healthcheck.py http URL       exit 0 when URL answers 2xx (redirects are followed,
                                   so an HTTPS redirect of /healthz fails the check)

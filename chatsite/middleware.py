@@ -2,9 +2,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotAllowed,
+    QueryDict,
+)
 from django.views.defaults import page_not_found
 
+from chatsite import metrics
 from chatsite.errors import NotFound
 
 # Model output is untrusted: no inline scripts, no remote images (Markdown image
@@ -72,3 +80,22 @@ class NotFoundAs404Middleware:
         if isinstance(exception, NotFound):
             return page_not_found(request, Http404(str(exception)))
         return None
+
+
+class MetricsEndpoint:
+    """``/metrics``: this process's metrics for Prometheus (chatsite/metrics.py), behind
+    METRICS_TOKEN. First in MIDDLEWARE: Prometheus reaches each web process at its own
+    address over the deployment's network, a Host that is not in ALLOWED_HOSTS over
+    plain HTTP, so neither the host check nor the HTTPS redirect may stand before it.
+    Nothing but this one path is answered here."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info != metrics.METRICS_PATH:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        status, body, headers = metrics.scrape_response(request.headers.get("Authorization", ""))
+        return HttpResponse(body, status=status, headers=headers)

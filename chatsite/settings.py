@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "django_ratelimit",
+    # Diffs of model profiles, org settings and roles for the audit log (accounts/audit.py).
+    "auditlog",
     "llm",
     "accounts",
     "billing",
@@ -81,6 +83,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /metrics for Prometheus, answered before the host check and the HTTPS redirect.
+    "chatsite.middleware.MetricsEndpoint",
     "django.middleware.security.SecurityMiddleware",
     "chatsite.middleware.ContentSecurityPolicyMiddleware",
     "chatsite.middleware.RejectNullCharactersMiddleware",
@@ -89,6 +93,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request audit entries are about: its person and client address.
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into its lockout page.
@@ -96,6 +102,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "chatsite.urls"
+# The websocket routes (``websocket_urlpatterns``), as ROOT_URLCONF is to HTTP.
+WEBSOCKET_URLCONF = "realtime.routing"
 ASGI_APPLICATION = "chatsite.asgi.application"
 WSGI_APPLICATION = None
 
@@ -228,6 +236,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Side calls to the provider (a new conversation's title) go to a queue of their own,
+# consumed by a pool of their own (SIDE_CALL_CONCURRENCY threads: runstack's side process,
+# embedded mode's side pool), never by the threads that claim answers: a title that takes
+# seconds delays no answer (docs/decisions.md#0044).
+SIDE_CALL_QUEUE = "side"
+# Answers' queue (Celery's default name): the only one the claim threads consume (-Q).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"conversations.tasks.generate_title": {"queue": SIDE_CALL_QUEUE}}
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-replies": {"task": "conversations.tasks.reap_stale_replies", "schedule": 30.0},
     "refresh-shutdown-dates": {
@@ -239,6 +255,14 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Expired exports and leftover uploads deleted; jobs whose worker died marked failed.
     "clean-data-jobs": {"task": "conversations.tasks.clean_data_jobs", "schedule": 3600.0},
+    # Daily: audit entries older than AUDIT_RETENTION_DAYS deleted, each org's count audited.
+    "prune-audit-log": {"task": "accounts.tasks.prune_audit_log", "schedule": 24 * 3600.0},
+    # Daily: conversations untouched for their org's retention period deleted in batches.
+    "apply-retention": {"task": "conversations.tasks.apply_retention", "schedule": 24 * 3600.0},
+    # Search vectors of messages whose text became final, off the turn's path (one that
+    # waited longer than a pass is dropped: the next pass takes its messages).
+    "index-messages": {"task": "conversations.tasks.index_messages", "schedule": 2.0,
+                       "options": {"expires": 10.0}},
 }
 
 # --- Model providers ---------------------------------------------------------------------
@@ -296,6 +320,9 @@ WORKER_PROCESSES = env_int("WORKER_PROCESSES", os.cpu_count() or 1, minimum=1)
 # Answers one worker process streams at once on its event loop (answers.engine);
 # a turn beyond it stays queued for any worker with room ("Queued (n ahead)").
 WORKER_LIVE_ANSWERS = env_int("WORKER_LIVE_ANSWERS", 200, minimum=1)
+# Side calls (titles) one side pool makes at once: one side process per runstack worker
+# role (each compose `worker` container), and embedded mode's own pool.
+SIDE_CALL_CONCURRENCY = env_int("SIDE_CALL_CONCURRENCY", 2, minimum=1)
 MAX_TOOL_ROUNDS = env_int("MAX_TOOL_ROUNDS", 4, minimum=0)
 REPLAY_TTL_SECONDS = env_int("REPLAY_TTL_SECONDS", 600, minimum=30)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
@@ -348,6 +375,15 @@ AXES_USERNAME_CALLABLE = "accounts.lockout.username_from_request"
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.locked_out_response"
 AXES_VERBOSE = False
+
+# The org audit log (accounts/audit.py): entries older than this many days are deleted.
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365, minimum=1)
+# Retention (conversations/retention.py) deletes this many conversations per transaction:
+# each batch holds its rows' locks only for as long as it takes.
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 500, minimum=1)
+# django-auditlog: foreign keys by name ("o3-mini", not 7); its middleware is replaced by
+# accounts.audit.AuditContextMiddleware, which reads the client address our way.
+AUDITLOG_USE_FK_STRING_REPRESENTATION = True
 
 # django-ratelimit counts in the default cache (Redis in the full topology).
 RATELIMIT_IP_META_KEY = "REMOTE_ADDR"
@@ -425,14 +461,27 @@ STATIC_ROOT = VAR_DIR / "static"
 NODE_MODULES_DIR = BASE_DIR / "node_modules"
 STATICFILES_DIRS = [BASE_DIR / "static", *vendor_static_dirs(NODE_MODULES_DIR)]
 
+# --- Operations: metrics and logs ----------------------------------------------------------
+
+# The bearer secret Prometheus sends to /metrics (web) and to WORKER_METRICS_PORT (each
+# worker); unset, neither serves metrics (/metrics answers 404). chatsite/metrics.py.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Where each Celery worker process serves its metrics (every interface); 0: it does not.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+# "text": one readable line per record (a terminal); "json": one JSON object per line with
+# the request's and the answer's ids (a log pipeline; docker-compose sets it).
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "json": {"()": "chatsite.logs.JSONFormatter"}},
     # Links that carry a secret (reset, invitation, sign-up, share) are masked in every
-    # line: access and 404 logs print request paths.
+    # line: access and 404 logs print request paths. So are the configured secrets' values.
     "filters": {"mask_tokens": {"()": "chatsite.logs.MaskTokens"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain",
                              "filters": ["mask_tokens"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

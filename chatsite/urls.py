@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from conversations.views import healthz
+from chatsite.health import healthz
 
 urlpatterns = [
     # Model profiles moved to the llm app: bookmarks of their old admin pages still land.
@@ -13,6 +13,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("healthz", healthz, name="healthz"),
     path("", include("accounts.org_urls")),
+    path("", include("billing.urls")),
     path("", include("sharing.urls")),
+    path("", include("answers.urls")),
     path("", include("conversations.urls")),
 ]

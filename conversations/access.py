@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.db.models import Case, Value, When
-
-from accounts.models import Membership
+# The membership fetches are accounts' (they read no conversation); re-exported for the
+# callers that fetch a conversation and its org together.
+from accounts.members import get_membership as get_membership
+from accounts.members import get_membership_in as get_membership_in
+from accounts.members import memberships_in_order as memberships_in_order
 from chatsite.errors import NotFound
 from conversations.models import Conversation, Message
 
@@ -57,37 +59,3 @@ def get_message_for_user(user: User, message_id: int) -> Message:
         )
     except (Message.DoesNotExist, ValueError, TypeError) as exc:
         raise NotFound("message") from exc
-
-
-def get_membership(user: User, organization_id: int | None) -> Membership:
-    """The user's membership in the given org, or their first one when none is chosen
-    (one query either way)."""
-    membership = memberships_in_order(
-        Membership.objects.select_related("organization"),
-        user_id=user.pk, organization_id=organization_id,
-    ).first()
-    if membership is None:
-        raise NotFound("organization")
-    return membership
-
-
-def memberships_in_order(rows: QuerySet[Membership], *, user_id: int,
-                         organization_id: int | None) -> QuerySet[Membership]:
-    """The user's memberships among ``rows`` in the order ``get_membership`` picks from:
-    the chosen org first, else the oldest membership."""
-    memberships = rows.filter(user_id=user_id)
-    if organization_id is None:
-        return memberships.order_by("joined_at", "id")
-    return memberships.annotate(
-        chosen=Case(When(organization_id=organization_id, then=Value(0)), default=Value(1))
-    ).order_by("chosen", "joined_at", "id")
-
-
-def get_membership_in(user: User, organization_id: int) -> Membership:
-    """The user's membership in exactly this org (no fallback to another one)."""
-    try:
-        return Membership.objects.select_related("organization").get(
-            user=user, organization_id=organization_id
-        )
-    except Membership.DoesNotExist as exc:
-        raise NotFound("organization") from exc

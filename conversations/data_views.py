@@ -15,6 +15,8 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts import audit
+from accounts.audit_models import AuditAction
 from chatsite.errors import NotFound
 from conversations import datajobs
 from conversations.access import get_conversation_for_user, get_membership
@@ -32,6 +34,8 @@ def conversation_export(request: HttpRequest, conversation_id: int, fmt: str) ->
     except NotFound as exc:
         raise Http404("No such conversation") from exc
     export = export_conversation(conversation=conversation, fmt=fmt)
+    audit.record(AuditAction.DATA_EXPORTED, organization=conversation.organization_id,
+                 obj=conversation, what="one conversation", format=fmt)
     response = HttpResponse(export.body, content_type=export.content_type)
     response["Content-Disposition"] = content_disposition_header(True, export.filename) or ""
     response["Cache-Control"] = "private, no-store"

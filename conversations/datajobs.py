@@ -26,6 +26,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts import audit
+from accounts.audit_models import AuditAction
 from chatsite.celery import app
 from chatsite.errors import NotFound
 from conversations import exports, imports
@@ -132,6 +134,8 @@ def start_import(*, user: User, organization_id: int | None, chunks: Iterable[by
     job.size = written
     job.save(update_fields=["file_name", "size"])
     _queue(RUN_IMPORT, job.pk)
+    audit.record(AuditAction.DATA_IMPORTED, organization=membership.organization_id, actor=user,
+                 obj=job, size=written)
     return job
 
 
@@ -260,7 +264,8 @@ def run_export(job_id: int) -> None:
 
 def export_for_download(*, user: User, job_id: int) -> tuple[DataJob, Path]:
     """The user's own finished, unexpired export and its file; ``NotFound`` otherwise,
-    the same whether it is someone else's, not ready, expired or never existed."""
+    the same whether it is someone else's, not ready, expired or never existed. Audited in
+    each of the person's orgs: the archive holds their conversations of all of them."""
     job = DataJob.objects.filter(
         pk=job_id, user=user, kind=DataJob.Kind.EXPORT, status=DataJob.Status.DONE,
         expires_at__gt=timezone.now(),
@@ -270,6 +275,8 @@ def export_for_download(*, user: User, job_id: int) -> tuple[DataJob, Path]:
     path = job_path(job)
     if not path.is_file():
         raise NotFound("export")
+    audit.record_for_person(AuditAction.DATA_EXPORTED, user=user, actor=user, obj=job,
+                            what="all my data", size=path.stat().st_size)
     return job, path
 
 

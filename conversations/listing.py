@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from answers import lifecycle
+from accounts import audit
+from accounts.audit_models import AuditAction
 from chatsite.errors import NotFound
 from conversations.access import get_conversation_for_user, get_membership
 from conversations.models import Conversation, Message
+from conversations.signals import conversation_erasing, live_answer_deleting
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -151,15 +154,14 @@ def set_archived(*, user: User, conversation_id: int, archived: bool) -> Convers
 def delete_conversation(*, user: User, conversation_id: int) -> None:
     """End any live answer (settling its reservation), then erase the conversation.
 
-    Live answers end through ``lifecycle.end_for_deletion``: a pending one is cancelled at
-    $0, a streaming one is cancelled and charged the flagged estimate of what it showed
-    (its worker, finding it no longer streaming, writes and charges nothing more). The row
-    and its answers' token counts and costs stay (the usage report is summed from them);
-    titles, texts, instructions and share links go.
+    Each live answer is announced (``live_answer_deleting``) and ended by its receiver in
+    answers: a pending one is cancelled at $0, a streaming one is cancelled and charged the
+    flagged estimate of what it showed (its worker, finding it no longer streaming, writes
+    and charges nothing more). The row and its answers' token counts and costs stay (the
+    usage report is summed from them); titles, texts, instructions and share links go.
     """
     conversation = get_conversation_for_user(user, conversation_id)
-    for message_id in _live_answers(conversation):
-        lifecycle.end_for_deletion(message_id)
+    end_live_answers([conversation.pk])
     with transaction.atomic():
         # Race: a send from another tab locks this row too (start_turn): either it finds
         # the conversation deleted, or its new answer is live here and ended below.
@@ -167,29 +169,58 @@ def delete_conversation(*, user: User, conversation_id: int) -> None:
             pk=conversation.pk, deleted_at__isnull=True
         ).exists():
             raise NotFound("conversation")
-        for message_id in _live_answers(conversation):
-            lifecycle.end_for_deletion(message_id)
-        _erase(conversation, timezone.now())
+        end_live_answers([conversation.pk])
+        erase_conversations([conversation.pk], now=timezone.now())
+        audit.record(AuditAction.CONVERSATION_DELETED, organization=conversation.organization_id,
+                     actor=user, obj=conversation)
 
 
-def _live_answers(conversation: Conversation) -> list[int]:
-    return list(conversation.messages.filter(status__in=Message.LIVE_STATUSES)
+@dataclass(frozen=True)
+class Erased:
+    """What ``erase_conversations`` did: conversations erased, and their live share links
+    revoked with them or kept readable."""
+
+    conversations: int
+    share_links_deleted: int = 0
+    share_links_kept: int = 0
+
+
+def end_live_answers(conversation_ids: list[int]) -> int:
+    """End the live answers of these conversations before they are erased: each is
+    announced (``live_answer_deleting``) and its receiver cancels it and settles its
+    reservation. Returns how many there were."""
+    live = list(Message.objects.filter(conversation_id__in=conversation_ids,
+                                       status__in=Message.LIVE_STATUSES)
                 .values_list("pk", flat=True))
+    for message_id in live:
+        live_answer_deleting.send(sender=Conversation, message_id=message_id)
+    return len(live)
 
 
-def _erase(conversation: Conversation, now: dt.datetime) -> None:
-    from sharing.models import SharedMessage, ShareLink
+def erase_conversations(conversation_ids: list[int], *, now: dt.datetime,
+                        keep_share_links: bool = False) -> Erased:
+    """Erase these conversations: texts, titles and instructions go, the rows and their
+    answers' token counts and costs stay (the usage report is summed from them).
 
-    Message.objects.filter(conversation=conversation).update(
+    The caller holds their row locks inside its transaction and ended their live answers
+    (``end_live_answers``) under them. Their share links are revoked and their copies
+    erased, or with ``keep_share_links`` left as they are, snapshots still readable.
+    Set-based: a few statements whatever the number of conversations.
+    """
+    Message.objects.filter(conversation_id__in=conversation_ids).update(
         content="", refusal="", reasoning_summary="", tool_calls=[], error_detail=""
     )
-    links = ShareLink.objects.filter(conversation=conversation)
-    SharedMessage.objects.filter(link__in=links).delete()
-    links.filter(revoked_at__isnull=True).update(revoked_at=now)
-    links.update(title="")
+    shares: Counter[str] = Counter()
+    for _receiver, counts in conversation_erasing.send(
+        sender=Conversation, conversation_ids=conversation_ids, now=now,
+        keep_share_links=keep_share_links,
+    ):
+        shares.update(counts or {})
     # import_id too: deleting an imported conversation lets the same export import it again.
     # title_generated: a title task still queued must not write a title back.
-    Conversation.objects.filter(pk=conversation.pk).update(
+    erased = Conversation.objects.filter(pk__in=conversation_ids).update(
         title="", title_generated=True, custom_instructions="", import_source="", import_id="",
         pinned_at=None, deleted_at=now,
     )
+    return Erased(conversations=erased, share_links_deleted=shares["share_links_deleted"],
+                  share_links_kept=shares["share_links_kept"])

@@ -6,8 +6,10 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.dispatch import receiver
 from django.utils import timezone
 
+from accounts.erasure import person_data_erasing
 from llm.models import ModelProfile
 
 MILLION = Decimal(1_000_000)
@@ -39,8 +41,11 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
     # The last message of the branch on screen; conversations/tree.py walks up from it.
+    # No database constraint (its check on every turn protected nothing the messages'
+    # own constraint to their conversation does not): docs/decisions.md#0045.
     current_leaf = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
     )
 
     # Where an imported conversation came from ("chatgpt") and its id there: importing the
@@ -58,7 +63,13 @@ class Conversation(models.Model):
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["user", "organization", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["user", "organization", "-updated_at"]),
+            # Retention (conversations.retention) takes an org's oldest undeleted
+            # conversations a batch at a time; deleted rows stay and must not be walked.
+            models.Index(fields=["organization", "updated_at"], name="retention_candidate",
+                         condition=Q(deleted_at__isnull=True)),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "organization", "import_source", "import_id"],
@@ -95,9 +106,12 @@ class Message(models.Model):
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
     # The message before this one on its branch: an answer's parent is its question, a
-    # question's parent is the previous answer (null for the first question).
+    # question's parent is the previous answer (null for the first question). Always a
+    # message of the same conversation, read under its lock: no database constraint
+    # (docs/decisions.md#0045); deleting cascades in Django, as every FK's does.
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children",
+        db_constraint=False,
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
@@ -105,9 +119,12 @@ class Message(models.Model):
     client_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
-    # Assistant-only facts: which model answered, how, and what it cost.
+    # Assistant-only facts: which model answered, how, and what it cost. The profile is
+    # protected in Django (PROTECT); no database constraint, whose check locked the one
+    # profile row every answer shares (docs/decisions.md#0045).
     profile = models.ForeignKey(
-        ModelProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        ModelProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        db_constraint=False,
     )
     model_name = models.CharField(max_length=200, blank=True)
     reasoning_effort = models.CharField(max_length=16, blank=True)
@@ -249,3 +266,17 @@ class DataJob(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+
+@receiver(person_data_erasing, dispatch_uid="conversations.erase_deleted_persons_conversations")
+def _erase_persons_conversations(sender: Any, user: Any, now: Any, **kwargs: Any) -> None:
+    """A person being deleted (accounts.erasure, once their answers ended): every
+    conversation of theirs is emptied and kept, deleted, without its text."""
+    conversations = Conversation.objects.filter(user=user)
+    Message.objects.filter(conversation__in=conversations).update(
+        content="", refusal="", reasoning_summary="", tool_calls=[], error_detail="",
+        client_id="",
+    )
+    conversations.update(title="", custom_instructions="", import_source="", import_id="",
+                         pinned_at=None)
+    conversations.filter(deleted_at__isnull=True).update(deleted_at=now)

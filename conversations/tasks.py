@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from conversations import datajobs, retirements
+from conversations import datajobs, retention, retirements, search
 
 
 @shared_task(ignore_result=True)
@@ -27,3 +27,17 @@ def build_data_export(job_id: int) -> None:
 @shared_task(ignore_result=True)
 def clean_data_jobs() -> None:
     datajobs.clean_up()
+
+
+# Daily: each org's conversations untouched for its retention period deleted in batches,
+# each org's run audited. Not retried: the next day's run takes what this one left.
+@shared_task(name="conversations.tasks.apply_retention", ignore_result=True)
+def apply_retention() -> None:
+    retention.apply_retention()
+
+
+# Every few seconds: the search vectors of the messages whose text became final since
+# (a search computes the few still queued itself, so it is never behind).
+@shared_task(name="conversations.tasks.index_messages", ignore_result=True)
+def index_messages() -> None:
+    search.index_messages()

@@ -7,7 +7,6 @@ app_name = "conversations"
 urlpatterns = [
     path("", views.home, name="home"),
     path("c/<int:conversation_id>/", views.conversation_detail, name="detail"),
-    path("budget/", views.budget, name="budget"),
     path("c/<int:conversation_id>/instructions/", views.update_instructions, name="instructions"),
     path("conversations/", list_views.conversation_list, name="list"),
     path("search/", list_views.search, name="search"),

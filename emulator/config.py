@@ -51,6 +51,12 @@ class EmulatorConfig:
     verified_org: bool = True
     # Bench mode: every content delta is " <n>@<unix time at send>".
     timestamps: bool = False
+    # Replies in a JSON response format (Chat `response_format`, Responses `text.format`:
+    # json_schema or json_object), the shape side calls such as conversation titles ask
+    # for: when > 0, each takes this long in all (its pause, then unpaced output), whatever
+    # the effort, so a bench can give them a real call's latency apart from the answers'.
+    # 0: the effort's think_ms and tokens_per_second, as any reply.
+    json_reply_ms: int = 0
     journal_limit: int = 10_000
     cache_min_tokens: int = 1024
     cache_granularity: int = 128

@@ -5,8 +5,8 @@ Responses events.
 
 Decision order: refusal fault, length_empty fault, tool calls (scenario,
 forced tool_choice, demo rules, tool_choice "required"), scenario `reply`,
-bench timestamps, answer to a tool result, JSON output format, default
-Markdown reply.
+bench timestamps (not for a JSON output format), answer to a tool result, JSON
+output format, default Markdown reply.
 
 Length: reasoning tokens come first; if they reach the cap
 (max_completion_tokens / max_output_tokens, else the model maximum), the
@@ -117,6 +117,12 @@ def build_plan(
         default_reasoning = config.reasoning_tokens.get(request.effort_key, 0)
         reasoning = s.reasoning_tokens if s.reasoning_tokens is not None else default_reasoning
     think_ms = s.think_ms if s.think_ms is not None else config.think_ms.get(request.effort_key, 0)
+    structured = request.json_schema is not None or request.json_object
+    tokens_per_second = s.tokens_per_second if s.tokens_per_second is not None else config.tokens_per_second
+    if structured and config.json_reply_ms > 0:
+        # The whole reply takes json_reply_ms; a scenario's own timing still wins.
+        think_ms = s.think_ms if s.think_ms is not None else config.json_reply_ms
+        tokens_per_second = s.tokens_per_second if s.tokens_per_second is not None else 0.0
     if s.input_tokens is not None:
         prompt_tokens = s.input_tokens
     if s.cached_tokens is not None:
@@ -134,9 +140,7 @@ def build_plan(
         cache_write_tokens=cache_write_tokens,
         reasoning_tokens=reasoning,
         think_s=think_ms / 1000,
-        tokens_per_second=s.tokens_per_second
-        if s.tokens_per_second is not None
-        else config.tokens_per_second,
+        tokens_per_second=tokens_per_second,
         chunk_tokens=chunk,
         fault=s.fault if s.fault in STREAM_FAULTS | BACKGROUND_FAULTS else None,
         after_tokens=s.after_tokens,
@@ -175,7 +179,8 @@ def build_plan(
         return plan
     target = s.reply_tokens if s.reply_tokens is not None else config.reply_tokens
     timestamps = s.timestamps if s.timestamps is not None else config.timestamps
-    if timestamps:
+    # A JSON reply is read by code, not by a bench tab: it stays JSON in bench mode.
+    if timestamps and not structured:
         plan.kind = "bench"
         total = min(target, budget)
         plan.bench_sizes = tuple(min(chunk, total - start) for start in range(0, total, chunk))

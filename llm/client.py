@@ -1,49 +1,38 @@
-"""The only module that imports the ``openai`` SDK.
+"""The provider's SDK clients, its one-shot calls, and what its errors mean.
 
-It turns a :class:`ModelProfile` plus a :class:`ChatRequest` into an HTTP call, yields
-provider-neutral stream events, and translates every SDK error into :class:`LLMError`.
-The SDK's own retries are off: the generation loop owns retries, because retrying
-after text was shown would duplicate (and double-bill) an answer.
+``openai`` is imported by the provider modules of this layer only: this one (the clients,
+the calls that are not an answer's stream, error translation) and ``llm.stream`` (an
+answer's stream). Request bodies (``llm.bodies``) and stream parsing (``llm.sse``,
+``llm.chat_events``, ``llm.responses_events``) need no SDK. Every SDK error becomes an
+:class:`LLMError`. The SDK's own retries are off: the generation loop owns retries,
+because retrying after text was shown would duplicate (and double-bill) an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as dt
 import json
-import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
-import orjson
 from django.conf import settings
 
 from chatsite.env import env_secret
+from llm.bodies import build_chat_body, build_responses_body
+from llm.chat_events import usage_from_chat
 from llm.key_envs import key_env_problem
-from llm.types import (
-    ChatRequest,
-    Finished,
-    JsonCompletion,
-    LLMError,
-    ReasoningItem,
-    ReasoningSummaryDelta,
-    RefusalDelta,
-    ResponseStarted,
-    StreamEvent,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-    UsageReport,
-)
+from llm.responses_events import usage_from_responses
+from llm.types import ChatRequest, JsonCompletion, LLMError, Usage
 
 if TYPE_CHECKING:
     from llm.models import ModelProfile
+
+# --- Clients ---------------------------------------------------------------------------------
 
 DEMO_API_KEY = "offline-demo"
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -125,14 +114,15 @@ def _entra_token_provider() -> Callable[[], str]:
 
 
 def build_client(profile: ModelProfile) -> openai.OpenAI:
-    """A cached SDK client for the profile's provider, endpoint and credentials."""
+    """A cached SDK client for the profile's provider, endpoint and credentials, for the
+    calls that are not an answer's stream (status, cancel, delete, JSON, model listing)."""
     client: openai.OpenAI = _client(profile, asynchronous=False)
     return client
 
 
 def build_async_client(profile: ModelProfile) -> openai.AsyncOpenAI:
     """The same client for the worker's event loop (answers.engine), which streams
-    every answer of its process; cached apart from the sync ones."""
+    every answer of its process (``llm.stream``); cached per loop, apart from the sync ones."""
     client: openai.AsyncOpenAI = _client(profile, asynchronous=True)
     return client
 
@@ -241,348 +231,10 @@ def _token_callable(asynchronous: bool) -> Any:
     return token
 
 
-def build_chat_body(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]:
-    """The exact Chat Completions body, from the profile alone (no model-name branches)."""
-    body: dict[str, Any] = {"model": profile.model, "messages": request.messages}
-    if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    if request.reasoning_effort and profile.accepts("reasoning_effort"):
-        body["reasoning_effort"] = request.reasoning_effort
-    if profile.accepts("max_completion_tokens"):
-        body["max_completion_tokens"] = request.max_completion_tokens
-    elif profile.accepts("max_tokens"):
-        body["max_tokens"] = request.max_completion_tokens
-    if request.tools and profile.accepts("tools"):
-        body["tools"] = request.tools
-    if request.response_format is not None and profile.accepts("response_format"):
-        body["response_format"] = request.response_format
-    return body
+# --- Calls that are not an answer's stream ---------------------------------------------------
 
 
-def _responses_input(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """Split chat messages into Responses ``instructions`` and ``input`` items."""
-    instructions: list[str] = []
-    items: list[dict[str, Any]] = []
-    for message in messages:
-        role = message["role"]
-        if role in ("developer", "system"):
-            instructions.append(message["content"])
-        elif role == "tool":
-            items.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": message["tool_call_id"],
-                    "output": message["content"],
-                }
-            )
-        elif role == "assistant" and message.get("tool_calls"):
-            # Each reasoning item goes right before the output it led to.
-            items.extend(message.get("reasoning_items") or ())
-            for call in message["tool_calls"]:
-                items.append(
-                    {
-                        "type": "function_call",
-                        "call_id": call["id"],
-                        "name": call["function"]["name"],
-                        "arguments": call["function"]["arguments"],
-                    }
-                )
-        else:
-            if role == "assistant":
-                items.extend(message.get("reasoning_items") or ())
-            items.append({"role": role, "content": message["content"] or ""})
-    return "\n\n".join(instructions), items
-
-
-def build_responses_body(profile: ModelProfile, request: ChatRequest) -> dict[str, Any]:
-    """The exact Responses body. Nothing is stored at the provider, except for a
-    background answer: the provider requires ``store`` for it, and keeping it is what
-    lets another worker resume its stream."""
-    instructions, items = _responses_input(request.messages)
-    body: dict[str, Any] = {"model": profile.model, "input": items, "store": request.background}
-    if request.background:
-        body["background"] = True
-    if instructions:
-        body["instructions"] = instructions
-    if request.stream:
-        body["stream"] = True
-    if profile.accepts("reasoning_effort"):
-        body["reasoning"] = {"effort": request.reasoning_effort}
-        if profile.reasoning_summaries:
-            body["reasoning"]["summary"] = "auto"
-        # Later turns and tool rounds send the reasoning back themselves (encrypted), so
-        # they never depend on what the provider stored (a background response may be
-        # deleted once its answer ended).
-        body["include"] = ["reasoning.encrypted_content"]
-    body["max_output_tokens"] = request.max_completion_tokens
-    if request.tools and profile.accepts("tools"):
-        body["tools"] = [
-            {"type": "function", **tool["function"]} for tool in request.tools
-        ]
-    if request.response_format is not None and profile.accepts("response_format"):
-        schema = request.response_format.get("json_schema", {})
-        body["text"] = {"format": {"type": "json_schema", **schema}}
-    if profile.verbosity:
-        body["text"] = {**body.get("text", {}), "verbosity": profile.verbosity}
-    if request.prompt_cache_key:
-        body["prompt_cache_key"] = request.prompt_cache_key
-    if profile.service_tier:
-        body["service_tier"] = profile.service_tier
-    return body
-
-
-@dataclass
-class ResponseProgress:
-    """How far a Responses stream got: the response's id (from ``response.created``, or
-    the one being resumed), the last ``sequence_number`` read, and whether its terminal
-    event arrived."""
-
-    response_id: str = ""
-    sequence_number: int | None = None
-    ended: bool = False
-    status: str = ""  # the response's last status the stream reported (queued, in_progress, …)
-
-
-class ChatStream:
-    """An open upstream stream. ``close()`` may be called from another thread (Stop)."""
-
-    def __init__(
-        self, profile: ModelProfile, raw: Any, api_style: str, *, background: bool = False,
-        response_id: str = "",
-    ) -> None:
-        self.profile = profile
-        self._raw = raw
-        self._api_style = api_style
-        self.background = background
-        self.progress = ResponseProgress(response_id=response_id)
-        self._closed = threading.Event()
-
-    @property
-    def response_id(self) -> str:
-        return self.progress.response_id
-
-    @property
-    def sequence_number(self) -> int | None:
-        """The last provider event read (Responses API): a resume starts after it."""
-        return self.progress.sequence_number
-
-    @property
-    def running_upstream(self) -> bool:
-        """Whether a background response may still be generating (and billing) at the
-        provider although this stream is done with it."""
-        return self.background and bool(self.progress.response_id) and not self.progress.ended
-
-    def provider_status(self) -> str:
-        """What the provider says of this background response (``GET /responses/{id}``):
-        ``queued`` or ``in_progress`` while it works on it, silent reasoning included; ""
-        when it is not a background response still running. A blocking call: not for the
-        event loop."""
-        if not self.running_upstream:
-            return ""
-        return response_status(self.profile, self.response_id)
-
-    def close(self) -> None:
-        self._closed.set()
-        # Closing a half-read response from another thread is best effort. Closing alone
-        # does not wake a read blocked in the silent reasoning phase (it would wait for
-        # the first token, minutes at high effort); shutting the socket down does.
-        with contextlib.suppress(Exception):
-            http = getattr(self._raw, "http_response", None) or self._raw.response
-            http.extensions["network_stream"].get_extra_info("socket").shutdown(
-                socket.SHUT_RDWR
-            )
-        with contextlib.suppress(Exception):
-            self._raw.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
-    def _events(self, lines: Iterator[Any]) -> Iterator[Any]:
-        """The stream events of SSE ``lines``, parsed for this stream's API style."""
-        payloads = _sse_payloads(lines)
-        if self._api_style == "responses":
-            return _responses_events(payloads, self.progress)
-        return _chat_events(payloads)
-
-    def __iter__(self) -> Iterator[StreamEvent]:
-        try:
-            yield from self._events(self._raw.iter_lines())
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self.profile) from exc
-        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
-            if self.closed:
-                return  # Stop or a stall closed the response from the monitor thread
-            raise _connection_lost() from exc
-
-
-def _connection_lost() -> LLMError:
-    return LLMError("upstream_error", "The connection to the model provider was lost.",
-                    retryable=True, reason="connection")
-
-
-class _Pause:
-    """Marks where the parsers ran out of lines: an async reader fetches more and asks
-    the same parser for its next event, so one parser serves both kinds of stream."""
-
-
-PAUSE = _Pause()
-
-
-class AsyncChatStream(ChatStream):
-    """An open upstream stream read on the worker's event loop (answers.engine).
-
-    ``close()`` may be called from any thread (the monitor's Stop or stall): it wakes a
-    read waiting on the network by cancelling it on the loop, and the stream then ends
-    as a sync one does when closed. Lines are parsed by the same parsers as the sync
-    stream, fed a line at a time.
-    """
-
-    def __init__(
-        self, profile: ModelProfile, raw: Any, api_style: str, *, background: bool = False,
-        response_id: str = "",
-    ) -> None:
-        super().__init__(profile, raw, api_style, background=background, response_id=response_id)
-        self._loop = asyncio.get_running_loop()
-        self._reader: asyncio.Task[Any] | None = None
-        self._reading = False
-        self._lines: collections.deque[str] = collections.deque()
-        self._eof = False
-
-    def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing reads
-            self._loop.call_soon_threadsafe(self._interrupt)
-
-    def _interrupt(self) -> None:
-        if self._reading and self._reader is not None and not self._reader.done():
-            self._reader.cancel()
-
-    def _feed(self) -> Iterator[Any]:
-        while True:
-            if self._lines:
-                yield self._lines.popleft()
-            elif self._eof:
-                return
-            else:
-                yield PAUSE
-
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
-        self._reader = asyncio.current_task()
-        events = self._events(self._feed())
-        lines = _lines(self._raw.http_response.aiter_bytes())
-        try:
-            for event in events:
-                if event is not PAUSE:
-                    yield event
-                elif self.closed or not await self._read(lines):
-                    return
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self.profile) from exc
-        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
-            if self.closed:
-                return
-            raise _connection_lost() from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await self._raw.close()
-
-    async def _read(self, lines: AsyncIterator[str]) -> bool:
-        """One more line into the buffer; False when the stream was closed (Stop, a
-        stall) while waiting. The end of the stream lets the parsers finish."""
-        self._reading = True
-        try:
-            line = await anext(lines)
-        except StopAsyncIteration:
-            self._eof = True
-            return True
-        except asyncio.CancelledError:
-            if not self.closed:
-                raise
-            # Our own interruption, not the task's cancellation: the answer goes on.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            return False
-        finally:
-            self._reading = False
-        self._lines.append(line)
-        return True
-
-
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """The lines of an SSE body. Split here rather than through the SDK's and httpx's
-    text and line decoders: a stream is one small chunk per token, and each layer of
-    async generators costs CPU per chunk. Lines split on LF (CRLF and CR-only endings
-    too), UTF-8 decoded whole, so a character split across chunks stays intact."""
-    rest = b""
-    async for chunk in chunks:
-        rest += chunk
-        if b"\n" not in rest and b"\r" not in rest:
-            continue
-        *complete, rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        for line in complete:
-            yield line.decode("utf-8", "replace")
-    if rest:
-        yield rest.decode("utf-8", "replace")
-
-
-AsyncDb = Callable[[Callable[[], Any]], Awaitable[Any]]
-
-
-async def _call_db(db: AsyncDb | None, fn: Callable[[], Any]) -> Any:
-    return fn() if db is None else await db(fn)
-
-
-async def open_stream_async(
-    profile: ModelProfile, request: ChatRequest, *, db: AsyncDb | None = None
-) -> AsyncChatStream:
-    """``open_stream`` on the event loop; ``db`` runs the one database write the
-    request may cause (turning the profile's refused reasoning summaries off) off it."""
-    client = build_async_client(profile)
-    try:
-        if profile.api_style == "responses":
-            body = build_responses_body(profile, request)
-            try:
-                raw: Any = await client.responses.with_streaming_response.create(**body).__aenter__()
-            except openai.BadRequestError as exc:
-                if not _refuses_summaries(profile, exc):
-                    raise
-                from llm.profiles import stop_reasoning_summaries
-
-                await _call_db(db, lambda: stop_reasoning_summaries(profile))
-                raw = await client.responses.with_streaming_response.create(
-                    **build_responses_body(profile, request)
-                ).__aenter__()
-        else:
-            raw = await client.chat.completions.with_streaming_response.create(
-                **build_chat_body(profile, request)
-            ).__aenter__()
-    except openai.OpenAIError as exc:
-        raise translate_error(exc, profile) from exc
-    return AsyncChatStream(profile, raw, profile.api_style, background=request.background)
-
-
-async def resume_stream_async(
-    profile: ModelProfile, response_id: str, *, starting_after: int | None
-) -> AsyncChatStream:
-    """``resume_stream`` on the event loop."""
-    client = build_async_client(profile)
-    options: dict[str, Any] = {} if starting_after is None else {"starting_after": starting_after}
-    try:
-        raw = await client.responses.with_streaming_response.retrieve(
-            response_id, stream=True, **options
-        ).__aenter__()
-    except openai.OpenAIError as exc:
-        raise translate_error(exc, profile) from exc
-    stream = AsyncChatStream(profile, raw, "responses", background=True, response_id=response_id)
-    # Before it reads anything new, the stream is still past the event it resumed after.
-    stream.progress.sequence_number = starting_after
-    return stream
-
-
-def _refuses_summaries(profile: ModelProfile, exc: openai.BadRequestError) -> bool:
+def refuses_summaries(profile: ModelProfile, exc: openai.BadRequestError) -> bool:
     """An OpenAI org that is not verified answers 400, param ``reasoning.summary``."""
     return profile.reasoning_summaries and _error_body(exc).get("param") == "reasoning.summary"
 
@@ -598,51 +250,10 @@ def _create_response(
     try:
         return send(build_responses_body(profile, request))
     except openai.BadRequestError as exc:
-        if not _refuses_summaries(profile, exc):
+        if not refuses_summaries(profile, exc):
             raise
-    from llm.profiles import stop_reasoning_summaries
-
-    stop_reasoning_summaries(profile)
+    profile.stop_reasoning_summaries()
     return send(build_responses_body(profile, request))
-
-
-def open_stream(profile: ModelProfile, request: ChatRequest) -> ChatStream:
-    """Send the request and return its stream.
-
-    The SDK builds, authenticates and sends the request and raises its typed errors;
-    the SSE lines are parsed here with orjson. See docs/decisions.md#0038.
-    """
-    client = build_client(profile)
-    try:
-        if profile.api_style == "responses":
-            raw: Any = _create_response(
-                lambda body: client.responses.with_streaming_response.create(**body).__enter__(),
-                profile, request,
-            )
-        else:
-            raw = client.chat.completions.with_streaming_response.create(
-                **build_chat_body(profile, request)
-            ).__enter__()
-    except openai.OpenAIError as exc:
-        raise translate_error(exc, profile) from exc
-    return ChatStream(profile, raw, profile.api_style, background=request.background)
-
-
-def resume_stream(
-    profile: ModelProfile, response_id: str, *, starting_after: int | None
-) -> ChatStream:
-    """Follow a background response again (``GET /responses/{id}?stream=true``): the
-    events after sequence number ``starting_after`` (all of them when None), then the
-    live ones."""
-    client = build_client(profile)
-    options: dict[str, Any] = {} if starting_after is None else {"starting_after": starting_after}
-    try:
-        raw = client.responses.with_streaming_response.retrieve(
-            response_id, stream=True, **options
-        ).__enter__()
-    except openai.OpenAIError as exc:
-        raise translate_error(exc, profile) from exc
-    return ChatStream(profile, raw, "responses", background=True, response_id=response_id)
 
 
 def response_status(profile: ModelProfile, response_id: str) -> str:
@@ -690,12 +301,12 @@ def complete_json(profile: ModelProfile, request: ChatRequest) -> JsonCompletion
             )
             text = response.output_text
             if response.usage is not None:
-                usage = _usage_from_responses(response.usage.model_dump())
+                usage = usage_from_responses(response.usage.model_dump())
         else:
             completion = client.chat.completions.create(**build_chat_body(profile, request))
             text = completion.choices[0].message.content or ""
             if completion.usage is not None:
-                usage = _usage_from_chat(completion.usage.model_dump())
+                usage = usage_from_chat(completion.usage.model_dump())
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
     try:
@@ -751,196 +362,7 @@ def list_models(profile: ModelProfile) -> list[dict[str, Any]]:
     return listing
 
 
-def _sse_payloads(lines: Iterator[Any]) -> Iterator[Any]:
-    """The JSON objects of an SSE stream's ``data:`` lines (orjson), up to ``[DONE]``
-    (Chat Completions ends with it; a Responses stream ends after its terminal event).
-
-    ``event:`` lines (Responses repeats the type inside the data), comment lines
-    (``: keep-alive``) and blank separators are skipped; an object with an ``error``
-    becomes an :class:`LLMError`, as the SDK raises it (retryable only before text).
-    """
-    for line in lines:
-        if line is PAUSE:
-            yield PAUSE  # an async reader refills the lines (AsyncChatStream)
-            continue
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise LLMError(
-                "upstream_error", "The model provider sent a malformed stream.", retryable=True,
-                reason="malformed",
-            ) from exc
-        if not isinstance(payload, dict):
-            continue
-        if payload.get("error"):
-            raise LLMError(
-                "upstream_error", "The model provider reported an error mid-answer.",
-                retryable=True, reason="stream_error",
-            )
-        yield payload
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _usage_from_chat(raw: dict[str, Any]) -> Usage:
-    # Any *_details object or field may be missing or null (gateways, old Azure versions).
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=_int(raw.get("prompt_tokens")),
-        cached_tokens=_int(prompt_details.get("cached_tokens")),
-        completion_tokens=_int(raw.get("completion_tokens")),
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
-        # openai-python ``PromptTokensDetails.cache_write_tokens`` (optional).
-        cache_write_tokens=_int(prompt_details.get("cache_write_tokens")),
-    )
-
-
-def _usage_from_responses(raw: dict[str, Any]) -> Usage:
-    input_details = raw.get("input_tokens_details") or {}
-    output_details = raw.get("output_tokens_details") or {}
-    write_details = input_details.get("cache_write_tokens_details") or {}
-    return Usage(
-        prompt_tokens=_int(raw.get("input_tokens")),
-        cached_tokens=_int(input_details.get("cached_tokens")),
-        completion_tokens=_int(raw.get("output_tokens")),
-        reasoning_tokens=_int(output_details.get("reasoning_tokens")),
-        # openai-python ``InputTokensDetails``: cache writes are their own price line.
-        cache_write_tokens=_int(input_details.get("cache_write_tokens")),
-        cache_write_12h_tokens=_int(write_details.get("ttl_12h_tokens")),
-    )
-
-
-def _chat_events(payloads: Iterator[Any]) -> Iterator[Any]:
-    for chunk in payloads:
-        if chunk is PAUSE:
-            yield PAUSE
-            continue
-        # Azure's prompt-annotation chunk also has empty choices: only a non-null
-        # usage marks the usage chunk.
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            yield UsageReport(_usage_from_chat(usage))
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta")  # absent on Azure content-filter annotation chunks
-            if isinstance(delta, dict):
-                content = delta.get("content")
-                if content:
-                    yield TextDelta(str(content))
-                refusal = delta.get("refusal")
-                if refusal:
-                    yield RefusalDelta(str(refusal))
-                for call in delta.get("tool_calls") or ():
-                    function = call.get("function") or {}
-                    yield ToolCallDelta(
-                        index=_int(call.get("index")),
-                        id=call.get("id"),
-                        name=function.get("name"),
-                        arguments=function.get("arguments") or "",
-                    )
-            if choice.get("finish_reason"):
-                yield Finished(str(choice["finish_reason"]))
-
-
-def _responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> Iterator[Any]:
-    """Stream events from Responses API event objects, noting the stream's progress.
-
-    A resumed stream starts after events it never sees again (a tool call announced,
-    a reasoning item finished): the terminal event's ``output`` supplies the items this
-    stream did not see, once.
-    """
-    call_index: dict[str, int] = {}
-    reasoning_seen: set[str] = set()
-    for event in payloads:
-        if event is PAUSE:
-            yield PAUSE
-            continue
-        sequence = event.get("sequence_number")
-        if isinstance(sequence, int):
-            progress.sequence_number = sequence
-        kind = event.get("type")
-        if kind == "response.output_text.delta":
-            if event.get("delta"):
-                yield TextDelta(str(event["delta"]))
-        elif kind == "response.refusal.delta":
-            if event.get("delta"):
-                yield RefusalDelta(str(event["delta"]))
-        elif kind == "response.reasoning_summary_text.delta":
-            if event.get("delta"):
-                yield ReasoningSummaryDelta(str(event["delta"]))
-        elif kind == "response.function_call_arguments.delta":
-            index = call_index.get(str(event.get("item_id")))
-            if index is not None:  # else announced before a resume: taken from the output
-                yield ToolCallDelta(index, None, None, str(event.get("delta") or ""))
-        elif kind == "response.output_item.added":
-            item = _object(event.get("item"))
-            if item.get("type") == "function_call":
-                index = call_index.setdefault(_item_key(item), len(call_index))
-                yield ToolCallDelta(index, item.get("call_id"), item.get("name"), "")
-        elif kind == "response.output_item.done":
-            item = _object(event.get("item"))
-            if item.get("type") == "reasoning":
-                reasoning_seen.add(str(item.get("id")))
-                yield ReasoningItem(_without_nulls(item))
-        elif kind in ("response.queued", "response.in_progress"):
-            progress.status = str(_object(event.get("response")).get("status") or "")
-        elif kind == "response.created":
-            progress.status = str(_object(event.get("response")).get("status") or "")
-            response_id = str(_object(event.get("response")).get("id") or "")
-            if response_id:
-                progress.response_id = response_id
-                yield ResponseStarted(response_id)
-        elif kind in ("response.completed", "response.incomplete"):
-            progress.ended = True
-            response = _object(event.get("response"))
-            output = [item for item in response.get("output") or () if isinstance(item, dict)]
-            for item in output:
-                if item.get("type") == "reasoning" and str(item.get("id")) not in reasoning_seen:
-                    yield ReasoningItem(_without_nulls(item))
-                elif item.get("type") == "function_call" and _item_key(item) not in call_index:
-                    index = call_index.setdefault(_item_key(item), len(call_index))
-                    yield ToolCallDelta(index, item.get("call_id"), item.get("name"),
-                                        str(item.get("arguments") or ""))
-            usage = response.get("usage")
-            if isinstance(usage, dict):
-                yield UsageReport(
-                    _usage_from_responses(usage), service_tier=str(response.get("service_tier") or "")
-                )
-            if kind == "response.completed":
-                has_calls = any(item.get("type") == "function_call" for item in output)
-                yield Finished("tool_calls" if has_calls else "stop")
-            else:
-                reason = _object(response.get("incomplete_details")).get("reason") or ""
-                yield Finished("content_filter" if reason == "content_filter" else "length")
-        elif kind in ("error", "response.failed"):
-            progress.ended = True
-            raise LLMError(
-                "upstream_error",
-                "The model provider reported an error while answering.",
-                retryable=True,
-                reason="stream_error",
-            )
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _item_key(item: dict[str, Any]) -> str:
-    return str(item.get("id") or item.get("call_id"))
-
-
-def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
-    # The item is kept with the answer and sent back as input later; like the SDK's
-    # exclude_none dump it replaced, it carries no null fields.
-    return {key: value for key, value in item.items() if value is not None}
+# --- What a provider failure means ------------------------------------------------------------
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

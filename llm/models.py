@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from llm.catalog import KNOWN_EFFORTS, find_entry
 from llm.key_envs import validate_key_env
-from llm.pricing import exact_cost
+from llm.pricing import exact_cost, valid_tier_prices
 
 
 class ModelProfile(models.Model):
@@ -191,8 +191,6 @@ class ModelProfile(models.Model):
             )
 
     def _clean_tier_prices(self) -> None:
-        from llm.pricing import valid_tier_prices
-
         tiers = self.tier_prices or {}
         valid = valid_tier_prices(tiers)
         if not isinstance(tiers, dict) or set(valid) != set(tiers):
@@ -257,3 +255,13 @@ class ModelProfile(models.Model):
         completion_tokens (llm.pricing holds the formula)."""
         return exact_cost(self, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
                           completion_tokens=completion_tokens)
+
+    def stop_reasoning_summaries(self) -> None:
+        """Remember that the provider refuses this profile's reasoning summaries; an admin
+        turns them back on (e.g. once the OpenAI org is verified)."""
+        # Every answer starting at that moment meets the same refusal: the conditional
+        # update writes the row once, and touches no other field an admin may be saving.
+        ModelProfile.objects.filter(pk=self.pk, reasoning_summaries=True).update(
+            reasoning_summaries=False
+        )
+        self.reasoning_summaries = False

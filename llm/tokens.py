@@ -1,4 +1,7 @@
-"""Offline o200k_base token counting: the product's; the emulator imports it from here.
+"""Offline o200k_base token counting for the product's estimates (budgets, context cuts).
+
+The emulator, standing in for the provider, counts with its own counter
+(``emulator.tokens``); tests/llm/test_emulator_contract.py checks the two agree.
 
 tiktoken downloads its BPE vocabulary at run time, which fails without network.
 The ``bpe-openai`` wheel ships the identical file (same sha256 that tiktoken

@@ -3,6 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatsite import metrics
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -138,3 +140,4 @@ class LLMError(Exception):
         self.reason = reason
         # What the provider reported using before the failure, when it did (billed).
         self.usage: Usage | None = None
+        metrics.provider_error(code, reason)  # each failure is made into one LLMError, once

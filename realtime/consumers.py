@@ -17,8 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from accounts.revocation import AUTH_GONE, SessionEnded, ensure_session_current
-from answers import replies
-from answers.branching import regenerate_answer
+from chatsite import metrics
 from chatsite.errors import Refused
 from conversations.access import get_message_for_user
 from conversations.models import Message
@@ -36,6 +35,7 @@ from realtime.frames import (
 from realtime.publishing import EVENT_TYPE, message_group, session_group, user_group
 from realtime.replay import get_replay_store
 from realtime.socket_limits import TOO_MANY_SOCKETS, TOO_MANY_SOCKETS_REASON, SocketSlot
+from realtime.turns import Turn, operations
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _int_field(frame: dict[str, Any], name: str, *, nullable: bool = False) -> i
 def _effort_field(frame: dict[str, Any], message: int | None = None) -> str | None:
     """The frame's reasoning effort if it is one the API knows; None asks for the
     profile's default. Which efforts a model takes is its profile's to say
-    (``replies._effort_for``), so the send, edit and regenerate paths all refuse an
+    (``answers.replies._effort_for``), so the send, edit and regenerate paths all refuse an
     effort the model lacks in one place, naming the ones it takes."""
     effort = frame.get("reasoning_effort")
     if effort is not None and (not isinstance(effort, str) or effort not in KNOWN_EFFORTS):
@@ -117,6 +117,7 @@ def _continues(frames: list[dict[str, Any]], after_seq: int) -> bool:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     ended = False  # set once the account's access ended: nothing more is sent or run
+    counted = False  # among the open websockets of the metrics, until disconnect()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -149,8 +150,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS_REASON)
             return
         await self.accept()
+        metrics.socket_opened()
+        self.counted = True
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            self.counted = False
+            metrics.socket_closed()
         slot = getattr(self, "slot", None)
         if slot is not None:
             await slot.give_back()
@@ -232,7 +238,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError("'profile' must be a string.")
         # Omitted: after the branch on screen; null: a new first question (an edit of it).
         parent = _int_field(frame, "parent", nullable=True) if "parent" in frame else AFTER_LEAF
-        turn = await _in_turn_thread(self._checked(replies.start_turn))(
+        turn = await _in_turn_thread(self._checked(operations().start))(
             user=self.user,
             organization_id=organization_id,
             conversation_id=conversation_id,
@@ -254,7 +260,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         profile_name = frame.get("profile")
         if profile_name is not None and (not isinstance(profile_name, str) or len(profile_name) > 100):
             raise FrameError("'profile' must be a model profile's name.", message_id)
-        turn = await _in_turn_thread(self._checked(regenerate_answer))(
+        turn = await _in_turn_thread(self._checked(operations().regenerate))(
             user=self.user, message_id=message_id, reasoning_effort=effort, client_id=client_id,
             profile_name=profile_name or None,
         )
@@ -269,7 +275,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         await self.send_json(await _in_turn_thread(self._checked(select))())
 
-    async def started(self, turn: replies.Turn, client_id: str) -> None:
+    async def started(self, turn: Turn, client_id: str) -> None:
         message_id = turn.assistant_message.pk
         await self.follow(message_id, 0)
         # message.created says how many wait ahead; `queued` frames follow as the queue
@@ -284,7 +290,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message_id = _int_field(frame, "message")
         assert message_id is not None
-        await _in_turn_thread(self._checked(replies.request_stop))(
+        await _in_turn_thread(self._checked(operations().stop))(
             user=self.user, message_id=message_id
         )
 

@@ -8,12 +8,10 @@ charged (the row's ``cost_usd`` is written in the transaction that settles the t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conversations.models import Message
-
-if TYPE_CHECKING:
-    from answers.replies import Turn
+from realtime.turns import Turn
 
 Frame = dict[str, Any]
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.dispatch import receiver
 
+from accounts.revocation import sockets_revoked
 from realtime.replay import RedisReplayStore, get_replay_store
 
 logger = logging.getLogger(__name__)
@@ -315,3 +317,16 @@ def publish_event(group: str, event: dict[str, Any]) -> None:
 
 def wait_until_sent(timeout: float = 10) -> bool:
     return _publisher.wait_idle(timeout)
+
+
+REVOKED_EVENT = "account.revoked"
+
+
+@receiver(sockets_revoked, dispatch_uid="realtime.publishing.close_revoked_sockets")
+def _close_revoked_sockets(sender: Any, *, user_id: int, session_key: str | None, code: int,
+                           reason: str, **kwargs: Any) -> None:
+    """A person's sign-in or access changed (accounts.revocation): their sockets (only
+    those opened with ``session_key`` when given) get an ``account.revoked`` event and
+    close with ``code``."""
+    group = session_group(session_key) if session_key else user_group(user_id)
+    publish_event(group, {"type": REVOKED_EVENT, "code": code, "reason": reason})

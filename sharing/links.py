@@ -22,12 +22,14 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts import audit
+from accounts.audit_models import AuditAction
+from accounts.model_access import default_profile
 from accounts.models import Membership, Organization
 from chatsite.errors import NotFound
 from conversations.access import get_conversation_for_user
 from conversations.models import Conversation, Message
 from conversations.tree import branch, link_in_order
-from llm.profiles import default_profile
 from sharing.models import SharedMessage, ShareLink
 
 if TYPE_CHECKING:
@@ -217,6 +219,9 @@ def create_link(
             created_at=now,
         )
         _copy_snapshot(link, conversation, answer.pk)
+        audit.record(AuditAction.SHARE_CREATED, organization=link.organization_id, actor=user,
+                     obj=link, conversation=conversation.pk, visibility=visibility,
+                     expires_at=expires_at)
     return IssuedLink(link=link, token=token)
 
 
@@ -240,6 +245,11 @@ def _change(
         link.expires_at = expires_at
         fields = ["visibility", "expires_at"]
         if move_snapshot:
+            if link.conversation.deleted_at is not None:
+                # Kept by the org's retention: the conversation's text is gone, the
+                # snapshot is all there is.
+                raise ShareRefused("The conversation behind this link was deleted, so the "
+                                   "link keeps the snapshot it has. Revoke it to stop sharing.")
             answer = latest_finished_answer(link.conversation)
             if answer is None:
                 raise _nothing_to_share()
@@ -280,9 +290,11 @@ def revoke_link(*, user: User, link_id: int) -> ShareLink:
     now = timezone.now()
     # Race: two revokes at once (creator and admin); the condition makes the first win
     # and the second a no-op, so revoked_at/revoked_by record who really revoked it.
-    ShareLink.objects.filter(pk=link.pk, revoked_at__isnull=True).update(
+    if ShareLink.objects.filter(pk=link.pk, revoked_at__isnull=True).update(
         revoked_at=now, revoked_by=user
-    )
+    ):
+        audit.record(AuditAction.SHARE_REVOKED, organization=link.organization_id, actor=user,
+                     obj=link, conversation=link.conversation_id)
     link.refresh_from_db(fields=["revoked_at", "revoked_by"])
     return link
 
@@ -334,6 +346,8 @@ def get_shared_snapshot(
     if count_view:
         # Race: concurrent readers; F() makes every view count.
         ShareLink.objects.filter(pk=link.pk).update(view_count=F("view_count") + 1)
+        audit.record(AuditAction.SHARE_OPENED, organization=link.organization_id, obj=link,
+                     visibility=visibility)
     return Snapshot(link=link, messages=list(link.messages.all()))
 
 
@@ -380,7 +394,7 @@ def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> C
         (m for m in destinations if m.organization_id == organization_id), destinations[0]
     )
     organization = membership.organization
-    profile = default_profile(organization)
+    profile = default_profile(organization, user=viewer)
     if profile is None:
         raise ShareRefused(
             f"No model is enabled in {organization.name}, so this conversation cannot "
@@ -410,4 +424,7 @@ def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> C
             for shared in snapshot.messages
         )
         link_in_order(conversation, copies)
+        audit.record(AuditAction.SHARE_FORKED, organization=snapshot.link.organization_id,
+                     actor=viewer, obj=snapshot.link, into_organization=organization.pk,
+                     conversation=conversation.pk)
     return conversation

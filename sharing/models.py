@@ -7,17 +7,22 @@ owner writes, regenerates or edits later reaches readers until they press "Updat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
+from django.dispatch import receiver
 from django.utils import timezone
 
-from accounts.models import Membership
+from accounts.erasure import person_data_erasing
+from accounts.models import Membership, Organization
+from conversations.signals import conversation_erasing
 
 if TYPE_CHECKING:
-    from accounts.models import Organization, User
+    from datetime import datetime
+
+    from accounts.models import User
 
 
 class ShareLinkQuerySet(models.QuerySet["ShareLink"]):
@@ -113,8 +118,6 @@ class ShareLink(models.Model):
     def effective_visibility(self, policy: str) -> str | None:
         """Who can open the link under the org's current policy: None when sharing is
         off, and "org" for a public link whose org no longer allows public links."""
-        from accounts.models import Organization
-
         if policy == Organization.SharePolicy.OFF:
             return None
         if self.visibility == self.Visibility.PUBLIC and policy == Organization.SharePolicy.PUBLIC:
@@ -144,3 +147,24 @@ class SharedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} message {self.position} of link {self.link_id}"
+
+
+@receiver(conversation_erasing, dispatch_uid="sharing.erase_links_of_deleted_conversation")
+def _erase_links(sender: Any, conversation_ids: list[int], now: datetime,
+                 keep_share_links: bool = False, **kwargs: Any) -> dict[str, int]:
+    """Deleted conversations' links are revoked, and their titles and copies erased; or,
+    when the org's retention keeps them, left readable as they are."""
+    links = ShareLink.objects.filter(conversation_id__in=conversation_ids)
+    if keep_share_links:
+        return {"share_links_kept": links.filter(revoked_at__isnull=True).count()}
+    SharedMessage.objects.filter(link__in=links).delete()
+    revoked = links.filter(revoked_at__isnull=True).update(revoked_at=now)
+    links.update(title="")
+    return {"share_links_deleted": revoked}
+
+
+@receiver(person_data_erasing, dispatch_uid="sharing.delete_links_of_deleted_person")
+def _delete_persons_links(sender: Any, user: User, **kwargs: Any) -> None:
+    """A person being deleted (accounts.erasure): the links to their conversations go,
+    with their copied messages."""
+    ShareLink.objects.filter(conversation__user=user).delete()

@@ -12,17 +12,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.members import get_membership
 from accounts.models import Organization
-from chatsite.errors import NotFound
 from chatsite.ratelimits import over_limit
-from conversations.access import get_conversation_for_user, get_membership
+from conversations.access import get_conversation_for_user
 from conversations.models import Conversation
 from sharing.forms import SharePolicyForm, ShareSettingsForm
 from sharing.links import (
@@ -209,20 +209,6 @@ def _int_or_none(value: str | None) -> int | None:
 # --- The share dialog (owner) -----------------------------------------------------------
 
 
-def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:
-    try:
-        return get_conversation_for_user(request.user, conversation_id)  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise Http404("No such conversation") from exc
-
-
-def _owned_link_or_404(request: HttpRequest, link_id: int) -> ShareLink:
-    try:
-        return get_link_for_owner(request.user, link_id)  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise Http404("No such share link") from exc
-
-
 def _dialog(
     request: HttpRequest,
     conversation: Conversation,
@@ -264,7 +250,7 @@ def _dialog(
 def share_dialog(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """GET shows the dialog; POST creates a link (replacing a live one) and shows its
     address, the only time the address is ever sent."""
-    conversation = _conversation_or_404(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)  # type: ignore[arg-type]
     if request.method == "GET":
         return _dialog(request, conversation)
     form = ShareSettingsForm(
@@ -290,7 +276,7 @@ def share_dialog(request: HttpRequest, conversation_id: int) -> HttpResponse:
 def _change_view(
     request: HttpRequest, link_id: int, change: Callable[..., ShareLink], done: str
 ) -> HttpResponse:
-    link = _owned_link_or_404(request, link_id)
+    link = get_link_for_owner(request.user, link_id)  # type: ignore[arg-type]
     form = ShareSettingsForm(request.POST, organization=link.organization, link=link)
     if not form.is_valid():
         messages.error(request, "Choose who can open the link and when it expires.")
@@ -327,10 +313,7 @@ def link_settings(request: HttpRequest, link_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def revoke_shared_link(request: HttpRequest, link_id: int) -> HttpResponse:
-    try:
-        revoke_link(user=request.user, link_id=link_id)  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise Http404("No such share link") from exc
+    revoke_link(user=request.user, link_id=link_id)  # type: ignore[arg-type]
     messages.success(request, "Link revoked. Anyone who opens it now sees “not found”.")
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(
@@ -370,10 +353,7 @@ def _row(link: ShareLink, organization: Organization, user: Any) -> LinkRow:
 @login_required
 @require_GET
 def shared_links(request: HttpRequest) -> HttpResponse:
-    try:
-        membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise Http404("No organization") from exc
+    membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
     organization = membership.organization
     links = (
         ShareLink.objects.live()
@@ -397,22 +377,16 @@ def shared_links(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def sharing_policy(request: HttpRequest) -> HttpResponse:
-    try:
-        membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise Http404("No organization") from exc
+    membership = get_membership(request.user, request.session.get("organization_id"))  # type: ignore[arg-type]
     form = SharePolicyForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a sharing policy from the list.")
         return redirect("sharing:list")
-    try:
-        organization = set_share_policy(
-            user=request.user,  # type: ignore[arg-type]
-            organization_id=membership.organization_id,
-            policy=form.cleaned_data["policy"],
-        )
-    except NotFound as exc:
-        raise Http404("Only owners and admins set the sharing policy") from exc
+    organization = set_share_policy(
+        user=request.user,  # type: ignore[arg-type]
+        organization_id=membership.organization_id,
+        policy=form.cleaned_data["policy"],
+    )
     messages.success(
         request, f"Sharing policy for {organization.name}: {organization.get_share_policy_display()}."
     )

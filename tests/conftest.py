@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -24,6 +26,9 @@ from accounts.models import Membership, Organization, User
 
 O3_MINI_SEED = importlib.import_module("conversations.migrations.0002_seed_o3_mini").O3_MINI
 
+# The real OpenID provider of the SSO tests (the ``sso`` fixture).
+pytest_plugins = ["tests.oidc"]
+
 # Markers follow from what a test uses, so `make test-fast` (-m "not browser and not
 # integration and not chaos and not slow") cannot miss a test that starts something.
 BROWSER_FIXTURES = {"page", "chat_page", "browser"}  # Playwright and Chromium
@@ -31,6 +36,7 @@ INTEGRATION_FIXTURES = {
     "live_server_url", "share_site_url",  # uvicorn serving the ASGI app
     "celery_worker",  # a real Celery worker
     "processes", "scaled_stack", "stack",  # child processes: workers, web, redis-server
+    "sso",  # the OpenID provider (node) and uvicorn (tests/oidc.py)
 }
 CHAOS_DIR = os.path.join(os.path.dirname(__file__), "chaos") + os.sep
 
@@ -69,6 +75,81 @@ def message_ids_unique_to_this_run(django_db_setup: None, django_db_blocker: Any
         )
 
 
+FLUSH_KEEPS = {"django_content_type", "auth_permission"}  # what post_migrate writes back
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_by_delete() -> Iterator[None]:
+    """A transactional test ends by emptying every table. On PostgreSQL Django does it with
+    one TRUNCATE of all of them, which costs 0.1-0.3 s a test here (every table and index
+    gets new files); a DELETE of the few rows a test wrote takes milliseconds and leaves the
+    same thing: every table empty, sequences where they were. Foreign keys are checked at
+    commit (Django makes them deferrable), when nothing is left to point at.
+
+    A table with triggers of its own (the append-only audit log refuses DELETE) is still
+    truncated, as Django would, since TRUNCATE fires no row trigger. Content types and
+    permissions are kept: the flush's post_migrate would only write the same rows back
+    (another 0.08 s a test), and no test writes either table. A test that resets sequences,
+    or limits the flush with ``available_apps``, keeps Django's flush as it is."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+    with_triggers: dict[str, set[str]] = {}  # per database: its tables with triggers
+
+    def sql_flush(self: DatabaseOperations, style: Any, tables: Any, *,
+                  reset_sequences: bool = False, allow_cascade: bool = False) -> list[str]:
+        if reset_sequences or allow_cascade or not tables:
+            return truncate(self, style, tables, reset_sequences=reset_sequences,
+                            allow_cascade=allow_cascade)
+        name = self.connection.settings_dict["NAME"]
+        if name not in with_triggers:
+            with self.connection.cursor() as cursor:
+                # BEFORE DELETE row triggers only (tgtype bits: row 1, before 2, delete
+                # 8): one may refuse the DELETE. An AFTER trigger (the messages' search
+                # queue) is happy with one.
+                cursor.execute("SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c "
+                               "ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+                               "AND t.tgtype & 11 = 11")
+                with_triggers[name] = {row[0] for row in cursor.fetchall()}
+        emptied = sorted(set(tables) - FLUSH_KEEPS)
+        guarded = [table for table in emptied if table in with_triggers[name]]
+        statements = ["SET CONSTRAINTS ALL DEFERRED"] + [
+            f"DELETE FROM {self.quote_name(table)}" for table in emptied if table not in guarded
+        ]
+        if guarded:
+            statements.append(
+                f"TRUNCATE {', '.join(self.quote_name(table) for table in guarded)} CASCADE"
+            )
+        return statements
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", sql_flush)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_ssl_context_per_settings() -> Iterator[None]:
+    """Each HTTP client built here (the SDK's for every provider call, the emulator
+    tests' own) loads the CA bundle into a new SSL context: 20 ms each where
+    SSL_CERT_FILE names the system bundle, 15 s over the fast lane. Every request in the
+    tests is plain HTTP to the emulator or a local server, so no context is ever used for
+    a handshake: one per trust setting serves them all."""
+    import httpcore2
+
+    build = httpcore2.default_ssl_context
+    built: dict[tuple[bool, str, str], ssl.SSLContext] = {}
+
+    def default_ssl_context(*, _trust_env: bool = True) -> ssl.SSLContext:
+        key = (_trust_env, os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+        if key not in built:
+            built[key] = build(_trust_env=_trust_env)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpcore2, "default_ssl_context", default_ssl_context)
+        yield
+
+
 _AMQP_CACHED = ("queues", "default_queue", "default_exchange", "router")
 
 
@@ -87,12 +168,16 @@ def private_task_queue() -> Iterator[str]:
     generate_reply tasks, find no such message in its own test database and ack them,
     leaving the answer pending here forever (and vice versa).
     """
-    from chatsite.celery import app
+    from chatsite.celery import app, side_queues
+    from tests.queues import private_routes
 
     queue = f"tests-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     keys = ("task_default_queue", "task_default_exchange", "task_default_routing_key")
-    saved = {key: app.conf[key] for key in keys}
+    saved = {key: app.conf[key] for key in (*keys, "task_routes")}
     app.conf.update({key: queue for key in keys})
+    # Side calls (titles) to the run's own side queue(s), which celery_worker's side pool consumes.
+    app.conf.task_routes = private_routes(queue, saved["task_routes"] or {})
+    queues = [queue, *side_queues()]
     _forget_celery_routing(app)
     yield queue
     app.conf.update(saved)
@@ -102,7 +187,8 @@ def private_task_queue() -> Iterator[str]:
 
         client = redis.Redis.from_url(app.conf.broker_url)
         try:
-            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+            for name in queues:
+                client.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
         finally:
             client.close()
 
@@ -223,22 +309,37 @@ def o3_mini(db: None) -> Any:
     return profile
 
 
-@pytest.fixture
-def celery_worker(transactional_db: None, emulator: Any) -> Iterator[Any]:
-    """A real Celery worker (threads pool) consuming from the Redis broker."""
+def purge_task_queue() -> None:
     from chatsite.celery import app
-    from chatsite.embedded import start_worker
 
     with app.connection_for_write() as conn:
         app.control.purge(connection=conn)
-    worker = start_worker(concurrency=8)
+
+
+def start_test_workers() -> tuple[Any, Any]:
+    """The answers worker and the side pool (titles), on an empty queue, once both consume."""
+    from chatsite.embedded import start_side_worker, start_worker
+
+    purge_task_queue()
+    worker, side = start_worker(concurrency=8), start_side_worker()  # answers; titles
     deadline = time.monotonic() + 10
-    while not getattr(worker, "consumer", None) or not worker.consumer.task_consumer:
+    while not all(getattr(w, "consumer", None) and w.consumer.task_consumer for w in (worker, side)):
         if time.monotonic() > deadline:
             raise RuntimeError("Celery worker did not start")
         time.sleep(0.05)
+    return worker, side
+
+
+@pytest.fixture
+def celery_worker(transactional_db: None, emulator: Any) -> Iterator[Any]:
+    """A real Celery worker (threads pool) consuming from the Redis broker.
+    (tests/browser shares one between its tests.)"""
+    worker, side = start_test_workers()
     yield worker
-    worker.stop(in_sighandler=False)
+    # Cold: a warm stop's close of the broker connection reads the pending BRPOP's reply
+    # and can wait forever; each test has settled its answers by now.
+    side.terminate(in_sighandler=False)
+    worker.terminate(in_sighandler=False)
 
 
 def free_port() -> int:
@@ -247,10 +348,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclasses.dataclass
+class LiveServer:
+    """A uvicorn of ``running_asgi``, serving from a thread of this process."""
+
+    url: str
+    server: Any  # uvicorn.Server
+    loop: asyncio.AbstractEventLoop
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no request or websocket is left running, as the server's own
+        shutdown would (closing the connections still open after ``timeout``, then
+        cancelling what still runs), and go on serving."""
+        state = self.server.server_state
+
+        def quiet(within: float) -> bool:
+            deadline = time.monotonic() + within
+            while state.tasks and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return not state.tasks
+
+        def close_connections() -> None:
+            for connection in list(state.connections):
+                connection.shutdown()
+
+        def cancel_tasks() -> None:
+            for task in list(state.tasks):
+                task.cancel()
+
+        if quiet(timeout):
+            return
+        self.loop.call_soon_threadsafe(close_connections)
+        if not quiet(5.0):
+            self.loop.call_soon_threadsafe(cancel_tasks)
+            quiet(5.0)
+
+
 @contextlib.contextmanager
 def serve_asgi() -> Iterator[str]:
     """The real ASGI app (HTTP + websockets) served by uvicorn on a free port, with the
     launchers' frame cap and proxy trust; yields its base URL."""
+    with running_asgi() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def running_asgi() -> Iterator[LiveServer]:
+    """``serve_asgi``'s server itself, for a caller that keeps it between tests."""
     import uvicorn
 
     port = free_port()
@@ -260,7 +404,13 @@ def serve_asgi() -> Iterator[str]:
         forwarded_allow_ips=",".join(settings.TRUSTED_PROXIES),
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -268,16 +418,25 @@ def serve_asgi() -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield LiveServer(url=f"http://127.0.0.1:{port}", server=server, loop=loops[0])
     finally:
         server.should_exit = True
         thread.join(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def asgi_server() -> Iterator[LiveServer]:
+    """One uvicorn for the session: nothing of a test is baked into it (the app reads
+    settings per request; SITE_URL is set per test), and each test ends by waiting for
+    its requests and sockets to end (``LiveServer.settle``)."""
+    with running_asgi() as server:
+        yield server
+
+
 @pytest.fixture
-def live_server_url(celery_worker: Any, settings: Any) -> Iterator[str]:
+def live_server_url(asgi_server: LiveServer, celery_worker: Any, settings: Any) -> Iterator[str]:
     """The real ASGI app served by uvicorn, with a Celery worker running; emailed links
-    point at it."""
-    with serve_asgi() as url:
-        settings.SITE_URL = url
-        yield url
+    point at it. Nothing the test opened is still running when its tables are emptied."""
+    settings.SITE_URL = asgi_server.url
+    yield asgi_server.url
+    asgi_server.settle()

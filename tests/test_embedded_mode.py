@@ -23,13 +23,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def embedded_server(tmp_path: Path) -> Iterator[str]:
-    with embedded_stack(tmp_path) as (base, _emulator):
-        yield base
+def embedded_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with embedded_stack(tmp_path) as urls:
+        yield urls
 
 
-def test_embedded_mode_serves_a_page_and_streams_an_answer(embedded_server: str) -> None:
-    base = embedded_server
+@pytest.fixture
+def embedded_server(embedded_urls: tuple[str, str]) -> str:
+    return embedded_urls[0]
+
+
+def test_embedded_mode_serves_a_page_and_streams_an_answer(embedded_urls: tuple[str, str]) -> None:
+    base, emulator = embedded_urls
     health = httpx2.get(f"{base}/healthz").json()
     assert health == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok",
                       "mode": "embedded"}
@@ -56,6 +61,18 @@ def test_embedded_mode_serves_a_page_and_streams_an_answer(embedded_server: str)
     assert len([f for f in frames if f["type"] == "delta"]) > 1
     conversation = client.get(f"/c/{frames[0]['conversation']}/")
     assert conversation.status_code == 200
+
+    # The new conversation's title, asked by the side pool's own threads after the answer.
+    def title_requests() -> list[dict[str, Any]]:
+        journal = httpx2.get(f"{emulator}/_emulator/journal").json()
+        return [e for e in journal if e["method"] == "POST" and e["status"] == 200
+                and not (e["body"] or {}).get("stream")]
+
+    deadline = time.monotonic() + 30
+    while not title_requests():
+        assert time.monotonic() < deadline, "no title was asked for"
+        time.sleep(0.2)
+    assert len(title_requests()) == 1
 
 
 def _csrf(client: httpx2.Client, path: str) -> str:

@@ -49,6 +49,7 @@ def _endpoints(cast: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
         ("post", "/org/invitations/", {"email": "dana@example.com", "role": "member"}),
         ("post", "/org/allowed-domains/", {"domains": "example.com"}),
         ("post", "/org/zero-data-retention/", {"zero_data_retention": "on"}),
+        ("post", "/org/retention/", {"retention_days": "30", "delete_shares": "on"}),
         ("post", f"/org/members/{cast['bob_membership']}/role/", {"role": "member"}),
         ("post", f"/org/members/{cast['bob_membership']}/budget/", {"monthly_budget_usd": "5"}),
         ("post", "/org/budgets/", {"monthly_budget_usd": "50", "member_budget_usd": "5"}),
@@ -94,7 +95,7 @@ def test_every_signed_in_form_and_json_endpoint_answers_bad_input_without_a_500(
 
 def test_anonymous_forms_answer_bad_input_without_a_500_and_create_nothing(alice: User) -> None:
     before = _snapshot()
-    failures = []
+    failures: list[str] = []
     forms = [
         ("/accounts/signup/", {"email": "x@example.org", "password": "long pass 123 abc",
                                "organization": "X"}),

@@ -6,18 +6,16 @@ from typing import Any
 
 from django.db import migrations, models
 
+from conversations import search_index
+
 
 def install_search_index(apps: Any, schema_editor: Any) -> None:
     # PostgreSQL: GIN expression indexes; SQLite: an FTS5 table and its triggers.
-    from conversations.search import install_search_index
-
-    install_search_index(schema_editor.connection)
+    search_index.install_search_index(schema_editor.connection)
 
 
 def drop_search_index(apps: Any, schema_editor: Any) -> None:
-    from conversations.search import drop_search_index
-
-    drop_search_index(schema_editor.connection)
+    search_index.drop_search_index(schema_editor.connection)
 
 
 class Migration(migrations.Migration):

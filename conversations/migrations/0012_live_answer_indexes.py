@@ -5,7 +5,7 @@ read the lease index, which holds an entry for every version of every live row w
 since the last vacuum (each claim and lease renewal writes one): 12,613 entries for no
 live answer in the benchmark's database. The new partial indexes hold one entry per
 waiting or live answer. The messages' search index now leaves out rows without a vector
-(live answers; conversations.search.MESSAGE_INDEX).
+(live answers; conversations.search_index.MESSAGE_INDEX).
 
 Not atomic: on PostgreSQL every index is built CONCURRENTLY, and the search index is
 built beside the old one before that is dropped, so messages stay writable and

@@ -9,6 +9,8 @@ from typing import Any
 
 from django.db import migrations
 
+from conversations.search_index import SQLITE_DROP, install_search_index
+
 BEFORE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS conversations_message_fts USING fts5("
     "content, content='conversations_message', content_rowid='id', "
@@ -28,8 +30,6 @@ BEFORE = (
 
 
 def _drop(cursor: Any) -> None:
-    from conversations.search import SQLITE_DROP
-
     for sql in SQLITE_DROP:
         cursor.execute(sql)
 
@@ -37,8 +37,6 @@ def _drop(cursor: Any) -> None:
 def by_owner(apps: Any, schema_editor: Any) -> None:
     if schema_editor.connection.vendor != "sqlite":
         return
-    from conversations.search import install_search_index
-
     with schema_editor.connection.cursor() as cursor:
         _drop(cursor)
     install_search_index(schema_editor.connection)

@@ -35,9 +35,15 @@ from llm.catalog import (
     newest_first,
     same_value,
 )
+from llm.client import is_demo_mode, list_models
 from llm.models import ModelProfile
+from llm.types import LLMError
 
 logger = logging.getLogger(__name__)
+
+# The model the offline demo answers with unless CHAT_MODEL names another: the emulator's
+# own default (a contract test, tests/llm/test_emulator_contract.py, checks the two agree).
+DEMO_MODEL = "o3-mini"
 
 SYNC_CACHE_SECONDS = 6 * 3600
 # A failed listing (bad key, network) is retried soon, not on every page load.
@@ -252,8 +258,6 @@ def record_listing(listing: list[dict[str, Any]], *, report: SyncReport) -> None
 
 def fetch_listing() -> list[dict[str, Any]]:
     """The OpenAI key's (or the demo model's) ``GET /v1/models``; raises LLMError."""
-    from llm.client import list_models
-
     probe = ModelProfile(name="listing", display_name="OpenAI", provider=ModelProfile.Provider.OPENAI,
                          model="")
     return list_models(probe)
@@ -262,8 +266,6 @@ def fetch_listing() -> list[dict[str, Any]]:
 def sync_models(*, with_listing: bool = True) -> SyncReport:
     """What ``manage.py sync_models`` does: the catalog, the provider's listing, and the
     Azure deployment named by the environment."""
-    from llm.types import LLMError
-
     report = SyncReport()
     listing = None
     if with_listing:
@@ -353,8 +355,6 @@ def forget_sync() -> None:
 
 def ensure_synced() -> None:
     """Sync once per settings and cache period, on first use (a page or a turn)."""
-    from llm.client import is_demo_mode
-
     key = _sync_key()
     if _trusted_until.get(key, 0.0) > time.monotonic():
         return
@@ -399,13 +399,9 @@ def environment_profile(among: Sequence[ModelProfile] | None = None) -> ModelPro
     CHAT_MODEL (a profile name, catalog name or model id) wins; then the Azure deployment
     of AZURE_OPENAI_DEPLOYMENT. Syncs the catalog on first use, so that
     ``newest_listed_profile`` (the choice after the admins' own profiles) has data."""
-    from llm.client import is_demo_mode
-
     if is_demo_mode():
         # The offline demo serves its own default model unless CHAT_MODEL names another.
-        from emulator.models import DEFAULT_MODEL
-
-        return _named_profile(settings.CHAT_MODEL or DEFAULT_MODEL, among)
+        return _named_profile(settings.CHAT_MODEL or DEMO_MODEL, among)
     ensure_synced()
     if settings.CHAT_MODEL:
         named = _named_profile(settings.CHAT_MODEL, among)

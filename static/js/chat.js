@@ -154,6 +154,11 @@ function showConnectionState(state, message) {
   page.connection.textContent = state === "closed" ? message || "Disconnected." : (CONNECTION_LABELS[state] ?? "");
 }
 
+// This tab's own sign-out: the response on its way (the sign-in page, or the identity
+// provider's sign-out) must not be replaced by the trip that the socket's 4401 starts.
+let signingOut = false;
+document.querySelector("form.sign-out")?.addEventListener("submit", () => { signingOut = true; });
+
 function onSocketClosed(event, { final }) {
   if (!final) {
     composer.dropUnconfirmed();
@@ -166,6 +171,7 @@ function onSocketClosed(event, { final }) {
     connection.setState("closed", "Too many chat tabs are open for your account. Close some of them, then reload this page.");
   } else if (event.code === 4401) {
     // Signed out, deactivated or password changed: reconnecting cannot work.
+    if (signingOut) return;
     connection.setState("closed", "Your session has ended. Taking you to the sign-in page…");
     const next = window.location.pathname + window.location.search;
     window.location.assign(`/accounts/login/?next=${encodeURIComponent(next)}`);

@@ -1,4 +1,6 @@
-"""Bulk data for org and usage tests: conversations and finished answers with a cost."""
+"""Bulk data for org and usage tests: conversations and finished answers with a cost,
+each with the billing ledger row a real turn leaves (the usage report and the estimates
+read only the ledger)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
+from billing.models import Reservation, UsagePeriod
+from billing.quotas import period_start
 from conversations.models import Conversation, Message
 from llm.models import ModelProfile
 
@@ -25,14 +29,49 @@ def make_answer(conversation: Conversation, *, cost: str = "0.01", prompt: int =
                 cached: int = 0, completion: int = 500, reasoning: int = 300,
                 when: dt.datetime | None = None, effort: str = "medium",
                 status: str = Message.Status.DONE, model_name: str = "",
-                content: str = "The secret plan is to ship on Friday.") -> Message:
-    return Message.objects.create(
+                content: str = "The secret plan is to ship on Friday.",
+                billed: bool = True) -> Message:
+    """A finished answer; ``billed``: with its ledger row, as a real turn leaves it."""
+    message = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=status,
         content=content, profile=conversation.profile,
         model_name=model_name or conversation.profile.model, reasoning_effort=effort,
         prompt_tokens=prompt, cached_tokens=cached, completion_tokens=completion,
         reasoning_tokens=reasoning, cost_usd=Decimal(cost), created_at=when or timezone.now(),
     )
+    if billed:
+        bill(message)
+    return message
+
+
+def bill(*messages: Message) -> list[Reservation]:
+    """The settled ledger rows of saved answers, as their turns would have left them: on
+    the org's usage row of the answer's month (made if missing, nothing spent on it)."""
+    conversations = Conversation.objects.select_related("organization").in_bulk(
+        {message.conversation_id for message in messages})
+    rows: dict[tuple[int, Any], UsagePeriod] = {}
+    ledger = []
+    for message in messages:
+        conversation = conversations[message.conversation_id]
+        organization = conversation.organization
+        start = period_start(organization, message.created_at)
+        if (organization.pk, start) not in rows:
+            rows[organization.pk, start] = UsagePeriod.objects.get_or_create(
+                organization=organization, user=None, period_start=start)[0]
+        final = message.status in Message.FINAL_STATUSES
+        ledger.append(Reservation(
+            message=message, org_period=rows[organization.pk, start],
+            user_id=conversation.user_id, profile_id=message.profile_id,
+            model_name=message.model_name, reasoning_effort=message.reasoning_effort,
+            prompt_tokens=message.prompt_tokens, cached_tokens=message.cached_tokens,
+            cache_write_tokens=message.cache_write_tokens,
+            completion_tokens=message.completion_tokens,
+            reasoning_tokens=message.reasoning_tokens, amount_usd=message.cost_usd,
+            charged_usd=message.cost_usd if final else None, cost_usd=message.cost_usd,
+            outcome=message.status if final else "", created_at=message.created_at,
+            settled_at=message.created_at if final else None,
+        ))
+    return Reservation.objects.bulk_create(ledger)
 
 
 def add_members(organization: Organization, count: int, *, answers_each: int = 1,
@@ -50,12 +89,12 @@ def add_members(organization: Organization, count: int, *, answers_each: int = 1
     conversations = Conversation.objects.bulk_create(
         [Conversation(user=user, organization=organization, profile=profile) for user in users]
     )
-    Message.objects.bulk_create([
+    bill(*Message.objects.bulk_create([
         Message(conversation=conversation, role=Message.Role.ASSISTANT, profile=profile,
                 model_name=profile.model, reasoning_effort="medium", prompt_tokens=1000,
                 completion_tokens=500, reasoning_tokens=300, cost_usd=Decimal("0.01"))
         for conversation in conversations for _ in range(answers_each)
-    ])
+    ]))
     return users
 
 

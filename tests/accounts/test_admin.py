@@ -21,7 +21,7 @@ def test_every_org_and_budget_model_has_a_working_admin_list(
     row = UsagePeriod.objects.create(organization=org_a, period_start=period_start(org_a))
     member_row = UsagePeriod.objects.create(organization=org_a, user=bob,
                                             period_start=period_start(org_a))
-    answer = make_answer(conversation_for(bob, org_a))
+    answer = make_answer(conversation_for(bob, org_a), billed=False)
     Reservation.objects.create(message=answer, org_period=row, member_period=member_row,
                                amount_usd=Decimal("0.1"))
     BudgetRequest.objects.create(membership=Membership.objects.get(user=bob), note="more")

@@ -12,7 +12,7 @@ import pytest
 
 from accounts.erasure import delete_organization, delete_user
 from accounts.models import Membership, Organization, User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.replies import start_turn
 from billing import usage
 from billing.models import Reservation, UsagePeriod

@@ -20,7 +20,7 @@ def _invite(client: Client, email: str, role: str = "member", org: Organization 
     url = "/org/invitations/" + (f"?org={org.pk}" if org else "")
     response = client.post(url, {"email": email, "role": role})
     assert response.status_code == 302, response.content.decode()[:2000]
-    match = re.search(r"http://testserver(/invite/[^/\s]+/)", mail.outbox[-1].body)
+    match = re.search(r"http://testserver(/invite/[^/\s]+/)", str(mail.outbox[-1].body))
     assert match
     return match[1]
 

@@ -33,7 +33,7 @@ def _verify(user: User) -> None:
 
 
 def _link(path_prefix: str) -> str:
-    match = re.search(rf"https?://[^/\s]+({path_prefix}[^\s]+/)", mail.outbox[-1].body)
+    match = re.search(rf"https?://[^/\s]+({path_prefix}[^\s]+/)", str(mail.outbox[-1].body))
     assert match, mail.outbox[-1].body
     return match[1]
 

@@ -30,7 +30,7 @@ def _client(user: User | None = None) -> Client:
 def _send_link(client: Client) -> tuple[Any, str, str]:
     """Ask for a verification link on the Account page; the response, the mailed path and token."""
     response = client.post("/accounts/verify-email/", follow=True)
-    match = VERIFY_LINK.search(mail.outbox[-1].body)
+    match = VERIFY_LINK.search(str(mail.outbox[-1].body))
     assert match, mail.outbox[-1].body
     return response, match[1], match[2]
 

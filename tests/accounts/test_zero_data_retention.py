@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import Organization, User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.replies import start_turn
 from conversations.models import Message
 from llm.models import ModelProfile

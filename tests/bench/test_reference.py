@@ -49,7 +49,7 @@ def _turn(url: str, client_id: str) -> tuple[dict[str, Any], list[dict[str, Any]
         ws.send(json.dumps({"type": "send", "conversation": None, "content": "bench",
                             "reasoning_effort": "low", "client_id": client_id}))
         created = json.loads(ws.recv(timeout=10))
-        frames = []
+        frames: list[dict[str, Any]] = []
         while not frames or frames[-1]["type"] != "done":
             frames.append(json.loads(ws.recv(timeout=30)))
     return created, frames

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +40,15 @@ def test_periods_are_calendar_months_in_the_org_time_zone(org_a: Organization) -
     when = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
     assert quotas.period_start(org_a, when) == dt.date(2026, 11, 1)
     assert quotas.next_period_start(dt.date(2026, 11, 1)) == dt.date(2026, 12, 1)
+
+
+def _total(amounts: Iterable[Decimal | None]) -> Decimal:
+    """The sum of amounts that must all have been set by now."""
+    total = Decimal(0)
+    for amount in amounts:
+        assert amount is not None
+        total += amount
+    return total
 
 
 def _send(user: User, text: str = "hello", conversation: int | None = None) -> Any:
@@ -205,6 +215,7 @@ def _waiting_on_a_lock() -> bool:
 def test_a_deleted_members_turn_is_settled_on_the_orgs_row_alone(alice: User, org_a: Organization) -> None:
     turn = _send(alice)
     reservation = Reservation.objects.get(message=turn.assistant_message)
+    assert reservation.member_period_id is not None
     UsagePeriod.objects.filter(pk=reservation.member_period_id).delete()  # SET_NULL on the reservation
     with transaction.atomic():
         assert quotas.settle(message_id=turn.assistant_message.pk, cost=Decimal("0.000917"), estimated=False)
@@ -299,9 +310,9 @@ def test_concurrent_turns_never_overspend_an_exact_budget(
     assert org_row.spent_usd <= organization.monthly_budget_usd
     titles = Reservation.objects.filter(kind=Reservation.Kind.TITLE, org_period=org_row)
     assert titles.count() == k
-    assert org_row.spent_usd == sum(
-        Message.objects.filter(pk__in=started).values_list("cost_usd", flat=True), Decimal(0)
-    ) + sum(titles.values_list("charged_usd", flat=True), Decimal(0))
+    assert org_row.spent_usd == _total(
+        Message.objects.filter(pk__in=started).values_list("cost_usd", flat=True)
+    ) + _total(titles.values_list("charged_usd", flat=True))
 
 
 def _prompt_estimate(organization: Organization) -> int:

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import Organization, User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.replies import start_turn
 from answers.titles import generate_title
 from billing import usage
@@ -138,6 +138,7 @@ def test_a_price_change_mid_answer_changes_nothing_for_that_answer(
     message = begin(alice)
     assert message.price_snapshot == old.snapshot()
     reservation = Reservation.objects.get(message=message)
+    assert message.max_completion_tokens is not None
     assert reservation.amount_usd == worst_case_cost(
         old, prompt_tokens=reservation.prompt_tokens_estimate,
         completion_cap=message.max_completion_tokens)

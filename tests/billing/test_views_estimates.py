@@ -16,7 +16,7 @@ from accounts.models import Organization, User
 from billing.estimates import DEFAULT_SHARE, estimate_turn_costs, percentile
 from conversations.models import Message
 from llm.models import ModelProfile
-from tests.accounts.factories import conversation_for, make_answer
+from tests.accounts.factories import bill, conversation_for, make_answer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.urls")]
 
@@ -71,7 +71,7 @@ def test_only_the_last_200_turns_per_effort_count(
 ) -> None:
     conversation = conversation_for(alice, org_a)
     long_ago = timezone.now() - dt.timedelta(days=30)
-    Message.objects.bulk_create([
+    bill(*Message.objects.bulk_create([
         Message(conversation=conversation, role="assistant", status="done", profile=o3_mini,
                 reasoning_effort="high", completion_tokens=40_000, created_at=long_ago)
         for _ in range(50)
@@ -79,7 +79,7 @@ def test_only_the_last_200_turns_per_effort_count(
         Message(conversation=conversation, role="assistant", status="done", profile=o3_mini,
                 reasoning_effort="high", completion_tokens=1_000)
         for _ in range(200)
-    ])
+    ]))
     high = estimate_turn_costs(organization=org_a, profile=o3_mini, prompt_tokens=0)["high"]
     assert (high["samples"], high["completion_tokens_high"]) == ("200", "1000")
 
@@ -120,5 +120,5 @@ def test_charlie_cannot_read_estimates_for_alices_org(
 ) -> None:
     client.force_login(charlie)
     response = client.get("/org/estimates/", {"profile": "o3-mini", "prompt_tokens": "1",
-                                              "org": org_a.pk})
+                                              "org": str(org_a.pk)})
     assert response.status_code == 404

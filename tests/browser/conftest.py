@@ -3,16 +3,24 @@ worker on the Redis broker, PostgreSQL and the emulator (all from tests/conftest
 
 Run ``manage.py collectstatic`` first: the ASGI app serves /static/ from STATIC_ROOT.
 
-Playwright's sync API keeps an asyncio loop running on the test thread while a browser
-is open, and Django refuses ORM calls from a thread with a running loop. Rather than set
+Playwright's sync API marks its asyncio loop as running on the test thread while it is
+started, and Django refuses ORM calls from a thread with a running loop. Rather than set
 DJANGO_ALLOW_ASYNC_UNSAFE for the whole process (which would also hide async-safety bugs
-in the app under test, running in this same process), the browser lives only inside each
-test, after every database fixture has run, and tests read the database through
-``read_db`` (a short-lived helper thread).
+in the app under test, running in this same process), one Chromium serves the package
+but its loop counts as running only while a test holds ``page``, after every database
+fixture has run; tests read the database through ``read_db`` (a short-lived helper
+thread). Each test gets a browser context of its own: cookies, storage, permissions,
+routes and listeners start empty.
+
+The Celery worker also lives for the package (``shared_worker``); each test's
+``celery_worker`` starts on an empty queue and ends once the worker has nothing left of
+the test's to run, before the test's tables are emptied.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -24,6 +32,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.db import connections
+
+from tests.conftest import purge_task_queue, start_test_workers
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -76,12 +86,64 @@ def watch() -> Watch:
     return Watch()
 
 
-@pytest.fixture
-def page(live_server_url: str, o3_mini: Any, emulator: Any, watch: Watch) -> Iterator[Any]:
-    """A fresh page in a fresh browser context; every database fixture is set up first."""
+class Chromium:
+    """Playwright's driver and one Chromium, started once and idle between tests.
+
+    The sync API marks its event loop as running on this thread from the moment it
+    starts; between tests the mark is taken off (``in_use`` puts it back), so the next
+    test's fixtures can use the ORM. Nothing runs the loop meanwhile: the driver's
+    messages wait in its pipe until the next call."""
+
+    def __init__(self) -> None:
+        self._playwright = playwright_api.sync_playwright().start()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._browser = self._launch()
+        except BaseException:
+            self._playwright.stop()
+            raise
+        asyncio._set_running_loop(None)
+
+    def _launch(self) -> Any:
+        return self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[Any]:
+        """The browser, with the loop marked running on this thread for as long as it is
+        used; no context outlives the block (a failed test may leave a second one)."""
+        asyncio._set_running_loop(self._loop)
+        try:
+            if not self._browser.is_connected():  # a crash in one test ends only that test
+                self._browser = self._launch()
+            yield self._browser
+        finally:
+            try:
+                for context in self._browser.contexts:
+                    context.close()
+            finally:
+                asyncio._set_running_loop(None)
+
+    def stop(self) -> None:
+        asyncio._set_running_loop(self._loop)
+        try:
+            self._browser.close()
+        finally:
+            self._playwright.stop()  # ends the loop, which takes its mark off
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Iterator[Chromium]:
     require_chromium()
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    chromium = Chromium()
+    yield chromium
+    chromium.stop()
+
+
+@pytest.fixture
+def page(chromium: Chromium, live_server_url: str, o3_mini: Any, emulator: Any,
+         watch: Watch) -> Iterator[Any]:
+    """A fresh page in a fresh browser context; every database fixture is set up first."""
+    with chromium.in_use() as browser:
         context = browser.new_context(base_url=live_server_url)
         context.set_default_timeout(15_000)
 
@@ -107,11 +169,62 @@ def page(live_server_url: str, o3_mini: Any, emulator: Any, watch: Watch) -> Ite
         page.on("dialog", on_dialog)
         page.on("request", on_request)
         page.on("pageerror", lambda exc: watch.page_errors.append(str(exc)))
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+        yield page
+
+
+class SharedWorker:
+    """The answers worker and the side pool of tests/conftest.py's ``celery_worker``,
+    started by the first test that needs them and kept for the next ones.
+
+    Nothing of a test stays in them: tasks read settings, the emulator's address and
+    the database when they run, and database connections are closed or returned
+    around each task. What a stop would settle, ``settle`` does: the queue is emptied
+    and every task the worker has taken is run to its end."""
+
+    def __init__(self) -> None:
+        self._workers: tuple[Any, Any] | None = None
+
+    def start(self) -> Any:
+        if self._workers is None:
+            self._workers = start_test_workers()
+        else:
+            purge_task_queue()  # nothing left over from a test that ran without it
+        return self._workers[0]
+
+    def settle(self, timeout: float = 30.0) -> None:
+        from celery.worker import state
+
+        purge_task_queue()
+        deadline = time.monotonic() + timeout
+        while state.reserved_requests or state.active_requests:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Celery worker still runs a task after {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """A cold shutdown: every test settles the worker, so there is nothing to finish,
+        and unlike a warm one it bounds the read of the pending BRPOP that closing the
+        broker connection does (which can otherwise wait forever)."""
+        if self._workers is not None:
+            worker, side = self._workers
+            self._workers = None
+            side.terminate(in_sighandler=False)
+            worker.terminate(in_sighandler=False)
+
+
+@pytest.fixture(scope="package")
+def shared_worker(private_task_queue: str) -> Iterator[SharedWorker]:
+    shared = SharedWorker()
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def celery_worker(transactional_db: None, emulator: Any, shared_worker: SharedWorker) -> Iterator[Any]:
+    """tests/conftest.py's worker, shared by the package's tests: empty queue at the start,
+    and no task still running when the test's tables are emptied."""
+    yield shared_worker.start()
+    shared_worker.settle()
 
 
 def sign_up(page: Any, *, email: str | None = None, organization: str = "Browser Test Org") -> str:

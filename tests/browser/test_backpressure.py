@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Watch, read_db, sign_up
+from tests.browser.conftest import SharedWorker, Watch, read_db, sign_up
 from tests.browser.test_budgets import send
-from tests.conftest import serve_asgi
+from tests.conftest import LiveServer, purge_task_queue
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -19,15 +19,15 @@ ANSWER_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture
-def live_server_url(transactional_db: None, emulator: Any) -> Iterator[str]:
+def live_server_url(transactional_db: None, emulator: Any, asgi_server: LiveServer,
+                    shared_worker: SharedWorker) -> Iterator[str]:
     """The real ASGI app served by uvicorn, like tests/conftest.py's, but with no Celery
-    worker: every answer waits in the queue until the test starts one."""
-    from chatsite.celery import app
-
-    with app.connection_for_write() as conn:
-        app.control.purge(connection=conn)  # nothing left over from earlier tests
-    with serve_asgi() as url:
-        yield url
+    worker (the package's shared one stops): every answer waits in the queue until the
+    test starts one."""
+    shared_worker.stop()
+    purge_task_queue()  # nothing left over from earlier tests
+    yield asgi_server.url
+    asgi_server.settle()
 
 
 def test_a_turn_waiting_for_a_worker_says_queued_then_streams_when_a_worker_starts(

@@ -3,6 +3,7 @@ against the real stack (uvicorn, Celery worker, PostgreSQL, Redis, the emulator)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ def versions_of(message: Any) -> Any:
     return message.get_by_role("group", name="Versions")
 
 
-def conversation_rows(conversation_id: int) -> list[dict[str, Any]]:
+def conversation_rows(conversation_id: int) -> list[Mapping[str, Any]]:
     from conversations.models import Message
 
     return read_db(lambda: list(
@@ -216,7 +217,10 @@ def test_regenerate_on_another_model_names_it_on_the_sibling_and_keeps_the_conve
 
     def saved() -> tuple[list[tuple[str, str, str]], str]:
         answers = Message.objects.filter(conversation_id=conversation, role="assistant").order_by("id")
-        rows = [(m.profile.name, m.model_name, m.reasoning_effort) for m in answers.select_related("profile")]
+        rows = []
+        for m in answers.select_related("profile"):
+            assert m.profile is not None
+            rows.append((m.profile.name, m.model_name, m.reasoning_effort))
         return rows, Conversation.objects.get(pk=conversation).profile.name
 
     rows, conversation_model = read_db(saved)

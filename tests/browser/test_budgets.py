@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,17 +123,21 @@ def settled_title_cost(user_id: int) -> Decimal:
             .values_list("settled_at", "charged_usd")
         ))
         if charged and all(settled for settled, _ in charged):
-            return sum((cost for _, cost in charged), Decimal(0))
+            total = Decimal(0)
+            for _, cost in charged:
+                assert cost is not None, "a settled title request has a charge"
+                total += cost
+            return total
         assert time.monotonic() < deadline, "the title request never settled"
         time.sleep(0.1)
 
 
-def member_period(org_id: int, user_id: int) -> dict[str, Decimal]:
+def member_period(org_id: int, user_id: int) -> Mapping[str, Any]:
     from accounts.models import Organization
     from billing.models import UsagePeriod
     from billing.quotas import period_start
 
-    def fetch() -> dict[str, Decimal]:
+    def fetch() -> Mapping[str, Any]:
         organization = Organization.objects.get(pk=org_id)
         return UsagePeriod.objects.values("spent_usd", "reserved_usd").get(
             organization=organization, user_id=user_id, period_start=period_start(organization)
@@ -141,7 +146,7 @@ def member_period(org_id: int, user_id: int) -> dict[str, Decimal]:
     return read_db(fetch)
 
 
-def notifications_for(user_id: int) -> list[dict[str, Any]]:
+def notifications_for(user_id: int) -> list[Mapping[str, Any]]:
     from billing.models import Notification
 
     return read_db(lambda: list(Notification.objects.filter(user_id=user_id).values("text", "link")))

@@ -7,6 +7,7 @@ and reaches the page through Redis and the websocket served by uvicorn.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,7 +88,7 @@ def wait_for_raw_text(page: Any, msg_id: int, min_chars: int) -> None:
     )
 
 
-def saved_message(msg_id: int) -> dict[str, Any]:
+def saved_message(msg_id: int) -> Mapping[str, Any]:
     from conversations.models import Message
 
     return read_db(
@@ -173,7 +174,9 @@ def test_a_person_signs_up_sends_a_message_and_watches_it_stream(
 
     # The new conversation has a URL and is listed, highlighted, in the sidebar.
     page.wait_for_url(re.compile(r"/c/\d+/$"))
-    conversation_id = int(re.search(r"/c/(\d+)/$", page.url).group(1))
+    found = re.search(r"/c/(\d+)/$", page.url)
+    assert found is not None
+    conversation_id = int(found.group(1))
     sidebar = page.get_by_role("navigation", name="Conversations")
     listed = sidebar.locator(f'li[data-conversation-id="{conversation_id}"] a')
     expect(listed).to_have_attribute("href", f"/c/{conversation_id}/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,7 +64,7 @@ def user_of_sync(email: str) -> Any:
     return User.objects.get(email=email)
 
 
-def conversation_row(pk: int) -> dict[str, Any]:
+def conversation_row(pk: int) -> Mapping[str, Any]:
     from conversations.models import Conversation
 
     return read_db(lambda: Conversation.objects.values(
@@ -236,7 +237,9 @@ def test_search_finds_the_message_and_opens_it_scrolled_into_view(page: Any, wat
     expect(page.get_by_role("status").filter(has_text="1 result")).to_be_visible()
     results.first.click()
     page.wait_for_url(re.compile(rf"/c/{target}/#m\d+$"))
-    message_id = re.search(r"#m(\d+)$", page.url).group(1)
+    found = re.search(r"#m(\d+)$", page.url)
+    assert found is not None
+    message_id = found.group(1)
     message = page.locator(f'[data-message-id="{message_id}"]')
     expect(message).to_contain_text("The ferry to Zanzibar leaves at dawn.")
     expect(message).to_be_in_viewport()

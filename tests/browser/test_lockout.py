@@ -75,7 +75,7 @@ def test_alice_signs_in_through_an_attack_and_a_reset_lets_her_in_anywhere(
         laptop.get_by_role("button", name="Send reset link").click()
         expect(laptop.get_by_role("heading", name="Check your email")).to_be_visible()
         # The path only: the emailed link's host is SITE_URL, not this test server.
-        link = re.search(r"/accounts/password/reset/[^/\s]+/[^/\s]+/", mail.outbox[-1].body)
+        link = re.search(r"/accounts/password/reset/[^/\s]+/[^/\s]+/", str(mail.outbox[-1].body))
         assert link is not None and mail.outbox[-1].to == ["alice@example.com"]
         laptop.goto(link[0])
         laptop.get_by_label("New password", exact=True).fill(NEW_PASSWORD)

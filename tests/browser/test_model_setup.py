@@ -4,6 +4,7 @@ emulator standing in for OpenAI and for an Azure deployment)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ def bare(settings: Any) -> None:
     settings.AZURE_OPENAI_API_VERSION = "2024-12-01-preview"
 
 
-def answered(page: Any, emulator: Any) -> dict[str, Any]:
+def answered(page: Any, emulator: Any) -> Mapping[str, Any]:
     answer = nth_answer(page, 1)
     expect(answer).to_have_attribute("data-status", "done", timeout=30_000)
     from conversations.models import Message

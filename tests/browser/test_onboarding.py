@@ -59,7 +59,7 @@ def _members(page: Any) -> Any:
 
 def _outbox_link(pattern: str) -> str:
     for message in reversed(mail.outbox):
-        match = re.search(pattern, message.body)
+        match = re.search(pattern, str(message.body))
         if match:
             return match[0]
     raise AssertionError(f"no email with {pattern!r}")

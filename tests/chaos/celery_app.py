@@ -14,13 +14,16 @@ from typing import Any
 from celery.signals import worker_ready
 
 from chatsite.celery import app
+from tests.queues import private_routes
 
 app.conf.broker_transport_options = {**app.conf.broker_transport_options, "visibility_timeout": 2}
-# Tasks this worker queues itself (titles) go to the test run's private queue too.
+# Tasks this worker queues itself (titles) go to the test run's private queues too: its
+# side calls to the run's side queue, which the chaos worker also consumes (-Q).
 if os.environ.get("CHAOS_QUEUE"):
     queue = os.environ["CHAOS_QUEUE"]
     app.conf.update(task_default_queue=queue, task_default_exchange=queue,
-                    task_default_routing_key=queue)
+                    task_default_routing_key=queue,
+                    task_routes=private_routes(queue, app.conf.task_routes or {}))
 
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from chatsite.celery import side_queues
 from tests.conftest import free_port, settings_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,9 @@ class Processes:
                 "--without-heartbeat", "--without-mingle", "--without-gossip",
                 "--hostname", f"chaos-{os.getpid()}-{self.count}@%h"]
         if queue:
-            args += ["-Q", queue]
+            # The run's answers and its side calls (titles, routed by celery_app to the
+            # run's side queue): one worker for both, as the chaos cases count on it.
+            args += ["-Q", ",".join([queue, *side_queues()])]
             env = {"CHAOS_QUEUE": queue, **env}
         proc = self.spawn("worker", args, **env)
         wait_for(lambda: "chaos worker ready" in proc.log.read_text(errors="replace") or not proc.alive(),
@@ -197,6 +200,8 @@ def processes(tmp_path: Path, emulator: Any, transactional_db: None) -> Iterator
         key: value for key, value in os.environ.items()
         if key not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "DJANGO_SETTINGS_MODULE"}
     }
+    # Typed from the settings literal, whose CONFIG mixes lists and strings.
+    channel_layer: dict[str, Any] = django_settings.CHANNEL_LAYERS["default"]
     env.update(
         # The test process's own settings module (chatsite.settings_test under make test):
         # a password hashed here must verify in the children.
@@ -205,7 +210,7 @@ def processes(tmp_path: Path, emulator: Any, transactional_db: None) -> Iterator
         REDIS_URL=django_settings.REDIS_URL,
         SECRET_KEY=django_settings.SECRET_KEY,
         EMULATOR_URL=django_settings.EMULATOR_URL,
-        CHANNEL_PREFIX=django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        CHANNEL_PREFIX=channel_layer["CONFIG"]["prefix"],
         # The reaper runs in the test; a dead worker's lease lapses 10 s after its
         # last renewal (the shortest lease the settings allow).
         STREAM_LEASE_SECONDS="10",

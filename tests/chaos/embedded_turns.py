@@ -25,13 +25,13 @@ def main(turns: int) -> dict[str, object]:
     from django.conf import settings
     from django.core.management import call_command
 
-    assert settings.EMBEDDED and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    assert settings.EMBEDDED and str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
     call_command("migrate", verbosity=0)
 
     from accounts.models import Membership, Organization, User
     from answers.replies import start_turn
     from billing.models import Reservation, UsagePeriod
-    from chatsite.embedded import start_reaper, start_worker
+    from chatsite.embedded import start_reaper, start_side_worker, start_worker
     from chatsite.errors import Refused
     from conversations.models import Message
     from emulator.server import serve_in_thread
@@ -42,6 +42,7 @@ def main(turns: int) -> dict[str, object]:
     emulator.emulator.config.think_ms = {k: 50 for k in ("none", "minimal", "low", "medium", "high")}
     settings.EMULATOR_URL = emulator.url
     start_worker(concurrency=turns)
+    start_side_worker()
     start_reaper(every=1.0)
 
     org = Organization.objects.create(name="Embedded", monthly_budget_usd=Decimal("40.00"))

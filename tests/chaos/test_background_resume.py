@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -156,7 +156,7 @@ def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_backgro
 
     emulator.push(script)
     usage = reported_usage(creates[0])
-    assert Usage(**done.usage_dict()) == usage and not done.usage_estimated
+    assert Usage(**cast("dict[str, Any]", done.usage_dict())) == usage and not done.usage_estimated
     assert usage.reasoning_tokens == REASONING_TOKENS
     cost = usage_cost(answer_prices(done).at_tier(done.service_tier), usage)
     reservation = Reservation.objects.get(message=done)

@@ -30,9 +30,8 @@ class Stack:
         self.data_dir = data_dir
         self.redis, self.redis_url = processes.redis(data_dir=data_dir)
         self.port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
-        env = {"REDIS_URL": self.redis_url, "CHANNEL_PREFIX": "chaos"}
-        self.worker = processes.worker(**env)
-        self.web, self.base = processes.web(**env)
+        self.worker = processes.worker(REDIS_URL=self.redis_url, CHANNEL_PREFIX="chaos")
+        self.web, self.base = processes.web(REDIS_URL=self.redis_url, CHANNEL_PREFIX="chaos")
 
     def restart_redis(self) -> float:
         """Stop Redis (as a restart or a deploy does) and start it again on the same

@@ -88,8 +88,11 @@ def test_workers_killed_mid_answer_leave_every_answer_interrupted_with_its_text_
             tag = f"kill-{round_}-{i}"
             emulator.push({"match": tag, "reply_tokens": 2000, "tokens_per_second": 40})
             batch.append(begin(alice, tag))
-        wait_for(lambda b=batch: all(deltas(m.pk) for m in b), timeout=60,
-                 what="every answer of the round to show text")
+
+        def round_shows_text(b: list[Message] = batch) -> bool:
+            return all(deltas(m.pk) for m in b)
+
+        wait_for(round_shows_text, timeout=60, what="every answer of the round to show text")
         processes.signal(worker, signal.SIGKILL)
         assert worker.process.wait(timeout=10) == -signal.SIGKILL
         messages += batch
@@ -144,8 +147,11 @@ def test_workers_stopped_mid_answer_finish_their_answers_done(
             tag = f"term-{round_}-{i}"
             emulator.push({"match": tag, "reply_tokens": 120, "tokens_per_second": 60})
             batch.append(begin(alice, tag))
-        wait_for(lambda b=batch: all(deltas(m.pk) for m in b), timeout=60,
-                 what="every answer of the round to show text")
+
+        def round_shows_text(b: list[Message] = batch) -> bool:
+            return all(deltas(m.pk) for m in b)
+
+        wait_for(round_shows_text, timeout=60, what="every answer of the round to show text")
         processes.signal(worker, signal.SIGTERM)
         assert worker.process.wait(timeout=90) == 0, worker.tail()
         messages += batch

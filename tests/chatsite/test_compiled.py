@@ -59,7 +59,8 @@ def test_rows_equal_the_querysets_own_with_related_rows_converters_and_annotatio
         assert ours.profile.input_price == django.profile.input_price
         assert (ours.current_leaf is None) == (django.current_leaf is None)
     mine = statement.first(conversation=two_conversations[0].pk, user=alice.pk)
-    assert mine is not None and mine.current_leaf.tool_calls == [{"name": "calculate"}]
+    assert mine is not None and mine.current_leaf is not None
+    assert mine.current_leaf.tool_calls == [{"name": "calculate"}]
     assert mine.message_count == 2  # type: ignore[attr-defined]
 
 

@@ -187,9 +187,9 @@ def test_the_image_runs_as_a_non_root_user_and_bakes_in_no_secret() -> None:
 # --- Compose -----------------------------------------------------------------------------------
 
 
-def compose_config(tmp_path: Path, **env: str) -> dict[str, Any]:
-    """``docker-compose config`` (Debian's) on a copy of the compose file and the proxy
-    config it mounts, next to an .env made from .env.example, as a deployment has them."""
+def compose_config(tmp_path: Path, *options: str, **env: str) -> dict[str, Any]:
+    """``docker-compose [options] config`` (Debian's) on a copy of the compose file and the
+    configs it mounts, next to an .env made from .env.example, as a deployment has them."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed (apt-get install -y docker-compose)")
@@ -200,15 +200,16 @@ def compose_config(tmp_path: Path, **env: str) -> dict[str, Any]:
         re.sub(r"^SECRET_KEY=.*$", f"SECRET_KEY={secrets.token_urlsafe(50)}", example, flags=re.M)
     )
     environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
-    result = run([binary, "config"], environment, cwd=tmp_path)
+    result = run([binary, *options, "config"], environment, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
 def test_the_compose_file_is_valid_and_locked_down(tmp_path: Path) -> None:
     services = compose_config(tmp_path)["services"]
-    assert set(services) == {"migrate", "proxy", "web", "worker", "beat", "emulator",
-                             "postgres", "redis"}
+    # Compose v1 lists the services of every profile too (v2 only those asked for).
+    assert set(services) - {"prometheus"} == {"migrate", "proxy", "web", "worker", "beat",
+                                              "emulator", "postgres", "redis"}
     for name in APP_SERVICES:
         assert services[name]["user"] == "10001:10001", name
     assert services["proxy"]["user"].split(":")[0] not in ("root", "0")
@@ -248,7 +249,8 @@ def test_web_and_worker_scale_behind_a_proxy_with_the_commands_that_run_outside_
         assert "container_name" not in services[name], name
     assert services["web"]["command"] == WEB_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
-    published = [name for name, service in services.items() if service.get("ports")]
+    published = [name for name, service in services.items()
+                 if service.get("ports") and not service.get("profiles")]
     assert published == ["proxy"]
     proxy = services["proxy"]
     assert [(p["host_ip"], p["published"]) for p in _ports(proxy)] == [("127.0.0.1", "8000")]
@@ -289,6 +291,70 @@ def test_the_proxy_forwards_websockets_to_every_web_container() -> None:
     assert body and int(body[1]) >= 60
     # Runs as the image's nginx user: nothing written outside /tmp, no privileged port.
     assert "pid /tmp/nginx.pid;" in config and "listen 8080;" in config
+
+
+def test_an_optional_prometheus_scrapes_every_web_and_worker_container_with_the_token(
+    tmp_path: Path,
+) -> None:
+    """`docker compose --profile metrics up` adds Prometheus: it scrapes /metrics of every
+    web replica and the metrics port of every worker replica (Docker's DNS lists them),
+    sending METRICS_TOKEN from .env, and is published on loopback only."""
+    services = compose_config(tmp_path, "--profile", "metrics", METRICS_TOKEN="t0ken")["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    assert prometheus["user"].split(":")[0] not in ("root", "0")
+    assert prometheus["environment"] == {"METRICS_TOKEN": "t0ken"}  # nothing else of .env
+    assert "env_file" not in prometheus
+    assert [(p["host_ip"], p["published"]) for p in _ports(prometheus)] == [("127.0.0.1", "9090")]
+    mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"]}
+    assert Path(mounted["/etc/prometheus/prometheus.yml"]) == tmp_path / "deploy" / "prometheus.yml"
+    command = " ".join(prometheus["command"])
+    assert "> /tmp/metrics_token" in command and "--config.file=/etc/prometheus/prometheus.yml" in command
+
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    worker_port = int(services["worker"]["environment"]["WORKER_METRICS_PORT"])
+    assert str(worker_port) in services["worker"]["expose"]
+    assert "8000" in services["web"]["expose"]
+    for name, service, port in (("teamchat-web", "web", 8000),
+                                ("teamchat-worker", "worker", worker_port)):
+        job = jobs[name]
+        assert job["metrics_path"] == "/metrics"
+        assert job["authorization"] == {"type": "Bearer", "credentials_file": "/tmp/metrics_token"}
+        assert job["dns_sd_configs"] == [{"names": [service], "type": "A", "port": port,
+                                          "refresh_interval": "30s"}]
+    # Every app container logs JSON lines (LOG_FORMAT); .env may say text.
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["LOG_FORMAT"] == "json"
+    (tmp_path / "text").mkdir()
+    text = compose_config(tmp_path / "text", LOG_FORMAT="text")["services"]
+    assert text["web"]["environment"]["LOG_FORMAT"] == "text"
+
+
+def test_the_grafana_dashboard_charts_every_operations_metric_and_only_real_ones() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from chatsite import metrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = {panel["title"]: [target["expr"] for target in panel["targets"]]
+             for panel in dashboard["panels"]}
+    assert set(exprs) == {"Turns by outcome", "Live answers and queue depth",
+                          "Time to first token", "Per-token latency", "Provider errors",
+                          "Spend per org", "Websocket connections"}
+    exposed = {name for family in text_string_to_metric_families(metrics.exposition().decode())
+               for name in (family.name, f"{family.name}_total", f"{family.name}_bucket")}
+    used = {name for targets in exprs.values() for expr in targets
+            for name in re.findall(r"teamchat_[a-z_]+", expr)}
+    assert used <= exposed, used - exposed
+    assert {"teamchat_turns_started_total", "teamchat_turns_ended_total", "teamchat_live_answers",
+            "teamchat_queue_depth", "teamchat_time_to_first_token_seconds_bucket",
+            "teamchat_token_interval_seconds_bucket", "teamchat_provider_errors_total",
+            "teamchat_spend_usd_total", "teamchat_websocket_connections"} <= used
+    quantiles = " ".join(exprs["Time to first token"] + exprs["Per-token latency"])
+    assert quantiles.count("histogram_quantile(0.5,") == 2
+    assert quantiles.count("histogram_quantile(0.99,") == 2
+    assert all(panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"])
 
 
 def test_web_is_published_beyond_loopback_only_when_told(tmp_path: Path) -> None:

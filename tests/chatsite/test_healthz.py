@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,12 +44,25 @@ async def get(application: Any, path: str) -> tuple[int, bytes]:
     return status, body
 
 
+def sibling_databases(database: int) -> set[int]:
+    """The Redis databases of this run's other pytest-xdist workers (chatsite.settings_test
+    gives worker gwN the database of gw0 + N), whose clients come and go meanwhile."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return set()
+    first = database - int(worker.removeprefix("gw"))
+    return {first + n for n in range(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))} - {database}
+
+
 def redis_usage(client: redis.Redis, database: int) -> tuple[int, int, int]:
-    """(connected_clients of the whole server, clients on our database, their
-    pub/sub subscriptions)."""
-    ours = [c for c in client.client_list() if int(c.get("db", -1)) == database]
+    """(clients of the whole server but this run's other workers, clients on our
+    database, their pub/sub subscriptions)."""
+    clients = client.client_list()
+    siblings = sibling_databases(database)
+    ours = [c for c in clients if int(c.get("db", -1)) == database]
     subscriptions = sum(int(c.get("sub", 0)) + int(c.get("psub", 0)) for c in ours)
-    return int(client.info("clients")["connected_clients"]), len(ours), subscriptions
+    server = [c for c in clients if int(c.get("db", -1)) not in siblings]
+    return len(server), len(ours), subscriptions
 
 
 async def test_a_thousand_health_checks_leave_redis_clients_and_subscriptions_flat() -> None:

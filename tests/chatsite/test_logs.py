@@ -6,13 +6,19 @@ though it logged every one of those requests."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+import logging
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +28,17 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import User
-from chatsite.logs import MASK, mask_secrets
+from chatsite.logs import (
+    MASK,
+    JSONFormatter,
+    MaskTokens,
+    RequestIds,
+    bind_ids,
+    mask_secrets,
+    task_ended,
+    task_started,
+    uvicorn_log_config,
+)
 from sharing.links import create_link
 from tests.chatsite.test_deploy import ROOT, production_env
 from tests.conftest import free_port, make_user
@@ -171,3 +187,158 @@ def test_no_token_of_a_reset_invitation_sign_up_verification_or_share_reaches_th
     assert f"Not Found: /s/{MASK}/" in log, log[-3000:]
     leaked = [token for token in tokens if token in log]
     assert not leaked, log[-3000:]
+
+
+# --- JSON lines (LOG_FORMAT=json) -----------------------------------------------------------------
+
+METRICS_SECRET = "metrics-secret-value-0123456789abcdef"
+
+
+@pytest.fixture
+def json_log(settings: Any) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger whose records go through the production chain: MaskTokens, then
+    JSONFormatter, one line each into the returned buffer."""
+    settings.METRICS_TOKEN = METRICS_SECRET
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.addFilter(MaskTokens())
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger(f"tests.json.{uuid.uuid4().hex[:8]}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, buffer
+    logger.removeHandler(handler)
+
+
+def lines_of(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_every_json_line_of_a_request_carries_its_id_and_no_secret(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, buffer = json_log
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        logger.info("GET /invite/%s/ from %s", SECRET, scope["path"])
+        logger.warning("the provider said: bad key %s", METRICS_SECRET,
+                       extra={"authorization": "Bearer abc", "answer_id": 7,
+                              # Django's 4xx lines pass the request, whose repr has its path.
+                              "request": SimpleNamespace(path=f"/invite/{SECRET}/")})
+        try:
+            raise ValueError(f"token {METRICS_SECRET} refused at /s/{SECRET}/")
+        except ValueError:
+            logger.exception("it failed")
+
+    async def requests() -> None:
+        await RequestIds(app)({"type": "http", "path": "/one"}, None, None)
+        await RequestIds(app)({"type": "websocket", "path": "/ws/chat/"}, None, None)
+
+    asyncio.run(requests())
+    logger.info("outside any request")
+    text = buffer.getvalue()
+    assert SECRET not in text and METRICS_SECRET not in text, text
+    lines = lines_of(buffer)
+    assert len(lines) == 7
+    first, second = lines[:3], lines[3:6]
+    for request in (first, second):
+        ids = {line["request_id"] for line in request}
+        assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{16}", ids.pop())
+    assert first[0]["request_id"] != second[0]["request_id"]
+    assert "request_id" not in lines[6]
+    assert first[0]["event"] == f"GET /invite/{MASK}/ from /one"
+    assert first[0]["level"] == "info" and first[0]["logger"] == logger.name
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", first[0]["time"])
+    assert first[1]["event"] == f"the provider said: bad key {MASK}"
+    assert first[1]["authorization"] == MASK and first[1]["answer_id"] == 7
+    assert first[1]["request"] == f"namespace(path='/invite/{MASK}/')"
+    assert first[2]["level"] == "error" and "ValueError" in first[2]["exception"]
+    assert f"/s/{MASK}/" in first[2]["exception"]
+
+
+def test_a_tasks_lines_carry_its_id_and_an_answers_lines_its_answer_id(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """What a worker's task thread binds reaches the answer's coroutine, which it starts
+    on the event loop (answers.engine: ``call_soon_threadsafe``), and nothing is left
+    for the thread's next task."""
+    logger, buffer = json_log
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    done = threading.Event()
+
+    async def the_answer() -> None:
+        logger.warning("retrying the answer")
+        done.set()
+
+    def task_thread() -> None:
+        task_started(task_id="task-1", task=SimpleNamespace(name="conversations.tasks.generate_reply"))
+        bind_ids(answer_id=42)
+        loop.call_soon_threadsafe(lambda: loop.create_task(the_answer()))
+        logger.info("claimed")
+        task_ended()
+        logger.info("between tasks")
+
+    worker = threading.Thread(target=task_thread)
+    worker.start()
+    worker.join()
+    assert done.wait(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+    lines = {line["event"]: line for line in lines_of(buffer)}
+    for event in ("claimed", "retrying the answer"):
+        assert lines[event]["answer_id"] == 42
+        assert lines[event]["task_id"] == "task-1"
+        assert lines[event]["task"] == "conversations.tasks.generate_reply"
+    assert not {"answer_id", "task_id", "task"} & set(lines["between tasks"])
+
+
+def test_log_format_json_renders_uvicorn_and_every_other_line_as_json(settings: Any) -> None:
+    settings.LOG_FORMAT = "json"
+    config = uvicorn_log_config()
+    assert {name: formatter["()"] for name, formatter in config["formatters"].items()} == {
+        "default": "chatsite.logs.JSONFormatter", "access": "chatsite.logs.JSONFormatter"}
+    assert all("mask_tokens" in handler["filters"] for handler in config["handlers"].values())
+    settings.LOG_FORMAT = "text"
+    assert "JSONFormatter" not in json.dumps(uvicorn_log_config())
+    script = ("import json, django; django.setup(); from django.conf import settings; "
+              "print(settings.LOGGING['handlers']['console']['formatter'])")
+    for value, formatter in (("json", "json"), ("", "plain"), ("TEXT", "plain")):
+        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60,
+                                env={**production_env(LOG_FORMAT=value), "PYTHONPATH": str(ROOT),
+                                     "DJANGO_SETTINGS_MODULE": "chatsite.settings"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == [formatter]
+    refused = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60,
+                             env={**production_env(LOG_FORMAT="xml"), "PYTHONPATH": str(ROOT),
+                                  "DJANGO_SETTINGS_MODULE": "chatsite.settings"})
+    assert refused.returncode != 0 and "LOG_FORMAT must be one of text, json" in refused.stderr
+
+
+def test_identity_provider_client_secrets_are_masked_from_the_environment_and_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from chatsite import logs
+
+    secret_file = tmp_path / "okta-secret"
+    secret_file.write_text("file-held-client-secret-0123\n")
+    monkeypatch.setenv("OIDC_CLIENT_SECRET_ACME", "env-held-client-secret-4567")
+    monkeypatch.setenv("OIDC_CLIENT_SECRET_OKTA_FILE", str(secret_file))
+    logs._key_env_values.cache_clear()
+    try:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1,
+                                   "token endpoint said %s for %s", (
+                                       "env-held-client-secret-4567",
+                                       "file-held-client-secret-0123"), None)
+        logs.MaskTokens().filter(record)
+        line = record.getMessage()
+    finally:
+        logs._key_env_values.cache_clear()
+    assert "env-held-client-secret-4567" not in line
+    assert "file-held-client-secret-0123" not in line
+    assert line.startswith("token endpoint said ")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import connection
@@ -21,19 +22,30 @@ from django.utils import timezone
 from accounts.erasure import delete_organization, delete_user
 from accounts.models import User
 from answers import generation, lifecycle, tasks
-from answers.generation import Abandoned, Streamer, claim, run_generation
-from answers.lifecycle import MAX_CLAIMS, answer_prices
+from answers import relay as relay_module
+from answers.draft import AnswerDraft
+from answers.engine import engine, run_generation
+from answers.lifecycle import MAX_CLAIMS, Abandoned, answer_prices, claim
 from answers.prompts import build_prompt
+from answers.relay import Relay
 from answers.replies import reap_stale_replies, start_turn
+from answers.runtime import Runtime
 from billing.models import Reservation, UsagePeriod
 from chatsite.errors import NotFound
 from conversations.listing import delete_conversation
 from conversations.models import Conversation, Message
-from llm import client as llm
 from llm.models import ModelProfile
 from llm.pricing import estimate_usage, usage_cost
+from llm.stream import open_stream_async
 from llm.tokens import count_tokens
-from llm.types import ChatRequest, ReasoningSummaryDelta, ResponseStarted, TextDelta, Usage
+from llm.types import (
+    ChatRequest,
+    ReasoningSummaryDelta,
+    ResponseStarted,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from realtime.publishing import wait_until_sent
 from realtime.replay import get_replay_store, read_text
 from tests.llm.test_responses_api import make_responses_profile
@@ -59,33 +71,57 @@ def begin(user: User, effort: str = "high") -> Message:
                       profile_name="o3-mini-responses").assistant_message
 
 
-def work_then_die(message: Message, *, deltas: int, checkpoint_at: int | None) -> Streamer:
+def work(message: Message, request: ChatRequest,
+         handle: Callable[[Relay, StreamEvent, Runtime], Awaitable[bool]]) -> Relay:
+    """Stream ``request`` for the claimed answer as a worker does, on the worker's loop
+    with this thread serving its database calls: each event goes to ``handle`` until it
+    returns True; then the worker stops dead (no final state, no cancel), its connection
+    gone."""
+    profile = message.profile
+    assert profile is not None
+    relay = Relay(AnswerDraft(message.pk), claim=message.claims, resumable=True)
+
+    async def read(runtime: Runtime) -> None:
+        stream = await open_stream_async(profile, request, db=runtime.db)
+        relay.upstream = stream
+        events = aiter(stream)
+        try:
+            async for event in events:
+                if await handle(relay, event, runtime):
+                    break
+        finally:
+            stream.close()
+            await events.aclose()
+
+    engine.run_here(read)
+    return relay
+
+
+def work_then_die(message: Message, *, deltas: int, checkpoint_at: int | None) -> Relay:
     """Stream the answer as a worker does (its response id saved, one checkpoint when
-    ``checkpoint_at`` deltas were shown), publish ``deltas`` deltas, then stop dead: no
-    final state, no cancel, only the connection gone."""
+    ``checkpoint_at`` deltas were shown), publish ``deltas`` deltas, then stop dead."""
     profile = message.profile
     assert profile is not None
     prompt = build_prompt(message, profile=profile, org_message="", custom="")
     request = ChatRequest(messages=prompt.messages, reasoning_effort="high",
                           max_completion_tokens=message.max_completion_tokens or 0,
                           background=True)
-    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
-    stream = llm.open_stream(profile, request)
-    streamer.upstream = stream
-    for event in stream:
+
+    async def handle(relay: Relay, event: StreamEvent, runtime: Runtime) -> bool:
         if isinstance(event, ResponseStarted):
-            streamer.track(event.response_id)
+            await relay.track(runtime.db, event.response_id)
         elif isinstance(event, ReasoningSummaryDelta):
-            streamer.add_summary(event.text)
+            relay.add_summary(event.text)
         elif isinstance(event, TextDelta):
-            streamer.add_text(event.text)
-            if streamer.seq == checkpoint_at:
-                streamer.checkpoint(time.monotonic())
-            if streamer.seq == deltas:
-                break
-    stream.close()
+            relay.add_text(event.text)
+            if relay.draft.seq == checkpoint_at:
+                await relay.checkpoint(runtime.db, time.monotonic())
+            return relay.draft.seq == deltas
+        return False
+
+    relay = work(message, request, handle)
     assert wait_until_sent()
-    return streamer
+    return relay
 
 
 def die_at_response_created(user: User) -> tuple[Message, str]:
@@ -93,15 +129,18 @@ def die_at_response_created(user: User) -> tuple[Message, str]:
     the response's id at ``response.created`` and died before any content."""
     message = claim(begin(user).pk)
     assert message is not None
-    profile = message.profile
-    assert profile is not None
-    stream = llm.open_stream(profile, ChatRequest(
+    request = ChatRequest(
         messages=[{"role": "user", "content": "Why is the sky blue?"}], reasoning_effort="high",
-        max_completion_tokens=5_000, background=True))
-    streamer = Streamer(message.pk, claim=message.claims, resumable=True)
-    streamer.track(next(e for e in stream if isinstance(e, ResponseStarted)).response_id)
-    stream.close()  # then the worker died
-    return message, streamer.response_id
+        max_completion_tokens=5_000, background=True)
+
+    async def handle(relay: Relay, event: StreamEvent, runtime: Runtime) -> bool:
+        if isinstance(event, ResponseStarted):
+            await relay.track(runtime.db, event.response_id)
+            return True  # then the worker died
+        return False
+
+    relay = work(message, request, handle)
+    return message, relay.draft.response_id
 
 
 def lapse(message: Message, *, ago: float = 1) -> None:
@@ -144,7 +183,7 @@ def test_a_dead_workers_answer_is_resumed_after_its_checkpoint_with_no_text_lost
     assert message is not None
     dead = work_then_die(message, deltas=9, checkpoint_at=5)
     saved = Message.objects.get(pk=message.pk)
-    response_id = dead.response_id
+    response_id = dead.draft.response_id
     assert (saved.provider_response_id, saved.stream_seq) == (response_id, 5)
     assert saved.provider_seq is not None
     assert [f["seq"] for f in deltas(message)] == list(range(1, 10))  # 4 beyond the checkpoint
@@ -177,7 +216,8 @@ def test_a_dead_workers_answer_is_resumed_after_its_checkpoint_with_no_text_lost
         REASONING_TOKENS, REASONING_TOKENS + count_tokens(REPLY)
     )
     reservation = Reservation.objects.get(message=done)
-    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), Usage(**done.usage_dict()))
+    recorded = Usage(**cast("dict[str, Any]", done.usage_dict()))
+    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), recorded)
     assert reservation.charged_usd == done.cost_usd == cost > 0
     assert not reservation.estimated and reserved() == 0
     assert done.reasoning_items and done.reasoning_items[0]["encrypted_content"]
@@ -202,7 +242,7 @@ def test_a_worker_that_died_before_its_first_checkpoint_is_resumed_from_the_star
     assert (done.status, done.content) == (Status.DONE, REPLY)
     assert "".join(f["text"] for f in deltas(done)) == REPLY
     [get] = [e for e in upstream(emulator) if e[0] == "GET" and e[2]]
-    assert get == ("GET", f"/v1/responses/{dead.response_id}", {"stream": "true"})
+    assert get == ("GET", f"/v1/responses/{dead.draft.response_id}", {"stream": "true"})
 
 
 def test_a_dropped_connection_mid_answer_is_resumed_in_the_same_worker_after_the_last_event(
@@ -233,7 +273,8 @@ def test_a_dropped_connection_mid_answer_is_resumed_in_the_same_worker_after_the
     assert int(resumed[2]["starting_after"]) > 0
     # Billed once, at the usage the provider reported for the whole response.
     assert not done.usage_estimated and done.reasoning_tokens == REASONING_TOKENS
-    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), Usage(**done.usage_dict()))
+    recorded = Usage(**cast("dict[str, Any]", done.usage_dict()))
+    cost = usage_cost(answer_prices(done).at_tier(done.service_tier), recorded)
     assert Reservation.objects.get(message=done).charged_usd == done.cost_usd == cost > 0
     assert reserved() == 0
 
@@ -298,9 +339,13 @@ def test_a_resumed_answer_restarts_the_reasoning_summary_from_its_checkpoint(
     work_then_die(message, deltas=7, checkpoint_at=checkpoint_at)
     lapse(message)
     sent: list[dict[str, Any]] = []
-    publish = generation.publish
-    monkeypatch.setattr(generation, "publish",
-                        lambda pk, frame: (sent.append(frame), publish(pk, frame)))
+    publish = relay_module.publish
+
+    def recording_publish(pk: int, frame: dict[str, Any]) -> None:
+        sent.append(frame)
+        publish(pk, frame)
+
+    monkeypatch.setattr(relay_module, "publish", recording_publish)
 
     run_generation(message.pk)
 
@@ -325,7 +370,7 @@ def test_a_worker_that_outlived_its_lease_cannot_write_over_its_successor(
     assert lifecycle.reclaim(message.pk) is not None  # another worker has it now
     late.add_text(" and something stale")
     with pytest.raises(Abandoned):
-        late.checkpoint(time.monotonic())
+        engine.run_here(lambda runtime: late.checkpoint(runtime.db, time.monotonic()))
 
     after = Message.objects.get(pk=message.pk)
     assert (after.status, after.claims) == (Status.STREAMING, 2)
@@ -409,7 +454,7 @@ def test_stop_on_a_background_answer_cancels_it_upstream_and_bills_a_flagged_est
     prompt = build_prompt(stopped, profile=profile, org_message="", custom="")
     estimate = estimate_usage(effort="high", completion_cap=stopped.max_completion_tokens,
                               prompt_tokens=prompt.prompt_tokens, visible_text=stopped.content)
-    assert stopped.usage_estimated and Usage(**stopped.usage_dict()) == estimate
+    assert stopped.usage_estimated and Usage(**cast("dict[str, Any]", stopped.usage_dict())) == estimate
     reservation = Reservation.objects.get(message=stopped)
     assert reservation.estimated and reservation.charged_usd == stopped.cost_usd > 0
     assert reserved() == 0
@@ -432,8 +477,8 @@ def test_stop_while_no_worker_had_the_answer_ends_it_when_a_worker_takes_it_back
 
     stopped = Message.objects.get(pk=message.pk)
     assert stopped.status == Status.CANCELLED and stopped.usage_estimated
-    assert stopped.content == read_text(message.pk, "", 0)[0] == dead.text
-    assert ("POST", f"/v1/responses/{dead.response_id}/cancel", {}) in upstream(emulator)
+    assert stopped.content == read_text(message.pk, "", 0)[0] == dead.draft.text
+    assert ("POST", f"/v1/responses/{dead.draft.response_id}/cancel", {}) in upstream(emulator)
 
 
 # --- Deleting an answer's owner forgets its background response upstream ---------------------
@@ -474,13 +519,13 @@ def test_deleting_a_conversation_person_or_org_mid_answer_cancels_and_deletes_it
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         delete_the(what, bob)
 
-    assert callbacks and queued == [(responses_profile.pk, dead.response_id)]
+    assert callbacks and queued == [(responses_profile.pk, dead.draft.response_id)]
     assert all(e[0] == "POST" and e[1] == "/v1/responses" for e in upstream(emulator))
     tasks.forget_background_response(*queued[0])  # what the worker that takes the task runs
 
-    assert [e for e in upstream(emulator) if dead.response_id in e[1]] == [
-        ("POST", f"/v1/responses/{dead.response_id}/cancel", {}),
-        ("DELETE", f"/v1/responses/{dead.response_id}", {}),
+    assert [e for e in upstream(emulator) if dead.draft.response_id in e[1]] == [
+        ("POST", f"/v1/responses/{dead.draft.response_id}/cancel", {}),
+        ("DELETE", f"/v1/responses/{dead.draft.response_id}", {}),
     ]
     assert not Message.objects.filter(pk=message.pk, status__in=Message.LIVE_STATUSES).exists()
     assert reserved() == 0
@@ -508,8 +553,10 @@ def test_charlie_cannot_delete_bobs_conversation_nor_touch_its_response_upstream
 
 
 def message_writes(queries: CaptureQueriesContext) -> list[str]:
+    """Statements that write the answer's row (the claim's and the ending's carry other
+    work in the same statement, after a WITH)."""
     return [q["sql"] for q in queries.captured_queries
-            if q["sql"].startswith("UPDATE") and '"conversations_message"' in q["sql"]]
+            if 'UPDATE "conversations_message"' in q["sql"]]
 
 
 def writes_for_answer(user: User, emulator: Any, tokens: int, effort: str) -> int:

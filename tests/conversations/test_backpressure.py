@@ -4,6 +4,7 @@ test claims it as a worker would."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,10 +15,25 @@ from accounts.models import User
 from answers import lifecycle
 from billing.models import Reservation
 from conversations.models import Message
+from realtime import consumers
 from realtime.backpressure import queue_position
 from tests.conversations.wsclient import connect, receive, send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+POLL_SECONDS = 0.25
+# Long enough for a poll to come round and its frame to land (0.6 s to spare, as beside the
+# product's one-second poll), and to show that no second frame follows it.
+WINDOW = POLL_SECONDS + 0.6
+
+
+@pytest.fixture
+def quick_queue_poll(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The consumer counts a waiting answer's place once a second; calling this makes it
+    four times a second from each watcher's next count on, so the waits for reports (or for
+    none) take under a second. A test calls it once its turns are sent: before, a report
+    could come between a send and its message.created."""
+    return lambda: monkeypatch.setattr(consumers, "QUEUE_POLL_SECONDS", POLL_SECONDS)
 
 
 async def open_socket(user: Any) -> WebsocketCommunicator:
@@ -36,7 +52,8 @@ async def turn(ws: WebsocketCommunicator, content: str) -> dict[str, Any]:
 
 
 async def frames_within(ws: WebsocketCommunicator, seconds: float) -> list[dict[str, Any]]:
-    """Every frame that arrives in the next ``seconds`` (the poll runs once a second)."""
+    """Every frame that arrives in the next ``seconds`` (the poll runs once a second, or
+    every ``POLL_SECONDS`` after ``quick_queue_poll``)."""
     frames = []
     # receive_nothing, unlike a timed-out receive, leaves the app running.
     while not await ws.receive_nothing(timeout=seconds, interval=0.02):
@@ -50,7 +67,7 @@ def counts() -> tuple[int, int]:
 
 
 async def test_a_turn_behind_others_is_told_its_place_and_follows_the_queue(
-    alice: User, bob: User
+    alice: User, bob: User, quick_queue_poll: Callable[[], None]
 ) -> None:
     hers = await open_socket(alice)
     first = await turn(hers, "first in line")
@@ -62,23 +79,25 @@ async def test_a_turn_behind_others_is_told_its_place_and_follows_the_queue(
     his = await open_socket(bob)
     third = await turn(his, "third in line")
     assert third["ahead"] == 2
+    quick_queue_poll()
 
     # Still waiting a second later, the first answer learns it is next; nothing repeats
     # an unchanged place.
-    frames = await frames_within(hers, 1.6)
-    assert frames == [{"type": "queued", "message": first["assistant_message"], "ahead": 0}]
+    assert await receive(hers, timeout=1.6) == {
+        "type": "queued", "message": first["assistant_message"], "ahead": 0}
+    assert await frames_within(hers, WINDOW) == []
     assert await his.receive_nothing(timeout=0.1)
 
     # A worker claims the first answer: the ones behind it move up, once each.
     assert await sync_to_async(lifecycle.claim)(first["assistant_message"]) is not None
-    assert await frames_within(hers, 1.6) == [
+    assert await frames_within(hers, WINDOW) == [
         {"type": "queued", "message": second["assistant_message"], "ahead": 0}]
     assert await frames_within(his, 0.5) == [
         {"type": "queued", "message": third["assistant_message"], "ahead": 1}]
 
     # Stop takes the second out of the queue: bob is next.
     await send(hers, {"type": "stop", "message": second["assistant_message"]})
-    assert await frames_within(his, 1.6) == [
+    assert await frames_within(his, WINDOW) == [
         {"type": "queued", "message": third["assistant_message"], "ahead": 0}]
     assert await sync_to_async(queue_position)(message_id=third["assistant_message"]) == 0
     assert await sync_to_async(queue_position)(message_id=first["assistant_message"]) is None
@@ -103,15 +122,18 @@ async def test_a_worker_frame_ends_the_queued_reports(alice: User) -> None:
     await ws.disconnect()
 
 
-async def test_a_reloaded_tab_that_resumes_a_waiting_answer_learns_its_place(alice: User) -> None:
+async def test_a_reloaded_tab_that_resumes_a_waiting_answer_learns_its_place(
+    alice: User, quick_queue_poll: Callable[[], None]
+) -> None:
     ws = await open_socket(alice)
     await turn(ws, "one")
     second = await turn(ws, "two")
     await ws.disconnect()
+    quick_queue_poll()
 
     reloaded = await open_socket(alice)
     await send(reloaded, {"type": "resume", "message": second["assistant_message"], "after_seq": 0})
-    frames = await frames_within(reloaded, 1.6)
+    frames = await frames_within(reloaded, WINDOW)
     assert frames == [{"type": "queued", "message": second["assistant_message"], "ahead": 1}]
     await reloaded.disconnect()
 

@@ -1,5 +1,7 @@
-"""A send while the broker (the task queue) is down is refused with
-``service_unavailable``: nothing half-saved, no budget held, the socket stays usable.
+"""A send while the broker (the task queue) is down gets ``service_unavailable`` and
+costs nothing: the saved answer, which no worker will see, ends failed at $0 with no
+budget held, and the socket stays usable. No turn pings the broker first (issue 23): the
+publish after commit is what finds it down.
 
 The broker is made unreachable for real (the app's broker URL points at a closed port);
 the cache and channel layer stay on the test Redis.
@@ -19,7 +21,7 @@ from answers.dispatch import ServiceUnavailable
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
 from chatsite.celery import app
-from conversations.models import Conversation, Message
+from conversations.models import Message
 from llm.models import ModelProfile
 from tests.conftest import free_port
 from tests.conversations.wsclient import connect, receive, receive_until, send
@@ -27,12 +29,19 @@ from tests.conversations.wsclient import connect, receive, receive_until, send
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _point_broker_at(url: str) -> None:
+    # The publishing pools were opened on the old URL: the next publish opens new ones.
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def broker_down() -> Iterator[str]:
     working = app.conf.broker_url
-    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"
+    _point_broker_at(f"redis://127.0.0.1:{free_port()}/0")
     yield working
-    app.conf.broker_url = working
+    _point_broker_at(working)
 
 
 def held() -> Decimal:
@@ -44,7 +53,7 @@ def send_frame(content: str, conversation: int | None = None) -> dict[str, Any]:
             "reasoning_effort": "low", "client_id": "tab-1"}
 
 
-async def test_a_send_while_the_broker_is_down_is_refused_saves_nothing_and_the_socket_stays_open(
+async def test_a_send_while_the_broker_is_down_is_refused_charges_nothing_and_the_socket_stays_open(
     alice: User, o3_mini: ModelProfile, broker_down: str
 ) -> None:
     from asgiref.sync import sync_to_async
@@ -58,16 +67,17 @@ async def test_a_send_while_the_broker_is_down_is_refused_saves_nothing_and_the_
 
     assert error["type"] == "error"
     assert error["code"] == "service_unavailable"
-    assert "Nothing was saved or charged" in error["detail"]
+    assert "nothing was charged" in error["detail"]
 
-    def counts() -> tuple[int, int, int, Decimal]:
-        return (Conversation.objects.count(), Message.objects.count(),
-                Reservation.objects.count(), held())
+    def money() -> tuple[Decimal, Decimal, list[tuple[str, str, Decimal]]]:
+        return (held(), sum((row.spent_usd for row in UsagePeriod.objects.all()), Decimal(0)),
+                list(Message.objects.filter(role=Message.Role.ASSISTANT)
+                     .values_list("status", "error_code", "cost_usd")))
 
-    assert await sync_to_async(counts)() == (0, 0, 0, Decimal(0))
+    assert await sync_to_async(money)() == (0, 0, [("failed", "service_unavailable", 0)])
 
     # The broker is back: the same socket sends again.
-    app.conf.broker_url = broker_down
+    _point_broker_at(broker_down)
     await send(communicator, send_frame("Is anyone there now?"))
     frames = await receive_until(communicator, "message.created", "error")
     assert frames[-1]["type"] == "message.created"

@@ -300,7 +300,7 @@ async def test_stop_cancels_a_pending_answer_at_once_and_releases_its_reservatio
     reservation = await sync_to_async(Reservation.objects.get)(message_id=answer_id)
     assert reservation.settled_at is not None
     assert reservation.charged_usd == 0
-    periods = await sync_to_async(list)(UsagePeriod.objects.all())
+    periods = await sync_to_async(lambda: list(UsagePeriod.objects.all()))()
     assert len(periods) == 2
     assert all(p.reserved_usd == 0 and p.spent_usd == 0 for p in periods)
     await ws.disconnect()

@@ -115,6 +115,7 @@ def test_json_export_has_a_schema_version_and_each_message_s_facts(
     assert last["usage"] == {"prompt_tokens": 1200, "cached_tokens": 200,
                              "completion_tokens": 900, "reasoning_tokens": 640}
     assert last["cost_usd"] == "0.005170"
+    assert branched.current_leaf is not None
     assert last["created_at"].startswith(str(branched.current_leaf.created_at.date()))
     assert "other_branches" not in document
 

@@ -18,7 +18,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from answers.generation import Abandoned, Outcome, Streamer, claim, finish, run_generation
+from answers import lifecycle
+from answers.draft import AnswerDraft
+from answers.engine import run_generation
+from answers.lifecycle import Abandoned, claim
+from answers.relay import Relay
 from answers.replies import reap_stale_replies, start_turn
 from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
@@ -74,9 +78,12 @@ def streamed_text(message: Message) -> str:
 
 
 def message_writes(queries: CaptureQueriesContext) -> list[str]:
+    """Statements that write a message row (the claim's and the ending's carry other work
+    in the same statement, after a WITH)."""
     return [
         q["sql"] for q in queries.captured_queries
-        if q["sql"].startswith(("UPDATE", "INSERT")) and '"conversations_message"' in q["sql"]
+        if any(write in q["sql"] for write in ('UPDATE "conversations_message"',
+                                               'INSERT INTO "conversations_message"'))
     ]
 
 
@@ -457,7 +464,7 @@ def test_the_reaper_interrupts_an_answer_whose_worker_died_and_a_late_finish_cha
 ) -> None:
     message = claim(begin(alice).pk)
     assert message is not None
-    worker = Streamer(message.pk)
+    worker = Relay(AnswerDraft(message.pk))
     worker.add_text("The answer so far")
     worker.add_text(" is partial.")
     worker.flush()
@@ -480,10 +487,12 @@ def test_the_reaper_interrupts_an_answer_whose_worker_died_and_a_late_finish_cha
     assert frames(message)[-1]["code"] == "interrupted"
 
     worker.add_text(" And then the worker came back.")
-    state = {"tool_calls": [], "prompt_tokens": 20,
-             "usage": Usage(prompt_tokens=20, completion_tokens=400, reasoning_tokens=300)}
+    late = worker.draft
+    late.prompt_tokens = 20
+    late.usage = Usage(prompt_tokens=20, completion_tokens=400, reasoning_tokens=300)
+    late.end(Message.Status.DONE, finish_reason="stop")
     with pytest.raises(Abandoned):
-        finish(message, Outcome(Message.Status.DONE, finish_reason="stop"), worker, state)
+        lifecycle.finish(message, late)
 
     after = Message.objects.get(pk=message.pk)
     assert (after.status, after.content, after.cost_usd) == (

@@ -20,7 +20,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Membership, Organization, User
-from answers.generation import BUDGET_STOP_NOTICE, PROMPT_OVER_BUDGET, run_generation
+from answers.engine import run_generation
+from answers.generation import BUDGET_STOP_NOTICE, PROMPT_OVER_BUDGET
 from answers.prompts import request_tokens
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod

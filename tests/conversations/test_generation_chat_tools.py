@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.replies import start_turn
 from conversations.models import Message
 from llm.catalog.sync import ensure_azure_profile, sync_catalog

@@ -6,15 +6,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
-from conversations import imports, tasks, tree
+from conversations import chatgpt_file, chatgpt_tree, imports, tasks, tree
 from conversations.imports import ImportRefused, import_chatgpt_export
 from conversations.models import Conversation, DataJob, Message
 from llm.models import ModelProfile
@@ -70,6 +72,7 @@ def test_it_imports_titles_messages_times_and_models_into_the_current_org(
     assert lisbon.updated_at.isoformat() == "2025-01-01T10:15:00+00:00"
     assert lisbon.profile == ModelProfile.objects.get(name="o3-mini")
     first = lisbon.messages.order_by("id").first()
+    assert first is not None
     assert first.role == "user"
     assert first.created_at.isoformat() == "2025-01-01T10:00:10+00:00"
     assert first.content.startswith("Here is a photo of the tram map.")
@@ -110,7 +113,10 @@ def test_branches_become_siblings_and_the_branch_on_screen_is_kept(alice: User,
     assert branch[3].finish_reason == "stop"  # from ChatGPT's finish_details
     assert branch[1].finish_reason == ""  # not recorded there: not made up here
     # Ids grow down every branch, as the tree module expects.
-    assert all(child.pk > child.parent_id for child in lisbon.messages.exclude(parent=None))
+    assert all(
+        child.parent_id is not None and child.pk > child.parent_id
+        for child in lisbon.messages.exclude(parent=None)
+    )
 
 
 def test_an_answer_split_around_tool_steps_is_one_answer_and_a_regeneration_a_sibling(
@@ -120,11 +126,14 @@ def test_an_answer_split_around_tool_steps_is_one_answer_and_a_regeneration_a_si
 
     fib = Conversation.objects.get(title=FIB)
     question = fib.messages.get(role="user")
-    assert contents(tree.siblings(fib.messages.filter(role="assistant").first())) == [
+    first_answer = fib.messages.filter(role="assistant").first()
+    assert first_answer is not None
+    assert contents(tree.siblings(first_answer)) == [
         "Let me run it.\n\nThey are 0, 1, 1, 2, 3, 5, 8, 13, 21, 34.",
         "```python\na, b = 0, 1\nfor _ in range(10):\n    print(a)\n    a, b = b, a + b\n```",
     ]
     assert all(a.parent_id == question.pk for a in fib.messages.filter(role="assistant"))
+    assert fib.current_leaf is not None
     assert fib.current_leaf.content.startswith("```python")  # current_node was the regeneration
     assert question.parent_id is None  # the hidden custom-instructions node is not a message
 
@@ -223,7 +232,8 @@ def test_nul_characters_and_long_titles_are_cleaned(alice: User, org_a: Organiza
 
     conversation = Conversation.objects.get(user=alice)
     assert conversation.title == "T" * 200
-    assert conversation.messages.order_by("id").first().content == "nulhere"
+    first = conversation.messages.order_by("id").first()
+    assert first is not None and first.content == "nulhere"
 
 
 def test_a_mapping_whose_children_loop_back_imports_what_it_can(alice: User,
@@ -655,13 +665,13 @@ def parser_peak(data: bytes) -> int:
         upload.write(data)
         tracemalloc.start()
         try:
-            with imports.open_export(upload, size=len(data)) as reader:
-                total = imports.scan_export(reader)
-            with imports.open_export(upload, size=len(data)) as reader:
+            with chatgpt_file.open_export(upload, size=len(data)) as reader:
+                total = chatgpt_file.scan_export(reader)
+            with chatgpt_file.open_export(upload, size=len(data)) as reader:
                 seen = 0
-                for item in imports.iter_conversations(reader):
-                    imports._plan_messages(item, conversation_time=imports.timezone.now(),
-                                           skipped=imports.Counter())
+                for item in chatgpt_file.iter_conversations(reader):
+                    chatgpt_tree.plan_messages(item, conversation_time=timezone.now(),
+                                               skipped=Counter())
                     seen += 1
             peak = tracemalloc.get_traced_memory()[1]
         finally:
@@ -684,7 +694,7 @@ def test_the_parser_s_memory_does_not_grow_with_the_file(settings: Any) -> None:
 def test_a_conversation_over_the_per_conversation_cap_is_refused_before_anything_is_written(
     alice: User, org_a: Organization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(imports, "CONVERSATION_MAX_BYTES", 256 * 1024)
+    monkeypatch.setattr(chatgpt_file, "CONVERSATION_MAX_BYTES", 256 * 1024)
     big = conversation_with(["x" * 2000] * 300, key="huge")  # about 700 KB
 
     message = refused(alice, json.dumps([conversation_with(["a", "b"], key="ok"), big]).encode())

@@ -17,8 +17,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from answers import lifecycle
-from answers.generation import Streamer, run_generation
-from answers.lifecycle import Abandoned, Ending
+from answers.draft import AnswerDraft
+from answers.engine import run_generation
+from answers.lifecycle import Abandoned
+from answers.relay import Relay
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
@@ -90,7 +92,9 @@ def test_a_claim_starts_the_answer_once_and_a_second_claim_does_nothing(alice: A
     assert claimed.lease_expires_at is not None and claimed.lease_expires_at > timezone.now()
     with CaptureQueriesContext(connection) as queries:
         assert lifecycle.claim(message.pk) is None
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE"]
+    # One statement: the claim's conditional UPDATE (with, on PostgreSQL, its read).
+    [statement] = [q["sql"] for q in queries.captured_queries]
+    assert statement.startswith(("UPDATE", "WITH claimed AS (UPDATE"))
     assert published(message.pk) == []
 
 
@@ -113,10 +117,10 @@ def test_finish_ends_the_answer_settles_it_and_sends_the_saved_rows_frame_once(
     assert message is not None
     usage = Usage(prompt_tokens=1200, cached_tokens=1024, completion_tokens=650,
                   reasoning_tokens=600)
-    ending = Ending(status=Message.Status.DONE, finish_reason="stop", content="e^(iπ) + 1 = 0",
-                    seq=3, usage=usage)
+    draft = AnswerDraft(message.pk, text_parts=["e^(iπ) + 1 = 0"], seq=3, usage=usage)
+    draft.end(Message.Status.DONE, finish_reason="stop")
 
-    frame = lifecycle.finish(message, ending)
+    frame = lifecycle.finish(message, draft)
 
     # 176 × $1.10 + 1024 × $0.55 + 650 × $4.40 per million
     expected = Decimal("0.003617")
@@ -127,9 +131,10 @@ def test_finish_ends_the_answer_settles_it_and_sends_the_saved_rows_frame_once(
     assert_settled_to(message, expected, estimated=False)
     assert assert_frame_is_the_saved_row(message.pk) == frame
 
+    late = AnswerDraft(message.pk, usage=Usage(completion_tokens=99_999))
+    late.end(Message.Status.FAILED, finish_reason="error")
     with pytest.raises(Abandoned):
-        lifecycle.finish(message, Ending(status=Message.Status.FAILED, finish_reason="error",
-                                         content="", usage=Usage(completion_tokens=99_999)))
+        lifecycle.finish(message, late)
     assert Message.objects.get(pk=message.pk).status == Message.Status.DONE
     assert_settled_to(message, expected, estimated=False)
     assert len(final_frames(message.pk)) == 1
@@ -238,9 +243,9 @@ def test_an_answer_whose_lease_lapsed_is_interrupted_with_its_text_and_a_flagged
 ) -> None:
     message = lifecycle.claim(begin(alice).pk)
     assert message is not None
-    streamer = Streamer(message.pk)
-    streamer.add_text("Half an answer")
-    streamer.flush()
+    relay = Relay(AnswerDraft(message.pk))
+    relay.add_text("Half an answer")
+    relay.flush()
     now = timezone.now()
     assert not lifecycle.interrupt(message.pk, now=now)  # its lease still runs
     Message.objects.filter(pk=message.pk).update(lease_expires_at=now - timedelta(seconds=1))
@@ -286,7 +291,8 @@ def test_a_title_is_queued_for_an_untitled_conversation_and_a_titled_one_costs_n
     alice: Any, o3_mini: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The end of an answer queues the title request while the conversation has none;
-    once it has one (as read by the claim) the hook does not even ask the database."""
+    the hook asks the database neither way: the claim read whether it has one (the title
+    task checks again before it asks the model)."""
     from answers import tasks, titles
     from conversations.models import Conversation
 
@@ -294,18 +300,23 @@ def test_a_title_is_queued_for_an_untitled_conversation_and_a_titled_one_costs_n
     asked: list[int] = []
     real_needs_title = titles.needs_title
     monkeypatch.setattr(tasks.generate_title, "delay", queued.append)
-    monkeypatch.setattr(titles, "needs_title", lambda pk: asked.append(pk) or real_needs_title(pk))
+
+    def needs_title(conversation_id: int) -> bool:
+        asked.append(conversation_id)
+        return real_needs_title(conversation_id)
+
+    monkeypatch.setattr(titles, "needs_title", needs_title)
 
     first = begin(alice)
     run_generation(first.pk)
-    assert queued == asked == [first.conversation_id]
+    assert (queued, asked) == ([first.conversation_id], [])
 
     Conversation.objects.filter(pk=first.conversation_id).update(title_generated=True)
     second = start_turn(user=alice, organization_id=None, conversation_id=first.conversation_id,
                         content="And then?", reasoning_effort="low").assistant_message
     run_generation(second.pk)
     assert Message.objects.get(pk=second.pk).status == Message.Status.DONE
-    assert queued == asked == [first.conversation_id]  # no second title, no query for it
+    assert (queued, asked) == ([first.conversation_id], [])  # no second title, no query
 
 
 # --- resuming: live and rebuilt final frames are the same ------------------------------------

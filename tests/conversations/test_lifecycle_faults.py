@@ -15,7 +15,8 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, User
-from answers.generation import claim, run_generation
+from answers.engine import run_generation
+from answers.lifecycle import claim
 from answers.live import LiveReply, Monitor
 from answers.replies import reap_stale_replies, start_turn
 from billing.models import Reservation, UsagePeriod
@@ -351,7 +352,9 @@ def test_only_answers_making_progress_have_their_lease_renewed(
     monitor.tick()
 
     leases = dict(Message.objects.filter(pk__in=replies).values_list("pk", "lease_expires_at"))
-    assert leases[writing] > timezone.now() and leases[thinking] > timezone.now()
+    writing_lease, thinking_lease = leases[writing], leases[thinking]
+    assert writing_lease is not None and thinking_lease is not None
+    assert writing_lease > timezone.now() and thinking_lease > timezone.now()
     assert leases[hung] == past
     assert replies[hung].stalled and not replies[thinking].stalled
 
@@ -380,7 +383,8 @@ def test_a_turn_in_a_conversation_is_billed_to_its_own_org_not_the_sessions(
 
     # The session now points at org B; the next turn goes into A's conversation.
     second = begin(alice, conversation=conversation, organization=alice_in_org_b.pk)
-    assert Reservation.objects.get(message=second).member_period.organization == org_a
+    period = Reservation.objects.get(message=second).member_period
+    assert period is not None and period.organization == org_a
     second = answer(second)
 
     assert second.status == Message.Status.DONE
@@ -414,4 +418,5 @@ def test_a_new_conversation_still_goes_to_the_sessions_org(
 ) -> None:
     message = begin(alice, organization=alice_in_org_b.pk)
     assert message.conversation.organization == alice_in_org_b
-    assert Reservation.objects.get(message=message).member_period.organization == alice_in_org_b
+    period = Reservation.objects.get(message=message).member_period
+    assert period is not None and period.organization == alice_in_org_b

@@ -13,8 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from answers.generation import Streamer
+from answers.draft import AnswerDraft
+from answers.engine import engine
 from answers.lifecycle import Abandoned, claim
+from answers.relay import Relay
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
 from chatsite.errors import NotFound
@@ -276,9 +278,9 @@ def test_deleting_a_streaming_answer_settles_it_once_to_the_micro_dollar(
                       content="Write an essay", reasoning_effort="low")
     message = claim(turn.assistant_message.pk)  # what the worker does first
     assert message is not None
-    streamer = Streamer(message_id=message.pk)
-    streamer.add_text("The first words of a long essay")
-    streamer.checkpoint(0.0)
+    worker = Relay(AnswerDraft(message.pk))
+    worker.add_text("The first words of a long essay")
+    engine.run_here(lambda runtime: worker.checkpoint(runtime.db, 0.0))
     listing.delete_conversation(user=alice, conversation_id=turn.conversation.pk)
 
     answer = Message.objects.get(pk=message.pk)
@@ -292,7 +294,7 @@ def test_deleting_a_streaming_answer_settles_it_once_to_the_micro_dollar(
     # The worker's next checkpoint finds the answer ended and gives up: nothing is
     # written or charged a second time.
     with pytest.raises(Abandoned):
-        streamer.add_text(" and more")
-        streamer.checkpoint(1.0)
+        worker.add_text(" and more")
+        engine.run_here(lambda runtime: worker.checkpoint(runtime.db, 1.0))
     assert _period(alice).spent_usd == answer.cost_usd
     assert Message.objects.get(pk=message.pk).content == ""

@@ -10,12 +10,13 @@ HTTP in this thread, as in ``test_lifecycle_faults.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, cast
 
 import pytest
 
 from accounts.models import User
-from answers.generation import run_generation
+from answers.engine import engine, run_generation
 from answers.lifecycle import answer_prices
 from answers.live import LiveReply, Monitor
 from answers.replies import start_turn
@@ -23,6 +24,7 @@ from conversations.models import Message
 from llm import client as llm
 from llm.models import ModelProfile
 from llm.pricing import usage_cost
+from llm.stream import AsyncChatStream, open_stream_async
 from llm.types import (
     ChatRequest,
     Finished,
@@ -42,7 +44,9 @@ REPLY = "Rayleigh scattering sends the short blue wavelengths all over the sky."
 @pytest.fixture
 def responses_profile(settings: Any, emulator: Any) -> ModelProfile:
     settings.OPENAI_API_KEY = ""  # the offline demo model answers OpenAI profiles
-    settings.STREAM_IDLE_TIMEOUT = 5  # the least the environment may set
+    # Below the least the environment may set (5), as in test_lifecycle_faults.py: the
+    # silences these answers sit through stay a few seconds long.
+    settings.STREAM_IDLE_TIMEOUT = 1
     return make_responses_profile()
 
 
@@ -147,16 +151,27 @@ def test_a_background_response_stuck_in_queued_gets_one_more_allowance_only() ->
     assert not live.keeps_waiting("failed") and not live.keeps_waiting("")
 
 
-def _background_stream_reasoning(emulator: Any, profile: ModelProfile) -> Any:
-    """A background response the emulator keeps reasoning for a minute, read up to its
-    ``response.created``."""
+@pytest.fixture
+def reasoning_in_background(
+    emulator: Any, responses_profile: ModelProfile
+) -> Iterator[AsyncChatStream]:
+    """A background response the emulator keeps reasoning for a minute, read on the
+    worker's loop up to its ``response.created``; its connection is closed at the end."""
     emulator.push({"think_ms": 60_000})
     request = ChatRequest(messages=[{"role": "user", "content": "Why is the sky blue?"}],
                           reasoning_effort="high", max_completion_tokens=1000, background=True)
-    stream = llm.open_stream(profile, request)
-    events = iter(stream)
-    assert isinstance(next(events), ResponseStarted)
-    return stream
+    reading: list[AsyncGenerator[Any, None]] = []
+
+    async def open_and_read_the_start(_: Any) -> AsyncChatStream:
+        stream = await open_stream_async(responses_profile, request)
+        reading.append(aiter(stream))
+        assert isinstance(await anext(reading[0]), ResponseStarted)
+        return stream
+
+    stream = engine.run_here(open_and_read_the_start)
+    yield stream
+    stream.close()
+    engine.run_here(lambda _: reading[0].aclose())
 
 
 def _monitor_tick_on(live: LiveReply) -> None:
@@ -171,9 +186,9 @@ def _monitor_tick_on(live: LiveReply) -> None:
 
 
 def test_the_monitor_asks_the_provider_and_keeps_a_background_answer_reasoning_alive(
-    responses_profile: ModelProfile, emulator: Any,
+    responses_profile: ModelProfile, emulator: Any, reasoning_in_background: AsyncChatStream,
 ) -> None:
-    stream = _background_stream_reasoning(emulator, responses_profile)
+    stream = reasoning_in_background
     live = LiveReply(0)
     live.attach(stream)
     live.last_activity -= 10_000  # its first-content allowance ran out long ago
@@ -186,13 +201,12 @@ def test_the_monitor_asks_the_provider_and_keeps_a_background_answer_reasoning_a
                 if e["method"] == "GET" and e["path"] == f"/v1/responses/{stream.response_id}"]
     assert status["query"] == {}
     llm.cancel_response(responses_profile, stream.response_id)
-    stream.close()
 
 
 def test_the_monitor_stalls_a_background_answer_its_provider_no_longer_works_on(
-    responses_profile: ModelProfile, emulator: Any,
+    responses_profile: ModelProfile, emulator: Any, reasoning_in_background: AsyncChatStream,
 ) -> None:
-    stream = _background_stream_reasoning(emulator, responses_profile)
+    stream = reasoning_in_background
     llm.cancel_response(responses_profile, stream.response_id)
     live = LiveReply(0)
     live.attach(stream)
@@ -209,7 +223,7 @@ def test_the_monitor_stalls_a_background_answer_its_provider_no_longer_works_on(
 def test_a_model_silent_after_response_created_for_longer_than_the_idle_timeout_is_not_a_stall(
     alice: User, responses_profile: ModelProfile, emulator: Any,
 ) -> None:
-    emulator.push({"think_ms": 8000, "reply": REPLY})  # 8 s of silence, idle timeout 5 s
+    emulator.push({"think_ms": 2500, "reply": REPLY})  # 2.5 s of silence, idle timeout 1 s
 
     message = answer(alice)
 
@@ -227,7 +241,7 @@ def test_a_background_answer_reasoning_past_the_first_content_allowance_is_kept_
     is in progress, so it is followed again from its last event rather than failed or
     sent afresh, and billed once."""
     settings.LLM_READ_TIMEOUT = 2  # the clients of this test are built after this
-    emulator.push({"think_ms": 5000, "reply": REPLY})
+    emulator.push({"think_ms": 3500, "reply": REPLY})
 
     message = answer(alice, effort="high")
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from accounts.model_access import usable_profile
 from accounts.models import Organization, User
 from answers.prompts import FORMATTING_LINE, build_prompt
 from answers.replies import start_turn
@@ -16,7 +17,7 @@ from answers.titles import generate_title
 from chatsite.errors import Refused
 from conversations.models import Conversation, Message
 from llm.models import ModelProfile
-from llm.profiles import refresh_shutdown_dates, shutdown_warning, usable_profile
+from llm.profiles import refresh_shutdown_dates, shutdown_warning
 
 pytestmark = pytest.mark.django_db
 
@@ -117,12 +118,13 @@ def test_a_retired_profile_is_refused_before_any_request_and_names_the_alternati
     assert not Message.objects.exists()
     # No model was asked (the catalog sync may have listed the provider's models).
     assert {e["path"] for e in emulator.journal} <= {"/v1/models"}
-    assert usable_profile(org_a, None).name == "successor"  # the default skips retired ones
+    assert usable_profile(org_a, None, user=alice).name == "successor"  # the default skips retired ones
 
 
-def test_the_demo_model_still_answers_for_a_retired_profile(org_a: Organization, settings: Any) -> None:
+def test_the_demo_model_still_answers_for_a_retired_profile(alice: User, org_a: Organization,
+                                                           settings: Any) -> None:
     settings.OPENAI_API_KEY = ""
-    assert usable_profile(org_a, "o3-mini").name == "o3-mini"
+    assert usable_profile(org_a, "o3-mini", user=alice).name == "o3-mini"
     assert "offline demo" in shutdown_warning(ModelProfile.objects.get(name="o3-mini"))
 
 

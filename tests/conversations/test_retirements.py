@@ -219,6 +219,7 @@ def test_beat_runs_the_move_daily() -> None:
 
     job = settings.CELERY_BEAT_SCHEDULE["move-orgs-off-retiring-models"]
     assert job["schedule"] == 24 * 3600.0
+    app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
     assert job["task"] in app.tasks
 
 

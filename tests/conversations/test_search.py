@@ -13,7 +13,7 @@ from django.test import Client
 
 from accounts.models import User
 from conversations import listing
-from conversations.search import search_conversations, to_fts5
+from conversations.search import index_messages, search_conversations, to_fts5
 from tests.sharing.conftest import add_turn, make_conversation
 
 pytestmark = pytest.mark.django_db
@@ -149,20 +149,21 @@ def test_an_empty_query_finds_nothing(alice: User, library: dict) -> None:
 
 
 def test_the_search_uses_the_gin_index(alice: User, library: dict) -> None:
+    index_messages()
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         cursor.execute(
-            "EXPLAIN SELECT id FROM conversations_message "
-            "WHERE search_vector @@ websearch_to_tsquery('english', 'tomato')"
+            "EXPLAIN SELECT message_id FROM conversations_message_search "
+            "WHERE vector @@ websearch_to_tsquery('english', 'tomato')"
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("SET enable_seqscan = on")
     assert "message_content_search" in plan
-    # Live answers (no vector yet) are left out of it: their writes never touch it.
+    # Messages not indexed yet (no vector) are left out of it.
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'message_content_search'")
         [(definition,)] = cursor.fetchall()
-    assert definition.endswith("WHERE (search_vector IS NOT NULL)"), definition
+    assert definition.endswith("WHERE (vector IS NOT NULL)"), definition
 
 
 def test_websearch_queries_translate_to_fts5() -> None:
@@ -211,28 +212,42 @@ print("ok")
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's stored vector")
-def test_a_streaming_answer_is_indexed_once_its_text_is_final(alice: User, library: dict) -> None:
-    """The stored vector of a live answer stays empty through its many writes (claim,
-    checkpoints, lease renewals) and is computed once, when it ends."""
+def test_an_answer_is_found_as_soon_as_it_ends_and_indexed_off_the_turns_path(
+    alice: User, library: dict
+) -> None:
+    """A live answer is never queued for indexing through its many writes (claim,
+    checkpoints, lease renewals); the write that ends it queues it (a trigger, no vector
+    computed), a search finds it at once, and the beat job's pass stores its vector."""
     from conversations.models import Message
 
     garden = library["garden"]
     _, answer = add_turn(garden, "And peppers?", "", status=Message.Status.STREAMING)
 
-    def vector_is_empty() -> bool:
+    def stored() -> list[bool]:
+        """Whether the answer is queued, as [vector is NULL]; [] when it is not."""
         with connection.cursor() as cursor:
-            cursor.execute("SELECT search_vector IS NULL FROM conversations_message WHERE id = %s",
-                           [answer.pk])
-            return bool(cursor.fetchone()[0])
+            cursor.execute("SELECT vector IS NULL FROM conversations_message_search "
+                           "WHERE message_id = %s", [answer.pk])
+            return [bool(row[0]) for row in cursor.fetchall()]
 
     Message.objects.filter(pk=answer.pk).update(content="Peppers love warm greenhouses.")
-    assert vector_is_empty() and _find(alice, "greenhouses") == []
+    assert stored() == [] and _find(alice, "greenhouses") == []
 
     Message.objects.filter(pk=answer.pk).update(status=Message.Status.DONE)
 
-    assert not vector_is_empty()
+    assert stored() == [True]  # queued, not computed by the ending's statement
     [found] = _find(alice, "greenhouses")
     assert "greenhouse" in str(found).lower()
+
+    assert index_messages() >= 1
+    assert stored() == [False]
+    assert _find(alice, "greenhouses") == [found]
+
+    # A later change of the text (an erasure) queues it again.
+    Message.objects.filter(pk=answer.pk).update(content="Nothing here now.")
+    assert stored() == [True] and _find(alice, "greenhouses") == []
+    index_messages()
+    assert stored() == [False] and _find(alice, "greenhouses") == []
 
 
 @pytest.mark.slow

@@ -180,7 +180,7 @@ async def test_a_command_from_a_signed_out_session_is_closed_with_4401_not_run_w
     alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A Redis blip drops the revocation event: the consumer's own check must catch it.
-    monkeypatch.setattr("accounts.revocation.publish_event", lambda group, event: None)
+    monkeypatch.setattr("realtime.publishing.publish_event", lambda group, event: None)
     laptop = await signed_in(alice)
     ws = await open_socket(laptop)
     answer_id = await follow_an_answer(ws)

@@ -154,6 +154,7 @@ def test_a_background_answer_live_at_the_deadline_goes_to_another_worker_not_int
     assert exits == [0]
     assert handed == [message.pk]
     row = Message.objects.get(pk=message.pk)
+    assert row.lease_expires_at is not None
     assert row.status == Message.Status.STREAMING and row.lease_expires_at <= timezone.now()
     assert Reservation.objects.get(message=message).settled_at is None  # not billed yet
     assert [e["path"] for e in emulator.journal if e["path"].endswith("/cancel")] == []

@@ -6,12 +6,27 @@ import json
 from typing import Any
 
 import httpx2
+import openai
+import pydantic
+from openai.types.chat import ChatCompletionMessageParam
 
 AZURE_VERSION = "2024-12-01-preview"
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
+
+
+def extra(model: pydantic.BaseModel) -> dict[str, Any]:
+    """Fields the SDK does not declare (Azure's filter results), kept by pydantic as extras."""
+    assert model.model_extra is not None
+    return model.model_extra
+
+
+def body_of(error: openai.APIError) -> dict[str, Any]:
+    """The decoded JSON error body; the SDK types it as `object`."""
+    assert isinstance(error.body, dict)
+    return error.body
 
 
 def raw_sse(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[str]:

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from emulator.server import EmulatorHandle
-from tests.emulator.helpers import raw_chunks, user
+from tests.emulator.helpers import extra, raw_chunks, user
 
 
 def test_azure_stream_starts_with_prompt_annotation(
@@ -24,16 +24,14 @@ def test_azure_stream_starts_with_prompt_annotation(
     prompt = chunks[0]
     assert prompt.choices == [] and prompt.usage is None and prompt.id == ""
     assert (
-        prompt.model_extra["prompt_filter_results"][0]["content_filter_results"]["jailbreak"][
-            "filtered"
-        ]
+        extra(prompt)["prompt_filter_results"][0]["content_filter_results"]["jailbreak"]["filtered"]
         is False
     )
     content = [
         c for c in chunks[1:] if c.choices and c.choices[0].delta and c.choices[0].delta.content
     ]
     assert content and all(
-        c.choices[0].model_extra["content_filter_results"]["hate"]
+        extra(c.choices[0])["content_filter_results"]["hate"]
         == {"filtered": False, "severity": "safe"}
         for c in content
     )
@@ -53,8 +51,9 @@ def test_annotation_chunks_have_no_delta(azure: openai.AzureOpenAI, emu: Emulato
     for chunk in annotations:
         choice = chunk.choices[0]
         assert chunk.id == "" and chunk.object == "" and choice.finish_reason is None
-        assert "content_filter_offsets" in choice.model_extra
-    offsets = [c.choices[0].model_extra["content_filter_offsets"] for c in annotations]
+        assert "content_filter_offsets" in extra(choice)
+    offsets = [extra(c.choices[0])["content_filter_offsets"] for c in annotations]
+
     text = "".join(
         c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].delta
     )
@@ -67,16 +66,13 @@ def test_azure_content_filter_finish(azure: openai.AzureOpenAI, emu: EmulatorHan
     chunks = list(azure.chat.completions.create(model="dep", messages=user("hi"), stream=True))
     last = chunks[-1].choices[0]
     assert last.delta is None and last.finish_reason == "content_filter"
-    assert last.model_extra["content_filter_results"]["protected_material_text"]["filtered"] is True
+    assert extra(last)["content_filter_results"]["protected_material_text"]["filtered"] is True
 
 
 def test_azure_non_streaming_shapes(azure: openai.AzureOpenAI) -> None:
     completion = azure.chat.completions.create(model="dep", messages=user("hi"))
-    assert completion.model_extra["prompt_filter_results"][0]["prompt_index"] == 0
-    assert (
-        completion.choices[0].model_extra["content_filter_results"]["violence"]["severity"]
-        == "safe"
-    )
+    assert extra(completion)["prompt_filter_results"][0]["prompt_index"] == 0
+    assert extra(completion.choices[0])["content_filter_results"]["violence"]["severity"] == "safe"
 
 
 def test_deployment_mapping(azure: openai.AzureOpenAI, emu: EmulatorHandle) -> None:
@@ -150,6 +146,7 @@ def test_current_api_versions_accept_o_series_features(emu: EmulatorHandle, vers
         reasoning_effort="high",
         max_completion_tokens=5000,
     )
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens_details.reasoning_tokens == 1024
 
 
@@ -160,7 +157,7 @@ def test_azure_v1_path_with_plain_client(emu: EmulatorHandle) -> None:
     chunks = list(
         client.chat.completions.create(model="my-deployment", messages=user("hi"), stream=True)
     )
-    assert chunks[0].model_extra.get("prompt_filter_results") is not None
+    assert extra(chunks[0]).get("prompt_filter_results") is not None
     assert emu.emulator.journal[-1]["headers"]["authorization"] == "Bearer entra-token"
     assert emu.emulator.journal[-1]["path"] == "/openai/v1/chat/completions"
 

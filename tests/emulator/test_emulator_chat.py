@@ -8,6 +8,8 @@ import time
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared import ReasoningEffort
 
 from emulator.server import EmulatorHandle
 from emulator.tokens import count_tokens
@@ -109,10 +111,13 @@ def test_obfuscation_can_be_disabled(emu: EmulatorHandle) -> None:
 
 
 @pytest.mark.parametrize(("effort", "reasoning"), [("low", 64), ("medium", 256), ("high", 1024)])
-def test_reasoning_tokens_per_effort(client: openai.OpenAI, effort: str, reasoning: int) -> None:
+def test_reasoning_tokens_per_effort(
+    client: openai.OpenAI, effort: ReasoningEffort, reasoning: int
+) -> None:
     completion = client.chat.completions.create(
         model="o3-mini", messages=user("hi"), reasoning_effort=effort
     )
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens_details.reasoning_tokens == reasoning
     assert completion.usage.completion_tokens == reasoning + 30
 
@@ -129,6 +134,7 @@ def test_non_streaming_completion_and_headers(client: openai.OpenAI, emu: Emulat
     assert completion.choices[0].finish_reason == "stop"
     message = completion.choices[0].message
     assert message.role == "assistant" and message.refusal is None and message.tool_calls is None
+    assert message.content is not None and completion.usage is not None
     assert "```python" in message.content and "$e^{i\\pi}+1=0$" in message.content
     assert completion.usage.prompt_tokens == expected_prompt_tokens(
         "Formatting re-enabled", "Show me code"
@@ -156,15 +162,17 @@ def test_default_reply_is_deterministic_and_sized(
     first = client.chat.completions.create(model="o3-mini", messages=user("Tell me about tensors"))
     second = client.chat.completions.create(model="o3-mini", messages=user("Tell me about tensors"))
     assert first.choices[0].message.content == second.choices[0].message.content
+    assert first.choices[0].message.content is not None and first.usage is not None
     assert count_tokens(first.choices[0].message.content) == 200
     assert first.usage.completion_tokens == 256 + 200
 
 
 def test_cached_tokens_for_repeated_prefix(client: openai.OpenAI) -> None:
-    developer = {"role": "developer", "content": LONG_DEVELOPER}
+    developer: ChatCompletionMessageParam = {"role": "developer", "content": LONG_DEVELOPER}
     first = client.chat.completions.create(
         model="o3-mini", messages=[developer, *user("first question")]
     )
+    assert first.usage is not None and first.usage.prompt_tokens_details is not None
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     second = client.chat.completions.create(
         model="o3-mini",
@@ -175,6 +183,7 @@ def test_cached_tokens_for_repeated_prefix(client: openai.OpenAI) -> None:
             *user("follow-up"),
         ],
     )
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
     cached = second.usage.prompt_tokens_details.cached_tokens
     shared_prefix = 3 + count_tokens(LONG_DEVELOPER) + 3 + count_tokens("first question")
     assert cached == shared_prefix // 128 * 128
@@ -182,12 +191,16 @@ def test_cached_tokens_for_repeated_prefix(client: openai.OpenAI) -> None:
 
 
 def test_cached_tokens_in_stream_usage(client: openai.OpenAI) -> None:
-    messages = [{"role": "developer", "content": LONG_DEVELOPER}, *user("same again")]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "developer", "content": LONG_DEVELOPER},
+        *user("same again"),
+    ]
     client.chat.completions.create(model="o3-mini", messages=messages)
     stream = client.chat.completions.create(
         model="o3-mini", messages=messages, stream=True, stream_options={"include_usage": True}
     )
     usage = list(stream)[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
     # The whole message list is the shared prefix; only the 3 priming tokens are outside it.
     assert usage.prompt_tokens_details.cached_tokens == (usage.prompt_tokens - 3) // 128 * 128
 
@@ -195,6 +208,7 @@ def test_cached_tokens_in_stream_usage(client: openai.OpenAI) -> None:
 def test_short_prompts_are_never_cached(client: openai.OpenAI) -> None:
     for _ in range(2):
         completion = client.chat.completions.create(model="o3-mini", messages=user("short"))
+        assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
         assert completion.usage.prompt_tokens_details.cached_tokens == 0
 
 
@@ -204,6 +218,7 @@ def test_reasoning_reaching_the_cap_gives_empty_length(client: openai.OpenAI) ->
     )
     assert completion.choices[0].finish_reason == "length"
     assert completion.choices[0].message.content == ""
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens == 100
     assert completion.usage.completion_tokens_details.reasoning_tokens == 100
 
@@ -250,6 +265,7 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
             "json_schema": {"name": "summary", "schema": schema, "strict": True},
         },
     )
+    assert completion.choices[0].message.content is not None
     value = json.loads(completion.choices[0].message.content)
     assert value == {
         "title": "Summarise the history of the",
@@ -266,6 +282,7 @@ def test_json_object_response_format(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="o3-mini", messages=user("Give JSON"), response_format={"type": "json_object"}
     )
+    assert completion.choices[0].message.content is not None
     assert json.loads(completion.choices[0].message.content) == {"answer": "Give JSON"}
 
 
@@ -320,12 +337,14 @@ def test_timestamps_bench_mode(client: openai.OpenAI, emu: EmulatorHandle) -> No
         stamps.append(float(match[2]))
     assert stamps == sorted(stamps) and stamps[-1] - stamps[0] >= 0.02
     assert abs(stamps[-1] - time.time()) < 5
+    assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 256 + 12
 
 
 def test_bench_mode_from_config(client: openai.OpenAI, emu: EmulatorHandle) -> None:
     emu.emulator.update_config({"timestamps": True, "reply_tokens": 5})
     completion = client.chat.completions.create(model="o3-mini", messages=user("bench"))
+    assert completion.choices[0].message.content is not None
     assert re.fullmatch(r"( \d+@\d+\.\d{6}){5}", completion.choices[0].message.content)
 
 
@@ -334,6 +353,7 @@ def test_non_reasoning_model_accepts_sampling_params(client: openai.OpenAI) -> N
         model="gpt-4.1-mini", messages=user("hi"), temperature=0.2, top_p=0.9, max_tokens=20
     )
     assert completion.model == "gpt-4.1-mini-2025-04-14"
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens_details.reasoning_tokens == 0
     assert completion.usage.completion_tokens == 20
     assert completion.choices[0].finish_reason == "length"
@@ -343,6 +363,7 @@ def test_stop_sequence_on_non_reasoning_model(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="gpt-4.1-mini", messages=user("hi"), stop=["```"]
     )
+    assert completion.choices[0].message.content is not None
     assert "```" not in completion.choices[0].message.content
     assert completion.choices[0].message.content.startswith("You asked")
 
@@ -351,6 +372,7 @@ def test_successor_model_supports_minimal_effort(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="gpt-5.6-sol", messages=user("hi"), reasoning_effort="minimal"
     )
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens_details.reasoning_tokens == 16
     assert completion.model == "gpt-5.6-sol"
 

@@ -83,11 +83,13 @@ def test_scenario_match_times_and_fifo(client: openai.OpenAI, emu: EmulatorHandl
     emu.emulator.push({"reply": "second unconditional"})
 
     def ask(text: str) -> str:
-        return (
+        content = (
             client.chat.completions.create(model="o3-mini", messages=user(text))
             .choices[0]
             .message.content
         )
+        assert content is not None
+        return content
 
     assert ask("plain") == "first unconditional"
     assert ask("say the magic word") == "matched"
@@ -132,6 +134,7 @@ def test_control_api_over_http(client: openai.OpenAI, emu: EmulatorHandle) -> No
         == "via http"
     )
     usage = client.chat.completions.create(model="o3-mini", messages=user("x")).usage
+    assert usage is not None
     assert usage.completion_tokens == 256 + 7
     httpx2.post(base + "/scenarios", json={"fault": "server_error"})
     assert httpx2.delete(base + "/journal").json() == {"ok": True}
@@ -190,6 +193,7 @@ def test_concurrent_streams(emu: EmulatorHandle) -> None:
                 text += chunk.choices[0].delta.content
             usage = chunk.usage or usage
         assert f"stream {index}" in text
+        assert usage is not None
         return usage.completion_tokens
 
     async def run() -> list[int]:
@@ -225,6 +229,7 @@ def test_cli_serves_http(tmp_path: Path) -> None:
                 time.sleep(0.1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         completion = client.chat.completions.create(model="o3-mini", messages=user("cli"))
+        assert completion.usage is not None
         assert completion.usage.completion_tokens == 256 + 8
     finally:
         process.terminate()

@@ -7,6 +7,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.shared import ReasoningEffort
 
 from tests.emulator.helpers import user
 
@@ -46,7 +47,9 @@ def test_the_gpt_6_2_models_refuse_effort_none_on_both_apis(client: openai.OpenA
 
 
 @pytest.mark.parametrize("effort", ["low", "xhigh"])
-def test_gpt_6_2_sol_answers_at_the_efforts_it_has(client: openai.OpenAI, effort: str) -> None:
+def test_gpt_6_2_sol_answers_at_the_efforts_it_has(
+    client: openai.OpenAI, effort: ReasoningEffort
+) -> None:
     """developers.openai.com/api/docs/models/gpt-6.2-sol: every effort but `none` up to xhigh."""
     response = client.responses.create(model="gpt-6.2-sol", input="hi", reasoning={"effort": effort})
 

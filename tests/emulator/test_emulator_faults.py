@@ -11,7 +11,7 @@ import pytest
 
 from emulator.server import EmulatorHandle
 from emulator.tokens import count_tokens
-from tests.emulator.helpers import raw_sse, user
+from tests.emulator.helpers import body_of, raw_sse, user
 
 
 def create(client: openai.OpenAI | openai.AzureOpenAI, **kwargs: Any) -> Any:
@@ -51,7 +51,7 @@ def test_http_faults(
     emu: EmulatorHandle,
     fault: str,
     status: int,
-    exception: type,
+    exception: type[openai.APIStatusError],
     code: str | None,
 ) -> None:
     emu.emulator.push({"fault": fault})
@@ -86,7 +86,7 @@ def test_insufficient_quota_has_no_retry_after(client: openai.OpenAI, emu: Emula
     with pytest.raises(openai.RateLimitError) as info:
         create(client)
     assert "retry-after" not in info.value.response.headers
-    assert info.value.body["type"] == "insufficient_quota"
+    assert body_of(info.value)["type"] == "insufficient_quota"
 
 
 def test_sdk_retry_honours_retry_after_ms(emu: EmulatorHandle) -> None:
@@ -112,8 +112,8 @@ def test_prompt_filter_on_azure(azure: openai.AzureOpenAI, emu: EmulatorHandle) 
     with pytest.raises(openai.BadRequestError) as info:
         create(azure, stream=True)
     assert info.value.code == "content_filter" and info.value.param == "prompt"
-    assert info.value.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
-    assert info.value.body["innererror"]["content_filter_result"]["jailbreak"] == {
+    assert body_of(info.value)["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    assert body_of(info.value)["innererror"]["content_filter_result"]["jailbreak"] == {
         "filtered": True,
         "detected": True,
     }
@@ -141,7 +141,7 @@ def test_error_event_mid_stream(client: openai.OpenAI, emu: EmulatorHandle) -> N
     received, error = stream_text(client)
     assert type(error) is openai.APIError
     assert len(received) == 3
-    assert error.body["type"] == "server_error"
+    assert body_of(error)["type"] == "server_error"
     assert "The server had an error" in error.message
 
 

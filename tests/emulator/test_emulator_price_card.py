@@ -35,6 +35,7 @@ def test_a_first_request_writes_its_prefix_to_the_cache_and_a_repeat_reads_it(
     second = client.responses.create(model="gpt-6.2-sol", instructions=INSTRUCTIONS, input="q2")
 
     assert cacheable_prefix() >= 1024
+    assert first.usage is not None and second.usage is not None
     assert first.usage.input_tokens_details.cached_tokens == 0
     assert first.usage.input_tokens_details.cache_write_tokens == cacheable_prefix()
     assert second.usage.input_tokens_details.cached_tokens == cacheable_prefix()
@@ -45,6 +46,7 @@ def test_a_prompt_under_1024_tokens_writes_nothing(client: openai.OpenAI) -> Non
     """Prompt caching starts at 1,024 tokens; InputTokensDetails.cache_write_tokens is 0."""
     response = client.responses.create(model="gpt-6.2-sol", input="A short question")
 
+    assert response.usage is not None
     assert response.usage.input_tokens_details.cache_write_tokens == 0
 
 
@@ -63,9 +65,12 @@ def test_a_scenario_forces_the_reported_cache_writes_on_both_apis(
         model="o3-mini", messages=[{"role": "user", "content": "Another short one"}]
     )
 
+    assert response.usage is not None
     assert response.usage.input_tokens_details.cache_write_tokens == 3
+    assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
     assert completion.usage.prompt_tokens_details.cache_write_tokens == 4
     # Optional on Chat Completions: absent when the request wrote nothing.
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
     assert plain.usage.prompt_tokens_details.cache_write_tokens is None
 
 
@@ -76,6 +81,7 @@ def test_cache_writes_never_exceed_the_uncached_input(
     emu.emulator.push({"input_tokens": 100, "cached_tokens": 60, "cache_write_tokens": 500})
     usage = client.responses.create(model="gpt-6.2-sol", input="q").usage
 
+    assert usage is not None
     assert usage.input_tokens == 100
     assert usage.input_tokens_details.cached_tokens == 60
     assert usage.input_tokens_details.cache_write_tokens == 40

@@ -8,12 +8,15 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from openai.types.responses import FunctionToolParam, ResponseReasoningItem
 
 from emulator.server import EmulatorHandle
 from emulator.tokens import count_tokens
 
-TOOLS = [
-    {
+# The SDK's FunctionToolParam requires "strict", but the API accepts a tool without it (and
+# defaults it); these tests send it without, as many clients do.
+TOOLS: list[FunctionToolParam] = [
+    {  # type: ignore[typeddict-item]
         "type": "function",
         "name": "calculator",
         "description": "Evaluate arithmetic",
@@ -101,7 +104,9 @@ def test_non_streaming_response(client: openai.OpenAI) -> None:
     )
     assert response.object == "response" and response.status == "completed"
     assert 'You asked: "Describe a monad"' in response.output_text
+    assert response.usage is not None
     assert response.usage.output_tokens_details.reasoning_tokens == 1024
+    assert isinstance(response.output[0], ResponseReasoningItem)
     assert response.output[0].summary
     assert response.model == "o3-mini-2025-01-31"
 
@@ -109,6 +114,7 @@ def test_non_streaming_response(client: openai.OpenAI) -> None:
 def test_max_output_tokens_exhausted_by_reasoning(client: openai.OpenAI) -> None:
     response = client.responses.create(model="o3-mini", input="hi", max_output_tokens=100)
     assert response.status == "incomplete"
+    assert response.incomplete_details is not None and response.usage is not None
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output_text == ""
     assert (
@@ -125,6 +131,7 @@ def test_cached_input_tokens(client: openai.OpenAI) -> None:
     instructions = "Answer like a patient teacher. " * 200
     client.responses.create(model="o3-mini", instructions=instructions, input="q1")
     second = client.responses.create(model="o3-mini", instructions=instructions, input="q2")
+    assert second.usage is not None
     cached = second.usage.input_tokens_details.cached_tokens
     assert cached == (3 + count_tokens(instructions)) // 128 * 128 and cached >= 1024
 
@@ -221,6 +228,7 @@ def test_non_reasoning_model_rejects_reasoning(client: openai.OpenAI) -> None:
     assert info.value.code == "unsupported_parameter"
     response = client.responses.create(model="gpt-4.1-mini", input="hi", temperature=0.2)
     assert all(item.type != "reasoning" for item in response.output)
+    assert response.usage is not None
     assert response.usage.output_tokens_details.reasoning_tokens == 0
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import ResponseIncludable
 
 from emulator.server import EmulatorHandle
 
-ENCRYPTED = ["reasoning.encrypted_content"]
+ENCRYPTED: list[ResponseIncludable] = ["reasoning.encrypted_content"]
 
 
 def ask(client: openai.OpenAI, input_: Any, **extra: Any) -> Any:
@@ -252,6 +253,7 @@ def test_a_background_stream_resumes_after_the_last_sequence_number_seen(
     numbers = [e.sequence_number for e in resumed]
     assert numbers == list(range(last_seen + 1, last_seen + 1 + len(numbers)))
     assert resumed[-1].type == "response.completed"
+    assert resumed[-1].response.usage is not None
     assert resumed[-1].response.usage.output_tokens_details.reasoning_tokens > 0
     text = "".join(e.delta for e in resumed if e.type == "response.output_text.delta")
     assert text == resumed[-1].response.output_text

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import openai
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from emulator.server import EmulatorHandle
 from tests.emulator.helpers import raw_chunks, user
 
 
-def function_tool(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+def function_tool(name: str, properties: dict[str, Any]) -> ChatCompletionFunctionToolParam:
     return {
         "type": "function",
         "function": {
@@ -32,6 +39,14 @@ CONVERTER = function_tool(
     {"value": {"type": "number"}, "from_unit": {"type": "string"}, "to_unit": {"type": "string"}},
 )
 WEATHER = function_tool("get_weather", {"city": {"type": "string"}})
+
+
+def first_call(completion: ChatCompletion) -> ChatCompletionMessageFunctionToolCall:
+    """The first tool call of a completion; every tool here is a function tool."""
+    tool_calls = completion.choices[0].message.tool_calls
+    assert tool_calls is not None
+    assert isinstance(tool_calls[0], ChatCompletionMessageFunctionToolCall)
+    return tool_calls[0]
 
 
 def accumulate(stream: openai.Stream) -> tuple[dict[int, dict[str, Any]], str | None, list]:
@@ -104,7 +119,7 @@ def test_calculate_keyword_rule(client: openai.OpenAI) -> None:
         messages=user("Please calculate the area of a 3 by 4 rectangle"),
         tools=[CALCULATOR],
     )
-    call = completion.choices[0].message.tool_calls[0]
+    call = first_call(completion)
     assert json.loads(call.function.arguments) == {"expression": "the area of a 3 by 4 rectangle"}
     assert completion.choices[0].finish_reason == "tool_calls"
     assert completion.choices[0].message.content is None
@@ -114,7 +129,7 @@ def test_convert_demo_rule(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="o3-mini", messages=user("convert 5 km to mi"), tools=[CALCULATOR, CONVERTER]
     )
-    call = completion.choices[0].message.tool_calls[0]
+    call = first_call(completion)
     assert call.function.name == "convert_units"
     assert json.loads(call.function.arguments) == {"value": 5, "from_unit": "km", "to_unit": "mi"}
 
@@ -137,7 +152,7 @@ def test_forced_tool_choice_builds_arguments_from_schema(client: openai.OpenAI) 
         tools=[CALCULATOR, WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    call = completion.choices[0].message.tool_calls[0]
+    call = first_call(completion)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Oslo please, right now"}
 
@@ -178,10 +193,13 @@ def test_tool_result_round_trip(client: openai.OpenAI) -> None:
     first = client.chat.completions.create(
         model="o3-mini", messages=user("what is 6*7"), tools=[CALCULATOR]
     )
-    call = first.choices[0].message.tool_calls[0]
-    messages = [
+    call = first_call(first)
+    messages: list[ChatCompletionMessageParam] = [
         *user("what is 6*7"),
-        first.choices[0].message.model_dump(exclude_none=True),
+        cast(
+            ChatCompletionAssistantMessageParam,
+            first.choices[0].message.model_dump(exclude_none=True),
+        ),
         {"role": "tool", "tool_call_id": call.id, "content": "42"},
     ]
     stream = client.chat.completions.create(

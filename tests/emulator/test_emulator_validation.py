@@ -7,10 +7,11 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from openai.types.shared import ReasoningEffort
 
 from emulator.server import EmulatorHandle
 from emulator.tokens import count_tokens
-from tests.emulator.helpers import user
+from tests.emulator.helpers import body_of, user
 
 
 def error_of(call: Any) -> openai.APIStatusError:
@@ -91,14 +92,14 @@ def test_n_greater_than_one(client: openai.OpenAI) -> None:
         lambda: client.chat.completions.create(model="o3-mini", messages=user("hi"), n=2)
     )
     assert error.code == "unsupported_value" and error.param == "n"
-    assert error.body["message"] == (
+    assert body_of(error)["message"] == (
         "Unsupported value: 'n' does not support 2 with this model. Only the default (1) value is supported."
     )
     assert client.chat.completions.create(model="o3-mini", messages=user("hi"), n=1).choices
 
 
 @pytest.mark.parametrize("effort", ["minimal", "xhigh", "none"])
-def test_effort_outside_the_model_list(client: openai.OpenAI, effort: str) -> None:
+def test_effort_outside_the_model_list(client: openai.OpenAI, effort: ReasoningEffort) -> None:
     error = error_of(
         lambda: client.chat.completions.create(
             model="o3-mini", messages=user("hi"), reasoning_effort=effort
@@ -122,7 +123,7 @@ def test_max_completion_tokens_too_large(client: openai.OpenAI) -> None:
         )
     )
     assert error.param == "max_completion_tokens" and error.code == "invalid_value"
-    assert error.body["message"] == (
+    assert body_of(error)["message"] == (
         "max_completion_tokens is too large: 200000. This model supports at most 100000 completion tokens, "
         "whereas you provided 200000."
     )
@@ -140,7 +141,7 @@ def test_stream_options_without_stream(client: openai.OpenAI) -> None:
     )
     assert error.param == "stream_options"
     assert (
-        error.body["message"]
+        body_of(error)["message"]
         == "The 'stream_options' parameter is only allowed when 'stream' is enabled."
     )
 
@@ -166,6 +167,7 @@ def test_context_length_exceeded(client: openai.OpenAI) -> None:
     ok = client.chat.completions.create(
         model="o3-mini", messages=user(text), max_completion_tokens=1000
     )
+    assert ok.usage is not None
     assert ok.usage.prompt_tokens == prompt_tokens
 
 

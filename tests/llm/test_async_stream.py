@@ -1,7 +1,7 @@
-"""The event loop's stream (AsyncChatStream) against the emulator over real HTTP: the
-same events as the sync stream, its own line splitting, and a close from another thread
-(Stop, a stall) that ends a read waiting on a silent provider without cancelling the
-answer's task."""
+"""The event loop's stream (AsyncChatStream) against the emulator over real HTTP: its own
+line splitting, and a close from another thread (Stop, a stall) that ends a read waiting
+on a silent provider without cancelling the answer's task. What it yields for each API
+style is in test_client.py, test_responses_api.py and test_background_requests.py."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from llm.client import _lines, build_async_client, open_stream, open_stream_async
-from llm.types import ChatRequest, LLMError, StreamEvent, TextDelta
+from llm.client import build_async_client
+from llm.sse import sse_lines
+from llm.stream import open_stream_async
+from llm.types import ChatRequest, LLMError, StreamEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -24,37 +26,9 @@ def request() -> ChatRequest:
     return ChatRequest(messages=MESSAGES, reasoning_effort="low", max_completion_tokens=4000)
 
 
-def shape(events: list[StreamEvent]) -> list[tuple[str, Any]]:
-    """Each event's kind and content, without the ids the provider makes up per request
-    (response ids, reasoning items)."""
-    return [(type(e).__name__, getattr(e, "text", None) or getattr(e, "usage", None)
-             or getattr(e, "reason", None)) for e in events]
-
-
-async def read_all(profile: Any) -> list[StreamEvent]:
-    stream = await open_stream_async(profile, request())
-    try:
-        return [event async for event in stream]
-    finally:
-        await close_client(profile)
-
-
 async def close_client(profile: Any) -> None:
     """This test's loop ends here: close the client (and its aiohttp session) it opened."""
     await build_async_client(profile).close()
-
-
-@pytest.mark.parametrize("style", ["chat", "responses"])
-def test_the_async_stream_yields_exactly_the_sync_streams_events(
-    make_profile: Callable[..., Any], emulator: Any, style: str
-) -> None:
-    profile = make_profile(api_style=style)
-
-    sync_events = list(open_stream(profile, request()))
-    async_events = asyncio.run(read_all(profile))
-
-    assert shape(async_events) == shape(sync_events)
-    assert any(isinstance(event, TextDelta) for event in async_events)
 
 
 def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
@@ -65,7 +39,7 @@ def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
             yield chunk
 
     async def collect() -> list[str]:
-        return [line async for line in _lines(pieces())]
+        return [line async for line in sse_lines(pieces())]
 
     lines = [line for line in asyncio.run(collect()) if line]
     assert lines == ['data: {"a":1}', "data: \u00e9", "data: [DONE]"]

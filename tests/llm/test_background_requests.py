@@ -5,18 +5,20 @@ Exact request bodies come from the emulator's journal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from accounts.models import User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.prompts import prompt_cache_key
 from answers.replies import start_turn
 from conversations.models import Message
-from llm import client as llm
+from llm.client import close_clients
 from llm.models import ModelProfile
+from llm.stream import AsyncChatStream, open_stream_async, resume_stream_async
 from llm.tools import tool_schemas
 from llm.types import (
     ChatRequest,
@@ -145,20 +147,29 @@ def test_a_resumed_stream_takes_what_it_did_not_see_from_the_final_output_once(
     request = ChatRequest(messages=[{"role": "user", "content": "What is 6*7?"}],
                           reasoning_effort="high", max_completion_tokens=5_000,
                           tools=tool_schemas(), background=True)
-    first = llm.open_stream(responses_profile, request)
     before: list[Any] = []
-    for event in first:
-        before.append(event)
-        if isinstance(event, ToolCallDelta):
-            break  # the call was announced; its arguments are still to come
-    first.close()  # the worker died here
+
+    async def die_then_resume() -> tuple[AsyncChatStream, AsyncChatStream, list[Any]]:
+        try:
+            first = await open_stream_async(responses_profile, request)
+            events = aiter(first)
+            async for event in events:
+                before.append(event)
+                if isinstance(event, ToolCallDelta):
+                    break  # the call was announced; its arguments are still to come
+            first.close()  # the worker died here
+            await events.aclose()
+            assert first.sequence_number is not None
+            resumed = await resume_stream_async(responses_profile, first.response_id,
+                                                starting_after=first.sequence_number)
+            return first, resumed, [event async for event in resumed]
+        finally:
+            await close_clients()
+
+    first, resumed, after = asyncio.run(die_then_resume())
     [started] = [e for e in before if isinstance(e, ResponseStarted)]
     [reasoning] = [e for e in before if isinstance(e, ReasoningItem)]
     assert first.response_id == started.response_id and first.sequence_number is not None
-
-    resumed = llm.resume_stream(responses_profile, first.response_id,
-                                starting_after=first.sequence_number)
-    after = list(resumed)
 
     calls = [e for e in after if isinstance(e, ToolCallDelta)]
     assert [(c.index, c.id, c.name) for c in calls] == [(0, before[-1].id, "calculator")]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from llm.client import open_stream
 from llm.tools import tool_schemas
 from llm.types import (
     ChatRequest,
@@ -21,6 +20,7 @@ from llm.types import (
     ToolCallDelta,
     UsageReport,
 )
+from tests.llm.streams import read_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def request(**fields: Any) -> ChatRequest:
 
 
 def stream(profile: Any, chat: ChatRequest | None = None) -> list[StreamEvent]:
-    return list(open_stream(profile, chat or request()))
+    return read_stream(profile, chat or request())
 
 
 def text_of(events: list[StreamEvent]) -> str:
@@ -328,8 +328,7 @@ def test_a_stream_that_breaks_after_text_raises_a_retryable_upstream_error(
     seen: list[StreamEvent] = []
 
     with pytest.raises(LLMError) as caught:
-        for event in open_stream(make_profile(), request()):
-            seen.append(event)
+        read_stream(make_profile(), request(), seen)
 
     assert caught.value.code == "upstream_error"
     assert text_of(seen)  # what came before the break was yielded

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.replies import start_turn
 from conversations.models import Message
 from llm import client as llm_client

@@ -19,9 +19,9 @@ from django.test import Client
 
 from accounts.models import User
 from conversations.models import Message
-from llm.client import open_stream
 from llm.models import ModelProfile
 from llm.types import ChatRequest, LLMError
+from tests.llm.streams import read_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -166,8 +166,8 @@ def test_a_profile_saved_around_the_form_is_refused_before_any_request(
     profile = make_profile(provider=provider, endpoint=endpoint, api_key_env=name)
 
     with pytest.raises(LLMError) as caught:
-        list(open_stream(profile, ChatRequest(messages=MESSAGES, reasoning_effort="low",
-                                              max_completion_tokens=4000)))
+        read_stream(profile, ChatRequest(messages=MESSAGES, reasoning_effort="low",
+                                         max_completion_tokens=4000))
 
     error = caught.value
     assert emulator.journal_snapshot() == []
@@ -185,8 +185,8 @@ def test_the_servers_azure_key_never_goes_to_an_endpoint_typed_into_a_profile(
     profile = make_profile(provider="azure", endpoint=settings.EMULATOR_URL, api_key_env="")
 
     with pytest.raises(LLMError) as caught:
-        list(open_stream(profile, ChatRequest(messages=MESSAGES, reasoning_effort="low",
-                                              max_completion_tokens=4000)))
+        read_stream(profile, ChatRequest(messages=MESSAGES, reasoning_effort="low",
+                                         max_completion_tokens=4000))
 
     assert caught.value.reason == "configuration"
     assert "names no key variable" in caught.value.detail
@@ -196,7 +196,7 @@ def test_the_servers_azure_key_never_goes_to_an_endpoint_typed_into_a_profile(
 def test_an_answer_from_a_profile_naming_the_database_url_fails_without_calling_out(
     alice: Any, o3_mini: ModelProfile, settings: Any, emulator: Any, monkeypatch: Any
 ) -> None:
-    from answers.generation import run_generation
+    from answers.engine import run_generation
     from answers.replies import start_turn
 
     monkeypatch.setenv("DATABASE_URL", f"postgres://app:{SERVER_SECRET}@db/teamchat")
@@ -219,8 +219,8 @@ def test_a_profile_with_an_allowed_name_still_sends_its_key(
 ) -> None:
     monkeypatch.setenv("LLM_KEY_GATEWAY", "gw-key-789")
 
-    list(open_stream(gateway, ChatRequest(messages=MESSAGES, reasoning_effort="low",
-                                          max_completion_tokens=4000)))
+    read_stream(gateway, ChatRequest(messages=MESSAGES, reasoning_effort="low",
+                                     max_completion_tokens=4000))
 
     [call] = emulator.journal_snapshot()
     assert call["headers"]["authorization"] == "Bearer gw-key-789"

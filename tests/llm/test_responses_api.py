@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.prompts import prompt_cache_key
 from answers.replies import start_turn
 from billing.models import Reservation

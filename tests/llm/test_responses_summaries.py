@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from answers.generation import run_generation
+from answers.engine import run_generation
 from answers.prompts import prompt_cache_key
 from answers.replies import start_turn
 from conversations.models import Message

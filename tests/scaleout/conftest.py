@@ -1,4 +1,5 @@
-"""Two web processes and two Celery worker processes on one PostgreSQL and one Redis.
+"""Two web processes and two Celery worker processes (and runstack's side worker, which
+makes the titles) on one PostgreSQL and one Redis.
 
 Each process runs the command ``make run`` starts it with (runstack's web child, its
 Celery worker command at its default 200 threads), plus ``--task-events`` so that the test learns from the workers
@@ -28,6 +29,8 @@ from django.conf import settings as django_settings
 from answers.dispatch import GENERATE_REPLY
 from conversations.management.commands.runstack import (
     WORKER_CONCURRENCY,
+    side_node,
+    side_worker_command,
     web_command,
     worker_command,
     worker_node,
@@ -116,7 +119,8 @@ class ScaledStack:
         running. A finished answer queues its title before its final frame goes out."""
         broker = redis.Redis.from_url(self.redis_url)
         try:
-            waiting = broker.llen("celery") + broker.hlen("unacked")
+            waiting = (broker.llen("celery") + broker.llen(django_settings.SIDE_CALL_QUEUE)
+                       + broker.hlen("unacked"))
         finally:
             broker.close()
         return waiting == 0 and self.tasks.running() == 0
@@ -176,14 +180,17 @@ def scaled_stack(django_db_setup: None, emulator_server: Any,
         for index in (1, 2):
             args = worker_command(index, concurrency=WORKER_CONCURRENCY) + ["--task-events"]
             workers.append((processes.spawn(f"worker{index}", args), host_format(worker_node(index))))
+        # The side worker runstack starts next to them: it makes the titles.
+        side_args = side_worker_command(1, concurrency=django_settings.SIDE_CALL_CONCURRENCY)
+        side = (processes.spawn("side1", side_args + ["--task-events"]), host_format(side_node(1)))
         webs = [start_web(processes, "web-a"), start_web(processes, "web-b")]
         for proc, base in webs:
             wait_for(partial(serving, proc, base), timeout=60, what=f"{proc.name} to serve",
                      every=0.2)
-        nodes = {node for _, node in workers}
+        nodes = {node for _, node in [*workers, side]}
 
         def both_workers_report() -> bool:
-            for proc, _ in workers:
+            for proc, _ in [*workers, side]:
                 assert proc.alive(), proc.tail()
             with tasks.lock:
                 return nodes <= tasks.workers_seen

@@ -83,3 +83,12 @@ def test_the_proxy_forwards_the_chat_websocket_and_the_client_address(
     assert tab.answer.final is not None and tab.answer.final["type"] == "done"
     assert tab.answer.text == message.content == reply
     assert sorted(tab.answer.parts) == list(range(1, message.stream_seq + 1))
+
+
+def test_the_proxy_never_serves_the_metrics(stack: ScaledStack, proxy: str) -> None:
+    # Even with the right token: the public entrance has no metrics; Prometheus scrapes
+    # each container directly.
+    response = httpx2.get(f"{proxy}/metrics", timeout=10,
+                          headers={"Authorization": "Bearer any-token"})
+    assert response.status_code == 404
+    assert "# TYPE" not in response.text

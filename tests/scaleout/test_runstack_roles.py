@@ -58,7 +58,8 @@ def test_make_run_starts_every_web_and_worker_process_each_under_its_own_name(
 ) -> None:
     children = Command().children(OPTIONS, runstack.ROLES, listener)
 
-    assert names(children) == ["emulator", "worker1", "worker2", "beat", "web1", "web2", "web3"]
+    assert names(children) == ["emulator", "worker1", "worker2", "side1", "beat",
+                               "web1", "web2", "web3"]
     workers = [child for child in children if child.name.startswith("worker")]
     assert [child.args[child.args.index("--hostname") + 1] for child in workers] == [
         "worker1@%h", "worker2@%h"]
@@ -67,6 +68,15 @@ def test_make_run_starts_every_web_and_worker_process_each_under_its_own_name(
         assert child.args[child.args.index("--concurrency") + 1] == str(CLAIM_THREADS)
         assert child.env["WORKER_LIVE_ANSWERS"] == "200"
         assert child.stop_grace == processes.WORKER_DRAIN_SECONDS + runstack.STOP_GRACE_SECONDS
+        # Answers only: a title never takes one of these threads.
+        assert child.args[child.args.index("-Q") + 1] == "celery"
+    # Titles: the side worker's own SIDE_CALL_CONCURRENCY threads, from the side queue only.
+    side = children[names(children).index("side1")]
+    assert side.args[side.args.index("--hostname") + 1] == "side1@%h"
+    assert side.args[side.args.index("-Q") + 1] == processes.SIDE_CALL_QUEUE == "side"
+    assert side.args[side.args.index("--concurrency") + 1] == str(processes.SIDE_CALL_CONCURRENCY)
+    assert processes.CELERY_TASK_ROUTES == {
+        "conversations.tasks.generate_title": {"queue": "side"}}
     # Every web child serves the supervisor's one listening socket, handed down by number.
     for child in children[-3:]:
         assert child.pass_fds == (listener.fileno(),)
@@ -83,13 +93,17 @@ def test_each_compose_service_starts_its_own_role_only(
     assert names(command.children({**OPTIONS, "only": "web"}, ("web",), listener)) == [
         "web1", "web2", "web3"]
     assert names(command.children({**OPTIONS, "only": "worker"}, ("worker",), None)) == [
-        "worker1", "worker2"]
+        "worker1", "worker2", "side1"]
 
 
-def test_embedded_mode_stays_one_process(
+def test_embedded_mode_serves_the_product_from_one_process(
     processes: Any, listener: socket.socket
 ) -> None:
     processes.EMBEDDED = True
+    # Web, worker and reaper share one process; the offline demo model (no provider is
+    # configured here) is a process of its own, as in the full topology.
+    assert names(Command().children(OPTIONS, runstack.ROLES, listener)) == ["emulator", "web1"]
+    processes.OPENAI_API_KEY = "sk-test"
     assert names(Command().children(OPTIONS, runstack.ROLES, listener)) == ["web1"]
     with pytest.raises(CommandError, match="embedded mode is one process"):
         Command().handle(**{**OPTIONS, "only": "worker", "serve": False, "ping_workers": False})
@@ -98,7 +112,8 @@ def test_embedded_mode_stays_one_process(
 def test_pools_that_would_pass_the_server_limit_are_lowered_together(
     processes: Any, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = PoolPlan(3, 2, web_pool=web_pool_size(), worker_pool=worker_pool_size(CLAIM_THREADS))
+    plan = PoolPlan(3, 2, web_pool=web_pool_size(), worker_pool=worker_pool_size(CLAIM_THREADS),
+                    side_processes=1, side_pool=worker_pool_size(processes.SIDE_CALL_CONCURRENCY))
     monkeypatch.setattr(runstack, "server_connection_limit", lambda: plan.total // 2)
 
     children = Command().children(OPTIONS, runstack.ROLES, listener)
@@ -108,6 +123,7 @@ def test_pools_that_would_pass_the_server_limit_are_lowered_together(
     pools = {child.name: child.env.get("DB_POOL_MAX") for child in children}
     assert pools == {"emulator": None, "beat": None,
                      "worker1": str(fitted.worker_pool), "worker2": str(fitted.worker_pool),
+                     "side1": str(fitted.side_pool),
                      "web1": str(fitted.web_pool), "web2": str(fitted.web_pool),
                      "web3": str(fitted.web_pool)}
 
@@ -168,4 +184,4 @@ def test_the_worker_healthcheck_hears_every_worker_process_of_the_host(
     done = subprocess.run([sys.executable, "manage.py", "runstack", "--ping-workers"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "2 worker processes answered" in done.stdout
+    assert "2 worker processes and 1 side process answered" in done.stdout

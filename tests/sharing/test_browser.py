@@ -89,9 +89,13 @@ class Watch:
             if request.url.startswith(("http:", "https:", "ws:", "wss:")) and host != "127.0.0.1":
                 self.remote_requests.append(request.url)
 
+        def on_console(message: Any) -> None:
+            if message.type == "error":
+                self.console_errors.append(message.text)
+
         page.on("dialog", on_dialog)
         page.on("request", on_request)
-        page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        page.on("console", on_console)
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
 
 

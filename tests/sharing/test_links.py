@@ -108,7 +108,8 @@ def test_update_link_moves_the_snapshot_and_keeps_the_address(alice: User) -> No
     link = links.update_link(user=alice, link_id=issued.link.pk, visibility=ORG, expires_at=None)
     snapshot = links.get_shared_snapshot(token=issued.token, viewer=alice)
     assert [m.content for m in snapshot.messages] == ["one?", "1", "two?", "2"]
-    assert link.snapshot_message_id == conversation.messages.order_by("-id").first().pk
+    last = conversation.messages.order_by("-id").first()
+    assert last is not None and link.snapshot_message_id == last.pk
 
 
 def test_settings_change_without_moving_the_snapshot(alice: User, org_a: Organization) -> None:

@@ -98,6 +98,7 @@ def test_creating_a_link_shows_its_address_once(alice: User, bob: User, as_user:
     token = url.group(1).rsplit("/", 2)[-2]
     link = ShareLink.objects.get()
     assert link.token_hash == links.hash_token(token)
+    assert link.expires_at is not None
     assert timedelta(days=6, hours=23) < link.expires_at - timezone.now() <= timedelta(days=7)
     # Shown once: the dialog never shows it again.
     assert token not in client.get(f"/c/{conversation.pk}/share/").content.decode()

@@ -6,12 +6,14 @@ on SIGTERM/SIGINT stops them all, giving each Celery worker WORKER_DRAIN_SECONDS
 finish the answers it is streaming.
 
 Embedded (no DATABASE_URL / REDIS_URL): one child runs the ASGI server, a Celery worker
-thread pool, the reaper and the emulator (the in-memory broker and channel layer only
+thread pool, its side pool and the reaper (the in-memory broker and channel layer only
 work within one process). Full topology: WEB_PROCESSES web children (uvicorn),
 WORKER_PROCESSES Celery workers (node names ``worker1@<host>``, ``worker2@<host>``...),
-beat and, in demo mode, the emulator, each its own process. ``--only web`` or
-``--only worker`` runs just that role (one compose service per role); ``--serve`` runs
-the web part in this process instead (what a web child runs).
+one side worker for titles (``side1@<host>``) and beat, each its own process. In demo
+mode (no provider configured) either way starts the emulator too, as its own process
+(``python -m emulator``), before the others. ``--only web`` or ``--only worker`` runs just
+that role (one compose service per role; the worker role includes the side worker);
+``--serve`` runs the web part in this process instead (what a web child runs).
 
 Every web child serves the one listening socket this supervisor opened and handed down
 (``--fd``): the kernel gives each new connection to whichever child accepts first, the
@@ -25,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +43,15 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chatsite import metrics
+from chatsite.celery import app, side_queues
 from chatsite.checks import UNDELIVERED_BACKENDS
 from chatsite.dbpool import web_pool_size, worker_pool_size
+from chatsite.embedded import start_periodic, start_reaper, start_side_worker, start_worker
 from chatsite.logs import uvicorn_log_config
+from chatsite.signals import embedded_loop_started
+from conversations.datajobs import clean_up as clean_up_data_jobs
+from conversations.retirements import move_orgs_off_retiring_models
 from llm.client import is_demo_mode
 
 MANAGE_PY = str(Path(settings.BASE_DIR) / "manage.py")
@@ -52,6 +62,8 @@ POLL_SECONDS = 0.25
 MAX_RESTART_DELAY = 2.0
 STABLE_AFTER_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
+# How long the first start waits for a child that others call (the emulator) to listen.
+READY_TIMEOUT_SECONDS = 15.0
 # uvicorn's own default: connections that wait while every web child is busy or restarting.
 LISTEN_BACKLOG = 2048
 # PostgreSQL connections left free by the pools of the processes started here: beat, a
@@ -87,6 +99,8 @@ class Child:
     crashes: int = 0
     restart_at: float | None = None
     restarts: int = field(default=0)
+    # Where the child listens: the children after it are started once it accepts there.
+    ready_at: tuple[str, int] | None = None
 
 
 class Supervisor:
@@ -108,10 +122,29 @@ class Supervisor:
 
     def run(self) -> None:
         for child in self.children:
+            if self.stopping:
+                return
             self.start(child)
+            if child.ready_at is not None:
+                self.wait_ready(child)
         while not self.stopping:
             time.sleep(POLL_SECONDS)
             self.check()
+
+    def wait_ready(self, child: Child) -> None:
+        """Until ``child`` accepts connections at ``ready_at`` (as the in-process emulator
+        did before the web server started), it exits, or READY_TIMEOUT_SECONDS pass."""
+        assert child.process is not None and child.ready_at is not None
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not self.stopping and child.process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(child.ready_at, timeout=POLL_SECONDS).close()
+                return
+            except OSError:
+                time.sleep(POLL_SECONDS / 5)
+        if not self.stopping:
+            self.log(f"{child.name} is not listening on {child.ready_at[0]}:{child.ready_at[1]}; "
+                     "starting the others anyway")
 
     def check(self) -> None:
         now = time.monotonic()
@@ -127,6 +160,7 @@ class Supervisor:
             code = child.process.poll()
             if code is None:
                 continue
+            metrics.process_ended(child.process.pid, child.env.get(metrics.MULTIPROCESS_DIR_ENV))
             quick = now - child.started_at < STABLE_AFTER_SECONDS
             child.crashes = child.crashes + 1 if quick else 1
             delay = restart_delay(child.crashes - 1)
@@ -165,6 +199,11 @@ def worker_node(index: int) -> str:
     return f"worker{index}@%h"
 
 
+def side_node(index: int) -> str:
+    """Celery node name of the ``index``-th side worker process (titles)."""
+    return f"side{index}@%h"
+
+
 def claim_threads(concurrency: int) -> int:
     """Celery pool threads of a worker that streams ``concurrency`` answers: they only
     claim answers for the event loop, so a few suffice however many it streams."""
@@ -177,7 +216,16 @@ def worker_command(index: int, *, concurrency: int) -> list[str]:
     them at once (WORKER_LIVE_ANSWERS, set by ``worker_children``)."""
     return [sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
             "--concurrency", str(claim_threads(concurrency)), "--loglevel", "INFO",
-            "--hostname", worker_node(index)]
+            "--hostname", worker_node(index), "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
+
+
+def side_worker_command(index: int, *, concurrency: int) -> list[str]:
+    """The side worker: ``concurrency`` (SIDE_CALL_CONCURRENCY) threads that make the
+    side calls to the provider (titles), from the side queues only. The answer workers
+    consume the default queue only (``-Q``), so a title never takes a claim thread."""
+    return [sys.executable, "-m", "celery", "-A", "chatsite", "worker", "--pool", "threads",
+            "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--hostname", side_node(index), "-Q", ",".join(side_queues(settings.CELERY_TASK_ROUTES))]
 
 
 def web_command(*, host: str, port: int, concurrency: int, fd: int | None = None) -> list[str]:
@@ -204,6 +252,45 @@ def worker_children(count: int, *, concurrency: int) -> list[Child]:
             for index in range(1, count + 1)]
 
 
+def side_children() -> list[Child]:
+    """One side worker per worker role: SIDE_CALL_CONCURRENCY side calls at once per
+    runstack (per compose ``worker`` container). Its warm stop lets a title in flight end."""
+    grace = settings.WORKER_DRAIN_SECONDS + STOP_GRACE_SECONDS
+    return [Child("side1", side_worker_command(1, concurrency=settings.SIDE_CALL_CONCURRENCY),
+                  stop_grace=grace)]
+
+
+def share_metrics(web: list[Child], workers: list[Child], directory: str) -> socket.socket | None:
+    """Each role's processes keep their metrics in a directory of their own under
+    ``directory`` (prometheus-client's multiprocess mode, chatsite/metrics.py), and with
+    WORKER_METRICS_PORT the workers share one listening socket, as the web processes share
+    theirs: a scrape reaches any process of the role and gets the sums of the role's
+    processes. Returns that socket (None: no worker metrics)."""
+    for role, children in (("web", web), ("worker", workers)):
+        path = os.path.join(directory, role)
+        os.makedirs(path, exist_ok=True)
+        for child in children:
+            child.env[metrics.MULTIPROCESS_DIR_ENV] = path
+    if not workers or not settings.WORKER_METRICS_PORT or not settings.METRICS_TOKEN:
+        return None
+    listener = listening_socket("0.0.0.0", settings.WORKER_METRICS_PORT)
+    for child in workers:
+        child.env[metrics.WORKER_METRICS_FD_ENV] = str(listener.fileno())
+        child.pass_fds = (*child.pass_fds, listener.fileno())
+    return listener
+
+
+def emulator_children() -> list[Child]:
+    """The offline demo model (``python -m emulator``) at EMULATOR_URL, when no provider
+    is configured; none otherwise."""
+    if not is_demo_mode():
+        return []
+    emulator = urlsplit(settings.EMULATOR_URL)
+    host, port = emulator.hostname or "127.0.0.1", emulator.port or 8001
+    return [Child("emulator", [sys.executable, "-m", "emulator", "--host", host,
+                               "--port", str(port)], ready_at=(host, port))]
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """The one socket every web child accepts on (see the module docstring)."""
     try:
@@ -227,21 +314,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """Largest pool of each web and worker process, and what they add up to."""
+    """Largest pool of each web, worker and side process, and what they add up to."""
 
     web_processes: int
     worker_processes: int
     web_pool: int
     worker_pool: int
+    side_processes: int = 0
+    side_pool: int = 0
 
     @property
     def total(self) -> int:
-        return self.web_processes * self.web_pool + self.worker_processes * self.worker_pool
+        return (self.web_processes * self.web_pool + self.worker_processes * self.worker_pool
+                + self.side_processes * self.side_pool)
 
     def describe(self) -> str:
         terms = [f"{count} {role} × {pool}" for role, count, pool in (
             ("web", self.web_processes, self.web_pool),
-            ("worker", self.worker_processes, self.worker_pool)) if count]
+            ("worker", self.worker_processes, self.worker_pool),
+            ("side", self.side_processes, self.side_pool)) if count]
         return f"{' + '.join(terms)} = {self.total}"
 
 
@@ -259,7 +350,8 @@ def fit_pools(plan: PoolPlan, limit: int) -> PoolPlan:
         return min(pool, max(MIN_POOL_SIZE, math.floor(pool * scale)))
 
     return PoolPlan(plan.web_processes, plan.worker_processes,
-                    web_pool=scaled(plan.web_pool), worker_pool=scaled(plan.worker_pool))
+                    web_pool=scaled(plan.web_pool), worker_pool=scaled(plan.worker_pool),
+                    side_processes=plan.side_processes, side_pool=scaled(plan.side_pool))
 
 
 def pools_are_sized_by_role() -> bool:
@@ -295,6 +387,10 @@ def server_connection_limit() -> int | None:
 
 class Command(BaseCommand):
     help = "Serve web, workers and (in demo mode) the offline model emulator, supervised."
+    # Where the children pool their metrics (handle() makes it), and the workers' metrics
+    # socket (share_metrics).
+    metrics_dir = ""
+    worker_metrics: socket.socket | None = None
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -325,6 +421,8 @@ class Command(BaseCommand):
                                "embedded mode is one process")
         roles = (options["only"],) if options["only"] else ROLES
         listener = listening_socket(options["host"], options["port"]) if "web" in roles else None
+        # Embedded mode is one process: its own metrics are all there is.
+        self.metrics_dir = "" if settings.EMBEDDED else tempfile.mkdtemp(prefix="teamchat-metrics-")
         try:
             children = self.children(options, roles, listener)
             for child in children:
@@ -340,6 +438,10 @@ class Command(BaseCommand):
         finally:
             if listener is not None:
                 listener.close()
+            if self.worker_metrics is not None:
+                self.worker_metrics.close()
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def log(self, line: str) -> None:
         self.stdout.write(f"runstack: {line}")
@@ -355,6 +457,7 @@ class Command(BaseCommand):
                 parts.append(f"{settings.WEB_PROCESSES} web")
             if "worker" in roles:
                 parts.append(f"{settings.WORKER_PROCESSES} Celery worker")
+                parts.append("1 side worker (titles)")
             if not options["only"]:
                 parts.append("beat")
             mode = f"full topology ({', '.join(parts)} processes on PostgreSQL and Redis)"
@@ -384,28 +487,28 @@ class Command(BaseCommand):
             web = web_children(count, listener=listener, host=options["host"],
                                port=options["port"], concurrency=concurrency)
         if settings.EMBEDDED:
-            return web
+            return emulator_children() + web
         workers = (worker_children(settings.WORKER_PROCESSES, concurrency=concurrency)
                    if "worker" in roles else [])
+        # The worker role's side pool: titles never take a thread that claims answers.
+        side = side_children() if "worker" in roles else []
         whole_stack = roles == ROLES
-        self.size_pools(web, workers, concurrency=concurrency, whole_stack=whole_stack)
+        self.size_pools(web, workers, side, concurrency=concurrency, whole_stack=whole_stack)
+        if self.metrics_dir:
+            # The side worker counts with the worker role (its titles' spend, its errors).
+            self.worker_metrics = share_metrics(web, workers + side, self.metrics_dir)
         if not whole_stack:
-            return web + workers
-        children = []
-        if is_demo_mode():
-            emulator = urlsplit(settings.EMULATOR_URL)
-            children.append(Child("emulator", [
-                sys.executable, "-m", "emulator", "--host", emulator.hostname or "127.0.0.1",
-                "--port", str(emulator.port or 8001)]))
-        children.extend(workers)
+            return web + workers + side
+        children = emulator_children()
+        children.extend(workers + side)
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule there
         children.append(Child("beat", [
             sys.executable, "-m", "celery", "-A", "chatsite", "beat", "--loglevel", "WARNING",
             "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]))
         return children + web
 
-    def size_pools(self, web: list[Child], workers: list[Child], *, concurrency: int,
-                   whole_stack: bool) -> None:
+    def size_pools(self, web: list[Child], workers: list[Child], side: list[Child], *,
+                   concurrency: int, whole_stack: bool) -> None:
         """Keep every process's pool together within what the server accepts.
 
         Only the whole stack can be fitted: a compose container (``--only``) does not
@@ -413,7 +516,9 @@ class Command(BaseCommand):
         says so when that alone is more than the server accepts: set DB_POOL_MAX)."""
         if not pools_are_sized_by_role():
             return
-        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(claim_threads(concurrency)))
+        plan = PoolPlan(len(web), len(workers), web_pool_size(), worker_pool_size(claim_threads(concurrency)),
+                        side_processes=len(side),
+                        side_pool=worker_pool_size(settings.SIDE_CALL_CONCURRENCY))
         limit = server_connection_limit()
         if limit is None:
             self.log(f"PostgreSQL connections at most {plan.describe()}")
@@ -431,34 +536,29 @@ class Command(BaseCommand):
             child.env["DB_POOL_MAX"] = str(fitted.web_pool)
         for child in workers:
             child.env["DB_POOL_MAX"] = str(fitted.worker_pool)
+        for child in side:
+            child.env["DB_POOL_MAX"] = str(fitted.side_pool)
 
     def ping_workers(self) -> None:
-        """Every worker process runstack starts on this host (WORKER_PROCESSES of them)
-        answers a ping within 10 s, or the command fails naming the silent ones."""
+        """Every worker process runstack starts on this host (WORKER_PROCESSES of them, and
+        the side worker) answers a ping within 10 s, or the command fails naming the silent
+        ones."""
         from celery.utils.nodenames import host_format
 
-        from chatsite.celery import app
-
-        nodes = [host_format(worker_node(i)) for i in range(1, settings.WORKER_PROCESSES + 1)]
+        workers = [host_format(worker_node(i)) for i in range(1, settings.WORKER_PROCESSES + 1)]
+        side = [host_format(side_node(1))]
+        nodes = workers + side
         replies = app.control.ping(destination=nodes, timeout=10)
         answered = {name for reply in replies for name in reply}
         silent = [node for node in nodes if node not in answered]
         if silent:
             raise CommandError(f"no answer from {', '.join(silent)}")
-        self.stdout.write(f"{len(nodes)} worker processes answered")
+        self.stdout.write(f"{len(workers)} worker processes and {len(side)} side process answered")
 
     def serve(self, options: dict[str, Any]) -> None:
         if settings.EMBEDDED:
-            from chatsite.embedded import start_periodic, start_reaper, start_worker
-            from conversations.datajobs import clean_up as clean_up_data_jobs
-            from conversations.retirements import move_orgs_off_retiring_models
-
-            if is_demo_mode():
-                from emulator.server import serve_in_thread
-
-                emulator = urlsplit(settings.EMULATOR_URL)
-                serve_in_thread(host=emulator.hostname or "127.0.0.1", port=emulator.port or 8001)
             start_worker(concurrency=min(options["worker_concurrency"], 100))
+            start_side_worker()  # titles: their own SIDE_CALL_CONCURRENCY threads
             start_reaper()
             # Beat's daily job (CELERY_BEAT_SCHEDULE); embedded mode runs no beat.
             start_periodic(move_orgs_off_retiring_models, every=24 * 3600.0, name="retirements")
@@ -467,11 +567,9 @@ class Command(BaseCommand):
         asyncio.run(self._serve(options["host"], options["port"], options["fd"]))
 
     async def _serve(self, host: str, port: int, fd: int | None) -> None:
-        from realtime.publishing import use_event_loop
-
         if settings.EMBEDDED:
             # The in-memory channel layer lives on this loop; workers publish onto it.
-            use_event_loop(asyncio.get_running_loop())
+            embedded_loop_started.send(sender=Command, loop=asyncio.get_running_loop())
         server = uvicorn.Server(server_config(host=host, port=port))
         if fd is None:
             await server.serve()

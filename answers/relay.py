@@ -1,0 +1,177 @@
+"""How a growing answer reaches its tabs and Postgres: deltas coalesced into at most one
+frame per flush window, and the text checkpointed a bounded number of times (never per
+token), each write naming the worker's claim so that one which outlived its lease loses
+to the worker that took the answer over.
+
+The answer itself is the :class:`AnswerDraft`; the relay adds to it and says when.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+
+from answers import lifecycle
+from answers.draft import AnswerDraft
+from answers.lifecycle import Abandoned
+from answers.runtime import Db, release_db
+from llm.stream import AsyncChatStream
+from realtime import frames
+from realtime.publishing import publish
+
+logger = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, draft: AnswerDraft, *, claim: int | None = None,
+                 sink: Callable[[int, dict[str, Any]], None] | None = None,
+                 resumable: bool = False) -> None:
+        self.draft = draft
+        self.claim = claim  # this worker's claim: its writes lose to a later one's
+        # Where frames go: the event loop's batching publisher for an answer the engine
+        # runs, else ``publish`` (a synchronous caller's answer).
+        self.sink = sink
+        # A background answer's first round: a successor could resume its provider
+        # response, whose id is saved once and whose sequence number each checkpoint saves.
+        self.resumable = resumable
+        self.upstream: AsyncChatStream | None = None  # the stream being read
+        self.pending: list[str] = []
+        self.pending_refusal: list[str] = []
+        self.frames = 0
+        self.checkpoints = 0
+        self.last_flush = 0.0
+        self.last_checkpoint = time.monotonic()
+        # A checkpoint is due: the answer's coroutine awaits the write (its database calls
+        # run off the loop).
+        self.checkpoint_due = False
+        # A resumed answer: text tabs were shown after the checkpoint, which the provider
+        # is about to send again.
+        self.replayed_text = ""
+        self.replayed_refusal = ""
+
+    @property
+    def shown_anything(self) -> bool:
+        return bool(self.draft.seq or self.pending or self.pending_refusal)
+
+    @property
+    def provider_seq(self) -> int | None:
+        """The provider event the text so far ends with, when a successor could resume
+        the stream right after it."""
+        stream, response_id = self.upstream, self.draft.response_id
+        if not response_id or stream is None or stream.response_id != response_id:
+            return None
+        return stream.sequence_number
+
+    # --- Output as it arrives ------------------------------------------------------------
+
+    def add_text(self, text: str) -> None:
+        if self.replayed_text:
+            self.replayed_text, text = _past_replay(self.replayed_text, text, self.draft.message_id)
+            if not text:
+                return
+        self.draft.text_parts.append(text)
+        self.pending.append(text)
+        self._after_add()
+
+    def add_refusal(self, text: str) -> None:
+        if self.replayed_refusal:
+            self.replayed_refusal, text = _past_replay(self.replayed_refusal, text,
+                                                       self.draft.message_id)
+            if not text:
+                return
+        self.draft.refusal_parts.append(text)
+        self.pending_refusal.append(text)
+        self._after_add()
+
+    def add_summary(self, text: str) -> None:
+        self.draft.summary_parts.append(text)
+        self.send(frames.reasoning_frame(self.draft.message_id, text))
+        self.frames += 1
+
+    def send(self, frame: dict[str, Any]) -> None:
+        (self.sink or publish)(self.draft.message_id, frame)
+
+    def _after_add(self) -> None:
+        now = time.monotonic()
+        # The first token goes out at once (it ends the thinking timer); later ones wait
+        # for the flush window so a stream costs at most ~20 frames per second.
+        if self.draft.seq == 0 or (now - self.last_flush) * 1000 >= settings.STREAM_FLUSH_MS:
+            self.flush(now)
+        if (
+            now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
+            and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
+        ):
+            self.checkpoint_due = True
+
+    def flush(self, now: float | None = None) -> None:
+        draft = self.draft
+        for kind, buffer in (("text", self.pending), ("refusal", self.pending_refusal)):
+            if not buffer:
+                continue
+            draft.seq += 1
+            frame = frames.delta_frame(draft.message_id, draft.seq, "".join(buffer),
+                                       refusal=kind == "refusal")
+            buffer.clear()
+            self.send(frame)
+            self.frames += 1
+        self.last_flush = now if now is not None else time.monotonic()
+
+    # --- Writes ----------------------------------------------------------------------------
+
+    async def checkpoint(self, db: Db, now: float) -> None:
+        """Save text up to the last flushed seq, so a reload + resume loses nothing:
+        frames go out on the loop, the write off it. Raises Abandoned once the answer is
+        no longer this worker's."""
+        self.flush(now)
+        self.last_checkpoint = now
+        self.checkpoints += 1
+        self.checkpoint_due = False
+        draft = self.draft
+        fields: dict[str, Any] = {
+            "message_id": draft.message_id, "content": draft.text, "refusal": draft.refusal,
+            "seq": draft.seq, "reasoning_summary": draft.reasoning_summary,
+            "provider_seq": self.provider_seq, "claim": self.claim,
+        }
+        await db(lambda: _saved(lifecycle.checkpoint(**fields)))
+
+    async def track(self, db: Db, response_id: str) -> None:
+        """Save the id of this answer's background response once (one UPDATE per upstream
+        request), so that if this worker dies the next one can resume it."""
+        if not self.resumable or response_id == self.draft.response_id:
+            return
+        self.draft.response_id = response_id
+        await db(self._save_response_id)
+
+    async def untrack(self, db: Db) -> None:
+        """The resumable first round ended and tool rounds follow, which a successor could
+        not resume (it would not have their inputs): the answer is no longer resumable."""
+        self.resumable = False
+        if self.draft.response_id:
+            self.draft.response_id = ""
+            await db(self._save_response_id)
+
+    def _save_response_id(self) -> None:
+        _saved(lifecycle.track_response(
+            message_id=self.draft.message_id, claim=self.claim, response_id=self.draft.response_id
+        ))
+
+
+def _saved(saved: bool) -> None:
+    release_db()
+    if not saved:
+        raise Abandoned()
+
+
+def _past_replay(replayed: str, text: str, message_id: int) -> tuple[str, str]:
+    """Split a delta of a resumed stream into the part tabs were already shown (still
+    ahead in ``replayed``) and the new part: returns (rest of replayed, new text)."""
+    seen = min(len(replayed), len(text))
+    if text[:seen] != replayed[:seen]:
+        # The provider replays a stored response's own events, so this cannot happen
+        # short of a provider bug; the saved answer then keeps what tabs were shown.
+        logger.error("message %s: the resumed stream differs from the text shown", message_id)
+    return replayed[seen:], text[seen:]

@@ -1,0 +1,211 @@
+"""An answer's upstream stream, read on the worker's event loop (answers.engine): opening
+it (Chat Completions or Responses), resuming a background response's stream, and reading
+its events.
+
+The SDK builds, authenticates and sends the request and raises its typed errors, which
+become :class:`LLMError`; the SSE lines are parsed here with orjson
+(docs/decisions.md#0038).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+import openai
+
+from llm.bodies import build_chat_body, build_responses_body
+from llm.chat_events import chat_events
+from llm.client import build_async_client, refuses_summaries, response_status, translate_error
+from llm.responses_events import ResponseProgress, responses_events
+from llm.sse import PAUSE, sse_lines, sse_payloads
+from llm.types import ChatRequest, LLMError, StreamEvent
+
+if TYPE_CHECKING:
+    from llm.models import ModelProfile
+
+# Runs a database call off the event loop and returns its result.
+AsyncDb = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class AsyncChatStream:
+    """An open upstream stream read on the worker's event loop.
+
+    ``close()`` may be called from any thread (the monitor's Stop or stall): it wakes a
+    read waiting on the network by cancelling it on the loop, and the stream then ends
+    quietly. Lines are fed to the parsers a line at a time (``llm.sse``).
+    """
+
+    def __init__(
+        self, profile: ModelProfile, raw: Any, api_style: str, *, background: bool = False,
+        response_id: str = "",
+    ) -> None:
+        self.profile = profile
+        self._raw = raw
+        self._api_style = api_style
+        self.background = background
+        self.progress = ResponseProgress(response_id=response_id)
+        self._closed = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._reader: asyncio.Task[Any] | None = None
+        self._reading = False
+        self._lines: collections.deque[str] = collections.deque()
+        self._eof = False
+
+    @property
+    def response_id(self) -> str:
+        return self.progress.response_id
+
+    @property
+    def sequence_number(self) -> int | None:
+        """The last provider event read (Responses API): a resume starts after it."""
+        return self.progress.sequence_number
+
+    @property
+    def running_upstream(self) -> bool:
+        """Whether a background response may still be generating (and billing) at the
+        provider although this stream is done with it."""
+        return self.background and bool(self.progress.response_id) and not self.progress.ended
+
+    def provider_status(self) -> str:
+        """What the provider says of this background response (``GET /responses/{id}``):
+        ``queued`` or ``in_progress`` while it works on it, silent reasoning included; ""
+        when it is not a background response still running. A blocking call: not for the
+        event loop."""
+        if not self.running_upstream:
+            return ""
+        return response_status(self.profile, self.response_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing reads
+            self._loop.call_soon_threadsafe(self._interrupt)
+
+    def _interrupt(self) -> None:
+        if self._reading and self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    def _events(self, lines: Iterator[Any]) -> Iterator[Any]:
+        """The stream events of SSE ``lines``, parsed for this stream's API style."""
+        payloads = sse_payloads(lines)
+        if self._api_style == "responses":
+            return responses_events(payloads, self.progress)
+        return chat_events(payloads)
+
+    def _feed(self) -> Iterator[Any]:
+        while True:
+            if self._lines:
+                yield self._lines.popleft()
+            elif self._eof:
+                return
+            else:
+                yield PAUSE
+
+    async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
+        self._reader = asyncio.current_task()
+        events = self._events(self._feed())
+        lines = sse_lines(self._raw.http_response.aiter_bytes())
+        try:
+            for event in events:
+                if event is not PAUSE:
+                    yield event
+                elif self.closed or not await self._read(lines):
+                    return
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self.profile) from exc
+        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
+            if self.closed:
+                return  # Stop or a stall closed the response from the monitor thread
+            raise _connection_lost() from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await self._raw.close()
+
+    async def _read(self, lines: AsyncIterator[str]) -> bool:
+        """One more line into the buffer; False when the stream was closed (Stop, a
+        stall) while waiting. The end of the stream lets the parsers finish."""
+        self._reading = True
+        try:
+            line = await anext(lines)
+        except StopAsyncIteration:
+            self._eof = True
+            return True
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            # Our own interruption, not the task's cancellation: the answer goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return False
+        finally:
+            self._reading = False
+        self._lines.append(line)
+        return True
+
+
+def _connection_lost() -> LLMError:
+    return LLMError("upstream_error", "The connection to the model provider was lost.",
+                    retryable=True, reason="connection")
+
+
+async def _call_db(db: AsyncDb | None, fn: Callable[[], Any]) -> Any:
+    return fn() if db is None else await db(fn)
+
+
+async def open_stream_async(
+    profile: ModelProfile, request: ChatRequest, *, db: AsyncDb | None = None
+) -> AsyncChatStream:
+    """Send the request and return its stream. ``db`` runs, off the loop, the one database
+    write the request may cause: when the provider refuses reasoning summaries (an OpenAI
+    org that is not verified), the profile stops asking for them and the request is sent
+    once more without (a refused request showed nothing and costs nothing)."""
+    client = build_async_client(profile)
+    try:
+        if profile.api_style == "responses":
+            body = build_responses_body(profile, request)
+            try:
+                raw: Any = await client.responses.with_streaming_response.create(**body).__aenter__()
+            except openai.BadRequestError as exc:
+                if not refuses_summaries(profile, exc):
+                    raise
+                await _call_db(db, profile.stop_reasoning_summaries)
+                raw = await client.responses.with_streaming_response.create(
+                    **build_responses_body(profile, request)
+                ).__aenter__()
+        else:
+            raw = await client.chat.completions.with_streaming_response.create(
+                **build_chat_body(profile, request)
+            ).__aenter__()
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    return AsyncChatStream(profile, raw, profile.api_style, background=request.background)
+
+
+async def resume_stream_async(
+    profile: ModelProfile, response_id: str, *, starting_after: int | None
+) -> AsyncChatStream:
+    """Follow a background response again (``GET /responses/{id}?stream=true``): the
+    events after sequence number ``starting_after`` (all of them when None), then the
+    live ones."""
+    client = build_async_client(profile)
+    options: dict[str, Any] = {} if starting_after is None else {"starting_after": starting_after}
+    try:
+        raw = await client.responses.with_streaming_response.retrieve(
+            response_id, stream=True, **options
+        ).__aenter__()
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, profile) from exc
+    stream = AsyncChatStream(profile, raw, "responses", background=True, response_id=response_id)
+    # Before it reads anything new, the stream is still past the event it resumed after.
+    stream.progress.sequence_number = starting_after
+    return stream
