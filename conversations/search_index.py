@@ -46,6 +46,8 @@ PG_SEARCH_TABLE = (
     "CREATE OR REPLACE FUNCTION conversations_message_search_forget() RETURNS trigger "
     f"LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {SEARCH_TABLE} WHERE message_id IN "
     "(SELECT id FROM gone); RETURN NULL; END $$",
+    "CREATE OR REPLACE FUNCTION conversations_message_search_empty() RETURNS trigger "
+    f"LANGUAGE plpgsql AS $$ BEGIN TRUNCATE {SEARCH_TABLE}; RETURN NULL; END $$",
     "CREATE TRIGGER message_search_inserted AFTER INSERT ON conversations_message "
     f"FOR EACH ROW WHEN (NEW.status NOT IN {LIVE_STATUSES_SQL}) "
     "EXECUTE FUNCTION conversations_message_search_queue()",
@@ -56,6 +58,8 @@ PG_SEARCH_TABLE = (
     "CREATE TRIGGER message_search_deleted AFTER DELETE ON conversations_message "
     "REFERENCING OLD TABLE AS gone FOR EACH STATEMENT "
     "EXECUTE FUNCTION conversations_message_search_forget()",
+    "CREATE TRIGGER message_search_emptied AFTER TRUNCATE ON conversations_message "
+    "FOR EACH STATEMENT EXECUTE FUNCTION conversations_message_search_empty()",
 )
 # The vectors the generated column had computed move over as they are.
 PG_SEARCH_FILL = (
@@ -67,8 +71,10 @@ PG_SEARCH_DROP = (
     "DROP TRIGGER IF EXISTS message_search_inserted ON conversations_message",
     "DROP TRIGGER IF EXISTS message_search_updated ON conversations_message",
     "DROP TRIGGER IF EXISTS message_search_deleted ON conversations_message",
+    "DROP TRIGGER IF EXISTS message_search_emptied ON conversations_message",
     "DROP FUNCTION IF EXISTS conversations_message_search_queue()",
     "DROP FUNCTION IF EXISTS conversations_message_search_forget()",
+    "DROP FUNCTION IF EXISTS conversations_message_search_empty()",
     f"DROP TABLE IF EXISTS {SEARCH_TABLE}",
 )
 # One pass of the indexer, in one transaction: lock a batch of queued rows (skipping

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -248,6 +249,12 @@ def test_an_answer_is_found_as_soon_as_it_ends_and_indexed_off_the_turns_path(
     assert stored() == [True] and _find(alice, "greenhouses") == []
     index_messages()
     assert stored() == [False] and _find(alice, "greenhouses") == []
+
+
+def test_beat_indexes_queued_messages_every_few_seconds(settings: Any) -> None:
+    job = settings.CELERY_BEAT_SCHEDULE["index-messages"]
+    assert job["task"] == "conversations.tasks.index_messages"
+    assert job["schedule"] <= 5
 
 
 @pytest.mark.slow
