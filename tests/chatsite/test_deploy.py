@@ -14,11 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import uvicorn
 import yaml
 from click.testing import CliRunner
+from django.db import connection
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from chatsite import healthcheck
@@ -66,6 +68,7 @@ def test_the_deployment_checks_pass_with_the_documented_production_settings() ->
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.django_db
 def test_healthz_answers_plain_http_while_everything_else_goes_to_https() -> None:
     script = """
 import json
@@ -79,8 +82,12 @@ secure_login = client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
 print(json.dumps([health.status_code, login.status_code, login.get("Location"),
                   secure_login.status_code, secure_login.get("Strict-Transport-Security")]))
 """
+    # The sign-in page reads the org's identity providers: the process uses the test
+    # database (migrated, empty), not whatever DATABASE_URL names.
+    test_database = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1/x"))
+    test_database = test_database._replace(path="/" + str(connection.settings_dict["NAME"]))
     env = production_env(DJANGO_SETTINGS_MODULE="chatsite.settings", DB_POOL="false",
-                         PYTHONPATH=str(ROOT))
+                         PYTHONPATH=str(ROOT), DATABASE_URL=urlunsplit(test_database))
     result = run([sys.executable, "-c", script], env)
     assert result.returncode == 0, result.stderr
     health, login, location, secure_login, hsts = json.loads(result.stdout.splitlines()[-1])
