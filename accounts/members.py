@@ -119,11 +119,14 @@ def _refuse_owner_changes_by_admins(by: Membership, target: Membership, role: st
         raise MemberChangeRefused("Only an owner can make someone an owner.")
 
 
-def _refuse_losing_the_last_owner(target: Membership) -> None:
-    owners = Membership.objects.filter(
+def _another_owner_remains(target: Membership) -> bool:
+    return Membership.objects.filter(
         organization_id=target.organization_id, role=Membership.Role.OWNER
-    ).exclude(pk=target.pk)
-    if not owners.exists():
+    ).exclude(pk=target.pk).exists()
+
+
+def _refuse_losing_the_last_owner(target: Membership) -> None:
+    if not _another_owner_remains(target):
         raise MemberChangeRefused(
             f"{target.user} is the only owner of {target.organization}. "
             "Make someone else an owner first."
@@ -137,10 +140,9 @@ def orgs_left_without_an_owner(user: User) -> list[Organization]:
     return [
         membership.organization
         for membership in owned.select_related("organization")
-        if not Membership.objects.filter(organization_id=membership.organization_id,
-                                         role=Membership.Role.OWNER).exclude(user=user).exists()
+        if not _another_owner_remains(membership)
         and Membership.objects.filter(organization_id=membership.organization_id)
-        .exclude(user=user).exists()
+        .exclude(pk=membership.pk).exists()
     ]
 
 
