@@ -20,7 +20,7 @@ from collections.abc import Callable
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from answers import lifecycle
+from answers import lifecycle, reaper
 from answers.live import monitor
 from conversations.models import Message
 
@@ -100,9 +100,9 @@ def hand_back_live_answers() -> int:
     )
     # The lapsed lease lets one successor reclaim it (lifecycle.reclaim); its claim then
     # fences out whatever this process still writes before it exits.
-    resumable = lifecycle.resumable(ids)
+    resumable = reaper.resumable(ids)
     for message_id in resumable:
-        lifecycle.hand_back(message_id)
+        reaper.hand_back(message_id)
     now = timezone.now()
     ended = sum(lifecycle.interrupt(message_id, now=now) for message_id in ids
                 if message_id not in resumable)

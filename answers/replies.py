@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.model_access import profile_enabled, usable_profile
 from accounts.models import Membership, User
-from answers import lifecycle
+from answers import lifecycle, reaper
 from answers.dispatch import ServiceUnavailable, queue_reply
 from answers.prompts import estimate_prompt_tokens
 from answers.titles import fallback_title
@@ -445,6 +445,6 @@ def request_stop(*, user: User, message_id: int) -> Message:
     return message
 
 
-# The reaper's transitions live with the others in answers.lifecycle.
-reap_stale_replies = lifecycle.reap_stale_replies
+# The reaper (answers.reaper) ends answers through answers.lifecycle's transitions.
+reap_stale_replies = reaper.reap_stale_replies
 QUEUE_TIMEOUT_DETAIL = lifecycle.QUEUE_TIMEOUT_DETAIL

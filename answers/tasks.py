@@ -12,7 +12,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.dispatch import receiver
 
-from answers import drain, lifecycle, titles
+from answers import drain, lifecycle, reaper, titles
 from answers.engine import Draining, engine
 from chatsite.logs import bind_ids
 from conversations.models import Message
@@ -60,4 +60,4 @@ def schedule_title(sender: Any, *, message_id: int, status: str, conversation_id
 
 @shared_task(name="conversations.tasks.reap_stale_replies", ignore_result=True)
 def reap_stale_replies() -> int:
-    return lifecycle.reap_stale_replies()
+    return reaper.reap_stale_replies()

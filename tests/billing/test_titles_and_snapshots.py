@@ -189,7 +189,7 @@ def test_a_title_hold_whose_worker_died_is_released_by_the_reaper(
     from django.db import transaction
     from django.utils import timezone
 
-    from answers.lifecycle import reap_stale_replies
+    from answers.reaper import reap_stale_replies
     from billing.quotas import reserve_title
 
     with transaction.atomic():

@@ -26,7 +26,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import User
-from answers import lifecycle
+from answers import reaper
 from answers.lifecycle import answer_prices
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
@@ -121,7 +121,7 @@ def test_a_worker_stopped_mid_answer_is_replaced_by_one_that_resumes_its_backgro
     processes.worker(queue=private_task_queue)
 
     def resumed_and_ended() -> bool:
-        lifecycle.reap_stale_replies()
+        reaper.reap_stale_replies()
         return not Message.objects.filter(pk=message.pk, status__in=Message.LIVE_STATUSES).exists()
 
     wait_for(resumed_and_ended, timeout=90, what="the answer to be resumed and end", every=1.0)

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from accounts.models import User
-from answers import lifecycle
+from answers import reaper
 from answers.replies import start_turn
 from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
@@ -108,7 +108,7 @@ def test_workers_killed_mid_answer_leave_every_answer_interrupted_with_its_text_
     wait_for(lambda: unacked_tasks() == 0, timeout=60, what="every task redelivered and acked")
 
     def reaped() -> bool:
-        lifecycle.reap_stale_replies()
+        reaper.reap_stale_replies()
         return not Message.objects.filter(pk__in=ids, status__in=Message.LIVE_STATUSES).exists()
 
     wait_for(reaped, timeout=90, what="the reaper to end every answer", every=1.0)

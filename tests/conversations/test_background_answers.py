@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.erasure import delete_organization, delete_user
 from accounts.models import User
-from answers import generation, lifecycle, tasks
+from answers import generation, lifecycle, reaper, tasks
 from answers import relay as relay_module
 from answers.draft import AnswerDraft
 from answers.engine import engine, run_generation
@@ -170,7 +170,7 @@ def reserved() -> Decimal:
 def handed_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The ids the reaper queues for the workers (the test runs their task itself)."""
     queued: list[int] = []
-    monkeypatch.setattr(lifecycle, "hand_back", queued.append)
+    monkeypatch.setattr(reaper, "hand_back", queued.append)
     return queued
 
 

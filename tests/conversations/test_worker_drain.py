@@ -130,7 +130,7 @@ def test_a_background_answer_live_at_the_deadline_goes_to_another_worker_not_int
     for a successor to resume, and its response is not cancelled upstream."""
     from django.utils import timezone
 
-    from answers import lifecycle
+    from answers import lifecycle, reaper
     from realtime.replay import get_replay_store
     from tests.llm.test_responses_api import make_responses_profile
 
@@ -145,7 +145,7 @@ def test_a_background_answer_live_at_the_deadline_goes_to_another_worker_not_int
              .exclude(provider_response_id="").exists())
     wait_for(lambda: any(f["type"] == "delta" for f in get_replay_store().read_sync(message.pk)))
     handed: list[int] = []
-    monkeypatch.setattr(lifecycle, "hand_back", handed.append)
+    monkeypatch.setattr(reaper, "hand_back", handed.append)
     exits: list[int] = []
 
     watchdog = drain.begin_drain(seconds=0.2, exit_process=exits.append)
