@@ -53,12 +53,13 @@ test-js:
 # processes compiles the project and rewrites every test module again (collecting takes
 # 9 s of CPU instead of 4).
 test-fast: install
+	$(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key} \
 	ALLOW_NO_BROWSER=1 PYTHONDONTWRITEBYTECODE= \
 	$(PY) -m pytest --ds=chatsite.settings_test -n 2 \
-		-m "not browser and not integration and not chaos and not slow" $(PYTEST_ARGS)
+		-m "not browser and not integration and not chaos and not slow and not soak" $(PYTEST_ARGS)
 
 # Real processes under faults (tests/chaos/): 50 worker SIGKILLs and 50 SIGTERMs mid-answer,
 # a Redis restart, 200 socket drops, overlapping embedded turns, every provider failure.

@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+PRODUCT_APPS = ("chatsite", "llm", "accounts", "billing", "conversations", "realtime", "answers",
+                "sharing")
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -44,7 +46,7 @@ def bucket(filename: str) -> str:
             name = filename.rsplit("/", 1)[-1].removesuffix(".py").removesuffix(">")
             return f"stdlib:{name.removeprefix('<frozen ')}"
     parts = filename.split("/")
-    for app in ("conversations", "chatsite", "accounts", "billing", "emulator"):
+    for app in PRODUCT_APPS + ("emulator",):
         if app in parts:
             return f"{app}/" + "/".join(parts[parts.index(app) + 1 :])
     return filename
@@ -75,7 +77,7 @@ def summarise(path: Path, top: int = 15) -> dict[str, Any]:
         seen = set()
         for frame in frames:
             name = bucket(frame["file"])
-            if name.split("/", 1)[0] in ("conversations", "chatsite", "accounts", "billing"):
+            if name.split("/", 1)[0] in PRODUCT_APPS:
                 key = f"{frame['func']} ({name})"
                 if key not in seen:
                     seen.add(key)

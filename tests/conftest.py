@@ -30,7 +30,7 @@ O3_MINI_SEED = importlib.import_module("conversations.migrations.0002_seed_o3_mi
 pytest_plugins = ["tests.oidc"]
 
 # Markers follow from what a test uses, so `make test-fast` (-m "not browser and not
-# integration and not chaos and not slow") cannot miss a test that starts something.
+# integration and not chaos and not slow and not soak") cannot miss a test that starts something.
 BROWSER_FIXTURES = {"page", "chat_page", "browser"}  # Playwright and Chromium
 INTEGRATION_FIXTURES = {
     "live_server_url", "share_site_url",  # uvicorn serving the ASGI app

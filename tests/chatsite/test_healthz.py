@@ -65,6 +65,7 @@ def redis_usage(client: redis.Redis, database: int) -> tuple[int, int, int]:
     return len(server), len(ours), subscriptions
 
 
+@pytest.mark.soak
 async def test_a_thousand_health_checks_leave_redis_clients_and_subscriptions_flat() -> None:
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL: the embedded mode has no Redis to leak")

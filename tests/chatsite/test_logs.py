@@ -296,6 +296,7 @@ def test_a_tasks_lines_carry_its_id_and_an_answers_lines_its_answer_id(
     assert not {"answer_id", "task_id", "task"} & set(lines["between tasks"])
 
 
+@pytest.mark.slow  # three Django processes
 def test_log_format_json_renders_uvicorn_and_every_other_line_as_json(settings: Any) -> None:
     settings.LOG_FORMAT = "json"
     config = uvicorn_log_config()

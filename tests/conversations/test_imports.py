@@ -680,6 +680,7 @@ def parser_peak(data: bytes) -> int:
     return peak
 
 
+@pytest.mark.soak
 def test_the_parser_s_memory_does_not_grow_with_the_file(settings: Any) -> None:
     settings.IMPORT_MAX_BYTES = 100 * 1024 * 1024
     small = parser_peak(generated_export(5 * 1024 * 1024))
