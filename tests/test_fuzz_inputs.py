@@ -43,27 +43,27 @@ def cast(alice: User, bob: User, charlie: User, org_a: Organization) -> dict[str
     return {"bob_membership": bob_membership.pk, "request": request.pk, "org": org_a.pk}
 
 
-def _endpoints(cast: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
-    """(method, path, fields with a valid value) for every form or JSON endpoint."""
-    return [
-        ("post", "/org/invitations/", {"email": "dana@example.com", "role": "member"}),
-        ("post", "/org/allowed-domains/", {"domains": "example.com"}),
-        ("post", "/org/zero-data-retention/", {"zero_data_retention": "on"}),
-        ("post", "/org/retention/", {"retention_days": "30", "delete_shares": "on"}),
-        ("post", f"/org/members/{cast['bob_membership']}/role/", {"role": "member"}),
-        ("post", f"/org/members/{cast['bob_membership']}/budget/", {"monthly_budget_usd": "5"}),
-        ("post", "/org/budgets/", {"monthly_budget_usd": "50", "member_budget_usd": "5"}),
-        ("post", "/org/budget-request/", {"note": "more", "organization": str(cast["org"])}),
-        ("post", f"/org/budget-requests/{cast['request']}/approve/", {"new_budget_usd": "9"}),
-        ("get", "/org/usage/", {"period": "2026-11"}),
-        ("get", "/org/usage.csv", {"period": "2026-11"}),
-        ("get", "/org/estimates/", {"profile": "o3-mini", "prompt_tokens": "100"}),
-        ("get", "/org/", {"org": str(cast["org"])}),
-        ("get", "/budget/", {"conversation": "1"}),
-        ("post", "/notifications/read/", {"notification": "1"}),
-        ("post", "/accounts/switch-org/", {"organization": str(cast["org"])}),
-        ("post", "/shared/policy/", {"policy": "org"}),
-    ]
+# (method, path, fields with a valid value) for every form or JSON endpoint; the path's
+# {names} are the cast's ids. One test each, so pytest-xdist spreads them.
+ENDPOINTS = [
+    ("post", "/org/invitations/", {"email": "dana@example.com", "role": "member"}),
+    ("post", "/org/allowed-domains/", {"domains": "example.com"}),
+    ("post", "/org/zero-data-retention/", {"zero_data_retention": "on"}),
+    ("post", "/org/retention/", {"retention_days": "30", "delete_shares": "on"}),
+    ("post", "/org/members/{bob_membership}/role/", {"role": "member"}),
+    ("post", "/org/members/{bob_membership}/budget/", {"monthly_budget_usd": "5"}),
+    ("post", "/org/budgets/", {"monthly_budget_usd": "50", "member_budget_usd": "5"}),
+    ("post", "/org/budget-request/", {"note": "more", "organization": "{org}"}),
+    ("post", "/org/budget-requests/{request}/approve/", {"new_budget_usd": "9"}),
+    ("get", "/org/usage/", {"period": "2026-11"}),
+    ("get", "/org/usage.csv", {"period": "2026-11"}),
+    ("get", "/org/estimates/", {"profile": "o3-mini", "prompt_tokens": "100"}),
+    ("get", "/org/", {"org": "{org}"}),
+    ("get", "/budget/", {"conversation": "1"}),
+    ("post", "/notifications/read/", {"notification": "1"}),
+    ("post", "/accounts/switch-org/", {"organization": "{org}"}),
+    ("post", "/shared/policy/", {"policy": "org"}),
+]
 
 
 def _hit(client: Client, method: str, path: str, data: dict[str, str]) -> int:
@@ -71,26 +71,31 @@ def _hit(client: Client, method: str, path: str, data: dict[str, str]) -> int:
     return call(path, data, HTTP_ACCEPT="text/html").status_code
 
 
+@pytest.mark.parametrize(("method", "template", "fields"), ENDPOINTS,
+                         ids=[f"{method} {path}" for method, path, _ in ENDPOINTS])
 def test_every_signed_in_form_and_json_endpoint_answers_bad_input_without_a_500(
-    cast: dict[str, Any], alice: User
+    cast: dict[str, Any], alice: User, method: str, template: str, fields: dict[str, str]
 ) -> None:
+    path = template.format(**cast)
+    valid = {name: value.format(**cast) for name, value in fields.items()}
     client = Client(raise_request_exception=False)
     client.force_login(alice)
+    before = _snapshot()
     failures = []
-    for method, path, valid in _endpoints(cast):
-        for field in valid:
-            for value in HOSTILE:
-                status = _hit(client, method, path, {**valid, field: value})
-                if not _allowed(status):
-                    failures.append(f"{method.upper()} {path} {field}={value[:30]!r} → {status}")
-            # Wrong shapes: a list where one value is expected, and the field missing.
-            client_data = {**valid}
-            client_data.pop(field)
-            for data in (client_data, {**valid, field: ["1", "2"]}):
-                status = _hit(client, method, path, data)  # type: ignore[arg-type]
-                if not _allowed(status):
-                    failures.append(f"{method.upper()} {path} {field} shape → {status}")
+    for field in valid:
+        for value in HOSTILE:
+            status = _hit(client, method, path, {**valid, field: value})
+            if not _allowed(status):
+                failures.append(f"{method.upper()} {path} {field}={value[:30]!r} → {status}")
+        # Wrong shapes: a list where one value is expected, and the field missing.
+        client_data = {**valid}
+        client_data.pop(field)
+        for data in (client_data, {**valid, field: ["1", "2"]}):
+            status = _hit(client, method, path, data)  # type: ignore[arg-type]
+            if not _allowed(status):
+                failures.append(f"{method.upper()} {path} {field} shape → {status}")
     assert failures == [], "\n".join(failures)
+    assert _snapshot()[:3] == before[:3]  # no person, org or membership made or lost
 
 
 def test_anonymous_forms_answer_bad_input_without_a_500_and_create_nothing(alice: User) -> None:

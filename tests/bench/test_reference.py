@@ -66,6 +66,7 @@ def _assert_answer_frames(created: dict[str, Any], frames: list[dict[str, Any]],
     return "".join(f["text"] for _, f in deltas)
 
 
+@pytest.mark.slow  # starts a child process
 def test_the_relay_streams_the_emulators_answer_in_the_products_frames(processes: Processes,  # noqa: F811
                                                                      emulator: Any) -> None:
     from django.conf import settings
@@ -78,6 +79,7 @@ def test_the_relay_streams_the_emulators_answer_in_the_products_frames(processes
     assert len(frames) - 1 < len(text.split())
 
 
+@pytest.mark.slow  # starts a child process
 def test_the_floor_stores_the_turn_has_a_celery_worker_claim_it_and_settles_it(
         processes: Processes, emulator: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
     import psycopg

@@ -62,6 +62,7 @@ def run(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Co
 # --- Django settings ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a child process
 def test_the_deployment_checks_pass_with_the_documented_production_settings() -> None:
     result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                  production_env())
@@ -69,6 +70,7 @@ def test_the_deployment_checks_pass_with_the_documented_production_settings() ->
 
 
 @pytest.mark.django_db
+@pytest.mark.slow  # starts a child process
 def test_healthz_answers_plain_http_while_everything_else_goes_to_https() -> None:
     script = """
 import json
@@ -97,6 +99,7 @@ print(json.dumps([health.status_code, login.status_code, login.get("Location"),
     assert hsts == "max-age=31536000; includeSubDomains; preload"
 
 
+@pytest.mark.slow  # starts a child process
 def test_the_placeholder_secret_from_env_example_is_refused_at_start() -> None:
     placeholder = re.search(r"^SECRET_KEY=(.+)$", (ROOT / ".env.example").read_text(), re.M)
     assert placeholder is not None

@@ -53,6 +53,7 @@ def _database_options(**env: str) -> dict[str, Any]:
     return options
 
 
+@pytest.mark.slow  # starts a child process
 def test_prepared_statements_are_on_by_default_and_can_be_turned_off() -> None:
     assert _database_options() == {"server_side_binding": True, "prepare_threshold": 5}
     assert _database_options(DB_PREPARED_STATEMENTS="false") == {}

@@ -205,6 +205,7 @@ def test_concurrent_streams(emu: EmulatorHandle) -> None:
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.slow  # starts a child process
 def test_cli_serves_http(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from emulator.tokens import CACHE_FILE_NAME, count_tokens, get_encoding
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +20,7 @@ def test_count_tokens_uses_o200k_base() -> None:
     assert count_tokens("<|endoftext|>") > 1
 
 
+@pytest.mark.slow  # starts a child process
 def test_fresh_cache_dir_is_filled_offline(tmp_path: Path) -> None:
     cache = tmp_path / "tiktoken"
     env = {

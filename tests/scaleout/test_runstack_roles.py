@@ -168,6 +168,7 @@ def process_settings(**env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # starts a child process
 def test_process_counts_default_to_the_cores_and_are_at_least_one() -> None:
     cores = str(os.cpu_count() or 1)
     assert process_settings(WORKER_PROCESSES="5").stdout.split()[-2:] == [cores, "5"]
