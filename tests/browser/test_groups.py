@@ -408,7 +408,7 @@ def test_a_member_and_another_orgs_admin_are_refused_the_groups_pages(
     def refused(target: Any, path: str) -> None:
         response = target.goto(path)
         assert response is not None and response.status == 404, path
-        expect(target.get_by_role("heading", name="Not Found")).to_be_visible()
+        expect(target.get_by_role("heading", name="Page not found")).to_be_visible()
         expect(target.get_by_text("Research")).to_have_count(0)
 
     # bob, a member of Acme: no admin links, and the pages are not there for him.
