@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/teamchat
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 # The fast lane's three pytest-xdist workers take this database and the next two.
-TEST_FAST_REDIS_URL ?= redis://127.0.0.1:6379/10
+TEST_FAST_REDIS_URL ?= redis://127.0.0.1:6379/6
 
 .PHONY: install run test test-fast test-js chaos bench lint check clean
 
