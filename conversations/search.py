@@ -107,6 +107,18 @@ def _strip(column: str) -> str:
 
 _PG_SQL = f"""
 WITH q AS (SELECT websearch_to_tsquery('{CONFIG}', %(query)s) AS query),
+-- Queued, not indexed yet (a few seconds' worth, more after a big import): this person's
+-- are found first, through the queue's partial index, and only their vectors computed.
+-- MATERIALIZED keeps the planner from testing every message's computed vector before
+-- it knows which are queued (a sequential scan of all messages).
+queued AS MATERIALIZED (
+    SELECT m.conversation_id, m.id AS message_id, c.title, m.content
+    FROM {SEARCH_TABLE} s
+    JOIN conversations_message m ON m.id = s.message_id
+    JOIN conversations_conversation c ON c.id = m.conversation_id
+    WHERE s.vector IS NULL AND m.status NOT IN {LIVE_STATUSES_SQL}
+      AND c.user_id = %(user)s AND c.organization_id = %(org)s AND c.deleted_at IS NULL
+),
 titles AS (
     SELECT c.id AS conversation_id, NULL::bigint AS message_id, c.title,
            ts_rank(c.title_vector, q.query) * 2 AS rank
@@ -123,14 +135,10 @@ messages AS (
      WHERE c.user_id = %(user)s AND c.organization_id = %(org)s AND c.deleted_at IS NULL
        AND s.vector @@ q.query)
     UNION ALL
-    -- Queued, not indexed yet (a few seconds at most): computed here.
-    (SELECT m.conversation_id, m.id, c.title, ts_rank(to_tsvector('{CONFIG}', m.content), q.query)
-     FROM {SEARCH_TABLE} s
-     JOIN conversations_message m ON m.id = s.message_id
-     JOIN conversations_conversation c ON c.id = m.conversation_id, q
-     WHERE s.vector IS NULL AND m.status NOT IN {LIVE_STATUSES_SQL}
-       AND c.user_id = %(user)s AND c.organization_id = %(org)s AND c.deleted_at IS NULL
-       AND to_tsvector('{CONFIG}', m.content) @@ q.query)
+    (SELECT queued.conversation_id, queued.message_id, queued.title,
+            ts_rank(to_tsvector('{CONFIG}', queued.content), q.query)
+     FROM queued, q
+     WHERE to_tsvector('{CONFIG}', queued.content) @@ q.query)
     ORDER BY rank DESC, message_id DESC LIMIT %(limit)s
 ),
 best AS (
