@@ -1,6 +1,7 @@
-// The member's budget meter, the estimated cost of the next turn per reasoning effort,
-// and "Request more" when a budget is used up. Reads /budget/ (JSON) and refreshes it
-// after every finished answer.
+// The member's budget meter (with the org's and each budgeted group's), the estimated
+// cost of the next turn per reasoning effort, and "Request more" when the member's own
+// budget is what refused a turn. Reads /budget/ (JSON) and refreshes it after every
+// finished answer and every refusal.
 
 import { csrfToken, el } from "./dom.js";
 
@@ -56,7 +57,11 @@ function renderEstimate() {
 function render(data) {
   latest = data;
   if (meter) {
-    meter.replaceChildren(line("Your budget", data.budget.member), line("Organization", data.budget.org));
+    meter.replaceChildren(
+      line("Your budget", data.budget.member),
+      line("Organization", data.budget.org),
+      ...(data.budget.groups || []).map((group) => line(`Group ${group.name}`, group)),
+    );
     meter.hidden = false;
   }
   renderEstimate();
@@ -71,6 +76,20 @@ async function refresh() {
   } catch (error) {
     // The meter is informative only; the server enforces budgets regardless.
   }
+}
+
+// A budget request raises only the member's own budget (billing/requests.py), so it helps
+// only when that budget is below what a turn at the selected effort reserves: its worst
+// case (the server refuses a turn whose worst case does not fit). After a refusal by the
+// org's or a group's budget, a member whose own budget still covers that is offered nothing.
+function ownBudgetRefused() {
+  const member = latest && latest.budget && latest.budget.member;
+  if (!member || member.limit === null || member.remaining === null) return false;
+  const remaining = Number(member.remaining);
+  if (remaining <= 0) return true;
+  const estimate = effortSelect ? (latest.estimates || {})[effortSelect.value] : null;
+  if (!estimate) return false;
+  return remaining < Number(estimate.worst);
 }
 
 function offerRequestMore() {
@@ -107,8 +126,13 @@ function offerRequestMore() {
 }
 
 document.addEventListener("chat:answer-finished", refresh);
-document.addEventListener("chat:composer-error", (event) => {
-  if (event.detail && event.detail.code === "quota_exceeded") offerRequestMore();
+document.addEventListener("chat:composer-error", async (event) => {
+  if (!event.detail || event.detail.code !== "quota_exceeded") return;
+  await refresh();
+  // Another error, or a send, may have replaced the refusal meanwhile.
+  if (composerError && composerError.dataset.code === "quota_exceeded" && ownBudgetRefused()) {
+    offerRequestMore();
+  }
 });
 if (effortSelect) effortSelect.addEventListener("change", renderEstimate);
 refresh();
