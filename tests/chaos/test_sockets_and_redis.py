@@ -63,6 +63,9 @@ def check_every_tab_has_the_saved_text(tabs: list[Tab]) -> None:
         assert sorted(answer.parts) == list(range(answer.base_seq + 1, answer.last_seq + 1))
 
 
+CHAOS_TIMEOUT_SECONDS = 240
+
+
 async def every_tab_shows_text(tabs: list[Tab]) -> None:
     for _ in range(1200):
         if all(tab.answer.last_seq for tab in tabs):
@@ -74,7 +77,13 @@ async def every_tab_shows_text(tabs: list[Tab]) -> None:
 async def _ask_all(tabs: list[Tab], questions: list[str], chaos: Any) -> None:
     asks = [asyncio.create_task(tab.ask(q, tag=f"tab-{i}")) for i, (tab, q) in
             enumerate(zip(tabs, questions, strict=True))]
-    await chaos()
+    try:
+        # A chaos case must fail, never hang: tabs that all gave up leave nothing to drop.
+        await asyncio.wait_for(chaos(), timeout=CHAOS_TIMEOUT_SECONDS)
+    except TimeoutError:
+        failed = [repr(task.exception()) for task in asks if task.done() and task.exception()]
+        raise AssertionError(f"the faults were not all made within {CHAOS_TIMEOUT_SECONDS} s; "
+                             f"{len(failed)} tabs had failed: {failed}") from None
     await asyncio.wait_for(asyncio.gather(*asks), timeout=180)
     for tab in tabs:
         await tab.close()
