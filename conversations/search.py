@@ -179,7 +179,8 @@ def _search_postgres(user_id: int, org_id: int, query: str, limit: int) -> list[
         # Planned afresh each time, never prepared (DB_PREPARED_STATEMENTS): the generic
         # plan PostgreSQL switches a prepared statement to after five runs cannot see the
         # words searched for, and took 160 ms where a fresh plan takes 5 (100,000
-        # messages). Django's cursor cannot pass psycopg's ``prepare=False``; its own can.
+        # messages). Django's cursor cannot pass psycopg's ``prepare=False``; its own can
+        # (docs/decisions.md#0046).
         cursor.cursor.execute(_PG_SQL, params, prepare=False)
         rows = cursor.cursor.fetchall()
     return [
