@@ -136,6 +136,6 @@ def add_member(request: HttpRequest, group_id: int) -> HttpResponse:
 def remove_member(request: HttpRequest, group_id: int, user_id: int) -> HttpResponse:
     admin = page_admin(request)
     group = groups.get_group_for_admin(admin, group_id)
-    groups.remove_member(by=admin, group=group, user_id=parse_id(str(user_id)) or 0)
-    messages.success(request, f"Removed from {group.name}.")
+    email = groups.remove_member(by=admin, group=group, user_id=parse_id(str(user_id)) or 0)
+    messages.success(request, f"{email} removed from {group.name}.")
     return redirect(_group_url(group))

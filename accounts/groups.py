@@ -68,7 +68,7 @@ def _refuse_clash(organization: Organization, fields: GroupFields, *, exclude: i
     if exclude is not None:
         others = others.exclude(pk=exclude)
     if others.filter(name__iexact=fields.name).exists():
-        raise GroupRefused(f"A group named {fields.name!r} exists already. Pick another name.")
+        raise GroupRefused(f"A group named “{fields.name}” exists already. Pick another name.")
     if fields.claim_value and others.filter(claim_value=fields.claim_value).exists():
         raise GroupRefused(f"Another group follows the provider group {fields.claim_value!r}.")
 
@@ -95,7 +95,7 @@ def create_group(*, by: Membership, fields: GroupFields) -> Group:
                 role_floor=fields.role_floor, monthly_budget_usd=fields.monthly_budget_usd,
             )
         except IntegrityError as exc:  # a second admin created the same group meanwhile
-            raise GroupRefused(f"A group named {fields.name!r} exists already.") from exc
+            raise GroupRefused(f"A group named “{fields.name}” exists already.") from exc
         group.profiles.set(fields.profiles)
         audit.record(AuditAction.GROUP_CHANGED, organization=organization, actor=by.user, obj=group,
                      change="created", group=group.name, **_described(fields))
@@ -181,7 +181,8 @@ def add_member(*, by: Membership, group: Group, email: str) -> GroupMembership:
     return row
 
 
-def remove_member(*, by: Membership, group: Group, user_id: int) -> None:
+def remove_member(*, by: Membership, group: Group, user_id: int) -> str:
+    """Take the person out of the group; returns their address, for the page to say who."""
     if not by.is_admin or group.organization_id != by.organization_id:
         raise NotFound("group")
     with transaction.atomic():
@@ -199,6 +200,7 @@ def remove_member(*, by: Membership, group: Group, user_id: int) -> None:
             apply_role_floor(membership)
         # Takes effect at once: live sockets re-check, composers drop the group's models.
         _access_changed([user_id], f"You were removed from the group {group.name}.")
+    return row.user.email
 
 
 @receiver(post_delete, sender=Membership, dispatch_uid="accounts.groups.leave_on_removal")

@@ -179,7 +179,7 @@ def test_an_admin_creates_sets_up_staffs_and_deletes_a_group(
     new_group.get_by_label("Group name").fill("research")
     new_group.get_by_role("button", name="Create group").click()
     expect(admin.get_by_role("alert")).to_have_text(
-        "A group named 'research' exists already. Pick another name.")
+        "A group named “research” exists already. Pick another name.")
     expect(new_group.get_by_label("Group name")).to_have_value("research")
     assert [g["name"] for g in group_rows(ids["org"])] == ["Research"]
 
@@ -225,7 +225,7 @@ def test_an_admin_creates_sets_up_staffs_and_deletes_a_group(
 
     # --- bob leaves: the floor's role goes back -------------------------------------------------
     members.get_by_role("button", name="Remove bob@example.com from Research").click()
-    expect(flash(admin)).to_contain_text("Removed from Research.")
+    expect(flash(admin)).to_contain_text("bob@example.com removed from Research.")
     expect(members.get_by_role("listitem")).to_have_text(["Nobody yet."])
     assert group_rows(ids["org"])[0]["members"] == []
     assert role_of(ids["bob_membership"]) == (Membership.Role.MEMBER, None)
