@@ -101,6 +101,7 @@ def record_holds(reservation_id: int, period_ids: list[int]) -> None:
 class GroupMonth:
     """A budgeted group of the person and what its members spent and hold this month."""
 
+    pk: int
     name: str
     limit: Decimal
     spent: Decimal
@@ -118,30 +119,23 @@ def months_of(membership: Membership, start: dt.date) -> list[GroupMonth]:
         .annotate(month=FilteredRelation("usage_periods",
                                          condition=Q(usage_periods__period_start=start)))
         .order_by("name", "pk")
-        .values_list("name", "monthly_budget_usd", "month__spent_usd", "month__reserved_usd")
+        .values_list("pk", "name", "monthly_budget_usd", "month__spent_usd",
+                     "month__reserved_usd")
     )
-    return [GroupMonth(name=name, limit=limit, spent=spent or ZERO, reserved=reserved or ZERO)
-            for name, limit, spent, reserved in rows if limit is not None]
+    return [GroupMonth(pk=pk, name=name, limit=limit, spent=spent or ZERO,
+                       reserved=reserved or ZERO)
+            for pk, name, limit, spent, reserved in rows if limit is not None]
 
 
 def refusal(membership: Membership, start: dt.date, amount: Decimal,
             resets: dt.date) -> Refused:
     """Which of the person's groups has no room, for a refusal that names it (read only
     when a turn was refused: the hold statement said only that one group had none)."""
-    groups = list(Group.objects.filter(
-        organization_id=membership.organization_id, memberships__user_id=membership.user_id,
-        monthly_budget_usd__isnull=False,
-    ).order_by("pk"))
-    months = {row.group_id: row for row in GroupUsagePeriod.objects.filter(
-        group__in=groups, period_start=start)}
-    for group in groups:
-        limit = group.monthly_budget_usd or Decimal(0)
-        month = months.get(group.pk)
-        used = (month.spent_usd + month.reserved_usd) if month else Decimal(0)
-        if used + amount > limit:
+    for group in sorted(months_of(membership, start), key=lambda month: month.pk):
+        if group.spent + group.reserved + amount > group.limit:
             return Refused(
                 "quota_exceeded",
-                f"Your group {group.name}'s monthly budget of ${limit:,.2f} is used up (or "
+                f"Your group {group.name}'s monthly budget of ${group.limit:,.2f} is used up (or "
                 f"this turn's worst case would pass it); it resets on {resets:%-d %b}. Ask an "
                 "admin to raise it.",
             )
