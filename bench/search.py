@@ -79,15 +79,13 @@ def build_corpus(user_pk: int) -> dict[str, Any]:
                     ),
                     batch_size=2000,
                 )
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE conversations_message")
-            cursor.execute("ANALYZE conversations_conversation")
     # As the beat indexer would have by the time anyone searched (also after a run stopped
     # while indexing): a search over 100,000 still-queued messages computes every vector.
     while index_messages(batch=5000):
         pass
     with connection.cursor() as cursor:  # autovacuum's analyse, which is off here
-        cursor.execute(f"ANALYZE {SEARCH_TABLE}")
+        for table in ("conversations_message", "conversations_conversation", SEARCH_TABLE):
+            cursor.execute(f"ANALYZE {table}")
     return {"messages": target, "built_s": round(time.perf_counter() - started, 1),
             "reused": existing == target}
 
