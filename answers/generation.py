@@ -163,6 +163,7 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime,
     except Cancelled:
         draft.end(Status.CANCELLED, finish_reason="cancelled")
     except Abandoned:
+        relay.stop()
         logger.warning("message %s was taken over (reaper or another worker)", message.pk)
         return
     except LLMError as error:
@@ -176,6 +177,7 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime,
         monitor.unregister(message.pk)
     try:
         relay.flush()
+        relay.stop()
         # The final frame goes out from the ending's transaction: every delta before it.
         await runtime.sent()
         await runtime.db(lambda: _finish_released(message, draft))

@@ -1,0 +1,109 @@
+"""Every answer streaming on one event loop flushes on the same tick (answers.relay's
+FlushClock), so the batching publisher sends the deltas of all of them in one Redis round
+trip instead of about one per frame. Counts of round trips and frames, never timings:
+the answers' text arrives at different moments inside one flush window, as the tokens of
+answers started at different times do."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from answers.draft import AnswerDraft
+from answers.relay import Relay
+from realtime import publishing
+from realtime.publishing import BatchPublisher
+
+WINDOW_MS = 200
+ANSWERS = 4
+
+
+class Trips:
+    """Stands in for the Redis pipeline: what each round trip carried."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, dict[str, Any]]]] = []
+
+    async def send_many(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        self.batches.append(list(batch))
+
+    def deltas(self) -> list[list[tuple[int, int]]]:
+        """Per round trip, the (answer, seq) of the delta frames it carried."""
+        return [[(mid, frame["seq"]) for mid, frame in batch if frame["type"] == "delta"]
+                for batch in self.batches]
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
+    recorded = Trips()
+    monkeypatch.setattr(publishing, "_direct_publisher", lambda: recorded)
+    return recorded
+
+
+def _stream(settings: Any, *, stop_one: bool = False) -> list[Relay]:
+    """ANSWERS answers on one loop: each shows its first token, then gets a second
+    delta at its own moment inside one flush window; the loop then runs past the tick."""
+    settings.STREAM_FLUSH_MS = WINDOW_MS
+    relays: list[Relay] = []
+
+    async def main() -> None:
+        publisher = BatchPublisher(asyncio.get_running_loop())
+        relays.extend(Relay(AnswerDraft(n), sink=publisher.publish) for n in range(1, ANSWERS + 1))
+        for relay in relays:
+            relay.add_text("First")
+        await publisher.sent()
+        # Right after a tick, so every second delta below lands in the same window.
+        await asyncio.sleep(WINDOW_MS / 1000 - (asyncio.get_running_loop().time() * 1000 % WINDOW_MS) / 1000)
+        for relay in relays:
+            relay.add_text(f" more for {relay.draft.message_id}")
+            if stop_one and relay is relays[0]:
+                relay.stop()
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(2 * WINDOW_MS / 1000)
+        await publisher.sent()
+
+    asyncio.run(main())
+    return relays
+
+
+def test_answers_on_one_loop_send_their_deltas_in_one_round_trip_per_tick(
+    settings: Any, trips: Trips
+) -> None:
+    relays = _stream(settings)
+
+    second = [batch for batch in trips.deltas() if any(seq == 2 for _, seq in batch)]
+    # Flushed at each answer's own arrival, the four second deltas took four trips.
+    assert second == [[(n, 2) for n in range(1, ANSWERS + 1)]], trips.deltas()
+    for relay in relays:
+        assert relay.draft.seq == 2
+        assert relay.draft.text == f"First more for {relay.draft.message_id}"
+
+
+def test_a_taken_over_answer_is_not_flushed_on_the_tick(settings: Any, trips: Trips) -> None:
+    """A relay stopped (the answer was taken over by another worker) sends nothing more:
+    the text it still held is the other worker's to show."""
+    relays = _stream(settings, stop_one=True)
+
+    sent = [pair for batch in trips.deltas() for pair in batch]
+    assert (1, 2) not in sent
+    assert relays[0].pending == [" more for 1"]
+    assert {(n, 2) for n in range(2, ANSWERS + 1)} <= set(sent)
+
+
+def test_with_a_zero_window_each_delta_goes_out_as_it_arrives(settings: Any, trips: Trips) -> None:
+    settings.STREAM_FLUSH_MS = 0
+
+    async def main() -> Relay:
+        publisher = BatchPublisher(asyncio.get_running_loop())
+        relay = Relay(AnswerDraft(7), sink=publisher.publish)
+        for piece in ("a", "b", "c"):
+            relay.add_text(piece)
+            await publisher.sent()
+        return relay
+
+    relay = asyncio.run(main())
+
+    assert trips.deltas() == [[(7, 1)], [(7, 2)], [(7, 3)]]
+    assert relay.pending == []
