@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from accounts.models import Group, Organization, User
+from chatsite.compiled import CompiledSelect
 from chatsite.errors import Refused
 from llm.catalog.sync import ensure_synced, environment_profile, newest_listed_profile
 from llm.models import ModelProfile
@@ -28,6 +29,16 @@ def enabled_profiles(organization: Organization, *, user: User | None) -> QueryS
     Azure-only set-up has none). One query."""
     return _enabled_among(ModelProfile.objects.all(), organization.pk,
                           user.pk if user is not None else None).order_by("display_name", "pk")
+
+
+def _enabled_for_person(organization: int, user: int) -> QuerySet[ModelProfile]:
+    return _enabled_among(ModelProfile.objects.all(), organization, user).order_by("display_name", "pk")
+
+
+# ``enabled_profiles`` for a person, compiled once per process (chatsite.compiled): every
+# turn that starts a conversation or changes its model reads it. Its shape: whether
+# OpenAI profiles are usable (a filter more or less).
+_ENABLED_FOR_PERSON = CompiledSelect(_enabled_for_person, "organization", "user")
 
 
 def profile_enabled(*, organization_field: str, profile_field: str, user_field: str) -> Exists:
@@ -97,7 +108,8 @@ def usable_profile(organization: Organization, name: str | None, *, user: User) 
     One query (the profiles the person may use) unless the name is unknown or the default
     must be looked up beyond them."""
     ensure_synced()  # before the profiles are read: the first sync may create them
-    profiles = list(enabled_profiles(organization, user=user))
+    profiles = _ENABLED_FOR_PERSON.fetch(shape=openai_profiles_usable(),
+                                         organization=organization.pk, user=user.pk)
     if name:
         profile = next((p for p in profiles if p.name == name), None)
     else:
