@@ -11,7 +11,7 @@ from typing import Any
 from django.utils.crypto import salted_hmac
 
 from conversations.models import Message
-from conversations.tree import path_to
+from conversations.tree import PathMessage, path_to
 from llm.models import ModelProfile
 from llm.tokens import count_tokens
 from llm.tools import tool_schemas
@@ -99,7 +99,7 @@ def extra_tokens(message: dict[str, Any]) -> int:
     return total
 
 
-def _reasoning_items(message: Message, profile: ModelProfile) -> list[dict[str, Any]]:
+def _reasoning_items(message: PathMessage, profile: ModelProfile) -> list[dict[str, Any]]:
     """The encrypted reasoning a Responses-style model produced for this answer, when the
     same model answers now: another model (a regenerate with a different profile, an
     import) cannot read the blob and the provider would refuse the whole request."""
@@ -109,7 +109,7 @@ def _reasoning_items(message: Message, profile: ModelProfile) -> list[dict[str, 
         or message.model_name != profile.model
     ):
         return []
-    return list(message.reasoning_items or [])
+    return message.reasoning_items()
 
 
 def _history_turns(assistant: Message, profile: ModelProfile) -> list[list[dict[str, Any]]]:

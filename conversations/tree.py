@@ -8,9 +8,10 @@ A child is always created after its parent, so ids grow down every branch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -56,7 +57,12 @@ _BRANCH_SQL = _PATH_TEMPLATE.format(
     columns=f"{_SHOWN_COLUMNS}, p.display_name AS profile_display_name",
     joins=f"LEFT JOIN {_PROFILE_TABLE} p ON p.id = m.profile_id",
 )
-_PATH_SQL = _PATH_TEMPLATE.format(columns="m.*", joins="")
+# What a prompt needs of each earlier message: its role and text, and the model that wrote
+# an answer with its encrypted reasoning (sent back only to that model; read as text and
+# parsed only then).
+_PROMPT_PATH_SQL = _PATH_TEMPLATE.format(
+    columns="m.id, m.role, m.content, m.model_name, m.reasoning_items", joins=""
+)
 
 # The newest message under ``%s`` (itself included). A child is newer than its parent,
 # so the newest descendant has no children: it is a leaf.
@@ -106,9 +112,39 @@ def leaf_id(conversation: Conversation) -> int | None:
     )
 
 
-def path_to(message: Message) -> list[Message]:
-    """Root to ``message``, in order, in one query."""
-    return list(Message.objects.raw(_PATH_SQL, [message.pk, message.conversation_id]))
+@dataclass(frozen=True)
+class PathMessage:
+    """One message on the way to an answer, as its prompt reads it."""
+
+    id: int
+    role: str
+    content: str
+    model_name: str
+    reasoning_items_json: str | None
+
+    def reasoning_items(self) -> list[dict[str, Any]]:
+        if not self.reasoning_items_json:
+            return []
+        items = json.loads(self.reasoning_items_json)
+        return items if isinstance(items, list) else []
+
+
+def path_to(message: Message) -> list[PathMessage]:
+    """Root to ``message``, in order, in one query: plain rows, not models (the prompt is
+    built from every earlier message of the branch on every turn, and making a model of
+    each, converters and all, cost more than the query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PROMPT_PATH_SQL, [message.pk, message.conversation_id])
+        return [PathMessage(pk, role, content, model_name, _json_text(items))
+                for pk, role, content, model_name, items in cursor.fetchall()]
+
+
+def _json_text(value: Any) -> str | None:
+    """A JSON column as text, however the driver returned it (PostgreSQL's loader in
+    Django gives text; SQLite gives text; a decoded value is encoded back)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def branch(conversation: Conversation) -> list[Message]:
