@@ -7,6 +7,7 @@ from chatsite import (
     checks,  # noqa: F401  (registers the settings checks)
     logs,
     metrics,
+    pgqueries,
 )
 
 
@@ -15,6 +16,7 @@ class ChatsiteConfig(AppConfig):
     verbose_name = "Site settings"
 
     def ready(self) -> None:
+        pgqueries.cache_long_statements()
         # Celery loads Django (and so this) before it announces a worker's start.
         worker_init.connect(metrics.serve_worker_metrics, dispatch_uid="chatsite.worker_metrics")
         # Each task's log lines carry its id and name, and nothing of the one before.
