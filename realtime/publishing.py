@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import threading
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.dispatch import receiver
 
 from accounts.revocation import sockets_revoked
-from realtime.replay import RedisReplayStore, get_replay_store
+from realtime.replay import RedisReplayStore, encode_frame, get_replay_store, replay_key
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,25 @@ def _log_failure(future: Any) -> None:
 _publisher = Publisher()
 
 
+# A batch of frames (RedisPublisher.send_many): ARGV[1] is the replay buffer's lifetime,
+# then four values per frame (whether it is replayed, its JSON for the buffer, its
+# channel, its pub/sub payload); KEYS are the buffers of the replayed frames, in order.
+# Each frame is appended before it is published, as the pipeline did: a tab that
+# subscribes meanwhile reads it from the buffer and drops the live copy by seq.
+SEND_BATCH = """
+local key = 0
+for i = 2, #ARGV, 4 do
+  if ARGV[i] == '1' then
+    key = key + 1
+    redis.call('RPUSH', KEYS[key], ARGV[i + 1])
+    redis.call('EXPIRE', KEYS[key], ARGV[1])
+  end
+  redis.call('PUBLISH', ARGV[i + 2], ARGV[i + 3])
+end
+return #ARGV
+"""
+
+
 class RedisPublisher:
     """Direct path for the Redis pub/sub channel layer: the calling thread sends its own
     frame, replay append and PUBLISH in one pipelined round trip.
@@ -169,6 +189,7 @@ class RedisPublisher:
         self.layer = layer
         self.prefix = prefix
         self.store = store
+        self._scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def _queue(self, pipe: Any, message_id: int, frame: dict[str, Any]) -> None:
         """Add one frame's replay append (when replayed) and PUBLISH to a sync or async
@@ -187,11 +208,31 @@ class RedisPublisher:
             logger.warning("publishing to message %s failed", message_id, exc_info=True)
 
     async def send_many(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
-        """Many answers' frames in one pipelined round trip, from an event loop."""
-        pipe = self.store.async_client().pipeline(transaction=False)
+        """Many answers' frames in one command, from an event loop: ``SEND_BATCH``
+        appends each replayed frame to its buffer and publishes it, in order, in Redis.
+
+        A pipeline of RPUSH, EXPIRE and PUBLISH per frame cost the worker three commands
+        to pack and three replies to read (each under its own timeout) for every frame;
+        this is one of each per flush tick, whatever the number of answers."""
+        keys: list[str] = []
+        args: list[Any] = [self.store.ttl]
         for message_id, frame in batch:
-            self._queue(pipe, message_id, frame)
-        await pipe.execute()
+            replayed = frame["type"] in REPLAYED_FRAMES
+            if replayed:
+                keys.append(replay_key(message_id))
+            args += [1 if replayed else 0, encode_frame(frame) if replayed else "",
+                     f"{self.prefix}__group__{message_group(message_id)}",
+                     self.layer.serialize({"type": EVENT_TYPE, "frame": frame})]
+        await self._script()(keys=keys, args=args)
+
+    def _script(self) -> Any:
+        """``SEND_BATCH`` registered with this loop's client (it loads the script again
+        after a Redis restart)."""
+        client = self.store.async_client()
+        script = self._scripts.get(client)
+        if script is None:
+            script = self._scripts[client] = client.register_script(SEND_BATCH)
+        return script
 
     def publish_event(self, group: str, event: dict[str, Any]) -> None:
         channel = f"{self.prefix}__group__{group}"

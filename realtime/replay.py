@@ -20,6 +20,11 @@ def replay_key(message_id: int) -> str:
     return f"teamchat:replay:{message_id}"
 
 
+def encode_frame(frame: dict[str, Any]) -> str:
+    """A frame as the buffer keeps it (compact JSON)."""
+    return json.dumps(frame, separators=(",", ":"))
+
+
 class ReplayStore(Protocol):
     async def read_after(self, message_id: int, after_seq: int) -> list[dict[str, Any]]: ...
 
@@ -47,7 +52,7 @@ class RedisReplayStore:
 
     def queue_append(self, pipe: Any, message_id: int, frame: dict[str, Any]) -> None:
         """Add one frame's append (and the buffer's expiry) to a sync or async pipeline."""
-        pipe.rpush(replay_key(message_id), json.dumps(frame, separators=(",", ":")))
+        pipe.rpush(replay_key(message_id), encode_frame(frame))
         pipe.expire(replay_key(message_id), self.ttl)
 
     def read_sync(self, message_id: int) -> list[dict[str, Any]]:

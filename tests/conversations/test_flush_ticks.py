@@ -107,3 +107,52 @@ def test_with_a_zero_window_each_delta_goes_out_as_it_arrives(settings: Any, tri
 
     assert trips.deltas() == [[(7, 1)], [(7, 2)], [(7, 3)]]
     assert relay.pending == []
+
+
+def test_a_batch_is_buffered_and_published_in_order_even_after_redis_lost_its_scripts(
+    settings: Any,
+) -> None:
+    """The real Redis path (``RedisPublisher.send_many``: one script call per batch).
+    A Redis restart forgets loaded scripts (SCRIPT FLUSH does the same): the next batch
+    loads it again, and nothing is lost."""
+    direct = publishing._direct_publisher()
+    if direct is None:
+        pytest.skip("needs the Redis pub/sub channel layer")
+    store = direct.store
+    ids = (9_100_000_001, 9_100_000_002)
+    channels = [f"{direct.prefix}__group__{publishing.message_group(mid)}" for mid in ids]
+
+    async def main() -> list[dict[str, Any]]:
+        client = store.async_client()
+        for mid in ids:
+            await client.delete(f"teamchat:replay:{mid}")
+        pubsub = client.pubsub()
+        await pubsub.subscribe(*channels)
+        for _ in channels:
+            await pubsub.get_message(timeout=1)  # the subscribe confirmations
+        await direct.send_many([
+            (ids[0], {"type": "thinking", "message": ids[0], "elapsed_ms": 0}),
+            (ids[0], {"type": "delta", "message": ids[0], "seq": 1, "text": "a"}),
+            (ids[1], {"type": "delta", "message": ids[1], "seq": 1, "text": "x"}),
+        ])
+        await client.script_flush()
+        await direct.send_many([(ids[0], {"type": "delta", "message": ids[0], "seq": 2, "text": "b"}),
+                                (ids[1], {"type": "done", "message": ids[1], "seq": 2})])
+        received = []
+        while len(received) < 5:
+            message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
+            assert message is not None, received
+            received.append(direct.layer.deserialize(message["data"])["frame"])
+        await pubsub.aclose()
+        return received
+
+    received = asyncio.run(main())
+
+    assert [(f["message"], f["type"], f.get("seq")) for f in received] == [
+        (ids[0], "thinking", None), (ids[0], "delta", 1), (ids[1], "delta", 1),
+        (ids[0], "delta", 2), (ids[1], "done", 2),
+    ]
+    # Only the replayed frames are buffered (no thinking), each once, in order, with a lifetime.
+    assert [f["text"] for f in store.read_sync(ids[0])] == ["a", "b"]
+    assert [f["type"] for f in store.read_sync(ids[1])] == ["delta", "done"]
+    assert 0 < store.sync_client().ttl(f"teamchat:replay:{ids[0]}") <= store.ttl
