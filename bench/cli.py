@@ -98,9 +98,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra.add_argument("--search-only", action="store_true",
                        help="run only the search benchmark (no stack, no streams)")
     extra.add_argument("--reference", action="store_true",
-                       help="after the product's steps, run the same closed loop at each N against two "
-                            "reference servers on the same cores: a bare relay, and the relay plus the "
-                            "least per-turn work of a Celery queue and PostgreSQL storage (bench/reference.py)")
+                       help="after the product's steps, run the same closed loop at each N against three "
+                            "reference servers on the same cores: a bare relay; the floor, the relay plus the "
+                            "least per-turn work of a Celery queue and PostgreSQL storage; and the floor with "
+                            "DESIGN's worker -> Redis -> web hop (bench/reference.py, bench/reference_hop.py)")
     extra.add_argument("--reference-only", action="store_true",
                        help="run only the reference servers' steps (no product steps)")
     extra.add_argument("--profile", action="store_true",
@@ -714,7 +715,7 @@ class Runner:
         self.stack.stop_children(("web-", "worker-", "side-"))
         reference.create_tables(self.pg)
         timing = self.sustained_timing()
-        for mode in ("relay", "floor"):
+        for mode in ("relay", "floor", "hop"):
             children, port = self.stack.start_reference(mode, flush_ms=settings.STREAM_FLUSH_MS)
             pids = {child.name: child.pid for child in children}
             meter = cpu.CpuMeter({**pids, "emulator": self.stack.pids()["emulator"]},

@@ -18,6 +18,7 @@ from typing import Any
 Row = dict[str, Any]
 
 FLOOR = "floor"
+HOP = "hop"
 PRODUCT_ROLES = ("web", "worker", "side")  # each role's processes together (side: titles)
 DATABASE = "postgres (bench db)"
 
@@ -39,8 +40,8 @@ def ratio(product: float | None, floor: float | None) -> float | None:
 
 def serving_processes(row: Row) -> list[str]:
     """The processes that serve the tabs: the product's web, worker and side-worker
-    roles, or a reference server's own processes (its server and, for the floor, its
-    worker)."""
+    roles, or a reference server's own processes (its server and, for the floor and
+    the hop, its worker)."""
     if "processes" in row:
         return list(row["processes"])
     return list(PRODUCT_ROLES)
@@ -60,32 +61,46 @@ def cpu_ms_per_turn(row: Row, tokens_per_answer: int) -> float | None:
     return 1000 * seconds / (delivered / tokens_per_answer)
 
 
-def _pair(product: float | None, floor: float | None) -> dict[str, float | None]:
+def _pair(product: float | None, other: float | None, name: str) -> dict[str, float | None]:
     return {
         "product": product,
-        "floor": floor,
-        "ratio": ratio(product, floor),
-        "excess": None if product is None or floor is None else product - floor,
+        name: other,
+        "ratio": ratio(product, other),
+        "excess": None if product is None or other is None else product - other,
     }
 
 
-def compare(product: Row, floor: Row, tokens_per_answer: int) -> dict[str, dict[str, float | None]]:
-    """Each figure of the budgets for the product and the floor at one N, with
-    product ÷ floor (``ratio``) and product − floor (``excess``)."""
-    result = {key: _pair(product[summary].get(pct), floor[summary].get(pct))
+def compare(product: Row, reference: Row, tokens_per_answer: int, *,
+            name: str = FLOOR) -> dict[str, dict[str, float | None]]:
+    """Each figure of the budgets for the product and a reference server at one N (the
+    reference's figure under its ``name``: ``floor``, ``hop``), with product ÷ reference
+    (``ratio``) and product − reference (``excess``)."""
+    result = {key: _pair(product[summary].get(pct), reference[summary].get(pct), name)
               for key, summary, pct in LATENCIES}
     result["cpu_per_turn"] = _pair(cpu_ms_per_turn(product, tokens_per_answer),
-                                   cpu_ms_per_turn(floor, tokens_per_answer))
+                                   cpu_ms_per_turn(reference, tokens_per_answer), name)
     return result
+
+
+def hop_over_floor(row: Row) -> dict[str, float | None]:
+    """hop ÷ floor at a product row's N for CPU per turn and per-token p99 (each None
+    unless both ran): what DESIGN's hop costs over the floor, the product left out."""
+    against_floor, against_hop = row.get("against_floor"), row.get("against_hop")
+    return {key: None if against_floor is None or against_hop is None
+            else ratio(against_hop[key][HOP], against_floor[key][FLOOR])
+            for key in ("cpu_per_turn", "token_p99")}
 
 
 def attach(sustained: list[Row], reference: list[Row], tokens_per_answer: int) -> None:
     """Give every row its CPU per turn and every product row its comparison with the
-    floor at the same N (``against_floor``; None when the floor did not run at that N)."""
+    floor at the same N (``against_floor``; None when the floor did not run at that N)
+    and, as information, with the hop (``against_hop``, alike)."""
     floors = {row["streams"]: row for row in reference if row.get("system") == FLOOR}
+    hops = {row["streams"]: row for row in reference if row.get("system") == HOP}
     for row in reference:
         row["cpu_ms_per_turn"] = cpu_ms_per_turn(row, tokens_per_answer)
     for row in sustained:
         row["cpu_ms_per_turn"] = cpu_ms_per_turn(row, tokens_per_answer)
-        floor = floors.get(row["streams"])
+        floor, hop = floors.get(row["streams"]), hops.get(row["streams"])
         row["against_floor"] = None if floor is None else compare(row, floor, tokens_per_answer)
+        row["against_hop"] = None if hop is None else compare(row, hop, tokens_per_answer, name=HOP)

@@ -1,6 +1,6 @@
 """Reference servers for ``bench --reference``: what these cores do without the product.
 
-The same tabs, emulator and closed loop as the product's steps, against two servers that
+The same tabs, emulator and closed loop as the product's steps, against three servers that
 speak the product's websocket frames (``message.created``, ``delta`` with ``seq``,
 ``done``) and batch deltas in the same flush window:
 
@@ -13,22 +13,30 @@ speak the product's websocket frames (``message.created``, ``delta`` with ``seq`
   the end stores the text and settles the reservation. Its tables are copies of the
   product's message and reservation tables (indexes, the generated search vector and
   checks included, foreign keys left out).
+- ``hop`` (``bench/reference_hop.py``): the floor with the stream moved where DESIGN's
+  parts put it: a Celery worker streams the answer on its event loop and publishes the
+  frames through Redis (pub/sub and a replay list), and the web process forwards them.
 
-Both are lower bounds on purpose. The floor keeps the stream in the process that holds
+All are lower bounds on purpose. The floor keeps the stream in the process that holds
 the socket, so it has no worker → Redis → web hop, no session check, no rate limit, no
 prompt building and no SDK; anything the product does costs at least this. If the floor
-misses a latency budget on these cores, the product cannot meet it here either.
+misses a latency budget on these cores, the product cannot meet it here either. The hop
+adds only that hop, so hop ÷ floor is what the architecture alone costs.
 
-Run by the bench: ``python -m bench.reference --port P --emulator URL --mode relay|floor``
-and, for ``floor``, ``celery -A bench.reference worker --pool threads``.
+Run by the bench: ``python -m bench.reference --port P --emulator URL --mode relay|floor|hop``
+and, for ``floor`` and ``hop``, ``celery -A bench.reference worker --pool threads`` on the
+mode's queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,7 +51,9 @@ CLAIM_THREADS = 4
 app = Celery("bench_reference", broker=os.environ.get("REDIS_URL", "memory://"))
 app.conf.update(task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
                 worker_prefetch_multiplier=1, worker_hijack_root_logger=False,
-                broker_connection_retry_on_startup=True, task_default_queue="bench-reference")
+                broker_connection_retry_on_startup=True, task_default_queue="bench-reference",
+                # The hop's stream task lives beside its server; a worker of this app loads it.
+                include=["bench.reference_hop"])
 
 _INSERT_MESSAGE = (
     f"INSERT INTO {FLOOR_MESSAGE} (role, content, status, client_id, created_at, model_name, "
@@ -99,7 +109,105 @@ def claim(message_id: int) -> None:
         conn.execute(_CLAIM, (message_id,))
 
 
+@dataclass
+class Answer:
+    """One answer's stream so far: its text's parts, the last delta's seq, tokens seen."""
+
+    parts: list[str] = field(default_factory=list)
+    seq: int = 0
+    tokens: int = 0
+
+
+async def coalesced(session: Any, url: str, effort: str, flush_s: float, answer: Answer) -> AsyncGenerator[str, None]:
+    """Stream the upstream answer and yield its deltas batched as the product batches
+    them; ``answer.seq`` is the seq of the batch just yielded. Close it (``aclosing``)
+    when leaving early, so the upstream response is released at once."""
+    body = {"model": "o3-mini", "messages": [{"role": "user", "content": "bench"}], "stream": True,
+            "stream_options": {"include_usage": True}, "reasoning_effort": effort}
+    pending: list[str] = []
+    last_flush = 0.0
+    async with session.post(url, data=orjson.dumps(body), headers={
+            "Authorization": "Bearer bench", "Content-Type": "application/json"}) as response:
+        async for line in response.content:
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:].strip()
+            if payload == b"[DONE]":
+                break
+            chunk = orjson.loads(payload)
+            choices = chunk.get("choices") or ()
+            text = choices[0].get("delta", {}).get("content") if choices else None
+            if not text:
+                continue
+            answer.tokens += 1
+            answer.parts.append(text)
+            pending.append(text)
+            now = time.monotonic()
+            # As the product: the first token at once, later ones once the window passed.
+            if answer.seq == 0 or now - last_flush >= flush_s:
+                answer.seq += 1
+                batch = "".join(pending)
+                pending.clear()
+                yield batch
+                last_flush = now
+    if pending:
+        answer.seq += 1
+        yield "".join(pending)
+
+
+def created_frame(client_id: str, effort: str, question: int, answer: int) -> bytes:
+    return orjson.dumps({
+        "type": "message.created", "conversation": 0, "user_message": question,
+        "assistant_message": answer, "client_id": client_id, "reasoning_effort": effort, "ahead": 0,
+    })
+
+
+def delta_frame(answer: int, seq: int, text: str) -> bytes:
+    return orjson.dumps({"type": "delta", "message": answer, "seq": seq, "text": text})
+
+
+def done_frame(answer: int, seq: int) -> bytes:
+    """The answer's last frame, numbered after its last delta (``seq``)."""
+    return orjson.dumps({
+        "type": "done", "message": answer, "seq": seq + 1, "status": "done", "finish_reason": "stop",
+        "usage": {}, "usage_estimated": False, "cost_usd": "0.000000",
+    })
+
+
+async def open_pool() -> Any:
+    """The async PostgreSQL pool of a process that stores turns (autocommit: each
+    transaction is an explicit ``conn.transaction()``)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(os.environ["DATABASE_URL"], min_size=4, max_size=20,
+                               kwargs={"autocommit": True}, open=False)
+    await pool.open(wait=True)
+    return pool
+
+
+async def store_turn(pool: Any, client_id: str, effort: str) -> tuple[int, int]:
+    """The turn's first transaction: the question, the pending answer and its
+    reservation. Returns (question, answer)."""
+    async with pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute(_INSERT_MESSAGE, ("user", "bench", "done", client_id, effort, None))
+        question = (await cursor.fetchone())[0]
+        cursor = await conn.execute(_INSERT_MESSAGE, ("assistant", "", "pending", client_id, effort, question))
+        answer = (await cursor.fetchone())[0]
+        await conn.execute(_INSERT_RESERVATION, (answer,))
+    return question, answer
+
+
+async def finish_turn(pool: Any, answer_id: int, answer: Answer) -> None:
+    """The turn's last transaction: the answer's text, and its reservation settled."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(_FINISH, ("".join(answer.parts), answer.seq, answer.tokens, answer_id))
+        await conn.execute(_SETTLE, (answer_id,))
+
+
 class Relay:
+    """The relay and the floor's server: the stream stays in the process that holds
+    the socket."""
+
     def __init__(self, emulator: str, *, floor: bool, flush_ms: int) -> None:
         self.url = emulator.rstrip("/") + "/v1/chat/completions"
         self.floor = floor
@@ -113,11 +221,7 @@ class Relay:
 
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         if self.floor:
-            from psycopg_pool import AsyncConnectionPool
-
-            self.pool = AsyncConnectionPool(os.environ["DATABASE_URL"], min_size=4, max_size=20,
-                                            kwargs={"autocommit": True}, open=False)
-            await self.pool.open(wait=True)
+            self.pool = await open_pool()
 
     async def websocket(self, request: Any) -> Any:
         from aiohttp import WSMsgType, web
@@ -144,73 +248,22 @@ class Relay:
         if not self.floor:
             self.next_id += 2
             return self.next_id - 1, self.next_id
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(_INSERT_MESSAGE, ("user", "bench", "done", client_id, effort, None))
-            question = (await cursor.fetchone())[0]
-            cursor = await conn.execute(_INSERT_MESSAGE, ("assistant", "", "pending", client_id, effort, question))
-            answer = (await cursor.fetchone())[0]
-            await conn.execute(_INSERT_RESERVATION, (answer,))
+        question, answer = await store_turn(self.pool, client_id, effort)
         await asyncio.to_thread(claim.delay, answer)
         return question, answer
-
-    async def _end(self, answer: int, text: str, seq: int, tokens: int) -> None:
-        if not self.floor:
-            return
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_FINISH, (text, seq, tokens, answer))
-            await conn.execute(_SETTLE, (answer,))
 
     async def turn(self, ws: Any, frame: dict[str, Any]) -> None:
         client_id = str(frame.get("client_id", ""))
         effort = str(frame.get("reasoning_effort") or "medium")
-        question, answer = await self._begin(client_id, effort)
-        await ws.send_str(orjson.dumps({
-            "type": "message.created", "conversation": 0, "user_message": question,
-            "assistant_message": answer, "client_id": client_id, "reasoning_effort": effort, "ahead": 0,
-        }).decode())
-        body = {"model": "o3-mini", "messages": [{"role": "user", "content": "bench"}], "stream": True,
-                "stream_options": {"include_usage": True}, "reasoning_effort": effort}
-        parts: list[str] = []
-        pending: list[str] = []
-        seq = 0
-        last_flush = 0.0
-        tokens = 0
-        async with self.session.post(self.url, data=orjson.dumps(body), headers={
-                "Authorization": "Bearer bench", "Content-Type": "application/json"}) as response:
-            async for line in response.content:
-                if not line.startswith(b"data: "):
-                    continue
-                payload = line[6:].strip()
-                if payload == b"[DONE]":
-                    break
-                chunk = orjson.loads(payload)
-                choices = chunk.get("choices") or ()
-                text = choices[0].get("delta", {}).get("content") if choices else None
-                if not text:
-                    continue
-                tokens += 1
-                parts.append(text)
-                pending.append(text)
-                now = time.monotonic()
-                # As the product: the first token at once, later ones once the window passed.
-                if seq == 0 or now - last_flush >= self.flush_s:
-                    seq += 1
-                    await self._delta(ws, answer, seq, pending)
-                    last_flush = now
-        if pending:
-            seq += 1
-            await self._delta(ws, answer, seq, pending)
-        await self._end(answer, "".join(parts), seq, tokens)
-        await ws.send_str(orjson.dumps({
-            "type": "done", "message": answer, "seq": seq + 1, "status": "done", "finish_reason": "stop",
-            "usage": {}, "usage_estimated": False, "cost_usd": "0.000000",
-        }).decode())
-
-    @staticmethod
-    async def _delta(ws: Any, answer: int, seq: int, pending: list[str]) -> None:
-        text = "".join(pending)
-        pending.clear()
-        await ws.send_str(orjson.dumps({"type": "delta", "message": answer, "seq": seq, "text": text}).decode())
+        question, answer_id = await self._begin(client_id, effort)
+        await ws.send_str(created_frame(client_id, effort, question, answer_id).decode())
+        answer = Answer()
+        async with contextlib.aclosing(coalesced(self.session, self.url, effort, self.flush_s, answer)) as deltas:
+            async for text in deltas:
+                await ws.send_str(delta_frame(answer_id, answer.seq, text).decode())
+        if self.floor:
+            await finish_turn(self.pool, answer_id, answer)
+        await ws.send_str(done_frame(answer_id, answer.seq).decode())
 
 
 async def health(_request: Any) -> Any:
@@ -226,10 +279,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--emulator", required=True)
-    parser.add_argument("--mode", choices=("relay", "floor"), required=True)
+    parser.add_argument("--mode", choices=("relay", "floor", "hop"), required=True)
     parser.add_argument("--flush-ms", type=int, default=60)
     args = parser.parse_args(argv)
-    relay = Relay(args.emulator, floor=args.mode == "floor", flush_ms=args.flush_ms)
+    relay: Relay
+    if args.mode == "hop":
+        # Imported here, not at the top: bench.reference_hop builds on this module.
+        from bench.reference_hop import HopServer
+
+        relay = HopServer(args.emulator, flush_ms=args.flush_ms)
+    else:
+        relay = Relay(args.emulator, floor=args.mode == "floor", flush_ms=args.flush_ms)
 
     async def on_startup(_app: Any) -> None:
         await relay.start()

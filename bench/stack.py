@@ -274,23 +274,27 @@ class Stack:
         return children
 
     def start_reference(self, mode: str, *, flush_ms: int) -> tuple[list[Child], int]:
-        """A reference server of ``bench.reference`` (``relay`` or ``floor``, the latter
-        with its Celery worker). Returns its processes and port."""
+        """A reference server of ``bench.reference`` (``relay``, ``floor`` or ``hop``, the
+        last two with their Celery worker, each on its own queue). Returns its processes
+        and port."""
         port = free_port()
         server = self.spawn(f"{mode}-1", [
             sys.executable, "-m", "bench.reference", "--port", str(port), "--emulator", self.emulator_url,
             "--mode", mode, "--flush-ms", str(flush_ms),
         ])
         children = [server]
-        if mode == "floor":
+        if mode in ("floor", "hop"):
             from bench.reference import CLAIM_THREADS, app
+            from bench.reference_hop import HOP_QUEUE
 
-            name = f"floor-{os.getpid()}@{socket.gethostname()}"
-            children.append(self.spawn("floor worker-1", [
+            name = f"{mode}-{os.getpid()}@{socket.gethostname()}"
+            queue = HOP_QUEUE if mode == "hop" else "bench-reference"
+            # The hop's worker streams: it needs the upstream and the flush window.
+            children.append(self.spawn(f"{mode} worker-1", [
                 sys.executable, "-m", "celery", "-A", "bench.reference", "worker", "--pool", "threads",
                 "--concurrency", str(CLAIM_THREADS), "--loglevel", "WARNING", "--hostname", name,
-                "--queues", "bench-reference",
-            ]))
+                "--queues", queue,
+            ], env={"STREAM_FLUSH_MS": str(flush_ms)}))
             self._wait_for_ping(app, {name}, 60.0)
         self.wait_http(server, f"http://127.0.0.1:{port}/healthz")
         return children, port

@@ -1,6 +1,6 @@
 """Markdown for the closed-loop sustained steps: the results table (with Open WebUI's
 quoted row), the table against the floor, every budget marked in the cell it judges, the
-verdicts, and CPU by process."""
+verdicts, the table against the floor with DESIGN's hop (information), and CPU by process."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.budgets import Budget, Row, unjudged, verdicts
 from bench.cpu import busy_share
+from bench.ratios import FLOOR, HOP, hop_over_floor, ratio
 
 # Quoted, not measured here: the figure issue 10 reports for Open WebUI on this machine
 # type under the same load (reasoning 0.5 s, then 300 tokens at 100 tokens/s).
@@ -131,14 +132,17 @@ FLOOR_COLUMNS = [
 ]
 
 
-def _against_cell(pair: dict[str, float | None], *, excess: bool = False) -> str:
-    """"product / floor = ratio×", and the difference in ms when ``excess``."""
-    ratio = pair["ratio"]
-    cell = (f"{_ms(pair['product'])} / {_ms(pair['floor'])} = "
-            + ("–" if ratio is None else f"{ratio:.1f}×"))
+def _against_cell(pair: dict[str, float | None], *, excess: bool = False, name: str = FLOOR) -> str:
+    """"product / reference = ratio×" (the reference's figure under ``name``), and the
+    difference in ms when ``excess``."""
+    cell = f"{_ms(pair['product'])} / {_ms(pair[name])} = " + _times(pair["ratio"])
     if excess and pair["excess"] is not None:
         cell += f" ({pair['excess']:+,.0f} ms)"
     return cell
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}×"
 
 
 def floor_table(rows: list[Row]) -> str:
@@ -157,6 +161,28 @@ def floor_table(rows: list[Row]) -> str:
                       for key, _ in FLOOR_COLUMNS[1:]})
         _add_marks(cells, row, marks)
         lines.append("| " + " | ".join(cells[key] for key, _ in FLOOR_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+HOP_COLUMNS = [*FLOOR_COLUMNS, ("architecture", "hop ÷ floor: CPU per turn · per-token p99")]
+
+
+def hop_table(rows: list[Row]) -> str:
+    """Product / hop = product ÷ hop for the floor table's figures, at each N whose hop
+    was measured, and hop ÷ floor beside them; no budget marks (information only)."""
+    compared = [row for row in rows if row.get("against_hop")]
+    if not compared:
+        return "(no hop measured in this run: `--reference` adds it and these ratios)"
+    lines = ["| " + " | ".join(title for _, title in HOP_COLUMNS) + " |",
+             "|---:|" + "---|" * (len(HOP_COLUMNS) - 1)]
+    for row in compared:
+        against = row["against_hop"]
+        cells = {"streams": str(row["streams"])}
+        cells.update({key: _against_cell(against[key], excess=key == "ttft_p50", name=HOP)
+                      for key, _ in FLOOR_COLUMNS[1:]})
+        architecture = hop_over_floor(row)
+        cells["architecture"] = f"{_times(architecture['cpu_per_turn'])} · {_times(architecture['token_p99'])}"
+        lines.append("| " + " | ".join(cells[key] for key, _ in HOP_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -264,6 +290,15 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         "",
         floor_table(rows),
         "",
+        "### Against the floor with DESIGN's hop (information, not a budget)",
+        "",
+        "Each cell: teamchat / the hop (the floor, but a Celery worker streams the answer and its "
+        "frames reach the web process through Redis pub/sub and a replay list, as DESIGN's parts have "
+        "it) = teamchat ÷ hop, at the same N: what teamchat adds over its architecture. Last column: "
+        "hop ÷ floor, what the architecture alone costs.",
+        "",
+        hop_table(rows),
+        "",
         "### Budgets (issue 23)",
         "",
         *verdict_lines(rows),
@@ -283,6 +318,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
 REFERENCE_LABELS = {
     "relay": "bare relay (aiohttp, no storage or queue)",
     "floor": "relay + least Celery and PostgreSQL work per turn",
+    "hop": "floor + DESIGN's hop (worker streams, Redis pub/sub + replay list to the web process)",
 }
 
 
@@ -301,7 +337,9 @@ def reference_section(rows: list[Row]) -> list[str]:
         "`bench/reference.py`: a bare relay, and the relay plus the least per-turn work a server with "
         "a Celery queue and PostgreSQL storage does (store the turn, a worker claims it, store the "
         "answer and settle its reservation). Both are lower bounds: no session, no rate limit, no "
-        "prompt, no SDK, and the stream never leaves the process that holds the socket.",
+        "prompt, no SDK, and the stream never leaves the process that holds the socket. The third "
+        "(`bench/reference_hop.py`) is the floor with DESIGN's hop: the worker streams the answer and "
+        "publishes its frames to Redis (pub/sub and a replay list), and the web process forwards them.",
         "",
         "| system | N | turns finished / started | per-token added ms p50 / p99 | added time to first token "
         "ms p50 / p99 | tokens/s delivered / offered | tokens lost / duplicated / out of order | "
@@ -322,4 +360,22 @@ def reference_section(rows: list[Row]) -> list[str]:
                      f"{cells['turns']} | {cells['token']} | {cells['ttft']} | {cells['tokens']} | "
                      f"{cells['correctness']} | {cells['frames']} | {usage} | "
                      f"{100 * busy:.0f} % of {row['cores']} cores |")
-    return [*lines, ""]
+    hop = _hop_lines(rows)
+    return [*lines, "", *hop, ""] if hop else [*lines, ""]
+
+
+def _hop_lines(rows: list[Row]) -> list[str]:
+    """hop ÷ floor at each N where both ran: what DESIGN's hop costs by itself."""
+    floors = {row["streams"]: row for row in rows if row["system"] == FLOOR}
+    lines = []
+    for hop in (row for row in rows if row["system"] == HOP):
+        floor = floors.get(hop["streams"])
+        if floor is None:
+            continue
+        cpu, token = (ratio(hop.get("cpu_ms_per_turn"), floor.get("cpu_ms_per_turn")),
+                      ratio(hop["token_added_ms"].get("p99"), floor["token_added_ms"].get("p99")))
+        lines.append(f"- N = {hop['streams']}: hop ÷ floor, CPU ms per turn (server + worker + PostgreSQL) "
+                     f"{_ms(hop.get('cpu_ms_per_turn'))} / {_ms(floor.get('cpu_ms_per_turn'))} = {_times(cpu)}, "
+                     f"per-token added p99 {_ms(hop['token_added_ms'].get('p99'))} / "
+                     f"{_ms(floor['token_added_ms'].get('p99'))} ms = {_times(token)}")
+    return lines

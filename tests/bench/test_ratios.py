@@ -1,5 +1,6 @@
 """bench.ratios and bench.budgets: the product against the floor of the same run, the
-budgets of issue 23 judged on those ratios, and the share of new-conversation turns."""
+budgets of issue 23 judged on those ratios, the product against the hop (information),
+and the share of new-conversation turns."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from bench.budgets import BUDGETS, unjudged, verdicts
 from bench.fixtures import new_conversation_turns
-from bench.ratios import attach, compare, cpu_ms_per_turn, ratio
-from bench.sustained_report import floor_table, load_model
+from bench.ratios import attach, compare, cpu_ms_per_turn, hop_over_floor, ratio
+from bench.sustained_report import floor_table, hop_table, load_model
 
 TOKENS = 300
 
@@ -36,6 +37,12 @@ def _floor(streams: int, **kwargs: Any) -> dict[str, Any]:
     cpu = {"floor-1": 1.0, "floor worker-1": 0.5, "postgres (bench db)": 1.0, "emulator": 9.0}
     return _row(streams, cpu=kwargs.pop("cpu", cpu), system="floor",
                 processes=["floor worker-1", "floor-1"], **kwargs)
+
+
+def _hop(streams: int, **kwargs: Any) -> dict[str, Any]:
+    cpu = {"hop-1": 1.5, "hop worker-1": 1.5, "postgres (bench db)": 1.0, "emulator": 9.0}
+    return _row(streams, cpu=kwargs.pop("cpu", cpu), system="hop",
+                processes=["hop worker-1", "hop-1"], **kwargs)
 
 
 def _outcome(rows: list[dict[str, Any]]) -> dict[tuple[str, int], bool]:
@@ -73,6 +80,39 @@ def test_attach_compares_each_n_with_the_floor_at_the_same_n_only() -> None:
     assert product[1]["against_floor"] is None  # only the relay ran at N = 100
     assert product[0]["cpu_ms_per_turn"] == pytest.approx(60.0)
     assert reference[0]["cpu_ms_per_turn"] == pytest.approx(25.0)
+
+
+def test_attach_compares_each_n_with_the_hop_at_the_same_n_as_well() -> None:
+    product = [_row(50, token=(30.0, 170.0)), _row(100)]
+    reference = [_floor(50, token=(20.0, 85.0)), _hop(50, token=(25.0, 100.0)), _floor(100)]
+    attach(product, reference, TOKENS)
+    against = product[0]["against_hop"]
+    assert set(against) == {"token_p50", "token_p99", "ttft_p50", "ttft_p99", "cpu_per_turn"}
+    assert against["token_p99"] == {"product": 170.0, "hop": 100.0, "ratio": pytest.approx(1.7),
+                                    "excess": pytest.approx(70.0)}
+    # The hop's server, worker and database: 4 s for 100 turns.
+    assert against["cpu_per_turn"]["hop"] == pytest.approx(40.0)
+    assert product[0]["against_floor"]["token_p99"]["floor"] == 85.0  # the floor's, as before
+    assert product[1]["against_hop"] is None  # no hop at N = 100
+    assert reference[1]["cpu_ms_per_turn"] == pytest.approx(40.0)
+
+
+def test_hop_over_floor_is_what_the_hop_costs_over_the_floor() -> None:
+    rows = [_row(50), _row(100)]
+    attach(rows, [_floor(50, token=(20.0, 80.0)), _hop(50, token=(25.0, 100.0)), _hop(100)], TOKENS)
+    assert hop_over_floor(rows[0]) == {"cpu_per_turn": pytest.approx(40 / 25),
+                                       "token_p99": pytest.approx(100 / 80)}
+    assert hop_over_floor(rows[1]) == {"cpu_per_turn": None, "token_p99": None}  # no floor at N = 100
+
+
+def test_the_hop_is_information_and_never_a_budget() -> None:
+    without, with_hop = [_row(100, token=(30, 446))], [_row(100, token=(30, 446))]
+    attach(without, [_floor(100, token=(20, 85))], TOKENS)
+    attach(with_hop, [_floor(100, token=(20, 85)), _hop(100, token=(20, 400))], TOKENS)
+    assert list(_outcome(with_hop).items()) == list(_outcome(without).items())
+    only_hop = [_row(100)]
+    attach(only_hop, [_hop(100)], TOKENS)
+    assert {budget.name for budget, _, _ in verdicts(only_hop)} == {b.name for b in BUDGETS if not b.against_floor}
 
 
 def test_per_token_p99_is_judged_against_twice_the_floor_at_n_100_and_200() -> None:
@@ -141,6 +181,18 @@ def test_the_floor_table_shows_product_floor_ratio_and_marks() -> None:
     assert "446 / 85 = 5.2× (≤ 2×: **FAIL**)" in table
     assert "60 / 25 = 2.4× (≤ 2×: **FAIL**)" in table
     assert "--reference" in floor_table([_row(50)])
+
+
+def test_the_hop_table_shows_product_hop_ratio_and_hop_over_floor_without_marks() -> None:
+    rows = [_row(50, token=(31.0, 170.0), ttft=(20.0, 90.0)), _row(100)]
+    attach(rows, [_floor(50, token=(30.0, 85.0)), _hop(50, token=(30.0, 100.0), ttft=(8.0, 25.0))], TOKENS)
+    table = hop_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 3  # the header, its rule and N = 50: no hop at N = 100
+    assert lines[0].endswith("| hop ÷ floor: CPU per turn · per-token p99 |")
+    assert lines[2] == ("| 50 | 31 / 30 = 1.0× | 170 / 100 = 1.7× | 20 / 8.0 = 2.5× (+12 ms) | 90 / 25 = 3.6× "
+                        "| 60 / 40 = 1.5× | 1.6× · 1.2× |")
+    assert "--reference" in hop_table([_row(50)])
 
 
 def test_the_report_states_the_load_model() -> None:

@@ -1,5 +1,6 @@
-"""bench.reference: the reference servers speak the product's frames, and the floor does
-its per-turn work for real (its rows in PostgreSQL, the claim by a Celery worker)."""
+"""bench.reference: the reference servers speak the product's frames, the floor does its
+per-turn work for real (its rows in PostgreSQL, the claim by a Celery worker), and the hop
+streams in a Celery worker whose frames reach the web process through Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from websockets.sync.client import connect
 
 from bench.analysis import tab_deltas
 from bench.reference import CLAIM_THREADS, FLOOR_MESSAGE, FLOOR_RESERVATION, app, create_tables
+from bench.reference_hop import HOP_QUEUE, REPLAY_PREFIX, replay_key
 from bench.sustained_report import reference_section
 from tests.chaos.conftest import Processes, processes, wait_for  # noqa: F401 - the fixture
 from tests.conftest import free_port
@@ -79,33 +81,31 @@ def test_the_relay_streams_the_emulators_answer_in_the_products_frames(processes
     assert len(frames) - 1 < len(text.split())
 
 
-@pytest.mark.slow  # starts a child process
-def test_the_floor_stores_the_turn_has_a_celery_worker_claim_it_and_settles_it(
-        processes: Processes, emulator: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
-    import psycopg
-    from django.conf import settings
-
-    with psycopg.connect(processes.env["DATABASE_URL"], autocommit=True) as conn:
-        create_tables(conn)
-    request.addfinalizer(_drop_floor_tables)
-    # The answer starts after a pause, long after the worker's claim has run.
-    emulator.config.think_ms = dict.fromkeys(("minimal", "low", "medium", "high"), 300)
-    worker = processes.spawn("floor-worker", [
+def _start_worker(procs: Processes, name: str, queue: str) -> None:
+    """A worker of bench.reference's Celery app on ``queue``, once it answers a ping."""
+    worker = procs.spawn(name, [
         sys.executable, "-m", "celery", "-A", "bench.reference", "worker", "--pool", "threads",
-        "--concurrency", str(CLAIM_THREADS), "--loglevel", "WARNING", "--queues", "bench-reference",
-        "--hostname", f"floor-test-{processes.count}@%h"])
-    app.conf.broker_url = processes.env["REDIS_URL"]
+        "--concurrency", str(CLAIM_THREADS), "--loglevel", "WARNING", "--queues", queue,
+        "--hostname", f"{name}-{procs.count}@%h"], STREAM_FLUSH_MS="60")
+    app.conf.broker_url = procs.env["REDIS_URL"]
 
     def worker_up() -> bool:
         assert worker.alive(), worker.tail()
         return bool(app.control.ping(timeout=0.5))
 
-    wait_for(worker_up, timeout=60, what="the floor's worker", every=0.2)
-    url = _server(processes, "floor", settings.EMULATOR_URL)
+    wait_for(worker_up, timeout=60, what=f"the {name}", every=0.2)
 
-    created, frames = _turn(url, "floor-1")
-    text = _assert_answer_frames(created, frames, "floor-1")
 
+def _floor_tables(procs: Processes, request: pytest.FixtureRequest) -> None:
+    import psycopg
+
+    with psycopg.connect(procs.env["DATABASE_URL"], autocommit=True) as conn:
+        create_tables(conn)
+    request.addfinalizer(_drop_floor_tables)
+
+
+def _assert_turn_stored(created: dict[str, Any], text: str) -> None:
+    """The question, the answer done with ``text`` and claimed once, its reservation settled."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT id, role, status, content, claims, parent_id FROM {FLOOR_MESSAGE} ORDER BY id")
         rows = cursor.fetchall()
@@ -119,6 +119,64 @@ def test_the_floor_stores_the_turn_has_a_celery_worker_claim_it_and_settles_it(
     assert len(reservations) == 1
     message_id, charged, settled = reservations[0]
     assert message_id == answer[0] and str(charged) == "0.001000" and settled
+
+
+@pytest.mark.slow  # starts a child process
+def test_the_floor_stores_the_turn_has_a_celery_worker_claim_it_and_settles_it(
+        processes: Processes, emulator: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    from django.conf import settings
+
+    _floor_tables(processes, request)
+    # The answer starts after a pause, long after the worker's claim has run.
+    emulator.config.think_ms = dict.fromkeys(("minimal", "low", "medium", "high"), 300)
+    _start_worker(processes, "floor-worker", "bench-reference")
+    url = _server(processes, "floor", settings.EMULATOR_URL)
+
+    created, frames = _turn(url, "floor-1")
+    text = _assert_answer_frames(created, frames, "floor-1")
+    _assert_turn_stored(created, text)
+
+
+def _upstream_text() -> str:
+    """The emulator's answer to the reference servers' request (its replies are
+    deterministic), asked without streaming."""
+    import httpx2
+    from django.conf import settings
+
+    response = httpx2.post(f"{settings.EMULATOR_URL}/v1/chat/completions", timeout=30,
+                           headers={"Authorization": "Bearer bench"}, json={
+        "model": "o3-mini", "messages": [{"role": "user", "content": "bench"}], "reasoning_effort": "low"})
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+@pytest.mark.slow  # starts child processes
+def test_the_hop_streams_in_a_celery_worker_and_reaches_the_socket_through_redis(
+        processes: Processes, emulator: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(processes.env["REDIS_URL"])
+
+    def drop_replay_lists() -> None:  # answer ids start again with the tables
+        for key in client.scan_iter(f"{REPLAY_PREFIX}*"):
+            client.delete(key)
+
+    drop_replay_lists()
+    request.addfinalizer(drop_replay_lists)
+    _floor_tables(processes, request)
+    _start_worker(processes, "hop-worker", HOP_QUEUE)
+    url = _server(processes, "hop", settings.EMULATOR_URL)
+
+    created, frames = _turn(url, "hop-1")
+    text = _assert_answer_frames(created, frames, "hop-1")
+    assert text == _upstream_text()
+    assert len(frames) - 1 < len(text.split()), "the worker batched tokens in the flush window"
+    _assert_turn_stored(created, text)
+    # Every frame the socket got, in order, is in the answer's replay list, which expires.
+    key = replay_key(created["assistant_message"])
+    assert [json.loads(item) for item in client.lrange(key, 0, -1)] == frames
+    assert client.ttl(key) > 0
 
 
 def test_the_report_puts_each_reference_row_beside_its_cpu_and_the_machines() -> None:
@@ -137,3 +195,25 @@ def test_the_report_puts_each_reference_row_beside_its_cpu_and_the_machines() ->
     line = reference_section([row])[-2]
     assert line.startswith("| relay + least Celery and PostgreSQL work per turn | 200 | 10 / 10 | 40 / 180 |")
     assert "| 60 % · 10 % · 20 % · 50 % · 15 % | 85 % of 2 cores |" in line
+
+
+def test_the_report_names_the_hop_and_gives_hop_over_floor_at_each_n() -> None:
+    def row(system: str, names: list[str], cpu_ms_per_turn: float, token_p99: float) -> dict[str, Any]:
+        return {
+            "system": system, "streams": 100, "cores": 2, "window_s": 10.0, "processes": names,
+            "turns": {"started": 10, "finished": 10},
+            "token_added_ms": {"p50": 40.0, "p99": token_p99}, "ttft_added_ms": {"p50": 9.0, "p99": 30.0},
+            "tokens": {"delivered_per_s": 100.0, "offered_per_s": 100.0, "ratio": 1.0},
+            "correctness": {"lost": 0, "duplicated": 0, "out_of_order": 0},
+            "frames_per_answer_s": {"p50": 15.0, "max": 16.0}, "cpu_ms_per_1k_tokens": {},
+            "cpu_s": {names[1]: 5.0, names[0]: 2.0, "postgres (bench db)": 1.0,
+                      "machine busy": 10.0, "machine capacity": 20.0},
+            "cpu_ms_per_turn": cpu_ms_per_turn,
+        }
+
+    lines = reference_section([row("floor", ["floor worker-1", "floor-1"], 20.0, 80.0),
+                               row("hop", ["hop worker-1", "hop-1"], 30.0, 120.0)])
+    hop = next(line for line in lines if line.startswith("| floor + DESIGN's hop"))
+    assert "| 100 | 10 / 10 | 40 / 120 |" in hop and "| 50 % · 20 % · 10 % ·" in hop
+    assert ("- N = 100: hop ÷ floor, CPU ms per turn (server + worker + PostgreSQL) 30 / 20 = 1.5×, "
+            "per-token added p99 120 / 80 ms = 1.5×") in lines

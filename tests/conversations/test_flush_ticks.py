@@ -138,7 +138,7 @@ def test_a_batch_is_buffered_and_published_in_order_even_after_redis_lost_its_sc
         await client.script_flush()
         await direct.send_many([(ids[0], {"type": "delta", "message": ids[0], "seq": 2, "text": "b"}),
                                 (ids[1], {"type": "done", "message": ids[1], "seq": 2})])
-        received = []
+        received: list[dict[str, Any]] = []
         while len(received) < 5:
             message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
             assert message is not None, received
