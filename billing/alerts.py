@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
-from accounts.models import Membership, User
+from accounts.models import Membership, Organization, User
 from billing.models import Notification, UsagePeriod
 from chatsite.compiled import CompiledSelect
 from chatsite.mail import absolute_url, send_product_mail
@@ -26,6 +26,28 @@ def _limit(row: UsagePeriod) -> Decimal | None:
     if row.member_budget is not None:  # type: ignore[attr-defined]
         return row.member_budget  # type: ignore[attr-defined,no-any-return]
     return organization.member_budget_usd
+
+
+def due_sql(rows: str) -> str:
+    """SQL: whether any of ``rows`` (usage rows as a charge left them, with columns
+    ``user_id``, ``organization_id``, ``spent_usd`` and the alert flags) has crossed a
+    line it was not alerted for, by ``send_threshold_alerts``' rule (the highest line
+    crossed counts; a member row enforces nothing once its member left). A settlement
+    reads this in its own statement and calls ``send_threshold_alerts`` (one query more)
+    only when it is true, which it is at most twice a month per row."""
+    orgs, members = Organization._meta.db_table, Membership._meta.db_table
+    crossed: list[str] = []
+    above = ""
+    for ratio, flag, _label in THRESHOLDS:  # highest line first
+        crossed.append(f"(r.spent_usd >= l.amount * {ratio}{above} AND NOT r.{flag})")
+        above = f" AND r.spent_usd < l.amount * {ratio}"
+    return (f"EXISTS (SELECT 1 FROM {rows} AS r JOIN {orgs} AS o ON o.id = r.organization_id"
+            f" LEFT JOIN {members} AS m ON r.user_id IS NOT NULL"
+            f" AND m.organization_id = r.organization_id AND m.user_id = r.user_id"
+            f" CROSS JOIN LATERAL (SELECT CASE WHEN r.user_id IS NULL THEN o.monthly_budget_usd"
+            f" WHEN m.id IS NULL THEN NULL"
+            f" ELSE COALESCE(m.monthly_budget_usd, o.member_budget_usd) END AS amount) AS l"
+            f" WHERE l.amount > 0 AND ({' OR '.join(crossed)}))")
 
 
 def notify(*, organization_id: int, user_ids: Iterable[int], text: str, link: str = "") -> None:

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from billing import group_budgets
+from billing.alerts import due_sql as alert_due_sql
 from billing.alerts import send_threshold_alerts
 from billing.models import ZERO, Reservation, UsagePeriod
 from chatsite import metrics
@@ -381,10 +382,13 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
             f" charged AS (UPDATE {periods} AS period"
             f" SET reserved_usd = ROUND(period.reserved_usd - settled.amount_usd, {PLACES}),"
             f" spent_usd = ROUND(period.spent_usd + LEAST(%s, settled.amount_usd), {PLACES})"
-            f" FROM settled WHERE period.id IN (SELECT id FROM locked))"
+            f" FROM settled WHERE period.id IN (SELECT id FROM locked)"
+            f" RETURNING period.user_id, period.organization_id, period.spent_usd,"
+            f" period.alerted_80, period.alerted_100)"
             f"{group_budgets.settle_cte('%s')}"
             f" SELECT org_period_id, member_period_id, amount_usd,"
-            f" (SELECT organization_id FROM {periods} WHERE id = settled.org_period_id)"
+            f" (SELECT organization_id FROM {periods} WHERE id = settled.org_period_id),"
+            f" {alert_due_sql('charged')}"
             f" FROM settled",
             [charge, charge, outcome, *(getattr(usage, name) for name in LEDGER_FIELDS),
              estimated, timezone.now(), message_id, charge, charge],
@@ -393,7 +397,8 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
     if row is None:
         return False
     _over_reservation(f"message {message_id}", charge, row[2])
-    _alerts_after_commit([period for period in row[:2] if period])
+    if row[4]:  # a budget line was crossed: the alerts read their rows and send
+        _alerts_after_commit([period for period in row[:2] if period])
     metrics.spent_on_commit(row[3], min(charge, row[2]))
     return True
 
