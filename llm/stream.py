@@ -162,6 +162,26 @@ async def _call_db(db: AsyncDb | None, fn: Callable[[], Any]) -> Any:
     return fn() if db is None else await db(fn)
 
 
+# The parts of a body that grow with the conversation: the SDK sends them as given
+# (``extra_body``) instead of walking each message against its parameter types on every
+# request, a walk that changes nothing in a body ``llm.bodies`` built from plain JSON.
+_SENT_AS_GIVEN = ("messages", "input", "tools")
+
+
+def _sdk_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as arguments of the SDK's ``create``: the conversation and tools in
+    ``extra_body``, which the SDK merges over the typed arguments (the later mapping
+    wins), so a required argument (Chat Completions' ``messages``) keeps an empty
+    placeholder. The request's JSON is the body, key for key."""
+    arguments = {key: value for key, value in body.items() if key not in _SENT_AS_GIVEN}
+    given = {key: body[key] for key in _SENT_AS_GIVEN if key in body}
+    if given:
+        arguments["extra_body"] = given
+        if "messages" in given:
+            arguments["messages"] = []
+    return arguments
+
+
 async def open_stream_async(
     profile: ModelProfile, request: ChatRequest, *, db: AsyncDb | None = None
 ) -> AsyncChatStream:
@@ -174,17 +194,19 @@ async def open_stream_async(
         if profile.api_style == "responses":
             body = build_responses_body(profile, request)
             try:
-                raw: Any = await client.responses.with_streaming_response.create(**body).__aenter__()
+                raw: Any = await client.responses.with_streaming_response.create(
+                    **_sdk_arguments(body)
+                ).__aenter__()
             except openai.BadRequestError as exc:
                 if not refuses_summaries(profile, exc):
                     raise
                 await _call_db(db, profile.stop_reasoning_summaries)
                 raw = await client.responses.with_streaming_response.create(
-                    **build_responses_body(profile, request)
+                    **_sdk_arguments(build_responses_body(profile, request))
                 ).__aenter__()
         else:
             raw = await client.chat.completions.with_streaming_response.create(
-                **build_chat_body(profile, request)
+                **_sdk_arguments(build_chat_body(profile, request))
             ).__aenter__()
     except openai.OpenAIError as exc:
         raise translate_error(exc, profile) from exc
