@@ -81,7 +81,6 @@ def start_turn(
     # models: never while this turn holds the locks below (usable_profile checks again).
     ensure_synced()
     with transaction.atomic():
-        _plan_generically()
         # Each lookup below also takes the locks the checks after it need, and the turn's
         # rows are written in one statement (_save_turn), so a turn starts in a handful of
         # statements (tests/conversations: test_turn_query_budget, test_turn_statements).
@@ -262,20 +261,6 @@ def _save_turn(user: User, conversation: Conversation, question: Message,
     question.conversation = assistant.conversation = conversation
     assistant.parent = question
     conversation.current_leaf = assistant
-
-
-def _plan_generically() -> None:
-    """Within the turn's transaction, prepared statements use their generic plan.
-
-    The turn's lookups and its save (3–8 KB, a dozen joins and subqueries, every
-    condition on a key) were planned afresh on every turn: PostgreSQL keeps making a
-    custom plan for a prepared statement whose custom plans it estimates cheaper than
-    the generic one, and planning the follow-up's lookup took 1.9 ms and the save 0.7 ms,
-    several times what running them took. One statement more per turn saves both."""
-    connection = transaction.get_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
 
 
 def _refuse_fast_senders(user: User) -> None:

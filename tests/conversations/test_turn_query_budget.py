@@ -3,11 +3,9 @@ locks and counts the checks after it need (a follow-up's lookup also brings the 
 membership, whether the conversation's model is still enabled and its messages' texts for
 the prompt estimate), the turn's rows go in one statement that also counts the sender's
 live answers (answers.replies._save_turn), and on PostgreSQL both budget holds and the
-reservation are one statement (billing.quotas._hold_and_save). On PostgreSQL the
-transaction starts with a ``SET LOCAL`` that has those statements use their generic plans
-(answers.replies._plan_generically): one statement more, instead of planning them anew on
-every turn. 22 statements before this budget existed; issue 10 asked for at most 8;
-issue 23 for a whole turn of at most 15 (test_turn_statements)."""
+reservation are one statement (billing.quotas._hold_and_save). 22 statements before this
+budget existed; issue 10 asked for at most 8; issue 23 for a whole turn of at most 15
+(test_turn_statements)."""
 
 from __future__ import annotations
 
@@ -24,8 +22,8 @@ from conversations.models import Message
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-NEW_CONVERSATION_STATEMENTS = 5
-FOLLOW_UP_STATEMENTS = 4
+NEW_CONVERSATION_STATEMENTS = 4
+FOLLOW_UP_STATEMENTS = 3
 
 
 def _start(user: User, conversation_id: int | None, n: int) -> replies.Turn:
@@ -102,23 +100,3 @@ def test_a_turn_does_not_ask_the_shared_cache_whether_the_catalog_is_synced_each
     sync.forget_sync()
     _start(alice, None, 3)
     assert [key for key in asked if key.startswith("catalog-sync:")] != []
-
-
-def test_a_turns_prepared_lookups_and_save_use_their_generic_plans(alice: User, o3_mini: Any) -> None:
-    """PostgreSQL kept planning the follow-up's lookup (7.8 KB, 1.9 ms to plan) and the
-    save anew on every turn; within a turn's transaction they use the plan made once
-    per connection (``replies._plan_generically``)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("prepared statements are PostgreSQL's")
-    conversation = _answered(_start(alice, None, 0)).conversation.pk
-    for n in range(1, 9):  # past the prepare threshold (5) on this connection
-        _answered(_start(alice, conversation, n))
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                       " WHERE statement LIKE '%FOR UPDATE%' OR statement LIKE 'WITH ids AS%'")
-        turn_statements = cursor.fetchall()
-
-    assert len(turn_statements) >= 2, turn_statements
-    for statement, generic, custom in turn_statements:
-        assert generic >= 1 and custom == 0, (statement[:120], generic, custom)
