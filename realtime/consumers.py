@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -377,13 +378,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale DB connections before every handler, a round trip through
-        # the one thread-sensitive executor; forwarding a stream frame touches no database,
-        # and at thousands of frames a second that hop would queue behind every turn.
+        # Channels closes stale database connections before every handler, a round trip
+        # through its one thread-sensitive executor, which every socket's commands then
+        # queue behind. This consumer's handlers never touch the database on the loop:
+        # the turn threads (_in_turn_thread) and database_sync_to_async close stale
+        # connections around each call themselves. A stream frame, thousands a second
+        # under load, goes straight to its handler.
         if message.get("type") == EVENT_TYPE:
             await self.stream_frame(message)
             return
-        await super().dispatch(message)
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- Events from workers and from account changes ------------------------------------------
 

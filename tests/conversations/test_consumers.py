@@ -502,3 +502,31 @@ async def test_an_effort_the_profile_lacks_is_refused_naming_its_efforts_on_ever
     created = await ask(ws, conversation=answer.conversation_id, content="And then?")
     assert created["reasoning_effort"] == "low"
     await ws.disconnect()
+
+
+# --- The loop's own hops ----------------------------------------------------------------------
+
+
+async def test_a_command_takes_no_hop_through_channels_thread_sensitive_executor(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Channels closes stale database connections before every handler through its one
+    thread-sensitive executor, which every socket's commands would queue behind; the
+    consumer's own threads close them around each database call instead."""
+    from channels import consumer
+
+    hops: list[int] = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(consumer, "aclose_old_connections", counted)
+    ws = await open_socket(alice)
+
+    created = await ask(ws)
+    await send(ws, {"type": "stop", "message": created["assistant_message"]})
+    await receive_until(ws, "done", "error")
+    await ws.disconnect()
+
+    assert hops == []
+    assert await message_count(conversation=created["conversation"]) == 2
