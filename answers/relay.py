@@ -122,11 +122,18 @@ class Relay:
         ):
             self.checkpoint_due = True
 
-    def tick(self) -> None:
-        """The loop's flush tick: what arrived since the last frame goes out now."""
+    def tick(self, clock: FlushClock) -> None:
+        """The loop's flush tick: what arrived since the last frame goes out now, unless
+        the last frame (the first token's, sent at once) left less than half a window
+        ago; then at the next tick, so no two frames of an answer come closer."""
         self.ticking = False
-        if not self.stopped:
-            self.flush()
+        if self.stopped:
+            return
+        if (time.monotonic() - self.last_flush) * 1000 < settings.STREAM_FLUSH_MS / 2:
+            self.ticking = True
+            clock.add(self)
+            return
+        self.flush()
 
     def stop(self) -> None:
         """Nothing more goes out from this relay on a tick (the answer was taken over)."""
@@ -232,7 +239,7 @@ class FlushClock:
         self._handle = None
         due, self._due = self._due, []
         for relay in due:
-            relay.tick()
+            relay.tick(self)
 
 
 def _saved(saved: bool) -> None:

@@ -156,3 +156,28 @@ def test_a_batch_is_buffered_and_published_in_order_even_after_redis_lost_its_sc
     assert [f["text"] for f in store.read_sync(ids[0])] == ["a", "b"]
     assert [f["type"] for f in store.read_sync(ids[1])] == ["delta", "done"]
     assert 0 < store.sync_client().ttl(f"teamchat:replay:{ids[0]}") <= store.ttl
+
+
+def test_a_tick_right_after_the_first_token_waits_for_the_next_one(settings: Any, trips: Trips) -> None:
+    """The first token goes out at once, off the grid; a tick that falls less than half a
+    window later leaves the next text for the tick after, so frames stay a window apart."""
+    settings.STREAM_FLUSH_MS = WINDOW_MS
+
+    async def main() -> Relay:
+        loop = asyncio.get_running_loop()
+        publisher = BatchPublisher(loop)
+        relay = Relay(AnswerDraft(11), sink=publisher.publish)
+        # Just before a tick: the first token, then more text before the tick fires.
+        await asyncio.sleep(WINDOW_MS / 1000 - (loop.time() * 1000 % WINDOW_MS) / 1000 - 0.03)
+        relay.add_text("First")
+        relay.add_text(" second")
+        await asyncio.sleep(0.06)  # the tick has passed: nothing sent yet
+        assert relay.pending == [" second"]
+        await asyncio.sleep(WINDOW_MS / 1000)
+        await publisher.sent()
+        return relay
+
+    relay = asyncio.run(main())
+
+    assert trips.deltas() == [[(11, 1)], [(11, 2)]]
+    assert relay.draft.text == "First second"
