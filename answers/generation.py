@@ -163,7 +163,6 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime,
     except Cancelled:
         draft.end(Status.CANCELLED, finish_reason="cancelled")
     except Abandoned:
-        relay.stop()
         logger.warning("message %s was taken over (reaper or another worker)", message.pk)
         return
     except LLMError as error:
@@ -174,10 +173,12 @@ async def answer(message: Message, resume: Resume | None, runtime: Runtime,
         draft.end(Status.FAILED, finish_reason="error", error_code="upstream_error",
                   error_detail="Something went wrong while answering. Try again.")
     finally:
+        # No tick sends for this answer from here on, however it ended (cancelled
+        # coroutines included); the final flush below still sends what is pending.
+        relay.stop()
         monitor.unregister(message.pk)
     try:
         relay.flush()
-        relay.stop()
         # The final frame goes out from the ending's transaction: every delta before it.
         await runtime.sent()
         await runtime.db(lambda: _finish_released(message, draft))

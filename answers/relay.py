@@ -210,7 +210,9 @@ class FlushClock:
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the clock is the value of its own loop's entry in ``_clocks``, and a
+        # strong reference would keep every loop that ever streamed (and its clock) alive.
+        self._loop = weakref.ref(loop)
         self._due: list[Relay] = []
         self._handle: asyncio.TimerHandle | None = None
 
@@ -230,16 +232,28 @@ class FlushClock:
 
     def add(self, relay: Relay) -> None:
         self._due.append(relay)
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a relay adds itself from its running loop
+            return
+        period = settings.STREAM_FLUSH_MS / 1000
+        tick = (math.floor(loop.time() / period) + 1) * period
+        # A tick already set for later (the window was longer when it was set) is moved
+        # to this one: a relay never waits past the next grid point of today's window.
+        if self._handle is not None and self._handle.when() > tick:
+            self._handle.cancel()
+            self._handle = None
         if self._handle is None:
-            period = settings.STREAM_FLUSH_MS / 1000
-            tick = (math.floor(self._loop.time() / period) + 1) * period
-            self._handle = self._loop.call_at(tick, self._tick)
+            self._handle = loop.call_at(tick, self._tick)
 
     def _tick(self) -> None:
         self._handle = None
         due, self._due = self._due, []
         for relay in due:
-            relay.tick(self)
+            try:
+                relay.tick(self)
+            except Exception:
+                # One answer's failure to send leaves the others' frames to go out.
+                logger.exception("message %s: the flush tick failed", relay.draft.message_id)
 
 
 def _saved(saved: bool) -> None:

@@ -181,3 +181,107 @@ def test_a_tick_right_after_the_first_token_waits_for_the_next_one(settings: Any
 
     assert trips.deltas() == [[(11, 1)], [(11, 2)]]
     assert relay.draft.text == "First second"
+
+
+def test_a_tick_set_under_a_longer_window_is_brought_forward_to_todays_window(
+    settings: Any, trips: Trips
+) -> None:
+    """The loop outlives a change of ``STREAM_FLUSH_MS`` (the worker's loop serves every
+    answer of the process): a tick set under a longer window must not hold back the
+    answers that stream after the change."""
+
+    async def main() -> list[Relay]:
+        publisher = BatchPublisher(asyncio.get_running_loop())
+        early, late = Relay(AnswerDraft(21), sink=publisher.publish), Relay(
+            AnswerDraft(22), sink=publisher.publish)
+        settings.STREAM_FLUSH_MS = 10**9  # a tick days away
+        early.add_text("First")
+        early.add_text(" waits")
+        settings.STREAM_FLUSH_MS = WINDOW_MS
+        late.add_text("First")
+        late.add_text(" goes on the next tick")
+        await asyncio.sleep(3 * WINDOW_MS / 1000)
+        await publisher.sent()
+        return [early, late]
+
+    early, late = asyncio.run(main())
+
+    sent = {pair for batch in trips.deltas() for pair in batch}
+    assert {(21, 2), (22, 2)} <= sent
+    assert early.pending == [] and late.pending == []
+    assert late.draft.text == "First goes on the next tick"
+
+
+def test_one_answer_failing_on_a_tick_leaves_the_others_flushed(
+    settings: Any, trips: Trips, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.STREAM_FLUSH_MS = WINDOW_MS
+
+    async def main() -> list[Relay]:
+        publisher = BatchPublisher(asyncio.get_running_loop())
+
+        def broken(message_id: int, frame: dict[str, Any]) -> None:
+            if frame.get("seq", 0) > 1:
+                raise ConnectionError("the sink is gone")
+            publisher.publish(message_id, frame)
+
+        relays = [Relay(AnswerDraft(31), sink=broken)]
+        relays += [Relay(AnswerDraft(n), sink=publisher.publish) for n in (32, 33)]
+        for relay in relays:
+            relay.add_text("First")
+        for relay in relays:
+            relay.add_text(" second")
+        await asyncio.sleep(3 * WINDOW_MS / 1000)
+        await publisher.sent()
+        return relays
+
+    relays = asyncio.run(main())
+
+    sent = {pair for batch in trips.deltas() for pair in batch}
+    assert {(31, 1), (32, 1), (32, 2), (33, 1), (33, 2)} == sent
+    assert [r.draft.text for r in relays[1:]] == ["First second"] * 2
+    assert "message 31: the flush tick failed" in caplog.text
+
+
+def test_an_append_redis_refuses_leaves_the_rest_of_the_batch_published(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One frame's buffer cannot take the append (here a key of the wrong type, as an
+    out-of-memory refusal would be): that frame and every later one are still published
+    live, the other buffers still get theirs, and the refusal is logged."""
+    direct = publishing._direct_publisher()
+    if direct is None:
+        pytest.skip("needs the Redis pub/sub channel layer")
+    store = direct.store
+    ids = (9_100_000_011, 9_100_000_012)
+    channels = [f"{direct.prefix}__group__{publishing.message_group(mid)}" for mid in ids]
+
+    async def main() -> list[dict[str, Any]]:
+        client = store.async_client()
+        await client.delete(f"teamchat:replay:{ids[1]}")
+        await client.set(f"teamchat:replay:{ids[0]}", "not a list", ex=60)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(*channels)
+        for _ in channels:
+            await pubsub.get_message(timeout=1)
+        await direct.send_many([
+            (ids[0], {"type": "delta", "message": ids[0], "seq": 1, "text": "a"}),
+            (ids[1], {"type": "delta", "message": ids[1], "seq": 1, "text": "x"}),
+            (ids[0], {"type": "done", "message": ids[0], "seq": 2}),
+        ])
+        received: list[dict[str, Any]] = []
+        while len(received) < 3:
+            message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
+            assert message is not None, received
+            received.append(direct.layer.deserialize(message["data"])["frame"])
+        await pubsub.aclose()
+        await client.delete(f"teamchat:replay:{ids[0]}")
+        return received
+
+    received = asyncio.run(main())
+
+    assert [(f["message"], f["type"]) for f in received] == [
+        (ids[0], "delta"), (ids[1], "delta"), (ids[0], "done"),
+    ]
+    assert [f["text"] for f in store.read_sync(ids[1])] == ["x"]
+    assert "2 of 3 frames were published but not buffered for replay" in caplog.text
