@@ -158,18 +158,25 @@ _publisher = Publisher()
 # then four values per frame (whether it is replayed, its JSON for the buffer, its
 # channel, its pub/sub payload); KEYS are the buffers of the replayed frames, in order.
 # Each frame is appended before it is published, as the pipeline did: a tab that
-# subscribes meanwhile reads it from the buffer and drops the live copy by seq.
+# subscribes meanwhile reads it from the buffer and drops the live copy by seq. An append
+# that fails (out of memory, say) does not stop the script, so the frames after it are
+# still published; the script returns how many appends failed.
 SEND_BATCH = """
 local key = 0
+local failed = 0
 for i = 2, #ARGV, 4 do
   if ARGV[i] == '1' then
     key = key + 1
-    redis.call('RPUSH', KEYS[key], ARGV[i + 1])
-    redis.call('EXPIRE', KEYS[key], ARGV[1])
+    local pushed = redis.pcall('RPUSH', KEYS[key], ARGV[i + 1])
+    if type(pushed) == 'table' and pushed.err then
+      failed = failed + 1
+    else
+      redis.pcall('EXPIRE', KEYS[key], ARGV[1])
+    end
   end
   redis.call('PUBLISH', ARGV[i + 2], ARGV[i + 3])
 end
-return #ARGV
+return failed
 """
 
 
@@ -223,7 +230,10 @@ class RedisPublisher:
             args += [1 if replayed else 0, encode_frame(frame) if replayed else "",
                      f"{self.prefix}__group__{message_group(message_id)}",
                      self.layer.serialize({"type": EVENT_TYPE, "frame": frame})]
-        await self._script()(keys=keys, args=args)
+        failed = await self._script()(keys=keys, args=args)
+        if failed:
+            logger.warning("%d of %d frames were published but not buffered for replay",
+                           failed, len(keys))
 
     def _script(self) -> Any:
         """``SEND_BATCH`` registered with this loop's client (it loads the script again
