@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from accounts.erasure import organization_deleting, person_erasing
 from answers.draft import AnswerDraft
+from answers.prompts import message_tokens
 from billing.quotas import settle
 from chatsite import metrics
 from chatsite.celery import app
@@ -223,6 +224,8 @@ def finish(message: Message, draft: AnswerDraft) -> dict[str, Any]:
         "service_tier": draft.service_tier,
         "status": draft.status,
         "content": draft.text,
+        # Counted once, here: every later turn of the conversation adds it up.
+        "content_tokens": message_tokens({"content": draft.text}),
         "refusal": draft.refusal,
         "reasoning_summary": draft.reasoning_summary,
         "reasoning_items": draft.reasoning_items,

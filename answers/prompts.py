@@ -112,9 +112,10 @@ def _reasoning_items(message: PathMessage, profile: ModelProfile) -> list[dict[s
     return message.reasoning_items()
 
 
-def _history_turns(assistant: Message, profile: ModelProfile) -> list[list[dict[str, Any]]]:
+def _history_turns(assistant: Message,
+                   profile: ModelProfile) -> list[tuple[list[dict[str, Any]], int]]:
     """Earlier messages of the answer's own branch (other versions are never sent),
-    grouped into turns (a user message and the answer after it).
+    grouped into turns (a user message and the answer after it), each with its tokens.
 
     An answer's reasoning items ride on its own dict, so trimming whole turns never
     sends a reasoning item without the answer it led to (the provider refuses that)."""
@@ -122,16 +123,21 @@ def _history_turns(assistant: Message, profile: ModelProfile) -> list[list[dict[
         m for m in path_to(assistant)[:-1]
         if not (m.role == Message.Role.ASSISTANT and m.content == "")
     ]
-    turns: list[list[dict[str, Any]]] = []
+    turns: list[tuple[list[dict[str, Any]], int]] = []
     for message in earlier:
         item: dict[str, Any] = {"role": message.role, "content": message.content}
         reasoning = _reasoning_items(message, profile)
         if reasoning:
             item["reasoning_items"] = reasoning
+        # The count stored with the message, else its text tokenized now.
+        cost = (message.content_tokens if message.content_tokens is not None
+                else message_tokens(item))
         if message.role == Message.Role.USER or not turns:
-            turns.append([item])
+            turns.append(([item], cost))
         else:
-            turns[-1].append(item)
+            items, so_far = turns[-1]
+            items.append(item)
+            turns[-1] = (items, so_far + cost)
     return turns
 
 
@@ -156,8 +162,7 @@ def build_prompt(
     used = message_tokens(instructions)
     turns = _history_turns(assistant, profile)
     kept: list[list[dict[str, Any]]] = []
-    for turn in reversed(turns):
-        cost = sum(message_tokens(item) for item in turn)
+    for turn, cost in reversed(turns):
         # The newest turn (the question being answered) is always sent; if even that
         # does not fit, the provider's context_length_exceeded says so plainly.
         if kept and used + cost > budget:
@@ -172,19 +177,23 @@ def build_prompt(
 def estimate_prompt_tokens(
     *, conversation_id: int | None, content: str, profile: ModelProfile, org_message: str,
     custom: str, completion_cap: int, history: Iterable[str] | None = None,
+    history_tokens: int = 0,
 ) -> int:
     """An upper bound on the next request's prompt tokens, for the budget reservation:
-    ``content`` and every message of the conversation (``history``, their texts when the
-    caller read them already; else read here)."""
+    ``content`` and every message of the conversation: ``history_tokens``, the stored
+    counts the caller summed, and ``history``, the texts it read that have none; with
+    neither, the messages are read here."""
     total = PRIMING_TOKENS + message_tokens({"content": instructions_for(org_message=org_message, custom=custom)})
     total += message_tokens({"content": content})
     if profile.accepts("tools"):
         # The request carries the tool schemas too (generation reserves every request in
         # full before sending it: a turn reserved without them would extend at once).
         total += tools_tokens(tool_schemas())
+    total += history_tokens
     if conversation_id is not None and history is None:
-        history = Message.objects.filter(conversation_id=conversation_id).values_list(
-            "content", flat=True)
+        for text, counted in Message.objects.filter(conversation_id=conversation_id).values_list(
+                "content", "content_tokens"):
+            total += counted if counted is not None else message_tokens({"content": text})
     for text in history or ():
         total += message_tokens({"content": text})
     return min(total, max(profile.context_window - completion_cap, 0)) + SAFETY_MARGIN

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import F, Func, Model, OuterRef, Subquery
+from django.db.models import F, Func, Model, OuterRef, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ from accounts.model_access import profile_enabled, usable_profile
 from accounts.models import Membership, User
 from answers import lifecycle, reaper
 from answers.dispatch import ServiceUnavailable, queue_reply
-from answers.prompts import estimate_prompt_tokens
+from answers.prompts import estimate_prompt_tokens, message_tokens
 from answers.titles import fallback_title
 from billing.quotas import reserve
 from chatsite.compiled import CompiledSelect, insert_statement, update_statement
@@ -137,7 +137,7 @@ def start_turn(
         if conversation.profile_id != profile.pk and question_id is None:
             conversation.profile = profile
         conversation.updated_at = now
-        history = _history_after(existing, user_message)
+        history, history_tokens = _history_after(existing, user_message)
         _save_turn(user, conversation, user_message, assistant)
         reserve(
             membership=membership,
@@ -146,6 +146,7 @@ def start_turn(
             prompt_tokens=estimate_prompt_tokens(
                 conversation_id=conversation.pk if existing is not None else None,
                 history=history,
+                history_tokens=history_tokens,
                 content=content,
                 profile=profile,
                 org_message=membership.organization.developer_message,
@@ -183,19 +184,25 @@ def _question_for(
             raise NotFound("message")
         return question
     parent = resolve_parent(existing, parent_id)
-    # Saved with the answer (_save_turn).
+    # Saved with the answer (_save_turn), counted once for every later turn's estimate.
     return Message(conversation=new, parent=parent, role=Message.Role.USER, content=content,
-                   created_at=now)
+                   content_tokens=message_tokens({"content": content}), created_at=now)
 
 
-def _history_after(existing: Conversation | None, question: Message) -> list[str] | None:
-    """The texts the turn's prompt estimate counts, as they will be once the turn's rows
-    are saved: every message of the conversation (read with its lock, PostgreSQL), a new
-    question, and the empty answer. None: not read yet (the estimate reads them)."""
+def _history_after(existing: Conversation | None,
+                   question: Message) -> tuple[list[str] | None, int]:
+    """What the turn's prompt estimate counts, as it will be once the turn's rows are
+    saved: every message of the conversation (read with its lock, PostgreSQL), a new
+    question, and the empty answer. Returns the texts still to tokenize (messages with no
+    stored count) and the sum of the stored counts; None: not read yet (the estimate
+    reads them)."""
     texts = getattr(existing, "history", None)
     if texts is None:
-        return None
-    return [*texts, *([question.content] if question._state.adding else []), ""]
+        return None, 0
+    counted = getattr(existing, "history_tokens", 0) or 0
+    if question._state.adding:
+        counted += question.content_tokens or 0
+    return [*texts, ""], counted
 
 
 def _save_turn(user: User, conversation: Conversation, question: Message,
@@ -356,9 +363,14 @@ def _conversation_for_turn(*, conversation: int, user: int) -> QuerySet[Conversa
         )
     )
     if connection.vendor == "postgresql":
-        # Every message's text, for the turn's prompt estimate (_history_after).
-        rows = rows.annotate(history=ArraySubquery(
-            Message.objects.filter(conversation_id=OuterRef("pk")).order_by().values("content")))
+        # For the turn's prompt estimate (_history_after): the stored token counts, summed,
+        # and the texts of the messages that have none (a live answer, an import).
+        messages = Message.objects.filter(conversation_id=OuterRef("pk")).order_by()
+        rows = rows.annotate(
+            history_tokens=Subquery(messages.values("conversation_id")
+                                    .annotate(total=Sum("content_tokens")).values("total")),
+            history=ArraySubquery(messages.filter(content_tokens__isnull=True).values("content")),
+        )
     return own_conversation(rows, user_id=user, conversation_id=conversation)
 
 

@@ -166,17 +166,22 @@ def _earlier_exchange(conversations: list[Any], answer_tokens: int) -> None:
     """One question and its done answer in each conversation, shown as its branch."""
     from django.utils import timezone
 
+    from answers.prompts import message_tokens
     from conversations.models import Conversation, Message
 
     now = timezone.now()
+    # With their token counts, as the product's own turns store them.
+    answer_text = " word" * answer_tokens
     questions = Message.objects.bulk_create([
-        Message(conversation=c, role=Message.Role.USER, content="bench", created_at=now)
+        Message(conversation=c, role=Message.Role.USER, content="bench", created_at=now,
+                content_tokens=message_tokens({"content": "bench"}))
         for c in conversations
     ])
     answers = Message.objects.bulk_create([
         Message(conversation=c, parent=q, role=Message.Role.ASSISTANT, status=Message.Status.DONE,
                 profile=c.profile, model_name=c.profile.model, reasoning_effort="low",
-                content=" word" * answer_tokens, finish_reason="stop", prompt_tokens=10,
+                content=answer_text, content_tokens=message_tokens({"content": answer_text}),
+                finish_reason="stop", prompt_tokens=10,
                 completion_tokens=answer_tokens, stream_seq=2, created_at=now, finished_at=now)
         for c, q in zip(conversations, questions, strict=True)
     ])

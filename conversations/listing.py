@@ -208,7 +208,8 @@ def erase_conversations(conversation_ids: list[int], *, now: dt.datetime,
     Set-based: a few statements whatever the number of conversations.
     """
     Message.objects.filter(conversation_id__in=conversation_ids).update(
-        content="", refusal="", reasoning_summary="", tool_calls=[], error_detail=""
+        content="", content_tokens=None, refusal="", reasoning_summary="", tool_calls=[],
+        error_detail="",
     )
     shares: Counter[str] = Counter()
     for _receiver, counts in conversation_erasing.send(

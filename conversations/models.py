@@ -115,6 +115,12 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
+    # ``content``'s share of a prompt (answers.prompts.message_tokens), counted once when
+    # the text is final: a question when it is saved, an answer when it finishes. Every
+    # later turn's prompt estimate and context cut add these up instead of tokenizing the
+    # whole conversation again. NULL (a live answer, an import, a row from before the
+    # column): counted from the text when needed.
+    content_tokens = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
     client_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -274,8 +280,8 @@ def _erase_persons_conversations(sender: Any, user: Any, now: Any, **kwargs: Any
     conversation of theirs is emptied and kept, deleted, without its text."""
     conversations = Conversation.objects.filter(user=user)
     Message.objects.filter(conversation__in=conversations).update(
-        content="", refusal="", reasoning_summary="", tool_calls=[], error_detail="",
-        client_id="",
+        content="", content_tokens=None, refusal="", reasoning_summary="", tool_calls=[],
+        error_detail="", client_id="",
     )
     conversations.update(title="", custom_instructions="", import_source="", import_id="",
                          pinned_at=None)

@@ -61,7 +61,8 @@ _BRANCH_SQL = _PATH_TEMPLATE.format(
 # an answer with its encrypted reasoning (sent back only to that model; read as text and
 # parsed only then).
 _PROMPT_PATH_SQL = _PATH_TEMPLATE.format(
-    columns="m.id, m.role, m.content, m.model_name, m.reasoning_items", joins=""
+    columns="m.id, m.role, m.content, m.content_tokens, m.model_name, m.reasoning_items",
+    joins="",
 )
 
 # The newest message under ``%s`` (itself included). A child is newer than its parent,
@@ -119,6 +120,7 @@ class PathMessage:
     id: int
     role: str
     content: str
+    content_tokens: int | None  # Message.content_tokens: NULL until the text is final
     model_name: str
     reasoning_items_json: str | None
 
@@ -135,8 +137,8 @@ def path_to(message: Message) -> list[PathMessage]:
     each, converters and all, cost more than the query)."""
     with connection.cursor() as cursor:
         cursor.execute(_PROMPT_PATH_SQL, [message.pk, message.conversation_id])
-        return [PathMessage(pk, role, content, model_name, _json_text(items))
-                for pk, role, content, model_name, items in cursor.fetchall()]
+        return [PathMessage(pk, role, content, tokens, model_name, _json_text(items))
+                for pk, role, content, tokens, model_name, items in cursor.fetchall()]
 
 
 def _json_text(value: Any) -> str | None:
