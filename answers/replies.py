@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import redis
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Func, Model, OuterRef, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = Message.Status
+# Attempts at a turn's transaction when PostgreSQL ends it to break a deadlock.
+TURN_ATTEMPTS = 3
 
 
 def start_turn(
@@ -80,6 +82,35 @@ def start_turn(
     # A cache hit, except once per sync period, when it may ask the provider for its
     # models: never while this turn holds the locks below (usable_profile checks again).
     ensure_synced()
+    # A turn that lost a deadlock (PostgreSQL rolled all of it back) starts again: the
+    # other transaction has gone on, so the next attempt waits for it instead.
+    for attempt in range(1, TURN_ATTEMPTS + 1):
+        try:
+            return _begin_turn(
+                user=user, organization_id=organization_id, conversation_id=conversation_id,
+                content=content, reasoning_effort=reasoning_effort, client_id=client_id,
+                profile_name=profile_name, parent_id=parent_id, question_id=question_id,
+            )
+        except OperationalError as error:
+            if attempt == TURN_ATTEMPTS or not _lost_a_lock_conflict(error):
+                raise
+            logger.warning("a turn of user %s lost a deadlock (attempt %d); starting it again",
+                           user.pk, attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost_a_lock_conflict(error: OperationalError) -> bool:
+    """Whether PostgreSQL rolled the transaction back to break a deadlock (40P01) or a
+    serialization conflict (40001): the same work may succeed when run again."""
+    return getattr(error.__cause__, "sqlstate", None) in {"40P01", "40001"}
+
+
+def _begin_turn(
+    *, user: User, organization_id: int | None, conversation_id: int | None, content: str,
+    reasoning_effort: str | None, client_id: str, profile_name: str | None,
+    parent_id: ParentChoice, question_id: int | None,
+) -> Turn:
+    """start_turn's transaction: the checks, locks and rows of one turn."""
     with transaction.atomic():
         # Each lookup below also takes the locks the checks after it need, and the turn's
         # rows are written in one statement (_save_turn), so a turn starts in a handful of
@@ -321,8 +352,11 @@ def _id_or_not_found(value: object, what: str) -> int:
 
 
 def _memberships_for_turn(*, user: int, organization: int | None = None) -> QuerySet[Membership]:
+    # FOR NO KEY UPDATE, as everywhere a turn locks the sender: it serializes one person's
+    # turns, and leaves other transactions' foreign-key checks on the row (KEY SHARE) free;
+    # FOR UPDATE made them wait at their commit for a turn that waited for them.
     rows = (Membership.objects.select_related("organization", "user")
-            .select_for_update(of=("user",)).annotate(waiting=_waiting_answers()))
+            .select_for_update(of=("user",), no_key=True).annotate(waiting=_waiting_answers()))
     return memberships_in_order(rows, user_id=user, organization_id=organization)[:1]
 
 
@@ -351,7 +385,7 @@ def _conversation_locking_sender(user: User, conversation_id: int) -> tuple[Conv
 def _conversation_for_turn(*, conversation: int, user: int) -> QuerySet[Conversation]:
     rows = (
         Conversation.objects.select_related("profile", "organization", "user", "current_leaf")
-        .select_for_update(of=("self", "user"))
+        .select_for_update(of=("self", "user"), no_key=True)
         .annotate(
             waiting=_waiting_answers(),
             profile_enabled=profile_enabled(organization_field="organization_id",
