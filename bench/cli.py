@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -781,6 +782,11 @@ def _write(result: dict[str, Any], out: Path) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (runs / f"{stamp}.md").write_text(markdown)
     (runs / f"{stamp}.json").write_text(payload)
+    # The servers' logs are rewritten by the next run: a run whose servers logged errors
+    # keeps its own copy, so the errors can still be read after the runs that follow.
+    logs = out / "logs"
+    if logs.is_dir() and any(step.get("log_errors") for step in result.get("sustained", [])):
+        shutil.copytree(logs, runs / f"{stamp}-logs")
     return markdown
 
 
