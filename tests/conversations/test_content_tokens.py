@@ -44,6 +44,14 @@ QUESTIONS = ["What is a monad?", "And a functor?", "Give an example in Python.",
              "How does that compare to Haskell?"]
 
 
+def twin_conversations(user: Any) -> tuple[Message, Message]:
+    """Two conversations of the same turns, the second's counts cleared, as rows from
+    before the column (or imported ones) are; returns their last answers."""
+    counted, uncounted = conversation_of(user, QUESTIONS), conversation_of(user, QUESTIONS)
+    Message.objects.filter(conversation_id=uncounted.conversation_id).update(content_tokens=None)
+    return counted, uncounted
+
+
 def test_a_question_and_its_finished_answer_store_their_counts(alice: Any, o3_mini: Any) -> None:
     answer = turn(alice, "Explain Euler's identity in two sentences")
     assert answer.parent is not None
@@ -81,10 +89,7 @@ def test_a_follow_up_tokenizes_none_of_the_earlier_messages(
 def test_stored_counts_give_the_same_estimate_and_prompt_as_tokenizing(
     alice: Any, o3_mini: Any
 ) -> None:
-    counted = conversation_of(alice, QUESTIONS)
-    uncounted = conversation_of(alice, QUESTIONS)
-    # As rows from before the column (or imported ones) are: no counts.
-    Message.objects.filter(conversation_id=uncounted.conversation_id).update(content_tokens=None)
+    counted, uncounted = twin_conversations(alice)
 
     answers = []
     for last in (counted, uncounted):
@@ -104,9 +109,7 @@ def test_stored_counts_give_the_same_estimate_and_prompt_as_tokenizing(
 def test_the_context_cut_from_stored_counts_leaves_out_the_same_turns(
     alice: Any, o3_mini: Any
 ) -> None:
-    counted = conversation_of(alice, QUESTIONS)
-    uncounted = conversation_of(alice, QUESTIONS)
-    Message.objects.filter(conversation_id=uncounted.conversation_id).update(content_tokens=None)
+    counted, uncounted = twin_conversations(alice)
     # A window whose room for the prompt holds the newest turns, not all of them.
     whole = build_prompt(counted, profile=o3_mini, org_message="", custom="").prompt_tokens
     assert counted.max_completion_tokens is not None

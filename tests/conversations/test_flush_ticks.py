@@ -109,27 +109,50 @@ def test_with_a_zero_window_each_delta_goes_out_as_it_arrives(settings: Any, tri
     assert relay.pending == []
 
 
+def _direct() -> Any:
+    """The real Redis publisher (``RedisPublisher``), or skip without the pub/sub layer."""
+    direct = publishing._direct_publisher()
+    if direct is None:
+        pytest.skip("needs the Redis pub/sub channel layer")
+    return direct
+
+
+async def _subscribe(direct: Any, ids: tuple[int, ...]) -> Any:
+    """A pub/sub connection on the answers' groups, their confirmations read."""
+    pubsub = direct.store.async_client().pubsub()
+    await pubsub.subscribe(*(f"{direct.prefix}__group__{publishing.message_group(mid)}"
+                             for mid in ids))
+    for _ in ids:
+        await pubsub.get_message(timeout=1)
+    return pubsub
+
+
+async def _receive(direct: Any, pubsub: Any, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` frames published to the subscribed groups, then unsubscribed."""
+    received: list[dict[str, Any]] = []
+    while len(received) < count:
+        message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
+        assert message is not None, received
+        received.append(direct.layer.deserialize(message["data"])["frame"])
+    await pubsub.aclose()
+    return received
+
+
 def test_a_batch_is_buffered_and_published_in_order_even_after_redis_lost_its_scripts(
     settings: Any,
 ) -> None:
     """The real Redis path (``RedisPublisher.send_many``: one script call per batch).
     A Redis restart forgets loaded scripts (SCRIPT FLUSH does the same): the next batch
     loads it again, and nothing is lost."""
-    direct = publishing._direct_publisher()
-    if direct is None:
-        pytest.skip("needs the Redis pub/sub channel layer")
+    direct = _direct()
     store = direct.store
     ids = (9_100_000_001, 9_100_000_002)
-    channels = [f"{direct.prefix}__group__{publishing.message_group(mid)}" for mid in ids]
 
     async def main() -> list[dict[str, Any]]:
         client = store.async_client()
         for mid in ids:
             await client.delete(f"teamchat:replay:{mid}")
-        pubsub = client.pubsub()
-        await pubsub.subscribe(*channels)
-        for _ in channels:
-            await pubsub.get_message(timeout=1)  # the subscribe confirmations
+        pubsub = await _subscribe(direct, ids)
         await direct.send_many([
             (ids[0], {"type": "thinking", "message": ids[0], "elapsed_ms": 0}),
             (ids[0], {"type": "delta", "message": ids[0], "seq": 1, "text": "a"}),
@@ -138,13 +161,7 @@ def test_a_batch_is_buffered_and_published_in_order_even_after_redis_lost_its_sc
         await client.script_flush()
         await direct.send_many([(ids[0], {"type": "delta", "message": ids[0], "seq": 2, "text": "b"}),
                                 (ids[1], {"type": "done", "message": ids[1], "seq": 2})])
-        received: list[dict[str, Any]] = []
-        while len(received) < 5:
-            message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
-            assert message is not None, received
-            received.append(direct.layer.deserialize(message["data"])["frame"])
-        await pubsub.aclose()
-        return received
+        return await _receive(direct, pubsub, 5)
 
     received = asyncio.run(main())
 
@@ -249,32 +266,21 @@ def test_an_append_redis_refuses_leaves_the_rest_of_the_batch_published(
     """One frame's buffer cannot take the append (here a key of the wrong type, as an
     out-of-memory refusal would be): that frame and every later one are still published
     live, the other buffers still get theirs, and the refusal is logged."""
-    direct = publishing._direct_publisher()
-    if direct is None:
-        pytest.skip("needs the Redis pub/sub channel layer")
+    direct = _direct()
     store = direct.store
     ids = (9_100_000_011, 9_100_000_012)
-    channels = [f"{direct.prefix}__group__{publishing.message_group(mid)}" for mid in ids]
 
     async def main() -> list[dict[str, Any]]:
         client = store.async_client()
         await client.delete(f"teamchat:replay:{ids[1]}")
         await client.set(f"teamchat:replay:{ids[0]}", "not a list", ex=60)
-        pubsub = client.pubsub()
-        await pubsub.subscribe(*channels)
-        for _ in channels:
-            await pubsub.get_message(timeout=1)
+        pubsub = await _subscribe(direct, ids)
         await direct.send_many([
             (ids[0], {"type": "delta", "message": ids[0], "seq": 1, "text": "a"}),
             (ids[1], {"type": "delta", "message": ids[1], "seq": 1, "text": "x"}),
             (ids[0], {"type": "done", "message": ids[0], "seq": 2}),
         ])
-        received: list[dict[str, Any]] = []
-        while len(received) < 3:
-            message = await pubsub.get_message(timeout=5, ignore_subscribe_messages=True)
-            assert message is not None, received
-            received.append(direct.layer.deserialize(message["data"])["frame"])
-        await pubsub.aclose()
+        received = await _receive(direct, pubsub, 3)
         await client.delete(f"teamchat:replay:{ids[0]}")
         return received
 
