@@ -15,7 +15,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from accounts.revocation import AUTH_GONE, SessionEnded, ensure_session_current
 from chatsite import metrics
@@ -39,6 +39,10 @@ from realtime.socket_limits import TOO_MANY_SOCKETS, TOO_MANY_SOCKETS_REASON, So
 from realtime.turns import Turn, operations
 
 logger = logging.getLogger(__name__)
+
+DATABASE_FAILED_DETAIL = (
+    "That could not be done just now: the database did not answer. Try again in a moment."
+)
 
 T = TypeVar("T")
 MAX_CLIENT_ID = 64
@@ -223,6 +227,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(refusal.code, refusal.detail, frame.get("message")
                                   if isinstance(frame.get("message"), int) else None,
                                   retry_after=getattr(refusal, "retry_after", None))
+        except DatabaseError:
+            # The database failed the command (it went away, or ended the transaction):
+            # the command's transaction rolled back, and the socket stays open to try again.
+            logger.exception("the %s command failed in the database", kind)
+            await self.send_error("service_unavailable", DATABASE_FAILED_DETAIL,
+                                  frame.get("message") if isinstance(frame.get("message"), int)
+                                  else None)
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         conversation_id = _int_field(frame, "conversation", nullable=True)
