@@ -214,7 +214,10 @@ class FlushClock:
         # strong reference would keep every loop that ever streamed (and its clock) alive.
         self._loop = weakref.ref(loop)
         self._due: list[Relay] = []
-        self._handle: asyncio.TimerHandle | None = None
+        # The pending tick and its time. Kept here: uvloop's call_at returns a plain Handle,
+        # with no when(), for a time less than a millisecond away.
+        self._handle: asyncio.Handle | None = None
+        self._when = 0.0
 
     @classmethod
     def current(cls) -> FlushClock | None:
@@ -239,11 +242,11 @@ class FlushClock:
         tick = (math.floor(loop.time() / period) + 1) * period
         # A tick already set for later (the window was longer when it was set) is moved
         # to this one: a relay never waits past the next grid point of today's window.
-        if self._handle is not None and self._handle.when() > tick:
+        if self._handle is not None and self._when > tick:
             self._handle.cancel()
             self._handle = None
         if self._handle is None:
-            self._handle = loop.call_at(tick, self._tick)
+            self._handle, self._when = loop.call_at(tick, self._tick), tick
 
     def _tick(self) -> None:
         self._handle = None

@@ -7,12 +7,13 @@ answers started at different times do."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import pytest
 
 from answers.draft import AnswerDraft
-from answers.relay import Relay
+from answers.relay import FlushClock, Relay
 from realtime import publishing
 from realtime.publishing import BatchPublisher
 
@@ -291,3 +292,49 @@ def test_an_append_redis_refuses_leaves_the_rest_of_the_batch_published(
     ]
     assert [f["text"] for f in store.read_sync(ids[1])] == ["x"]
     assert "2 of 3 frames were published but not buffered for replay" in caplog.text
+
+
+def test_a_tick_that_falls_now_on_uvloop_takes_more_answers(settings: Any, trips: Trips) -> None:
+    """The worker's loop is uvloop, whose call_at returns a plain Handle (no when()) for a
+    time less than a millisecond away, as a grid point is when the loop's clock reads it
+    (float rounding: (floor(t / p) + 1) * p can equal t). A second answer joining that tick
+    must join it, not fail: under load the failure ended answers with a generic error.
+    The loop is uvloop's own, its clock read at such an instant while the ticks are set."""
+    import uvloop
+
+    class GridClockLoop(uvloop.Loop):  # type: ignore[misc]
+        reading: float | None = None
+
+        def time(self) -> float:
+            return self.reading if self.reading is not None else float(super().time())
+
+    settings.STREAM_FLUSH_MS = 60
+    period = 0.06
+    instant = next(k * period for k in range(1, 10_000)
+                   if (math.floor(k * period / period) + 1) * period - k * period < 0.001)
+
+    async def main(loop: GridClockLoop) -> list[Relay]:
+        publisher = BatchPublisher(loop)
+        relays = [Relay(AnswerDraft(n), sink=publisher.publish) for n in (41, 42)]
+        for relay in relays:
+            relay.add_text("First")
+        loop.reading = instant
+        relays[0].add_text(" one")  # the tick falls now: a plain Handle
+        clock = FlushClock.current()
+        assert clock is not None and not isinstance(clock._handle, asyncio.TimerHandle)
+        relays[1].add_text(" two")  # joins it
+        loop.reading = None
+        await asyncio.sleep(4 * period)
+        await publisher.sent()
+        return relays
+
+    loop = GridClockLoop()
+    try:
+        first, second = loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+    assert (first.draft.text, second.draft.text) == ("First one", "First two")
+    assert first.pending == second.pending == []
+    sent = {pair for batch in trips.deltas() for pair in batch}
+    assert {(41, 2), (42, 2)} <= sent
