@@ -311,6 +311,22 @@ def o3_mini(db: None) -> Any:
     return profile
 
 
+@pytest.fixture
+def second_session(transactional_db: None) -> Iterator[Any]:
+    """Another PostgreSQL session on the test database (psycopg, autocommit), as another
+    process's would be: to hold locks against the product's and end its backends for real."""
+    import psycopg
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    config = connection.settings_dict
+    with psycopg.connect(dbname=config["NAME"], host=config["HOST"] or None,
+                         port=config["PORT"] or None, user=config["USER"] or None,
+                         password=config["PASSWORD"] or None, autocommit=True) as session:
+        yield session
+
+
 def purge_task_queue() -> None:
     from chatsite.celery import app
 

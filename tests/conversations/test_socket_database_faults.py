@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
 
 from conversations.models import Message
 from realtime.consumers import DATABASE_FAILED_DETAIL
@@ -21,13 +20,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 QUESTION = {"type": "send", "conversation": None, "content": "Explain Euler's identity",
             "reasoning_effort": "low", "client_id": "tab-1"}
-
-
-def _other_session() -> psycopg.Connection[Any]:
-    config = connection.settings_dict
-    return psycopg.connect(dbname=config["NAME"], host=config["HOST"] or None,
-                           port=config["PORT"] or None, user=config["USER"] or None,
-                           password=config["PASSWORD"] or None, autocommit=True)
 
 
 def _end_the_waiting_backend(other: psycopg.Connection[Any]) -> int:
@@ -41,27 +33,22 @@ def _end_the_waiting_backend(other: psycopg.Connection[Any]) -> int:
 
 
 async def test_a_command_the_database_fails_gets_an_error_and_the_socket_stays(
-    alice: Any, celery_worker: Any, emulator: Any
+    alice: Any, celery_worker: Any, emulator: Any, second_session: psycopg.Connection[Any]
 ) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("ends a PostgreSQL backend")
     ws = await connect(alice)
     connected, _ = await ws.connect()
     assert connected
-    other = await sync_to_async(_other_session)()
-    try:
-        # The send's first read (the session's user) waits behind this lock...
-        await sync_to_async(other.execute)("BEGIN")
-        await sync_to_async(other.execute)("LOCK TABLE accounts_user IN ACCESS EXCLUSIVE MODE")
-        await send(ws, QUESTION)
-        ended, deadline = 0, time.monotonic() + 20
-        while not ended:  # ...until the server ends its connection.
-            assert time.monotonic() < deadline, "the send never waited for the lock"
-            await asyncio.sleep(0.05)
-            ended = await sync_to_async(_end_the_waiting_backend)(other)
-        await sync_to_async(other.execute)("ROLLBACK")
-    finally:
-        await sync_to_async(other.close)()
+    # The send's first read (the session's user) waits behind this lock...
+    await sync_to_async(second_session.execute)("BEGIN")
+    await sync_to_async(second_session.execute)(
+        "LOCK TABLE accounts_user IN ACCESS EXCLUSIVE MODE")
+    await send(ws, QUESTION)
+    ended, deadline = 0, time.monotonic() + 20
+    while not ended:  # ...until the server ends its connection.
+        assert time.monotonic() < deadline, "the send never waited for the lock"
+        await asyncio.sleep(0.05)
+        ended = await sync_to_async(_end_the_waiting_backend)(second_session)
+    await sync_to_async(second_session.execute)("ROLLBACK")
 
     refused = await receive(ws)
     assert refused["type"] == "error" and refused["code"] == "service_unavailable", refused

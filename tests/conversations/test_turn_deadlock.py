@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.db.models import Sum
 
 from answers.replies import start_turn
@@ -28,13 +28,6 @@ def offline_demo_provider(settings: Any) -> None:
     settings.OPENAI_API_KEY = ""
 
 
-def _other_session() -> psycopg.Connection[Any]:
-    config = connection.settings_dict
-    return psycopg.connect(dbname=config["NAME"], host=config["HOST"] or None,
-                           port=config["PORT"] or None, user=config["USER"] or None,
-                           password=config["PASSWORD"] or None)
-
-
 def _waiting_on_a_lock(other: psycopg.Connection[Any], *, besides: int) -> bool:
     row = other.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -43,10 +36,9 @@ def _waiting_on_a_lock(other: psycopg.Connection[Any], *, besides: int) -> bool:
 
 
 def test_a_turn_that_loses_a_deadlock_starts_again_and_holds_its_money_once(
-    alice: Any, o3_mini: Any, caplog: pytest.LogCaptureFixture
+    alice: Any, o3_mini: Any, second_session: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL's deadlock detector")
     first = start_turn(user=alice, organization_id=None, conversation_id=None,
                        content="First question", reasoning_effort="low")
     org_row = UsagePeriod.objects.get(organization_id=first.conversation.organization_id,
@@ -62,23 +54,23 @@ def test_a_turn_that_loses_a_deadlock_starts_again_and_holds_its_money_once(
         finally:
             connections.close_all()
 
-    with _other_session() as other:
-        # Only the turn's backend runs the deadlock check, so the turn is the victim.
-        other.execute("SET deadlock_timeout = '30s'")
-        other.execute("BEGIN")
-        other.execute("UPDATE billing_usageperiod SET reserved_usd = reserved_usd WHERE id = %s",
-                      [org_row.pk])
-        pid = other.info.backend_pid
-        turn = threading.Thread(target=second_turn)
-        turn.start()
-        deadline = time.monotonic() + 20
-        while not _waiting_on_a_lock(other, besides=pid):  # the turn waits for the usage row
-            assert time.monotonic() < deadline, "the turn never waited for the usage row"
-            time.sleep(0.05)
-        # The cycle: this session now waits for the sender's row, which the turn holds.
-        other.execute("SELECT 1 FROM accounts_user WHERE id = %s FOR UPDATE", [alice.pk])
-        other.execute("ROLLBACK")
-        turn.join(30)
+    # Only the turn's backend runs the deadlock check, so the turn is the victim.
+    second_session.execute("SET deadlock_timeout = '30s'")
+    second_session.execute("BEGIN")
+    second_session.execute(
+        "UPDATE billing_usageperiod SET reserved_usd = reserved_usd WHERE id = %s", [org_row.pk])
+    pid = second_session.info.backend_pid
+    turn = threading.Thread(target=second_turn)
+    turn.start()
+    deadline = time.monotonic() + 20
+    # The turn waits for the usage row.
+    while not _waiting_on_a_lock(second_session, besides=pid):
+        assert time.monotonic() < deadline, "the turn never waited for the usage row"
+        time.sleep(0.05)
+    # The cycle: this session now waits for the sender's row, which the turn holds.
+    second_session.execute("SELECT 1 FROM accounts_user WHERE id = %s FOR UPDATE", [alice.pk])
+    second_session.execute("ROLLBACK")
+    turn.join(30)
 
     assert "error" not in outcome, outcome.get("error")
     assert "lost a deadlock (attempt 1)" in caplog.text
