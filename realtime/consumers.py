@@ -217,6 +217,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.ended:
             return  # closing: a command that raced the close is not run
+        # The answer a refusal is about, when the command named one.
+        about = frame.get("message") if isinstance(frame.get("message"), int) else None
         try:
             await handler(frame)
         except SessionEnded:
@@ -224,16 +226,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except FrameError as error:
             await self.send_error("invalid_request", error.detail, error.message)
         except Refused as refusal:
-            await self.send_error(refusal.code, refusal.detail, frame.get("message")
-                                  if isinstance(frame.get("message"), int) else None,
+            await self.send_error(refusal.code, refusal.detail, about,
                                   retry_after=getattr(refusal, "retry_after", None))
         except DatabaseError:
             # The database failed the command (it went away, or ended the transaction):
             # the command's transaction rolled back, and the socket stays open to try again.
             logger.exception("the %s command failed in the database", kind)
-            await self.send_error("service_unavailable", DATABASE_FAILED_DETAIL,
-                                  frame.get("message") if isinstance(frame.get("message"), int)
-                                  else None)
+            await self.send_error("service_unavailable", DATABASE_FAILED_DETAIL, about)
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         conversation_id = _int_field(frame, "conversation", nullable=True)
