@@ -170,17 +170,20 @@ def _earlier_exchange(conversations: list[Any], answer_tokens: int) -> None:
     from conversations.models import Conversation, Message
 
     now = timezone.now()
-    # With their token counts, as the product's own turns store them.
+    # With their token counts, as the product's own turns store them (counted once: every
+    # conversation holds the same two texts).
     answer_text = " word" * answer_tokens
+    question_count, answer_count = (message_tokens({"content": text})
+                                    for text in ("bench", answer_text))
     questions = Message.objects.bulk_create([
         Message(conversation=c, role=Message.Role.USER, content="bench", created_at=now,
-                content_tokens=message_tokens({"content": "bench"}))
+                content_tokens=question_count)
         for c in conversations
     ])
     answers = Message.objects.bulk_create([
         Message(conversation=c, parent=q, role=Message.Role.ASSISTANT, status=Message.Status.DONE,
                 profile=c.profile, model_name=c.profile.model, reasoning_effort="low",
-                content=answer_text, content_tokens=message_tokens({"content": answer_text}),
+                content=answer_text, content_tokens=answer_count,
                 finish_reason="stop", prompt_tokens=10,
                 completion_tokens=answer_tokens, stream_seq=2, created_at=now, finished_at=now)
         for c, q in zip(conversations, questions, strict=True)
