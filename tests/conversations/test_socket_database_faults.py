@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 
+from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
 from realtime.consumers import DATABASE_FAILED_DETAIL
 from tests.conversations.wsclient import connect, receive, receive_until, send
@@ -53,7 +54,10 @@ async def test_a_command_the_database_fails_gets_an_error_and_the_socket_stays(
     refused = await receive(ws)
     assert refused["type"] == "error" and refused["code"] == "service_unavailable", refused
     assert refused["detail"] == DATABASE_FAILED_DETAIL
+    # Nothing saved, nothing held: no message, no reservation, no usage row.
     assert await sync_to_async(Message.objects.count)() == 0
+    assert await sync_to_async(Reservation.objects.count)() == 0
+    assert await sync_to_async(UsagePeriod.objects.count)() == 0
 
     # Same socket, next send: saved, answered, finished.
     await send(ws, {**QUESTION, "client_id": "tab-2"})
@@ -62,4 +66,10 @@ async def test_a_command_the_database_fails_gets_an_error_and_the_socket_stays(
     frames = await receive_until(ws, "done", "error")
     assert frames[-1]["type"] == "done" and frames[-1]["status"] == "done", frames[-1]
     assert await sync_to_async(Message.objects.count)() == 2
+    # The one turn's reservation is settled, and its charge is what the period rows spent.
+    reservation = await sync_to_async(Reservation.objects.get)()
+    assert reservation.settled_at is not None
+    spent = await sync_to_async(lambda: sorted(UsagePeriod.objects.values_list(
+        "spent_usd", "reserved_usd")))()
+    assert spent == [(reservation.charged_usd, 0)] * 2
     await ws.disconnect()
