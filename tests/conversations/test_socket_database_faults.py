@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection, transaction
 
 from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
@@ -31,6 +33,18 @@ def _end_the_waiting_backend(other: psycopg.Connection[Any]) -> int:
         " current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     ).fetchall()
     return len(rows)
+
+
+def _money_snapshot() -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Any, ...]]]:
+    """The period rows (spent, reserved) and the reservations (amount, charged, settled),
+    read in one snapshot."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rows = sorted(UsagePeriod.objects.values_list("spent_usd", "reserved_usd"))
+        reservations = list(Reservation.objects.values_list("amount_usd", "charged_usd",
+                                                            "settled_at"))
+    return rows, reservations
 
 
 async def test_a_command_the_database_fails_gets_an_error_and_the_socket_stays(
@@ -66,10 +80,12 @@ async def test_a_command_the_database_fails_gets_an_error_and_the_socket_stays(
     frames = await receive_until(ws, "done", "error")
     assert frames[-1]["type"] == "done" and frames[-1]["status"] == "done", frames[-1]
     assert await sync_to_async(Message.objects.count)() == 2
-    # The one turn's reservation is settled, and its charge is what the period rows spent.
-    reservation = await sync_to_async(Reservation.objects.get)()
-    assert reservation.settled_at is not None
-    spent = await sync_to_async(lambda: sorted(UsagePeriod.objects.values_list(
-        "spent_usd", "reserved_usd")))()
-    assert spent == [(reservation.charged_usd, 0)] * 2
+    # The turn's reservation is settled, and the period rows hold exactly the reservations
+    # (the new conversation's title may be reserving meanwhile: read one snapshot).
+    assert await sync_to_async(lambda: Reservation.objects.get(
+        message__isnull=False).settled_at is not None)()
+    rows, reservations = await sync_to_async(_money_snapshot)()
+    spent = sum((charged for _, charged, settled in reservations if settled), Decimal(0))
+    held = sum((amount for amount, _, settled in reservations if not settled), Decimal(0))
+    assert spent > 0 and rows == [(spent, held)] * 2, (rows, reservations)
     await ws.disconnect()
