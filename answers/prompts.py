@@ -13,12 +13,12 @@ from django.utils.crypto import salted_hmac
 from conversations.models import Message
 from conversations.tree import PathMessage, path_to
 from llm.models import ModelProfile
-from llm.tokens import count_tokens
+from llm.tokens import PER_MESSAGE_OVERHEAD, count_tokens
+from llm.tokens import message_tokens as text_tokens
 from llm.tools import tool_schemas
 
 # Reasoning models answer in plain text unless the developer message starts with this.
 FORMATTING_LINE = "Formatting re-enabled"
-PER_MESSAGE_OVERHEAD = 3
 PRIMING_TOKENS = 3
 SAFETY_MARGIN = 256
 
@@ -42,7 +42,7 @@ def instructions_for(*, org_message: str, custom: str) -> str:
 
 
 def message_tokens(message: dict[str, Any]) -> int:
-    return PER_MESSAGE_OVERHEAD + count_tokens(str(message.get("content") or ""))
+    return text_tokens(str(message.get("content") or ""))
 
 
 # A piece of a message counted on its own can come out a token shorter than the same text

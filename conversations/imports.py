@@ -37,6 +37,7 @@ from conversations.chatgpt_tree import (
     title_of,
 )
 from conversations.models import Conversation, Message
+from llm.tokens import message_tokens
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -234,6 +235,8 @@ def _save(conversation: Conversation, messages: list[Planned], leaf: Planned | N
 def _write_batch(conversation: Conversation, batch: list[Planned]) -> None:
     for planned in batch:
         planned.message.conversation = conversation
+        # Its text is final now (merged and split): counted once, not by every later turn.
+        planned.message.content_tokens = message_tokens(planned.message.content)
     # In plan order, parents first: ids then grow down every branch.
     Message.objects.bulk_create([p.message for p in batch])
     linked: list[Message] = []

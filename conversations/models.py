@@ -115,10 +115,11 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
-    # ``content``'s share of a prompt (answers.prompts.message_tokens), counted once when
-    # the text is final: a question when it is saved, an answer when it finishes. Every
+    # ``content``'s share of a prompt (llm.tokens.message_tokens), counted once when
+    # the text is final: a question when it is saved, an answer when it finishes, a copy
+    # when a shared conversation is continued or an export imported. Every
     # later turn's prompt estimate and context cut add these up instead of tokenizing the
-    # whole conversation again. NULL (a live answer, an import, a row from before the
+    # whole conversation again. NULL (a live answer, a row from before the
     # column): counted from the text when needed.
     content_tokens = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)

@@ -25,6 +25,8 @@ from pathlib import Path
 import tiktoken
 
 ENCODING_NAME = "o200k_base"
+# What a chat message costs beyond its text (role and separators), as the provider counts.
+PER_MESSAGE_OVERHEAD = 3
 # tiktoken stores each vocabulary as sha1(<download url>); this is the digest of
 # https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken
 CACHE_FILE_NAME = "fb374d419588a4632f3f557e76b4b70aebbca790"
@@ -86,6 +88,12 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return len(get_encoding().encode_ordinary(text))
+
+
+def message_tokens(text: str) -> int:
+    """One message's share of a prompt: its text and the per-message overhead. Stored with
+    the message once its text is final (``Message.content_tokens``)."""
+    return PER_MESSAGE_OVERHEAD + count_tokens(text)
 
 
 def encode(text: str) -> list[int]:

@@ -30,6 +30,7 @@ from chatsite.errors import NotFound
 from conversations.access import get_conversation_for_user
 from conversations.models import Conversation, Message
 from conversations.tree import branch, link_in_order
+from llm.tokens import message_tokens
 from sharing.models import SharedMessage, ShareLink
 
 if TYPE_CHECKING:
@@ -417,6 +418,8 @@ def fork_snapshot(*, token: str, viewer: User, organization_id: int | None) -> C
                 conversation=conversation,
                 role=shared.role,
                 content=shared.content,
+                # Counted once here, not by every later turn's estimate and context cut.
+                content_tokens=message_tokens(shared.content),
                 status=Message.Status.DONE,
                 model_name=shared.model_name,
                 created_at=now,

@@ -1,8 +1,8 @@
 """A message's tokens are counted once, when its text is final (Message.content_tokens):
 a turn's prompt estimate (web) and context cut (worker) add up the stored counts instead of
 tokenizing the whole conversation on every turn, and come to the same numbers as
-tokenizing it would. Rows without a count (from before the column, a live answer, an
-import) are tokenized as before."""
+tokenizing it would. Rows without a count (from before the column, a live answer) are
+tokenized as before."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from answers.prompts import build_prompt, message_tokens
 from answers.replies import start_turn
 from billing.models import Reservation
 from conversations.models import Message
+from llm import tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -76,6 +77,7 @@ def test_a_follow_up_tokenizes_none_of_the_earlier_messages(
         return count(text)
 
     monkeypatch.setattr(prompts, "count_tokens", counting)
+    monkeypatch.setattr(tokens, "count_tokens", counting)  # message_tokens counts there
     started = start_turn(user=alice, organization_id=None, conversation_id=last.conversation_id,
                          content="One more question", reasoning_effort="low")
     at_start = list(tokenized)

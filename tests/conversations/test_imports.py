@@ -20,6 +20,7 @@ from conversations import chatgpt_file, chatgpt_tree, imports, tasks, tree
 from conversations.imports import ImportRefused, import_chatgpt_export
 from conversations.models import Conversation, DataJob, Message
 from llm.models import ModelProfile
+from llm.tokens import PER_MESSAGE_OVERHEAD, message_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -93,6 +94,9 @@ def test_imported_conversations_cost_nothing_and_never_call_the_model(
     assert {m.cost_usd for m in messages} == {Decimal(0)}
     assert all(m.profile_id is None for m in messages)
     assert emulator.journal == []
+    # Counted once on import (merged answers whole), so later turns need not tokenize them.
+    assert [m.content_tokens for m in messages] == [message_tokens(m.content) for m in messages]
+    assert all((m.content_tokens or 0) > PER_MESSAGE_OVERHEAD for m in messages)
 
 
 def test_branches_become_siblings_and_the_branch_on_screen_is_kept(alice: User,
@@ -539,6 +543,8 @@ def test_imported_text_obeys_the_typed_message_limit_by_splitting_into_parts(
     assert "".join(m.content for m in branch[:3]) == long_question  # nothing lost
     assert branch[-1].content == answer and branch[-1].parent_id == branch[2].pk
     assert (report.split_messages, report.split_parts) == (1, 3)
+    # Each part carries its own count, as a typed message of that text would.
+    assert [m.content_tokens for m in branch] == [message_tokens(m.content) for m in branch]
     assert report.as_dict()["split_messages"] == 1
     assert max(len(m.content) for m in Message.objects.filter(conversation=conversation)) <= limit
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organization, User
 from chatsite.errors import NotFound
 from conversations.models import Conversation, Message
+from llm.tokens import message_tokens
 from sharing import links
 from sharing.links import LinkNotFound, ShareRefused
 from sharing.models import SharedMessage, ShareLink
@@ -298,6 +299,10 @@ def test_a_fork_is_a_new_conversation_of_the_viewer_in_their_org(
     rows = list(fork.messages.order_by("created_at", "id").values_list("role", "content", "status"))
     assert rows == [("user", "one?", "done"), ("assistant", "1", "done"),
                     ("user", "two?", "done"), ("assistant", "2", "done")]
+    # Counted once here, so the fork's later turns need not tokenize the copies again.
+    counts = list(fork.messages.order_by("created_at", "id").values_list("content_tokens",
+                                                                       flat=True))
+    assert counts == [message_tokens(content) for _, content, _ in rows] == [5, 4, 5, 4]
 
 
 def test_a_fork_never_writes_to_the_shared_conversation(alice: User, bob: User) -> None:
