@@ -37,6 +37,7 @@ from chatsite.dbpool import ENGINE_DB_THREADS
 from conversations.models import Message
 from llm.client import close_clients
 from realtime.publishing import BatchPublisher
+from realtime.replay import close_async_clients
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+async def _close_loop_clients() -> None:
+    """The loop's provider clients and its Redis client for the answers' frames."""
+    await close_clients()
+    await close_async_clients()
 
 
 class Engine:
@@ -96,7 +103,7 @@ class Engine:
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close_clients(), loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(_close_loop_clients(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout)

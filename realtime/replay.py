@@ -6,6 +6,7 @@ dict in embedded mode, where web and worker share one process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -38,6 +39,7 @@ class RedisReplayStore:
         self.url = url
         self.ttl = ttl
         self._local = threading.local()
+        self._async_lock = threading.Lock()
         self._async_clients: dict[Any, Any] = {}
 
     def sync_client(self) -> Any:
@@ -59,8 +61,6 @@ class RedisReplayStore:
         return [json.loads(item) for item in self.sync_client().lrange(replay_key(message_id), 0, -1)]
 
     def async_client(self) -> Any:
-        import asyncio
-
         import redis.asyncio as aredis
 
         # One client per event loop: redis-py asyncio connections must not cross loops.
@@ -69,8 +69,21 @@ class RedisReplayStore:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_clients[loop] = aredis.Redis.from_url(self.url)
+            with self._async_lock:
+                # A closed loop's client can never be used again: drop it, so a process
+                # whose loops come and go keeps one client per live loop, not one per
+                # loop it ever ran (its sockets close as the client is collected).
+                for closed in [known for known in self._async_clients if known.is_closed()]:
+                    del self._async_clients[closed]
+                client = self._async_clients[loop] = aredis.Redis.from_url(self.url)
         return client
+
+    async def close_async(self) -> None:
+        """Close the running loop's client and its connections (the loop is ending)."""
+        with self._async_lock:
+            client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     async def append_many(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         pipe = self.async_client().pipeline(transaction=False)
@@ -118,6 +131,13 @@ def get_replay_store() -> ReplayStore:
     if settings.REDIS_URL:
         return RedisReplayStore(settings.REDIS_URL, settings.REPLAY_TTL_SECONDS)
     return MemoryReplayStore(settings.REPLAY_TTL_SECONDS)
+
+
+async def close_async_clients() -> None:
+    """Close the running loop's replay client, if it has one (a worker's loop ends)."""
+    store = get_replay_store()
+    if isinstance(store, RedisReplayStore):
+        await store.close_async()
 
 
 @dataclass(frozen=True)
