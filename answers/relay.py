@@ -47,7 +47,11 @@ class Relay:
         self.frames = 0
         self.checkpoints = 0
         self.last_flush = 0.0
-        self.last_checkpoint = time.monotonic()
+        # Read once per answer, not per token: when the next checkpoint falls due (never,
+        # once the answer has had its STREAM_MAX_CHECKPOINTS).
+        self.checkpoint_every = settings.STREAM_CHECKPOINT_SECONDS
+        self.max_checkpoints = settings.STREAM_MAX_CHECKPOINTS
+        self.next_checkpoint = time.monotonic() + self.checkpoint_every
         # A checkpoint is due: the answer's coroutine awaits the write (its database calls
         # run off the loop).
         self.checkpoint_due = False
@@ -116,10 +120,7 @@ class Relay:
             else:
                 self.ticking = True
                 clock.add(self)
-        if (
-            now - self.last_checkpoint >= settings.STREAM_CHECKPOINT_SECONDS
-            and self.checkpoints < settings.STREAM_MAX_CHECKPOINTS
-        ):
+        if now >= self.next_checkpoint:
             self.checkpoint_due = True
 
     def tick(self, clock: FlushClock) -> None:
@@ -159,8 +160,9 @@ class Relay:
         frames go out on the loop, the write off it. Raises Abandoned once the answer is
         no longer this worker's."""
         self.flush(now)
-        self.last_checkpoint = now
         self.checkpoints += 1
+        self.next_checkpoint = (now + self.checkpoint_every
+                                if self.checkpoints < self.max_checkpoints else math.inf)
         self.checkpoint_due = False
         draft = self.draft
         fields: dict[str, Any] = {
