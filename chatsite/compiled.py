@@ -14,6 +14,14 @@ setting that adds a filter). Everything else is fixed at the first call. Tests t
 ``CHECKS``: every call then also compiles the queryset the slow way and fails loudly if
 the SQL or its parameters differ, so a forgotten shape input cannot go unnoticed.
 
+On PostgreSQL the values fixed at the first call (the strings, booleans and integers the
+queryset was built with: statuses, roles, ``LIMIT 1``) are written into the SQL as
+literals, and only the named values stay parameters (docs/decisions.md#0052). A prepared
+statement whose partial-index predicates (``status = 'pending'``) are parameters cannot use
+those indexes in a generic plan, so PostgreSQL judged the generic plan dearer and planned
+the statement afresh on every run; with literals it settles on the generic plan after
+five runs and stops planning.
+
 A write and the read after it can go as one statement (PostgreSQL): ``fetch(with_=...)``
 puts a data-modifying ``WITH`` clause (``update_statement`` builds one from a queryset)
 before the compiled SELECT, which reads the rows as they were before the write and may
@@ -23,6 +31,7 @@ name the clause's ``RETURNING`` rows.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -34,6 +43,7 @@ from django.db.models.query import get_related_populators  # type: ignore[attr-d
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
+from psycopg import sql as pgsql
 
 M = TypeVar("M", bound=Model)
 
@@ -44,6 +54,9 @@ CHECKS = False
 # value of that name.
 _MARKER_BASE = -7_340_032_000_000
 
+
+# A placeholder, or an escaped percent sign, in Django's SQL.
+_PLACEHOLDER = re.compile(r"%[s%]")
 
 # A WITH clause's body and its parameters: ("name AS (UPDATE ... RETURNING ...)", [...]).
 Clause = tuple[str, Sequence[Any]]
@@ -84,6 +97,50 @@ def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list
             f" SELECT {', '.join(values)}", params)
 
 
+def _slots(params: Sequence[Any], markers: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """Each value name's parameter positions (where its marker is)."""
+    return {name: tuple(i for i, p in enumerate(params) if type(p) is int and p == marker)
+            for name, marker in markers.items()}
+
+
+def _inlinable(value: Any) -> bool:
+    # str subclasses too: the statuses and roles are TextChoices members.
+    return isinstance(value, str) or type(value) in (bool, int)
+
+
+def _inline_fixed(sql: str, params: Sequence[Any], *, keep: set[int]) -> tuple[str, list[Any]]:
+    """``sql`` with every parameter not in ``keep`` (positions) that is a str, bool or int
+    written in as a PostgreSQL literal (quoted by psycopg); the others stay placeholders.
+    Elsewhere than PostgreSQL the statement is returned as it is."""
+    if connection.vendor != "postgresql":
+        return sql, list(params)
+    raw = connection.connection
+    if raw is None:
+        connection.ensure_connection()
+        raw = connection.connection
+    remaining: list[Any] = []
+    position = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal position
+        if match.group() == "%%":
+            return "%%"
+        index, position = position, position + 1
+        value = params[index]
+        if index in keep or not _inlinable(value):
+            remaining.append(value)
+            return "%s"
+        if isinstance(value, str):
+            value = str.__str__(value)  # a choice's text, as its parameter sent it
+        # A literal's own percent signs are escaped: the SQL is still formatted with %s.
+        return pgsql.Literal(value).as_string(raw).strip().replace("%", "%%")
+
+    inlined = _PLACEHOLDER.sub(replace, sql)
+    if position != len(params):
+        raise ShapeError(f"{position} placeholders for {len(params)} parameters in {sql}")
+    return inlined, remaining
+
+
 class ShapeError(AssertionError):
     """The cached SQL no longer matches what the queryset compiles to."""
 
@@ -94,6 +151,10 @@ class _Plan:
     params: tuple[Any, ...]
     slots: dict[str, tuple[int, ...]]  # value name -> parameter positions
     compiler: SQLCompiler
+    # As Django compiled it, before the fixed values were written in (for CHECKS).
+    raw_sql: str
+    raw_params: tuple[Any, ...]
+    raw_slots: dict[str, tuple[int, ...]]
 
 
 class CompiledSelect(Generic[M]):
@@ -144,26 +205,35 @@ class CompiledSelect(Generic[M]):
             # row lock would be taken and released at once.
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         if CHECKS:
-            self._check(plan, params, values)
+            self._check(plan, values)
         return plan, params
 
     def _compile(self) -> _Plan:
         markers = {name: _MARKER_BASE - n for n, name in enumerate(self._names)}
         compiler = self._build(**markers).query.get_compiler(using=connection.alias)
-        sql, params = compiler.as_sql()
-        slots = {name: tuple(i for i, p in enumerate(params) if type(p) is int and p == marker)
-                 for name, marker in markers.items()}
-        missing = [name for name, positions in slots.items() if not positions]
+        raw_sql, raw_params = compiler.as_sql()
+        raw_slots = _slots(raw_params, markers)
+        missing = [name for name, positions in raw_slots.items() if not positions]
         if missing:
             raise ShapeError(f"the query does not take {missing} as parameters")
-        return _Plan(sql=sql, params=tuple(params), slots=slots, compiler=compiler)
+        named = {position for positions in raw_slots.values() for position in positions}
+        sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
+        return _Plan(sql=sql, params=tuple(params), slots=_slots(params, markers),
+                     compiler=compiler, raw_sql=raw_sql, raw_params=tuple(raw_params),
+                     raw_slots=raw_slots)
 
-    def _check(self, plan: _Plan, params: list[Any], values: dict[str, int]) -> None:
+    def _check(self, plan: _Plan, values: dict[str, int]) -> None:
+        """The queryset built with the real values compiles to the cached statement as
+        it was before its fixed values were written in."""
         sql, fresh = self._build(**values).query.get_compiler(using=connection.alias).as_sql()
-        if sql != plan.sql or list(fresh) != params:
+        cached = list(plan.raw_params)
+        for name, positions in plan.raw_slots.items():
+            for position in positions:
+                cached[position] = values[name]
+        if sql != plan.raw_sql or list(fresh) != cached:
             raise ShapeError(
                 "a compiled statement no longer matches its queryset: pass what changed it "
-                f"as shape.\ncached: {plan.sql} {params}\nfresh:  {sql} {list(fresh)}"
+                f"as shape.\ncached: {plan.raw_sql} {cached}\nfresh:  {sql} {list(fresh)}"
             )
 
     @staticmethod
