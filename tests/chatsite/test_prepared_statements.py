@@ -70,7 +70,7 @@ def _plans_of(marker: str) -> list[tuple[int, int]]:
                 if marker in statement]
 
 
-def _a_month_of_answers(user: Any, rows: int = 20_000) -> None:
+def _a_month_of_answers(user: Any, rows: int = 3_000) -> None:
     """Finished messages enough that scanning them costs the planner more than the
     partial indexes do (a tiny table makes every plan cheap), with fresh statistics."""
     seed = start_turn(user=user, organization_id=None, conversation_id=None,
