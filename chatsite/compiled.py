@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.db import connection
@@ -80,19 +81,19 @@ def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list
     written only when it is among them. A field left to its database default is left out."""
     quote = connection.ops.quote_name
     columns, values, params = [], [], []
-    for field in obj._meta.concrete_fields:
-        if field.attname in computed:
-            columns.append(quote(field.column))
-            values.append(computed[field.attname])
+    for column_field in obj._meta.concrete_fields:
+        if column_field.attname in computed:
+            columns.append(quote(column_field.column))
+            values.append(computed[column_field.attname])
             continue
-        if field.primary_key:
+        if column_field.primary_key:
             continue
-        value = field.pre_save(obj, add=True)
+        value = column_field.pre_save(obj, add=True)
         if isinstance(value, DatabaseDefault):
             continue
-        columns.append(quote(field.column))
+        columns.append(quote(column_field.column))
         values.append("%s")
-        params.append(field.get_db_prep_save(value, connection))
+        params.append(column_field.get_db_prep_save(value, connection))
     return (f"INSERT INTO {quote(obj._meta.db_table)} ({', '.join(columns)})"
             f" SELECT {', '.join(values)}", params)
 
@@ -155,6 +156,14 @@ class _Plan:
     raw_sql: str
     raw_params: tuple[Any, ...]
     raw_slots: dict[str, tuple[int, ...]]
+    # Each thread's reader of the rows (_Reader), made on its first run there.
+    readers: threading.local = field(default_factory=threading.local, compare=False)
+
+    def reader(self) -> _Reader:
+        reader: _Reader | None = getattr(self.readers, "reader", None)
+        if reader is None:
+            reader = self.readers.reader = _Reader(self)
+        return reader
 
 
 class CompiledSelect(Generic[M]):
@@ -240,25 +249,45 @@ class CompiledSelect(Generic[M]):
     def _run(plan: _Plan, params: list[Any], with_: Clause | None = None) -> list[M]:
         """Django's ModelIterable, minus the compile: rows, their converters (JSON,
         decimals), the select_related models and the annotations."""
-        # This thread's own connection for the converters; the shared plan is never changed.
-        compiler = copy.copy(plan.compiler)
-        compiler.connection = connection
         sql = plan.sql if with_ is None else f"WITH {with_[0]} {plan.sql}"
         with connection.cursor() as cursor:
             cursor.execute(sql, params if with_ is None else [*with_[1], *params])
             rows = cursor.fetchall()
-        select, klass_info = compiler.select, compiler.klass_info
-        assert klass_info is not None
-        model_cls = klass_info["model"]
-        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        init_list = [column[0].target.attname for column in select[start:end]]
-        populators = get_related_populators(klass_info, select, connection.alias)
+        reader = plan.reader()
         objects = []
-        for row in compiler.results_iter([rows]):
-            obj = model_cls.from_db(connection.alias, init_list, row[start:end])
-            for populator in populators:
+        for row in reader.rows(rows):
+            obj = reader.model.from_db(connection.alias, reader.init_list,
+                                       row[reader.start:reader.end])
+            for populator in reader.populators:
                 populator.populate(row, obj)
-            for name, position in compiler.annotation_col_map.items():
+            for name, position in reader.annotations:
                 setattr(obj, name, row[position])
             objects.append(obj)
         return objects
+
+
+class _Reader:
+    """What turns one compiled statement's rows into models, worked out once per thread's
+    connection (Django's ModelIterable works it out on every evaluation: the converters
+    of 150-odd columns cost about as much as the rest of reading the row)."""
+
+    def __init__(self, plan: _Plan) -> None:
+        # This thread's own connection for the converters; the shared plan is never changed.
+        compiler = copy.copy(plan.compiler)
+        compiler.connection = connection
+        self.compiler = compiler
+        select, klass_info = compiler.select, compiler.klass_info
+        assert klass_info is not None
+        self.model = klass_info["model"]
+        self.start, self.end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        self.init_list = [column[0].target.attname for column in select[self.start:self.end]]
+        self.populators = get_related_populators(klass_info, select, connection.alias)
+        self.annotations = list(compiler.annotation_col_map.items())
+        fields = [column[0] for column in select[0:compiler.col_count]]
+        self.converters = compiler.get_converters(fields)
+        assert not compiler.has_composite_fields(fields), "composite keys are not read here"
+
+    def rows(self, rows: list[tuple[Any, ...]]) -> Any:
+        if not self.converters:
+            return rows
+        return self.compiler.apply_converters(rows, self.converters)

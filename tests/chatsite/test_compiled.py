@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from unittest import mock
 
@@ -83,6 +84,28 @@ def test_the_sql_is_compiled_once_per_process(
         for _ in range(5):
             assert statement.first(conversation=two_conversations[0].pk, user=alice.pk) is not None
     assert as_sql.call_count == 1
+
+
+def test_the_row_converters_are_worked_out_once_per_thread(
+    alice: User, two_conversations: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "CHECKS", False)
+    statement = CompiledSelect(_conversations, "conversation", "user")
+    mine = two_conversations[0]
+    with mock.patch.object(SQLCompiler, "get_converters", autospec=True,
+                           side_effect=SQLCompiler.get_converters) as get_converters:
+        rows = [statement.first(conversation=mine.pk, user=alice.pk) for _ in range(5)]
+        assert get_converters.call_count == 1
+        # Another thread works them out with its own connection, once.
+        other = threading.Thread(target=lambda: [
+            statement.fetch(conversation=mine.pk, user=alice.pk) for _ in range(3)])
+        other.start()
+        other.join()
+        assert get_converters.call_count == 2
+    # Still decoded each time (JSON, decimals), and each row is a model of its own.
+    assert all(row is not None and row.current_leaf is not None
+               and row.current_leaf.tool_calls == [{"name": "calculate"}] for row in rows)
+    assert len({id(row) for row in rows}) == 5
 
 
 @pytest.mark.django_db(transaction=True)
