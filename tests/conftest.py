@@ -327,6 +327,38 @@ def second_session(transactional_db: None) -> Iterator[Any]:
         yield session
 
 
+def end_backend_waiting_for_a_lock(session: Any, timeout: float = 20.0) -> int:
+    """Terminate the test database's other backends that wait for a lock (a command's, held
+    up by ``session``), as a server restart or an administrator would: polls until at least
+    one waits; returns how many were ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = session.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
+            " current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        if ended:
+            return len(ended)
+        assert time.monotonic() < deadline, "nothing waited for the lock"
+        time.sleep(0.05)
+
+
+def money_snapshot() -> tuple[list[tuple[Any, Any]], list[tuple[Any, ...]]]:
+    """The usage period rows (spent, reserved), sorted, and the reservations (amount,
+    charged, settled_at), read in one snapshot (a title may be reserving meanwhile)."""
+    from django.db import connection, transaction
+
+    from billing.models import Reservation, UsagePeriod
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rows = sorted(UsagePeriod.objects.values_list("spent_usd", "reserved_usd"))
+        reservations = list(Reservation.objects.values_list("amount_usd", "charged_usd",
+                                                            "settled_at"))
+    return rows, reservations
+
+
 def purge_task_queue() -> None:
     from chatsite.celery import app
 

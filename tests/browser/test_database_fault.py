@@ -20,6 +20,7 @@ from billing.models import Reservation, UsagePeriod
 from conversations.models import Message
 from realtime.consumers import DATABASE_FAILED_DETAIL
 from tests.browser.conftest import read_db
+from tests.conftest import end_backend_waiting_for_a_lock, money_snapshot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -27,14 +28,6 @@ expect = playwright_api.expect
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 QUESTION = "Will the database answer this time?"
-
-
-def _end_backends_waiting_for_a_lock(session: psycopg.Connection[Any]) -> int:
-    rows = session.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
-        " current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    ).fetchall()
-    return len(rows)
 
 
 def test_a_send_the_database_fails_is_refused_kept_and_sent_once_it_answers(
@@ -47,11 +40,7 @@ def test_a_send_the_database_fails_is_refused_kept_and_sent_once_it_answers(
     try:
         page.get_by_label("Message", exact=True).fill(QUESTION)
         page.get_by_role("button", name="Send", exact=True).click()
-        ended, deadline = 0, time.monotonic() + 20
-        while not ended:
-            assert time.monotonic() < deadline, "the send never waited for the lock"
-            time.sleep(0.05)
-            ended = _end_backends_waiting_for_a_lock(second_session)
+        end_backend_waiting_for_a_lock(second_session)
     finally:
         second_session.execute("ROLLBACK")
 
@@ -73,19 +62,14 @@ def test_a_send_the_database_fails_is_refused_kept_and_sent_once_it_answers(
     assert read_db(lambda: list(Message.objects.order_by("id").values_list("role", "status"))) \
         == [("user", "done"), ("assistant", "done")]
 
-    def settled() -> tuple[Decimal, list[tuple[Decimal, Decimal]]]:
-        turn = Reservation.objects.get(message__isnull=False)
-        assert turn.settled_at is not None and turn.charged_usd is not None
-        assert turn.charged_usd > 0
-        return turn.charged_usd, sorted(UsagePeriod.objects.values_list("spent_usd",
-                                                                         "reserved_usd"))
-
     # The new conversation's title is its own reservation: wait until nothing is held.
     deadline = time.monotonic() + 30
     while read_db(lambda: Reservation.objects.filter(settled_at__isnull=True).exists()):
         assert time.monotonic() < deadline, "a reservation stayed held"
         time.sleep(0.1)
-    charged, rows = read_db(settled)
-    titles = read_db(lambda: sum((r.charged_usd or Decimal(0) for r in
-                                  Reservation.objects.filter(message__isnull=True)), Decimal(0)))
-    assert rows == [(charged + titles, Decimal(0))] * 2
+    turn = read_db(lambda: Reservation.objects.get(message__isnull=False))
+    assert turn.settled_at is not None and (turn.charged_usd or 0) > 0
+    rows, reservations = read_db(money_snapshot)
+    assert all(settled is not None for _, _, settled in reservations)
+    spent = sum((charged for _, charged, _ in reservations), Decimal(0))
+    assert rows == [(spent, Decimal(0))] * 2, (rows, reservations)
