@@ -34,7 +34,6 @@ from django.utils import timezone
 
 from accounts.erasure import organization_deleting, person_erasing
 from answers.draft import AnswerDraft
-from answers.prompts import message_tokens
 from billing.quotas import settle
 from chatsite import metrics
 from chatsite.celery import app
@@ -44,6 +43,7 @@ from conversations.signals import live_answer_deleting
 from llm import client as llm
 from llm.models import ModelProfile
 from llm.pricing import MICRO, Prices, estimate_usage, prices_for_answer, usage_cost
+from llm.tokens import message_tokens
 from llm.types import Usage
 from realtime import replay
 from realtime.frames import final_frame
@@ -225,7 +225,7 @@ def finish(message: Message, draft: AnswerDraft) -> dict[str, Any]:
         "status": draft.status,
         "content": draft.text,
         # Counted once, here: every later turn of the conversation adds it up.
-        "content_tokens": message_tokens({"content": draft.text}),
+        "content_tokens": message_tokens(draft.text),
         "refusal": draft.refusal,
         "reasoning_summary": draft.reasoning_summary,
         "reasoning_items": draft.reasoning_items,

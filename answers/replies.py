@@ -20,7 +20,7 @@ from accounts.model_access import profile_enabled, usable_profile
 from accounts.models import Membership, User
 from answers import lifecycle, reaper
 from answers.dispatch import ServiceUnavailable, queue_reply
-from answers.prompts import estimate_prompt_tokens, message_tokens
+from answers.prompts import estimate_prompt_tokens
 from answers.titles import fallback_title
 from billing.quotas import reserve
 from chatsite.compiled import CompiledSelect, insert_statement, update_statement
@@ -33,6 +33,7 @@ from llm.catalog.sync import ensure_synced
 from llm.models import ModelProfile
 from llm.pricing import Prices
 from llm.profiles import is_retired, openai_profiles_usable
+from llm.tokens import message_tokens
 from realtime.backpressure import refuse_when_full, waiting_for_worker
 from realtime.turns import Turn
 
@@ -217,7 +218,7 @@ def _question_for(
     parent = resolve_parent(existing, parent_id)
     # Saved with the answer (_save_turn), counted once for every later turn's estimate.
     return Message(conversation=new, parent=parent, role=Message.Role.USER, content=content,
-                   content_tokens=message_tokens({"content": content}), created_at=now)
+                   content_tokens=message_tokens(content), created_at=now)
 
 
 def _history_after(existing: Conversation | None,

@@ -166,14 +166,14 @@ def _earlier_exchange(conversations: list[Any], answer_tokens: int) -> None:
     """One question and its done answer in each conversation, shown as its branch."""
     from django.utils import timezone
 
-    from answers.prompts import message_tokens
     from conversations.models import Conversation, Message
+    from llm.tokens import message_tokens
 
     now = timezone.now()
     # With their token counts, as the product's own turns store them (counted once: every
     # conversation holds the same two texts).
     answer_text = " word" * answer_tokens
-    question_count, answer_count = (message_tokens({"content": text})
+    question_count, answer_count = (message_tokens(text)
                                     for text in ("bench", answer_text))
     questions = Message.objects.bulk_create([
         Message(conversation=c, role=Message.Role.USER, content="bench", created_at=now,

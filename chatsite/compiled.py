@@ -115,10 +115,8 @@ def _inline_fixed(sql: str, params: Sequence[Any], *, keep: set[int]) -> tuple[s
     Elsewhere than PostgreSQL the statement is returned as it is."""
     if connection.vendor != "postgresql":
         return sql, list(params)
+    connection.ensure_connection()  # psycopg quotes the literals for this connection
     raw = connection.connection
-    if raw is None:
-        connection.ensure_connection()
-        raw = connection.connection
     remaining: list[Any] = []
     position = 0
 
