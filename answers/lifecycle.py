@@ -37,7 +37,7 @@ from answers.draft import AnswerDraft
 from billing.quotas import settle
 from chatsite import metrics
 from chatsite.celery import app
-from chatsite.compiled import CompiledSelect, update_statement
+from chatsite.compiled import CompiledSelect, CompiledUpdate, update_statement
 from conversations.models import Conversation, Message
 from conversations.signals import live_answer_deleting
 from llm import client as llm
@@ -119,14 +119,10 @@ def claim(message_id: int) -> Message | None:
     the queue timeout) finds nothing to claim."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.STREAM_LEASE_SECONDS)
-    # Race: a redelivered task, Stop and the queue-timeout reaper all target this pending
-    # row; the status filter lets exactly one of them change it.
-    pending = Message.objects.filter(pk=message_id, status=Status.PENDING)
-    changes = {"status": Status.STREAMING, "started_at": now, "lease_expires_at": lease,
-               "claims": F("claims") + 1}
     if transaction.get_connection().vendor != "postgresql":
+        pending, changes = _claim_update(message=message_id, now=now, lease=lease)
         return _claimed(message_id) if pending.update(**changes) else None
-    update, params = update_statement(pending, changes)
+    update, params = _CLAIM.statement(message=message_id, now=now, lease=lease)
     message = _CLAIMING.first(message=message_id,
                               with_=(f"claimed AS ({update} RETURNING id, claims)", params))
     if message is None:
@@ -135,6 +131,19 @@ def claim(message_id: int) -> Message | None:
     message.status, message.started_at, message.lease_expires_at = Status.STREAMING, now, lease
     message.claims = message.claims_now  # type: ignore[attr-defined]
     return message
+
+
+def _claim_update(*, message: int, now: datetime,
+                  lease: datetime) -> tuple[QuerySet[Message], dict[str, Any]]:
+    # Race: a redelivered task, Stop and the queue-timeout reaper all target this pending
+    # row; the status filter lets exactly one of them change it.
+    pending = Message.objects.filter(pk=message, status=Status.PENDING)
+    return pending, {"status": Status.STREAMING, "started_at": now, "lease_expires_at": lease,
+                     "claims": F("claims") + 1}
+
+
+# Compiled once per process (chatsite.compiled): the claim's UPDATE, on every answer.
+_CLAIM = CompiledUpdate(_claim_update, ints=("message",), times=("now", "lease"))
 
 
 def reclaim(message_id: int) -> Message | None:

@@ -6,7 +6,7 @@ import functools
 import logging
 import operator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.conf import settings
@@ -23,7 +23,7 @@ from answers.dispatch import ServiceUnavailable, queue_reply
 from answers.prompts import estimate_prompt_tokens
 from answers.titles import fallback_title
 from billing.quotas import reserve
-from chatsite.compiled import CompiledSelect, insert_statement, update_statement
+from chatsite.compiled import CompiledSelect, CompiledUpdate, insert_statement
 from chatsite.errors import NotFound, Refused
 from chatsite.ratelimits import over_limit_for
 from conversations.access import get_message_for_user, memberships_in_order, own_conversation
@@ -237,6 +237,19 @@ def _history_after(existing: Conversation | None,
     return [*texts, ""], counted
 
 
+def _move_leaf(*, conversation: int, profile: int,
+               now: datetime) -> tuple[QuerySet[Conversation], dict[str, Any]]:
+    """A follow-up's conversation: its model, its place in the list and its new leaf (the
+    answer whose id the turn's statement draws as ``ids.answer``)."""
+    return (Conversation.objects.filter(pk=conversation),
+            {"profile_id": profile, "updated_at": now,
+             "current_leaf": RawSQL("SELECT answer FROM ids", ())})
+
+
+# Compiled once per process (chatsite.compiled): part of every follow-up's statement.
+_MOVE_LEAF = CompiledUpdate(_move_leaf, ints=("conversation", "profile"), times=("now",))
+
+
 def _save_turn(user: User, conversation: Conversation, question: Message,
                assistant: Message) -> None:
     """Save the turn's rows (a new conversation, a new question, the pending answer, the
@@ -282,10 +295,9 @@ def _save_turn(user: User, conversation: Conversation, question: Message,
         parts.append(f"saved_{name} AS ({insert} FROM ids)")
         params.extend(values)
     if not new_conversation:
-        update, update_params = update_statement(
-            Conversation.objects.filter(pk=conversation.pk),
-            {"profile": conversation.profile, "updated_at": conversation.updated_at,
-             "current_leaf": RawSQL("SELECT answer FROM ids", ())})
+        update, update_params = _MOVE_LEAF.statement(
+            conversation=conversation.pk, profile=conversation.profile_id,
+            now=conversation.updated_at)
         parts.append(f"moved AS ({update})")
         params.extend(update_params)
     with connection.cursor() as cursor:

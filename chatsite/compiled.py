@@ -35,6 +35,7 @@ import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from django.db import connection
@@ -45,6 +46,7 @@ from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 from psycopg import sql as pgsql
+from psycopg.types.numeric import Int2, Int4, Int8
 
 M = TypeVar("M", bound=Model)
 
@@ -54,7 +56,12 @@ CHECKS = False
 # Integers no id, count or limit takes: a parameter equal to one of them came from the
 # value of that name.
 _MARKER_BASE = -7_340_032_000_000
+# Likewise a moment no timestamp is (the first microseconds of year 1): the datetime values.
+_TIME_MARKER = datetime(1, 1, 1, tzinfo=UTC)
 
+
+# The non-text values written in as literals.
+_INLINED_TYPES = (bool, int, Int2, Int4, Int8)
 
 # A placeholder, or an escaped percent sign, in Django's SQL.
 _PLACEHOLDER = re.compile(r"%[s%]")
@@ -71,6 +78,79 @@ def update_statement(rows: QuerySet[Any], values: dict[str, Any]) -> tuple[str, 
     query.add_update_values(values)
     sql, params = query.get_compiler(using=rows.db).as_sql()
     return sql, params
+
+
+class CompiledUpdate:
+    """An UPDATE (for a ``WITH`` clause) built from a queryset once per process, like a
+    ``CompiledSelect``: ``build(**values)`` returns the rows and their changes, and each
+    call only swaps the values in. ``ints`` name the integer values (ids), ``times`` the
+    aware datetimes (timestamps). Only on PostgreSQL, where the other values (statuses,
+    an ``F() + 1``) are written in as literals (docs/decisions.md#0052); elsewhere the
+    statement is compiled on every call."""
+
+    def __init__(self, build: Callable[..., tuple[QuerySet[Any], dict[str, Any]]], *,
+                 ints: Sequence[str] = (), times: Sequence[str] = ()) -> None:
+        self._build = build
+        self._markers: dict[str, Any] = {name: _MARKER_BASE - n for n, name in enumerate(ints)}
+        self._markers.update({name: _TIME_MARKER + timedelta(microseconds=n)
+                              for n, name in enumerate(times)})
+        self._sql: str | None = None
+        self._params: tuple[Any, ...] = ()
+        self._slots: dict[str, tuple[int, ...]] = {}
+        # As Django compiled it, before the fixed values were written in (for CHECKS).
+        self._raw: tuple[str, tuple[Any, ...], dict[str, tuple[int, ...]]] = ("", (), {})
+
+    def statement(self, **values: Any) -> tuple[str, list[Any]]:
+        """The UPDATE and its parameters with ``values`` swapped in (add ``RETURNING``)."""
+        if set(values) != set(self._markers):
+            raise TypeError(f"expected values {sorted(self._markers)}, got {sorted(values)}")
+        for name, value in values.items():
+            if type(value) is not type(self._markers[name]):
+                raise TypeError(f"{name} must be {type(self._markers[name]).__name__}, "
+                                f"not {type(value).__name__}")
+        if connection.vendor != "postgresql":
+            return self._fresh(values)
+        if self._sql is None:
+            self._compile()
+        assert self._sql is not None
+        params = list(self._params)
+        for name, positions in self._slots.items():
+            for position in positions:
+                params[position] = values[name]
+        if CHECKS:
+            self._check(values)
+        return self._sql, params
+
+    def _fresh(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
+        sql, params = update_statement(*self._build(**values))
+        return sql, list(params)
+
+    def _compile(self) -> None:
+        raw_sql, raw_params = self._fresh(self._markers)
+        slots = _slots(raw_params, self._markers)
+        missing = [name for name, positions in slots.items() if not positions]
+        if missing:
+            raise ShapeError(f"the update does not take {missing} as parameters")
+        named = {position for positions in slots.values() for position in positions}
+        sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
+        self._raw = (raw_sql, tuple(raw_params), slots)
+        self._params, self._slots = tuple(params), _slots(params, self._markers)
+        self._sql = sql
+
+    def _check(self, values: dict[str, Any]) -> None:
+        """The queryset built with the real values compiles to the cached statement as it
+        was before its fixed values were written in."""
+        raw_sql, raw_params, raw_slots = self._raw
+        sql, fresh = self._fresh(values)
+        cached = list(raw_params)
+        for name, positions in raw_slots.items():
+            for position in positions:
+                cached[position] = values[name]
+        if sql != raw_sql or fresh != cached:
+            raise ShapeError(
+                "a compiled update no longer matches its queryset: "
+                f"\ncached: {raw_sql} {cached}\nfresh:  {sql} {fresh}"
+            )
 
 
 def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list[Any]]:
@@ -98,15 +178,17 @@ def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list
             f" SELECT {', '.join(values)}", params)
 
 
-def _slots(params: Sequence[Any], markers: dict[str, int]) -> dict[str, tuple[int, ...]]:
+def _slots(params: Sequence[Any], markers: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Each value name's parameter positions (where its marker is)."""
-    return {name: tuple(i for i, p in enumerate(params) if type(p) is int and p == marker)
+    return {name: tuple(i for i, p in enumerate(params) if type(p) is type(marker) and p == marker)
             for name, marker in markers.items()}
 
 
 def _inlinable(value: Any) -> bool:
-    # str subclasses too: the statuses and roles are TextChoices members.
-    return isinstance(value, str) or type(value) in (bool, int)
+    # str subclasses too: the statuses and roles are TextChoices members. Of the int
+    # subclasses, psycopg's own (Django sends an expression's integer, ``F() + 1``, as
+    # Int4), not enums, which psycopg would write as their names.
+    return isinstance(value, str) or type(value) in _INLINED_TYPES
 
 
 def _inline_fixed(sql: str, params: Sequence[Any], *, keep: set[int]) -> tuple[str, list[Any]]:

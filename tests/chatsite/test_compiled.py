@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet
-from django.db.models.sql.compiler import SQLCompiler
+from django.db.models import Count, F, QuerySet
+from django.db.models.sql.compiler import SQLCompiler, SQLUpdateCompiler
 from django.db.transaction import TransactionManagementError
+from django.utils import timezone
 
 from accounts.models import Organization, User
 from chatsite import compiled
-from chatsite.compiled import CompiledSelect, ShapeError
+from chatsite.compiled import CompiledSelect, CompiledUpdate, ShapeError
 from conversations.access import own_conversation
 from conversations.models import Conversation, Message
 from llm.models import ModelProfile
@@ -163,3 +165,87 @@ def test_a_hidden_input_is_caught_when_checks_are_on(
         hidden["title"] = title
         row = statement.first(shape=title, conversation=two_conversations[0].pk, user=alice.pk)
         assert (row is not None) == found
+
+
+# --- CompiledUpdate ------------------------------------------------------------------------
+
+
+def _reopen(*, message: int, now: datetime) -> tuple[QuerySet[Message], dict[str, Any]]:
+    return (Message.objects.filter(pk=message, status=Message.Status.DONE),
+            {"status": Message.Status.STREAMING, "started_at": now, "claims": F("claims") + 1})
+
+
+def _run_update(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING id, claims", params)
+        return cursor.fetchall()
+
+
+def test_an_update_changes_the_named_row_as_the_querysets_own_update_does(
+    two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    statement = CompiledUpdate(_reopen, ints=("message",), times=("now",))
+    answers = [Message.objects.create(conversation=c, role="assistant", content="b")
+               for c in two_conversations]
+    first = timezone.now()
+    assert _run_update(*statement.statement(message=answers[0].pk, now=first)) == [(answers[0].pk, 1)]
+    # Once changed it no longer matches its filter (status): nothing to update.
+    assert _run_update(*statement.statement(message=answers[0].pk, now=first)) == []
+    later = first + timedelta(seconds=5)
+    assert _run_update(*statement.statement(message=answers[1].pk, now=later)) == [(answers[1].pk, 1)]
+    rows = {m.pk: m for m in Message.objects.filter(pk__in=[a.pk for a in answers])}
+    assert [(rows[a.pk].status, rows[a.pk].started_at, rows[a.pk].claims) for a in answers] == [
+        ("streaming", first, 1), ("streaming", later, 1)]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_an_update_is_compiled_once_with_its_fixed_values_written_in(
+    two_conversations: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "CHECKS", False)
+    statement = CompiledUpdate(_reopen, ints=("message",), times=("now",))
+    answer = two_conversations[0].messages.get(role="assistant")
+    with mock.patch.object(SQLUpdateCompiler, "as_sql", autospec=True,
+                           side_effect=SQLUpdateCompiler.as_sql) as as_sql:
+        for _ in range(3):
+            now = timezone.now()
+            sql, params = statement.statement(message=answer.pk, now=now)
+    assert as_sql.call_count == 1
+    # Only the moment and the id stay parameters; the statuses and the 1 are literals.
+    assert "'streaming'" in sql and "'done'" in sql and " + 1" in sql
+    assert params == [now, answer.pk]
+
+
+def test_update_values_must_be_the_named_types() -> None:
+    statement = CompiledUpdate(_reopen, ints=("message",), times=("now",))
+    with pytest.raises(TypeError, match="expected values"):
+        statement.statement(message=1)
+    with pytest.raises(TypeError, match="must be int"):
+        statement.statement(message="1", now=timezone.now())
+    with pytest.raises(TypeError, match="must be datetime"):
+        statement.statement(message=1, now=timezone.now().date())
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_changed_update_is_caught_when_checks_are_on(
+    two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    hidden = {"status": Message.Status.DONE}
+    statement = CompiledUpdate(
+        lambda *, message, now: (Message.objects.filter(pk=message, status=hidden["status"]),
+                                 {"started_at": now}),
+        ints=("message",), times=("now",))
+    answer = two_conversations[0].messages.get(role="assistant")
+    statement.statement(message=answer.pk, now=timezone.now())
+    hidden["status"] = Message.Status.FAILED
+    with pytest.raises(ShapeError, match="compiled update"):
+        statement.statement(message=answer.pk, now=timezone.now())
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_value_the_update_does_not_take_is_refused() -> None:
+    statement = CompiledUpdate(
+        lambda *, message, now: (Message.objects.filter(pk=message), {"content": "x"}),
+        ints=("message",), times=("now",))
+    with pytest.raises(ShapeError, match="now"):
+        statement.statement(message=1, now=timezone.now())
