@@ -41,7 +41,9 @@ def queue_reply(message_id: int) -> None:
     answer that no worker will see ends ``failed`` at $0 and the sender is told."""
     metrics.turn_started()
     try:
-        app.send_task(GENERATE_REPLY, args=[message_id], ignore_result=True)
+        # argsrepr: what Celery would otherwise work out with its safe repr on every send.
+        app.send_task(GENERATE_REPLY, args=[message_id], argsrepr=f"[{message_id}]",
+                      ignore_result=True)
     except Exception as error:
         # Whatever the cause, no worker will ever claim this answer: end it now rather
         # than leave it pending (and its budget held) until queue_timeout.
