@@ -19,8 +19,9 @@ class GroupUsagePeriod(models.Model):
     """Money spent and reserved by a group's members in one calendar month (the org's time
     zone). Only groups with a budget have rows."""
 
+    # No index of its own: one_group_period's (group, period_start) serves its lookups.
     group = models.ForeignKey("accounts.Group", on_delete=models.CASCADE,
-                              related_name="usage_periods")
+                              related_name="usage_periods", db_index=False)
     period_start = models.DateField()
     spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
     reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
@@ -40,8 +41,9 @@ class GroupHold(models.Model):
     """A reservation holds its amount on this group month too: settlement and extension
     move the same months, even if the person left the group meanwhile."""
 
+    # No index of its own: one_hold_per_group_period's (reservation, period) serves it.
     reservation = models.ForeignKey("billing.Reservation", on_delete=models.CASCADE,
-                                    related_name="group_holds")
+                                    related_name="group_holds", db_index=False)
     period = models.ForeignKey(GroupUsagePeriod, on_delete=models.CASCADE, related_name="+")
 
     class Meta:

@@ -30,16 +30,19 @@ class Conversation(models.Model):
     )
     # SET_NULL: deleting a person erases their conversations' text first
     # (accounts.erasure) and keeps the emptied rows, whose answers carry the org's usage.
+    # Not indexed alone (nor updated_at): the list's (user, organization, -updated_at)
+    # index serves every lookup by person, and retention's serves the org's oldest. Every
+    # turn moves updated_at, so each index more is one more entry written per turn.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="conversations",
+        related_name="conversations", db_index=False,
     )
     profile = models.ForeignKey(ModelProfile, on_delete=models.PROTECT, related_name="+")
     title = models.CharField(max_length=200, blank=True)
     title_generated = models.BooleanField(default=False)
     custom_instructions = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
     # The last message of the branch on screen; conversations/tree.py walks up from it.
     # No database constraint (its check on every turn protected nothing the messages'
     # own constraint to their conversation does not): docs/decisions.md#0045.
@@ -102,8 +105,10 @@ class Message(models.Model):
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
     LIVE_STATUSES = (Status.PENDING, Status.STREAMING)
 
+    # Not indexed alone: the (conversation, created_at) index serves every lookup by
+    # conversation, and each index more is written on every insert and most updates.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     # The message before this one on its branch: an answer's parent is its question, a
     # question's parent is the previous answer (null for the first question). Always a
