@@ -31,6 +31,7 @@ name the clause's ``RETURNING`` rows.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -40,7 +41,7 @@ from typing import Any, Generic, TypeVar
 
 from django.db import connection
 from django.db.models import Model, QuerySet
-from django.db.models.expressions import DatabaseDefault
+from django.db.models.expressions import DatabaseDefault, RawSQL
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # not in the stubs
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
@@ -56,6 +57,11 @@ CHECKS = False
 # Integers no id, count or limit takes: a parameter equal to one of them came from the
 # value of that name.
 _MARKER_BASE = -7_340_032_000_000
+# An update's integers may be counts in a small positive column (a claim number), which
+# Django refuses to compare with an id-sized or negative value: markers in the range of
+# every integer column, which no fixed value of these statements is (_compile checks that
+# each marker is found; a fixed value equal to one would be swapped too).
+_COUNT_MARKER_BASE = 32_000
 # Likewise a moment no timestamp is (the first microseconds of year 1): the datetime values.
 _TIME_MARKER = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -84,68 +90,95 @@ class CompiledUpdate:
     """An UPDATE (for a ``WITH`` clause) built from a queryset once per process, like a
     ``CompiledSelect``: ``build(**values)`` returns the rows and their changes, and each
     call only swaps the values in. ``ints`` name the integer values (ids), ``times`` the
-    aware datetimes (timestamps). Only on PostgreSQL, where the other values (statuses,
-    an ``F() + 1``) are written in as literals (docs/decisions.md#0052); elsewhere the
-    statement is compiled on every call."""
+    aware datetimes (timestamps): both reach ``build``. ``fields`` name columns set from
+    any value, prepared for the database by their model field as Django's update does
+    (None: NULL); ``build`` leaves them out of its changes. Only on PostgreSQL, where the
+    other values (statuses, an ``F() + 1``) are written in as literals
+    (docs/decisions.md#0052); elsewhere the statement is compiled on every call."""
 
     def __init__(self, build: Callable[..., tuple[QuerySet[Any], dict[str, Any]]], *,
-                 ints: Sequence[str] = (), times: Sequence[str] = ()) -> None:
+                 ints: Sequence[str] = (), times: Sequence[str] = (),
+                 fields: Sequence[str] = ()) -> None:
         self._build = build
-        self._markers: dict[str, Any] = {name: _MARKER_BASE - n for n, name in enumerate(ints)}
+        self._markers: dict[str, Any] = {name: _COUNT_MARKER_BASE + n for n, name in enumerate(ints)}
         self._markers.update({name: _TIME_MARKER + timedelta(microseconds=n)
                               for n, name in enumerate(times)})
+        # A text no value is, sent as the column's whole expression: its position is the
+        # column's parameter, and the value is prepared here rather than by the compile.
+        self._fields = {name: f"\x00compiled update: {name}\x00" for name in fields}
         self._sql: str | None = None
         self._params: tuple[Any, ...] = ()
         self._slots: dict[str, tuple[int, ...]] = {}
+        self._prepare: dict[str, Callable[[Any], Any]] = {}
         # As Django compiled it, before the fixed values were written in (for CHECKS).
         self._raw: tuple[str, tuple[Any, ...], dict[str, tuple[int, ...]]] = ("", (), {})
 
     def statement(self, **values: Any) -> tuple[str, list[Any]]:
         """The UPDATE and its parameters with ``values`` swapped in (add ``RETURNING``)."""
-        if set(values) != set(self._markers):
-            raise TypeError(f"expected values {sorted(self._markers)}, got {sorted(values)}")
-        for name, value in values.items():
-            if type(value) is not type(self._markers[name]):
-                raise TypeError(f"{name} must be {type(self._markers[name]).__name__}, "
-                                f"not {type(value).__name__}")
+        if set(values) != set(self._markers) | set(self._fields):
+            raise TypeError(f"expected values {sorted([*self._markers, *self._fields])}, "
+                            f"got {sorted(values)}")
+        for name, marker in self._markers.items():
+            if type(values[name]) is not type(marker):
+                raise TypeError(f"{name} must be {type(marker).__name__}, "
+                                f"not {type(values[name]).__name__}")
+        named = {name: values[name] for name in self._markers}
         if connection.vendor != "postgresql":
-            return self._fresh(values)
+            rows, changes = self._build(**named)
+            sql, params = update_statement(rows, {**changes, **{
+                name: values[name] for name in self._fields}})
+            return sql, list(params)
         if self._sql is None:
             self._compile()
         assert self._sql is not None
         params = list(self._params)
         for name, positions in self._slots.items():
+            if name in self._fields:
+                value = values[name]
+                value = None if value is None else self._prepare[name](value)
+            else:
+                value = values[name]
             for position in positions:
-                params[position] = values[name]
+                params[position] = value
         if CHECKS:
-            self._check(values)
+            self._check(named)
         return self._sql, params
 
-    def _fresh(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
-        sql, params = update_statement(*self._build(**values))
+    def _fresh(self, named: dict[str, Any]) -> tuple[str, list[Any]]:
+        """Django's compile, with the markers for the fields."""
+        rows, changes = self._build(**named)
+        sql, params = update_statement(rows, {**changes, **{
+            name: RawSQL("%s", (marker,)) for name, marker in self._fields.items()}})
         return sql, list(params)
 
     def _compile(self) -> None:
+        rows, _ = self._build(**self._markers)
+        meta = rows.model._meta
+        self._prepare = {name: functools.partial(meta.get_field(name).get_db_prep_save,
+                                                 connection=connection)
+                         for name in self._fields}
+        markers = {**self._markers, **self._fields}
         raw_sql, raw_params = self._fresh(self._markers)
-        slots = _slots(raw_params, self._markers)
+        slots = _slots(raw_params, markers)
         missing = [name for name, positions in slots.items() if not positions]
         if missing:
             raise ShapeError(f"the update does not take {missing} as parameters")
         named = {position for positions in slots.values() for position in positions}
         sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
         self._raw = (raw_sql, tuple(raw_params), slots)
-        self._params, self._slots = tuple(params), _slots(params, self._markers)
+        self._params, self._slots = tuple(params), _slots(params, markers)
         self._sql = sql
 
-    def _check(self, values: dict[str, Any]) -> None:
+    def _check(self, named: dict[str, Any]) -> None:
         """The queryset built with the real values compiles to the cached statement as it
         was before its fixed values were written in."""
         raw_sql, raw_params, raw_slots = self._raw
-        sql, fresh = self._fresh(values)
+        sql, fresh = self._fresh(named)
         cached = list(raw_params)
         for name, positions in raw_slots.items():
-            for position in positions:
-                cached[position] = values[name]
+            if name in named:
+                for position in positions:
+                    cached[position] = named[name]
         if sql != raw_sql or fresh != cached:
             raise ShapeError(
                 "a compiled update no longer matches its queryset: "
@@ -180,8 +213,15 @@ def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list
 
 def _slots(params: Sequence[Any], markers: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Each value name's parameter positions (where its marker is)."""
-    return {name: tuple(i for i, p in enumerate(params) if type(p) is type(marker) and p == marker)
+    return {name: tuple(i for i, p in enumerate(params) if _same_kind(p, marker) and p == marker)
             for name, marker in markers.items()}
+
+
+def _same_kind(param: Any, marker: Any) -> bool:
+    # An integer may come back as psycopg's Int2/Int4 (Django sends some columns' values so).
+    if type(marker) is int:
+        return type(param) in (int, Int2, Int4, Int8)
+    return type(param) is type(marker)
 
 
 def _inlinable(value: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from unittest import mock
 
@@ -249,3 +250,37 @@ def test_a_value_the_update_does_not_take_is_refused() -> None:
         ints=("message",), times=("now",))
     with pytest.raises(ShapeError, match="now"):
         statement.statement(message=1, now=timezone.now())
+
+
+def test_an_updates_fields_are_written_as_djangos_own_update_writes_them(
+    two_conversations: tuple[Conversation, Conversation]
+) -> None:
+    """JSON, decimals, booleans and None (NULL) go through their fields' preparation; the
+    compiled statement and the queryset's own update leave equal rows."""
+    statement = CompiledUpdate(
+        lambda *, message, claim: (Message.objects.filter(pk=message, claims=claim), {}),
+        ints=("message", "claim"),
+        fields=("tool_calls", "cost_usd", "usage_estimated", "content_tokens", "content"))
+    ours, theirs = (Message.objects.create(conversation=c, role="assistant", content="b", claims=2)
+                    for c in two_conversations)
+    values = {"tool_calls": [{"name": "calculate", "arguments": "{\"x\": 1}"}],
+              "cost_usd": Decimal("0.0012345"), "usage_estimated": True,
+              "content_tokens": None, "content": "100% done"}
+    for _ in range(2):  # the first call compiles, the second reuses
+        sql, params = statement.statement(message=ours.pk, claim=2, **values)
+        assert _run_update(sql, params) == [(ours.pk, 2)]
+    Message.objects.filter(pk=theirs.pk, claims=2).update(**values)
+    # Another claim number matches nothing.
+    assert _run_update(*statement.statement(message=ours.pk, claim=3, **values)) == []
+    fields = ["tool_calls", "cost_usd", "usage_estimated", "content_tokens", "content"]
+    [mine] = Message.objects.filter(pk=ours.pk).values(*fields)
+    [django] = Message.objects.filter(pk=theirs.pk).values(*fields)
+    assert mine == django
+    assert mine["cost_usd"] == Decimal("0.001235") and mine["content_tokens"] is None
+
+
+def test_an_updates_field_values_must_all_be_given() -> None:
+    statement = CompiledUpdate(lambda *, message: (Message.objects.filter(pk=message), {}),
+                               ints=("message",), fields=("content",))
+    with pytest.raises(TypeError, match="expected values"):
+        statement.statement(message=1)
