@@ -37,7 +37,7 @@ from answers.draft import AnswerDraft
 from billing.quotas import settle
 from chatsite import metrics
 from chatsite.celery import app
-from chatsite.compiled import CompiledSelect, CompiledUpdate, update_statement
+from chatsite.compiled import CompiledSelect, CompiledUpdate
 from conversations.models import Conversation, Message
 from conversations.signals import live_answer_deleting
 from llm import client as llm
@@ -290,15 +290,12 @@ def _end_owned(message: Message, changes: dict[str, Any], now: datetime) -> bool
             return False
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=now)
         return True
-    fixed = {"lease_expires_at": None, "finished_at": now}
-    if type(message.claims) is int and changes.keys() == {*_FINISHING_FIELDS, *fixed} and all(
-            changes[name] == value for name, value in fixed.items()):
-        update, params = _FINISHING.statement(
-            message=message.pk, claim=message.claims, now=now,
-            **{name: changes[name] for name in _FINISHING_FIELDS})
-    else:
-        update, fresh = update_statement(_owned(message.pk, message.claims), changes)
-        params = list(fresh)
+    # The compiled statement writes the lease's end and the time itself, and refuses any
+    # other column finish added but _FINISHING_FIELDS does not name.
+    written = {name: value for name, value in changes.items()
+               if name not in ("lease_expires_at", "finished_at")}
+    update, params = _FINISHING.statement(message=message.pk, claim=message.claims, now=now,
+                                          **written)
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(

@@ -66,8 +66,11 @@ _COUNT_MARKER_BASE = 32_000
 _TIME_MARKER = datetime(1, 1, 1, tzinfo=UTC)
 
 
+# Integers as Django sends them: plain, or psycopg's Int2/Int4/Int8 (an expression's
+# integer, ``F() + 1``, and some columns' values).
+_INT_TYPES = (int, Int2, Int4, Int8)
 # The non-text values written in as literals.
-_INLINED_TYPES = (bool, int, Int2, Int4, Int8)
+_INLINED_TYPES = (bool, *_INT_TYPES)
 
 # A placeholder, or an escaped percent sign, in Django's SQL.
 _PLACEHOLDER = re.compile(r"%[s%]")
@@ -106,12 +109,8 @@ class CompiledUpdate:
         # A text no value is, sent as the column's whole expression: its position is the
         # column's parameter, and the value is prepared here rather than by the compile.
         self._fields = {name: f"\x00compiled update: {name}\x00" for name in fields}
-        self._sql: str | None = None
-        self._params: tuple[Any, ...] = ()
-        self._slots: dict[str, tuple[int, ...]] = {}
+        self._statement: _Statement | None = None
         self._prepare: dict[str, Callable[[Any], Any]] = {}
-        # As Django compiled it, before the fixed values were written in (for CHECKS).
-        self._raw: tuple[str, tuple[Any, ...], dict[str, tuple[int, ...]]] = ("", (), {})
 
     def statement(self, **values: Any) -> tuple[str, list[Any]]:
         """The UPDATE and its parameters with ``values`` swapped in (add ``RETURNING``)."""
@@ -124,66 +123,33 @@ class CompiledUpdate:
                                 f"not {type(values[name]).__name__}")
         named = {name: values[name] for name in self._markers}
         if connection.vendor != "postgresql":
-            rows, changes = self._build(**named)
-            sql, params = update_statement(rows, {**changes, **{
-                name: values[name] for name in self._fields}})
-            return sql, list(params)
-        if self._sql is None:
-            self._compile()
-        assert self._sql is not None
-        params = list(self._params)
-        for name, positions in self._slots.items():
-            if name in self._fields:
-                value = values[name]
-                value = None if value is None else self._prepare[name](value)
-            else:
-                value = values[name]
-            for position in positions:
-                params[position] = value
+            return self._fresh(named, {name: values[name] for name in self._fields})
+        if self._statement is None:
+            self._statement = self._compile()
+        prepared = {name: None if values[name] is None else prepare(values[name])
+                    for name, prepare in self._prepare.items()}
         if CHECKS:
-            self._check(named)
-        return self._sql, params
+            self._statement.check(*self._fresh(named, self._field_markers()), named,
+                                  mismatch="a compiled update no longer matches its queryset:")
+        return self._statement.sql, self._statement.bound({**named, **prepared})
 
-    def _fresh(self, named: dict[str, Any]) -> tuple[str, list[Any]]:
-        """Django's compile, with the markers for the fields."""
+    def _fresh(self, named: dict[str, Any], fields: dict[str, Any]) -> tuple[str, list[Any]]:
+        """Django's compile of the update, ``fields`` set as given."""
         rows, changes = self._build(**named)
-        sql, params = update_statement(rows, {**changes, **{
-            name: RawSQL("%s", (marker,)) for name, marker in self._fields.items()}})
+        sql, params = update_statement(rows, {**changes, **fields})
         return sql, list(params)
 
-    def _compile(self) -> None:
+    def _field_markers(self) -> dict[str, RawSQL]:
+        return {name: RawSQL("%s", (marker,)) for name, marker in self._fields.items()}
+
+    def _compile(self) -> _Statement:
         rows, _ = self._build(**self._markers)
         meta = rows.model._meta
         self._prepare = {name: functools.partial(meta.get_field(name).get_db_prep_save,
                                                  connection=connection)
                          for name in self._fields}
-        markers = {**self._markers, **self._fields}
-        raw_sql, raw_params = self._fresh(self._markers)
-        slots = _slots(raw_params, markers)
-        missing = [name for name, positions in slots.items() if not positions]
-        if missing:
-            raise ShapeError(f"the update does not take {missing} as parameters")
-        named = {position for positions in slots.values() for position in positions}
-        sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
-        self._raw = (raw_sql, tuple(raw_params), slots)
-        self._params, self._slots = tuple(params), _slots(params, markers)
-        self._sql = sql
-
-    def _check(self, named: dict[str, Any]) -> None:
-        """The queryset built with the real values compiles to the cached statement as it
-        was before its fixed values were written in."""
-        raw_sql, raw_params, raw_slots = self._raw
-        sql, fresh = self._fresh(named)
-        cached = list(raw_params)
-        for name, positions in raw_slots.items():
-            if name in named:
-                for position in positions:
-                    cached[position] = named[name]
-        if sql != raw_sql or fresh != cached:
-            raise ShapeError(
-                "a compiled update no longer matches its queryset: "
-                f"\ncached: {raw_sql} {cached}\nfresh:  {sql} {fresh}"
-            )
+        return _Statement.located(*self._fresh(self._markers, self._field_markers()),
+                                  {**self._markers, **self._fields}, kind="update")
 
 
 def insert_statement(obj: Model, *, computed: dict[str, str]) -> tuple[str, list[Any]]:
@@ -218,9 +184,8 @@ def _slots(params: Sequence[Any], markers: dict[str, Any]) -> dict[str, tuple[in
 
 
 def _same_kind(param: Any, marker: Any) -> bool:
-    # An integer may come back as psycopg's Int2/Int4 (Django sends some columns' values so).
     if type(marker) is int:
-        return type(param) in (int, Int2, Int4, Int8)
+        return type(param) in _INT_TYPES
     return type(param) is type(marker)
 
 
@@ -267,15 +232,56 @@ class ShapeError(AssertionError):
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _Statement:
+    """A compiled statement: its SQL with the fixed values written in, where each named
+    value goes, and the same as Django compiled it, before the literals (for CHECKS)."""
+
     sql: str
     params: tuple[Any, ...]
     slots: dict[str, tuple[int, ...]]  # value name -> parameter positions
-    compiler: SQLCompiler
-    # As Django compiled it, before the fixed values were written in (for CHECKS).
     raw_sql: str
     raw_params: tuple[Any, ...]
     raw_slots: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def located(cls, raw_sql: str, raw_params: Sequence[Any], markers: dict[str, Any], *,
+                kind: str) -> _Statement:
+        """Django's compile with a marker for each named value: where the markers are,
+        and the other values written in."""
+        raw_slots = _slots(raw_params, markers)
+        missing = [name for name, positions in raw_slots.items() if not positions]
+        if missing:
+            raise ShapeError(f"the {kind} does not take {missing} as parameters")
+        named = {position for positions in raw_slots.values() for position in positions}
+        sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
+        return cls(sql=sql, params=tuple(params), slots=_slots(params, markers),
+                   raw_sql=raw_sql, raw_params=tuple(raw_params), raw_slots=raw_slots)
+
+    def bound(self, values: dict[str, Any]) -> list[Any]:
+        """The parameters with ``values`` in their slots."""
+        params = list(self.params)
+        for name, positions in self.slots.items():
+            for position in positions:
+                params[position] = values[name]
+        return params
+
+    def check(self, sql: str, fresh: Sequence[Any], values: dict[str, Any], *,
+              mismatch: str) -> None:
+        """A fresh compile with the real ``values`` (``sql``, ``fresh``) is the statement
+        as Django first compiled it, values swapped in; else ShapeError(``mismatch``)."""
+        cached = list(self.raw_params)
+        for name, positions in self.raw_slots.items():
+            if name in values:
+                for position in positions:
+                    cached[position] = values[name]
+        if sql != self.raw_sql or list(fresh) != cached:
+            raise ShapeError(f"{mismatch}\ncached: {self.raw_sql} {cached}"
+                             f"\nfresh:  {sql} {list(fresh)}")
+
+
+@dataclass(frozen=True)
+class _Plan(_Statement):
+    compiler: SQLCompiler
     # Each thread's reader of the rows (_Reader), made on its first run there.
     readers: threading.local = field(default_factory=threading.local, compare=False)
 
@@ -325,10 +331,7 @@ class CompiledSelect(Generic[M]):
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile()
-        params = list(plan.params)
-        for name, positions in plan.slots.items():
-            for position in positions:
-                params[position] = values[name]
+        params = plan.bound(values)
         if plan.compiler.query.select_for_update and connection.get_autocommit():
             # Django refuses this when it compiles; a cached plan must refuse it too, or the
             # row lock would be taken and released at once.
@@ -341,29 +344,15 @@ class CompiledSelect(Generic[M]):
         markers = {name: _MARKER_BASE - n for n, name in enumerate(self._names)}
         compiler = self._build(**markers).query.get_compiler(using=connection.alias)
         raw_sql, raw_params = compiler.as_sql()
-        raw_slots = _slots(raw_params, markers)
-        missing = [name for name, positions in raw_slots.items() if not positions]
-        if missing:
-            raise ShapeError(f"the query does not take {missing} as parameters")
-        named = {position for positions in raw_slots.values() for position in positions}
-        sql, params = _inline_fixed(raw_sql, raw_params, keep=named)
-        return _Plan(sql=sql, params=tuple(params), slots=_slots(params, markers),
-                     compiler=compiler, raw_sql=raw_sql, raw_params=tuple(raw_params),
-                     raw_slots=raw_slots)
+        located = _Statement.located(raw_sql, raw_params, markers, kind="query")
+        return _Plan(**vars(located), compiler=compiler)
 
     def _check(self, plan: _Plan, values: dict[str, int]) -> None:
         """The queryset built with the real values compiles to the cached statement as
         it was before its fixed values were written in."""
         sql, fresh = self._build(**values).query.get_compiler(using=connection.alias).as_sql()
-        cached = list(plan.raw_params)
-        for name, positions in plan.raw_slots.items():
-            for position in positions:
-                cached[position] = values[name]
-        if sql != plan.raw_sql or list(fresh) != cached:
-            raise ShapeError(
-                "a compiled statement no longer matches its queryset: pass what changed it "
-                f"as shape.\ncached: {plan.raw_sql} {cached}\nfresh:  {sql} {list(fresh)}"
-            )
+        plan.check(sql, fresh, values, mismatch=(
+            "a compiled statement no longer matches its queryset: pass what changed it as shape."))
 
     @staticmethod
     def _run(plan: _Plan, params: list[Any], with_: Clause | None = None) -> list[M]:
