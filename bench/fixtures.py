@@ -19,6 +19,8 @@ TAB_TITLE = "bench tab"
 # ("bench", load.send_frame), and what the emulator's title reply says.
 NEW_TITLE = "bench"
 TEAM_NAME = "Bench team"
+# Conversations deleted per statement when a run clears the previous one's.
+DELETE_BATCH = 1_000
 
 
 def setup_django() -> None:
@@ -144,7 +146,12 @@ def tab_conversations(user_pks: list[int], per_tab: int, *, new_share: float = 0
     from conversations.access import get_membership
     from conversations.models import Conversation
 
-    Conversation.objects.filter(user_id__in=user_pks, title__in=(TAB_TITLE, NEW_TITLE)).delete()
+    earlier = list(Conversation.objects.filter(
+        user_id__in=user_pks, title__in=(TAB_TITLE, NEW_TITLE)).values_list("pk", flat=True))
+    # In batches: a short-answer run leaves thousands, and Django's cascade names every
+    # related row in one statement (PostgreSQL takes at most 65,535 parameters).
+    for start in range(0, len(earlier), DELETE_BATCH):
+        Conversation.objects.filter(pk__in=earlier[start:start + DELETE_BATCH]).delete()
     plan = new_conversation_turns(len(user_pks), per_tab, new_share)
     users = User.objects.in_bulk(user_pks)
     rows = []
