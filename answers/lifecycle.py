@@ -219,10 +219,23 @@ def checkpoint(*, message_id: int, content: str, refusal: str, seq: int,
     it ends with); False once the answer is no longer ours."""
     # Race: the reaper may have interrupted this answer, or another worker taken it over;
     # then the row is not overwritten.
-    return bool(_owned(message_id, claim).update(
-        content=content, refusal=refusal, stream_seq=seq, reasoning_summary=reasoning_summary,
-        provider_seq=provider_seq,
-    ))
+    saved = {"content": content, "refusal": refusal, "stream_seq": seq,
+             "reasoning_summary": reasoning_summary, "provider_seq": provider_seq}
+    if claim is None:
+        return bool(_owned(message_id, claim).update(**saved))
+    update, params = _CHECKPOINTING.statement(message=message_id, claim=claim, **saved)
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(update, params)
+        return cursor.rowcount > 0
+
+
+# Compiled once per process (chatsite.compiled): a streaming answer's checkpoint, every
+# STREAM_CHECKPOINT_SECONDS of a long answer.
+_CHECKPOINTING = CompiledUpdate(
+    lambda *, message, claim: (_owned(message, claim), {}),
+    ints=("message", "claim"),
+    fields=("content", "refusal", "stream_seq", "reasoning_summary", "provider_seq"),
+)
 
 
 def track_response(*, message_id: int, claim: int | None, response_id: str) -> bool:

@@ -107,6 +107,22 @@ def test_a_checkpoint_saves_only_while_the_answer_is_streaming(alice: Any, o3_mi
     assert (saved.content, saved.stream_seq) == ("so far", 2)
 
 
+def test_a_workers_checkpoint_saves_only_under_its_own_claim(alice: Any, o3_mini: Any) -> None:
+    """A worker names its claim: the compiled UPDATE (chatsite.compiled) writes the text
+    as given, quotes and percent signs included, and a stale claim writes nothing."""
+    message = lifecycle.claim(begin(alice).pk)
+    assert message is not None
+    text = "50% of 'x' is \"y\"; %s stays"
+    assert lifecycle.checkpoint(message_id=message.pk, content=text, refusal="", seq=7,
+                                reasoning_summary="Weighing it.", provider_seq=None,
+                                claim=message.claims)
+    assert not lifecycle.checkpoint(message_id=message.pk, content="stale", refusal="", seq=9,
+                                    claim=message.claims + 1)
+    saved = Message.objects.get(pk=message.pk)
+    assert (saved.content, saved.stream_seq, saved.reasoning_summary, saved.provider_seq) == (
+        text, 7, "Weighing it.", None)
+
+
 # --- streaming → done | failed | cancelled ---------------------------------------------------
 
 
