@@ -330,7 +330,8 @@ def settle(*, message_id: int, cost: Decimal, estimated: bool, outcome: str = ""
     assert connection.in_atomic_block
     usage = usage or Usage()
     if connection.vendor == "postgresql":
-        return _settle_in_one_statement(message_id, cost, estimated, outcome, usage)
+        return _settle_in_one_statement("message_id = %s", message_id, cost, estimated,
+                                        outcome, usage, what=f"message {message_id}")
     # Race: a redelivered task, a late worker and the reaper may all try to settle one
     # turn; the row lock serialises them and settled_at makes every later one a no-op.
     reservation = (
@@ -355,10 +356,11 @@ def _record(reservation: Reservation, cost: Decimal, outcome: str, usage: Usage)
         setattr(reservation, name, getattr(usage, name))
 
 
-def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, outcome: str,
-                             usage: Usage) -> bool:
+def _settle_in_one_statement(which: str, key: int, cost: Decimal, estimated: bool, outcome: str,
+                             usage: Usage, *, what: str, billed: bool = True) -> bool:
     """``_charge`` as one statement (PostgreSQL): mark the reservation settled and move
-    its amount from reserved to spent on both period rows, at the end of every answer.
+    its amount from reserved to spent on both period rows, at the end of every answer and
+    title.
 
     Race: as in ``settle``. The UPDATE's ``settled_at IS NULL`` is re-checked on the
     locked, latest row version, so of two settlements of one turn the second changes
@@ -366,6 +368,10 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
     The period rows are locked in id order (the org's row, made with or before any
     member's row of its month, first), the order a turn's holds take them in, so a
     settlement and another turn's holds cannot deadlock.
+
+    ``which`` picks the reservation (``key``, its one parameter): an answer's by its
+    message, a title's by its id. ``billed``: the row records the cost billed to it (an
+    answer's "message cost"; a title's stays empty, as before).
     """
     reservations, periods = Reservation._meta.db_table, UsagePeriod._meta.db_table
     charge = cost.quantize(CENT)
@@ -374,7 +380,7 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
         cursor.execute(
             f"WITH settled AS (UPDATE {reservations} SET charged_usd = LEAST(%s, amount_usd),"
             f" cost_usd = %s, outcome = %s{ledger},"
-            f" estimated = %s, settled_at = %s WHERE message_id = %s AND settled_at IS NULL"
+            f" estimated = %s, settled_at = %s WHERE {which} AND settled_at IS NULL"
             f" RETURNING id, amount_usd, org_period_id, member_period_id),"
             f" locked AS (SELECT period.id FROM {periods} AS period, settled"
             f" WHERE period.id IN (settled.org_period_id, settled.member_period_id)"
@@ -390,13 +396,14 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
             f" (SELECT organization_id FROM {periods} WHERE id = settled.org_period_id),"
             f" {alert_due_sql('charged')}"
             f" FROM settled",
-            [charge, charge, outcome, *(getattr(usage, name) for name in LEDGER_FIELDS),
-             estimated, timezone.now(), message_id, charge, charge],
+            [charge, charge if billed else None, outcome,
+             *(getattr(usage, name) for name in LEDGER_FIELDS),
+             estimated, timezone.now(), key, charge, charge],
         )
         row = cursor.fetchone()
     if row is None:
         return False
-    _over_reservation(f"message {message_id}", charge, row[2])
+    _over_reservation(what, charge, row[2])
     if row[4]:  # a budget line was crossed: the alerts read their rows and send
         _alerts_after_commit([period for period in row[:2] if period])
     metrics.spent_on_commit(row[3], min(charge, row[2]))
@@ -406,7 +413,19 @@ def _settle_in_one_statement(message_id: int, cost: Decimal, estimated: bool, ou
 def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -> bool:
     """Charge a title request what the provider reported (``usage``: the four token
     counts) and release the rest, once. Call inside a transaction."""
-    assert transaction.get_connection().in_atomic_block
+    connection = transaction.get_connection()
+    assert connection.in_atomic_block
+    if connection.vendor == "postgresql":
+        # One statement, as an answer's: the org's row is locked only for the statement
+        # and the commit, not across the round trips of the row-by-row path.
+        recorded = Usage(prompt_tokens=usage.get("prompt_tokens", 0),
+                         cached_tokens=usage.get("cached_tokens", 0),
+                         completion_tokens=usage.get("completion_tokens", 0),
+                         reasoning_tokens=usage.get("reasoning_tokens", 0),
+                         cache_write_tokens=usage.get("cache_write_tokens", 0))
+        return _settle_in_one_statement(
+            f"id = %s AND kind = '{Reservation.Kind.TITLE.value}'", reservation_id, cost,
+            False, "", recorded, what=f"reservation {reservation_id}", billed=False)
     # Race: none expected (one task per title), but a redelivered task must not charge
     # twice; the row lock and settled_at make a second settlement a no-op.
     reservation = (

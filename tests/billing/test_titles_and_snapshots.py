@@ -72,6 +72,8 @@ def test_a_title_is_reserved_billed_and_shown_as_its_own_usage_line(
     title_cost = usage_cost(Prices.of(o3_mini), reported)
     assert reservation.settled_at is not None and reservation.charged_usd == title_cost > 0
     assert reservation.amount_usd >= title_cost
+    # A title's line has no "message cost" or outcome: those are an answer's.
+    assert (reservation.cost_usd, reservation.outcome) == (None, "")
     both = answer.cost_usd + title_cost
     assert money(org_a) == {None: (both, Decimal(0)), alice.pk: (both, Decimal(0))}
 
@@ -206,3 +208,35 @@ def test_a_title_hold_whose_worker_died_is_released_by_the_reaper(
     hold.refresh_from_db()
     assert hold.settled_at is not None and hold.charged_usd == 0
     assert reap_stale_replies() == 0
+
+
+def test_a_title_settles_once_and_only_a_title_reservation(
+    alice: User, org_a: Organization, o3_mini: Any
+) -> None:
+    """A redelivered title task settles nothing twice, and a title's settlement (one
+    statement on PostgreSQL) given an answer's reservation id settles nothing."""
+    from django.db import transaction
+
+    from billing.quotas import reserve_title, settle_title
+
+    turn = start_turn(user=alice, organization_id=None, conversation_id=None, content="Hi",
+                      reasoning_effort="low", client_id="t1")
+    answer_hold = Reservation.objects.get(message=turn.assistant_message)
+    with transaction.atomic():
+        hold = reserve_title(membership=alice.memberships.get(), prices=Prices.of(o3_mini),
+                             model_name="o3-mini", prompt_tokens=30, completion_cap=2000)
+        assert not settle_title(reservation_id=answer_hold.pk, cost=Decimal("0.000100"),
+                                usage={})
+    usage = {"prompt_tokens": 30, "cached_tokens": 0, "completion_tokens": 12,
+             "reasoning_tokens": 8, "cache_write_tokens": 0}
+    cost = Decimal("0.000086")
+    for attempt in (1, 2):
+        with transaction.atomic():
+            assert settle_title(reservation_id=hold.pk, cost=cost, usage=usage) is (attempt == 1)
+
+    hold.refresh_from_db()
+    answer_hold.refresh_from_db()
+    assert (hold.charged_usd, hold.completion_tokens, hold.reasoning_tokens) == (cost, 12, 8)
+    assert answer_hold.settled_at is None
+    assert money(org_a) == {None: (cost, answer_hold.amount_usd),
+                            alice.pk: (cost, answer_hold.amount_usd)}
