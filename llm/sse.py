@@ -10,7 +10,7 @@ per chunk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -60,21 +60,31 @@ def sse_payloads(lines: Iterator[Any]) -> Iterator[Any]:
         yield payload
 
 
-async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """The lines of an SSE body. Split here rather than through the SDK's and httpx's
-    text and line decoders: a stream is one small chunk per token, and each layer of
-    async generators costs CPU per chunk. Lines split on LF (CRLF and CR-only endings
-    too), UTF-8 decoded whole, so a character split across chunks stays intact."""
-    rest = b""
-    async for chunk in chunks:
-        rest += chunk
+class SseLines:
+    """The lines of an SSE body, fed a network chunk at a time: ``feed`` returns the lines
+    the chunk completed, ``end`` the last one when the body ends without a line ending.
+    Split here rather than through the SDK's and httpx's text and line decoders, and a
+    chunk at a time rather than a line at a time: a stream is one small chunk per token,
+    and each await of an async iterator costs CPU per chunk. Lines split on LF (CRLF and
+    CR-only endings too), UTF-8 decoded whole, so a character split across chunks stays
+    intact."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        rest = self._rest + chunk
         if b"\n" not in rest and b"\r" not in rest:
-            continue
-        *complete, rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        for line in complete:
-            yield line.decode("utf-8", "replace")
-    if rest:
-        yield rest.decode("utf-8", "replace")
+            self._rest = rest
+            return []
+        *complete, self._rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        return [line.decode("utf-8", "replace") for line in complete]
+
+    def end(self) -> list[str]:
+        rest, self._rest = self._rest, b""
+        return [rest.decode("utf-8", "replace")] if rest else []
 
 
 def json_int(value: Any) -> int:

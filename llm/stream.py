@@ -23,7 +23,7 @@ from llm.bodies import build_chat_body, build_responses_body
 from llm.chat_events import chat_events
 from llm.client import build_async_client, refuses_summaries, response_status, translate_error
 from llm.responses_events import ResponseProgress, responses_events
-from llm.sse import PAUSE, sse_lines, sse_payloads
+from llm.sse import PAUSE, SseLines, sse_payloads
 from llm.types import ChatRequest, LLMError, StreamEvent
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class AsyncChatStream:
 
     ``close()`` may be called from any thread (the monitor's Stop or stall): it wakes a
     read waiting on the network by cancelling it on the loop, and the stream then ends
-    quietly. Lines are fed to the parsers a line at a time (``llm.sse``).
+    quietly. Each network chunk's lines go to the parsers at once (``llm.sse``).
     """
 
     def __init__(
@@ -113,12 +113,13 @@ class AsyncChatStream:
     async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
         self._reader = asyncio.current_task()
         events = self._events(self._feed())
-        lines = sse_lines(self._raw.http_response.aiter_bytes())
+        chunks = self._raw.http_response.aiter_bytes()
+        lines = SseLines()
         try:
             for event in events:
                 if event is not PAUSE:
                     yield event
-                elif self.closed or not await self._read(lines):
+                elif self.closed or not await self._read(chunks, lines):
                     return
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
@@ -130,13 +131,15 @@ class AsyncChatStream:
             with contextlib.suppress(Exception):
                 await self._raw.close()
 
-    async def _read(self, lines: AsyncIterator[str]) -> bool:
-        """One more line into the buffer; False when the stream was closed (Stop, a
-        stall) while waiting. The end of the stream lets the parsers finish."""
+    async def _read(self, chunks: AsyncIterator[bytes], lines: SseLines) -> bool:
+        """The lines of one more network chunk into the buffer (none when it completed
+        no line); False when the stream was closed (Stop, a stall) while waiting. The end
+        of the stream lets the parsers finish."""
         self._reading = True
         try:
-            line = await anext(lines)
+            chunk = await anext(chunks)
         except StopAsyncIteration:
+            self._lines.extend(lines.end())
             self._eof = True
             return True
         except asyncio.CancelledError:
@@ -149,7 +152,7 @@ class AsyncChatStream:
             return False
         finally:
             self._reading = False
-        self._lines.append(line)
+        self._lines.extend(lines.feed(chunk))
         return True
 
 

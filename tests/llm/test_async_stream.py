@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from llm.client import build_async_client
-from llm.sse import sse_lines
+from llm.sse import SseLines
 from llm.stream import open_stream_async
 from llm.types import ChatRequest, LLMError, StreamEvent
 
@@ -33,16 +33,15 @@ async def close_client(profile: Any) -> None:
 
 def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
     chunks = [b'data: {"a":', b"1}\r", b"\n\ndata: \xc3", b"\xa9\r\n", b"data: [DONE]"]
+    splitter = SseLines()
 
-    async def pieces() -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            yield chunk
+    fed = [splitter.feed(chunk) for chunk in chunks]
 
-    async def collect() -> list[str]:
-        return [line async for line in sse_lines(pieces())]
-
-    lines = [line for line in asyncio.run(collect()) if line]
+    # A chunk completes the lines it ends; one that ends none gives none yet.
+    assert fed[0] == [] and fed[1] == ['data: {"a":1}']
+    lines = [line for batch in [*fed, splitter.end()] for line in batch if line]
     assert lines == ['data: {"a":1}', "data: \u00e9", "data: [DONE]"]
+    assert splitter.end() == []
 
 
 def test_a_close_from_another_thread_ends_a_read_waiting_through_the_reasoning_pause(
