@@ -418,11 +418,9 @@ def settle_title(*, reservation_id: int, cost: Decimal, usage: dict[str, int]) -
     if connection.vendor == "postgresql":
         # One statement, as an answer's: the org's row is locked only for the statement
         # and the commit, not across the round trips of the row-by-row path.
-        recorded = Usage(prompt_tokens=usage.get("prompt_tokens", 0),
-                         cached_tokens=usage.get("cached_tokens", 0),
-                         completion_tokens=usage.get("completion_tokens", 0),
-                         reasoning_tokens=usage.get("reasoning_tokens", 0),
-                         cache_write_tokens=usage.get("cache_write_tokens", 0))
+        # The ledger's token columns, as the reaper builds them: a count not given is 0.
+        counts: dict[str, Any] = {name: usage.get(name, 0) for name in LEDGER_FIELDS}
+        recorded = Usage(**counts)
         return _settle_in_one_statement(
             f"id = %s AND kind = '{Reservation.Kind.TITLE.value}'", reservation_id, cost,
             False, "", recorded, what=f"reservation {reservation_id}", billed=False)
