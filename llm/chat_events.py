@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from llm.sse import PAUSE, json_int
-from llm.types import Finished, RefusalDelta, TextDelta, ToolCallDelta, Usage, UsageReport
+from llm.sse import json_int
+from llm.types import (
+    Finished,
+    RefusalDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
 
 
 def usage_from_chat(raw: dict[str, Any]) -> Usage:
@@ -23,33 +30,29 @@ def usage_from_chat(raw: dict[str, Any]) -> Usage:
     )
 
 
-def chat_events(payloads: Iterator[Any]) -> Iterator[Any]:
-    """Stream events from Chat Completions chunks (``PAUSE`` passed through)."""
-    for chunk in payloads:
-        if chunk is PAUSE:
-            yield PAUSE
-            continue
-        # Azure's prompt-annotation chunk also has empty choices: only a non-null
-        # usage marks the usage chunk.
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            yield UsageReport(usage_from_chat(usage))
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta")  # absent on Azure content-filter annotation chunks
-            if isinstance(delta, dict):
-                content = delta.get("content")
-                if content:
-                    yield TextDelta(str(content))
-                refusal = delta.get("refusal")
-                if refusal:
-                    yield RefusalDelta(str(refusal))
-                for call in delta.get("tool_calls") or ():
-                    function = call.get("function") or {}
-                    yield ToolCallDelta(
-                        index=json_int(call.get("index")),
-                        id=call.get("id"),
-                        name=function.get("name"),
-                        arguments=function.get("arguments") or "",
-                    )
-            if choice.get("finish_reason"):
-                yield Finished(str(choice["finish_reason"]))
+def chat_events(chunk: dict[str, Any], out: list[StreamEvent]) -> None:
+    """Our stream events of one Chat Completions chunk, added to ``out`` in order."""
+    # Azure's prompt-annotation chunk also has empty choices: only a non-null
+    # usage marks the usage chunk.
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        out.append(UsageReport(usage_from_chat(usage)))
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")  # absent on Azure content-filter annotation chunks
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if content:
+                out.append(TextDelta(str(content)))
+            refusal = delta.get("refusal")
+            if refusal:
+                out.append(RefusalDelta(str(refusal)))
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                out.append(ToolCallDelta(
+                    index=json_int(call.get("index")),
+                    id=call.get("id"),
+                    name=function.get("name"),
+                    arguments=function.get("arguments") or "",
+                ))
+        if choice.get("finish_reason"):
+            out.append(Finished(str(choice["finish_reason"])))

@@ -3,11 +3,10 @@ events, noting how far the stream got (a background response is resumed from the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llm.sse import PAUSE, json_int, json_object
+from llm.sse import json_int, json_object
 from llm.types import (
     Finished,
     LLMError,
@@ -15,6 +14,7 @@ from llm.types import (
     ReasoningSummaryDelta,
     RefusalDelta,
     ResponseStarted,
+    StreamEvent,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -49,46 +49,52 @@ def usage_from_responses(raw: dict[str, Any]) -> Usage:
     )
 
 
-def responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> Iterator[Any]:
-    """Stream events from Responses API event objects, noting the stream's progress.
+class ResponsesEvents:
+    """Our stream events of Responses API event objects, one object at a time, noting the
+    stream's progress.
 
     A resumed stream starts after events it never sees again (a tool call announced,
     a reasoning item finished): the terminal event's ``output`` supplies the items this
     stream did not see, once.
     """
-    call_index: dict[str, int] = {}
-    reasoning_seen: set[str] = set()
-    for event in payloads:
-        if event is PAUSE:
-            yield PAUSE
-            continue
+
+    __slots__ = ("call_index", "progress", "reasoning_seen")
+
+    def __init__(self, progress: ResponseProgress) -> None:
+        self.progress = progress
+        self.call_index: dict[str, int] = {}
+        self.reasoning_seen: set[str] = set()
+
+    def read(self, event: dict[str, Any], out: list[StreamEvent]) -> None:
+        """Add the events of ``event`` to ``out`` in order (or raise the error it reports)."""
+        progress, call_index = self.progress, self.call_index
         sequence = event.get("sequence_number")
         if isinstance(sequence, int):
             progress.sequence_number = sequence
         kind = event.get("type")
         if kind == "response.output_text.delta":
             if event.get("delta"):
-                yield TextDelta(str(event["delta"]))
+                out.append(TextDelta(str(event["delta"])))
         elif kind == "response.refusal.delta":
             if event.get("delta"):
-                yield RefusalDelta(str(event["delta"]))
+                out.append(RefusalDelta(str(event["delta"])))
         elif kind == "response.reasoning_summary_text.delta":
             if event.get("delta"):
-                yield ReasoningSummaryDelta(str(event["delta"]))
+                out.append(ReasoningSummaryDelta(str(event["delta"])))
         elif kind == "response.function_call_arguments.delta":
             index = call_index.get(str(event.get("item_id")))
             if index is not None:  # else announced before a resume: taken from the output
-                yield ToolCallDelta(index, None, None, str(event.get("delta") or ""))
+                out.append(ToolCallDelta(index, None, None, str(event.get("delta") or "")))
         elif kind == "response.output_item.added":
             item = json_object(event.get("item"))
             if item.get("type") == "function_call":
                 index = call_index.setdefault(_item_key(item), len(call_index))
-                yield ToolCallDelta(index, item.get("call_id"), item.get("name"), "")
+                out.append(ToolCallDelta(index, item.get("call_id"), item.get("name"), ""))
         elif kind == "response.output_item.done":
             item = json_object(event.get("item"))
             if item.get("type") == "reasoning":
-                reasoning_seen.add(str(item.get("id")))
-                yield ReasoningItem(_without_nulls(item))
+                self.reasoning_seen.add(str(item.get("id")))
+                out.append(ReasoningItem(_without_nulls(item)))
         elif kind in ("response.queued", "response.in_progress"):
             progress.status = str(json_object(event.get("response")).get("status") or "")
         elif kind == "response.created":
@@ -96,29 +102,10 @@ def responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> Ite
             response_id = str(json_object(event.get("response")).get("id") or "")
             if response_id:
                 progress.response_id = response_id
-                yield ResponseStarted(response_id)
+                out.append(ResponseStarted(response_id))
         elif kind in ("response.completed", "response.incomplete"):
             progress.ended = True
-            response = json_object(event.get("response"))
-            output = [item for item in response.get("output") or () if isinstance(item, dict)]
-            for item in output:
-                if item.get("type") == "reasoning" and str(item.get("id")) not in reasoning_seen:
-                    yield ReasoningItem(_without_nulls(item))
-                elif item.get("type") == "function_call" and _item_key(item) not in call_index:
-                    index = call_index.setdefault(_item_key(item), len(call_index))
-                    yield ToolCallDelta(index, item.get("call_id"), item.get("name"),
-                                        str(item.get("arguments") or ""))
-            usage = response.get("usage")
-            if isinstance(usage, dict):
-                yield UsageReport(
-                    usage_from_responses(usage), service_tier=str(response.get("service_tier") or "")
-                )
-            if kind == "response.completed":
-                has_calls = any(item.get("type") == "function_call" for item in output)
-                yield Finished("tool_calls" if has_calls else "stop")
-            else:
-                reason = json_object(response.get("incomplete_details")).get("reason") or ""
-                yield Finished("content_filter" if reason == "content_filter" else "length")
+            self._ended(kind, json_object(event.get("response")), out)
         elif kind in ("error", "response.failed"):
             progress.ended = True
             raise LLMError(
@@ -127,6 +114,29 @@ def responses_events(payloads: Iterator[Any], progress: ResponseProgress) -> Ite
                 retryable=True,
                 reason="stream_error",
             )
+
+    def _ended(self, kind: str, response: dict[str, Any], out: list[StreamEvent]) -> None:
+        """The terminal event: the items this stream did not see, the usage, the finish."""
+        call_index = self.call_index
+        output = [item for item in response.get("output") or () if isinstance(item, dict)]
+        for item in output:
+            if item.get("type") == "reasoning" and str(item.get("id")) not in self.reasoning_seen:
+                out.append(ReasoningItem(_without_nulls(item)))
+            elif item.get("type") == "function_call" and _item_key(item) not in call_index:
+                index = call_index.setdefault(_item_key(item), len(call_index))
+                out.append(ToolCallDelta(index, item.get("call_id"), item.get("name"),
+                                         str(item.get("arguments") or "")))
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            out.append(UsageReport(
+                usage_from_responses(usage), service_tier=str(response.get("service_tier") or "")
+            ))
+        if kind == "response.completed":
+            has_calls = any(item.get("type") == "function_call" for item in output)
+            out.append(Finished("tool_calls" if has_calls else "stop"))
+        else:
+            reason = json_object(response.get("incomplete_details")).get("reason") or ""
+            out.append(Finished("content_filter" if reason == "content_filter" else "length"))
 
 
 def _item_key(item: dict[str, Any]) -> str:

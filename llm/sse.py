@@ -1,11 +1,12 @@
 """The provider's server-sent events, read without the SDK's per-event objects
-(docs/decisions.md#0038): the lines of an SSE body, the JSON objects of its ``data:``
-lines (orjson), and the field readers both stream parsers use.
+(docs/decisions.md#0038): the JSON objects of an SSE body's ``data:`` lines (orjson), a
+network chunk at a time, and the field readers both stream parsers use.
 
-The parsers are plain generators fed a line at a time. Where the lines run out they yield
-``PAUSE``: the stream (``llm.stream.AsyncChatStream``) reads more from the network and
-asks the same generator for its next event, so no layer of async generators costs CPU
-per chunk.
+A stream is one small network chunk per token, so the reader (``llm.stream``) hands each
+chunk here as it arrives and the event parsers (``llm.chat_events``,
+``llm.responses_events``) take one object at a time: no layer of generators or
+async iterators between the network and the answer costs CPU per chunk
+(docs/decisions.md#0055).
 """
 
 from __future__ import annotations
@@ -18,73 +19,77 @@ import orjson
 from llm.types import LLMError
 
 
-class _Pause:
-    """Marks where the parsers ran out of lines: the reader fetches more and asks the
-    same parser for its next event."""
+class SseParser:
+    """The JSON objects of an SSE body's ``data:`` lines, fed a network chunk at a time,
+    up to ``[DONE]`` (Chat Completions ends with it; a Responses stream ends after its
+    terminal event), after which ``done`` is true and nothing more is read.
 
-
-PAUSE = _Pause()
-
-
-def sse_payloads(lines: Iterator[Any]) -> Iterator[Any]:
-    """The JSON objects of an SSE stream's ``data:`` lines (orjson), up to ``[DONE]``
-    (Chat Completions ends with it; a Responses stream ends after its terminal event).
-
-    ``event:`` lines (Responses repeats the type inside the data), comment lines
-    (``: keep-alive``) and blank separators are skipped; an object with an ``error``
-    becomes an :class:`LLMError`, as the SDK raises it (retryable only before text).
+    Lines split on LF (CRLF and CR-only endings too) and are parsed as bytes, so a
+    character split across chunks stays intact. ``event:`` lines (Responses repeats the
+    type inside the data), comment lines (``: keep-alive``) and blank separators are
+    skipped; an object with an ``error`` becomes an :class:`LLMError`, as the SDK raises
+    it (retryable only before text). Objects come out in order, one at a time, so an
+    error is raised only after everything before it in the same chunk was taken.
     """
-    for line in lines:
-        if line is PAUSE:
-            yield PAUSE  # the reader refills the lines
-            continue
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise LLMError(
-                "upstream_error", "The model provider sent a malformed stream.", retryable=True,
-                reason="malformed",
-            ) from exc
-        if not isinstance(payload, dict):
-            continue
-        if payload.get("error"):
-            raise LLMError(
-                "upstream_error", "The model provider reported an error mid-answer.",
-                retryable=True, reason="stream_error",
-            )
-        yield payload
 
-
-class SseLines:
-    """The lines of an SSE body, fed a network chunk at a time: ``feed`` returns the lines
-    the chunk completed, ``end`` the last one when the body ends without a line ending.
-    Split here rather than through the SDK's and httpx's text and line decoders, and a
-    chunk at a time rather than a line at a time: a stream is one small chunk per token,
-    and each await of an async iterator costs CPU per chunk. Lines split on LF (CRLF and
-    CR-only endings too), UTF-8 decoded whole, so a character split across chunks stays
-    intact."""
-
-    __slots__ = ("_rest",)
+    __slots__ = ("_rest", "done")
 
     def __init__(self) -> None:
         self._rest = b""
+        self.done = False
 
-    def feed(self, chunk: bytes) -> list[str]:
+    def payloads(self, chunk: bytes) -> Iterator[dict[str, Any]]:
+        """The objects of the lines ``chunk`` completes (none when it ends no line)."""
         rest = self._rest + chunk
-        if b"\n" not in rest and b"\r" not in rest:
+        if b"\n" not in chunk and b"\r" not in chunk:
             self._rest = rest
-            return []
-        *complete, self._rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        return [line.decode("utf-8", "replace") for line in complete]
+            return
+        if b"\r" in rest:
+            rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, self._rest = rest.split(b"\n")
+        yield from self._parsed(lines)
 
-    def end(self) -> list[str]:
+    def end(self) -> Iterator[dict[str, Any]]:
+        """The object of a last line the body ended without a line ending."""
         rest, self._rest = self._rest, b""
-        return [rest.decode("utf-8", "replace")] if rest else []
+        if rest:
+            yield from self._parsed([rest])
+
+    def _parsed(self, lines: list[bytes]) -> Iterator[dict[str, Any]]:
+        for line in lines:
+            if self.done:
+                return
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self.done = True
+                return
+            payload = _loads(data)
+            if not isinstance(payload, dict):
+                continue
+            if payload.get("error"):
+                raise LLMError(
+                    "upstream_error", "The model provider reported an error mid-answer.",
+                    retryable=True, reason="stream_error",
+                )
+            yield payload
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses bytes that are not UTF-8; as the SDK's text decoding does, such a
+    # byte reads as U+FFFD rather than failing the answer.
+    try:
+        return orjson.loads(data.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError as exc:
+        raise LLMError(
+            "upstream_error", "The model provider sent a malformed stream.", retryable=True,
+            reason="malformed",
+        ) from exc
 
 
 def json_int(value: Any) -> int:

@@ -10,10 +10,9 @@ become :class:`LLMError`; the SSE lines are parsed here with orjson
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -22,8 +21,8 @@ import openai
 from llm.bodies import build_chat_body, build_responses_body
 from llm.chat_events import chat_events
 from llm.client import build_async_client, refuses_summaries, response_status, translate_error
-from llm.responses_events import ResponseProgress, responses_events
-from llm.sse import PAUSE, SseLines, sse_payloads
+from llm.responses_events import ResponseProgress, ResponsesEvents
+from llm.sse import SseParser
 from llm.types import ChatRequest, LLMError, StreamEvent
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ class AsyncChatStream:
 
     ``close()`` may be called from any thread (the monitor's Stop or stall): it wakes a
     read waiting on the network by cancelling it on the loop, and the stream then ends
-    quietly. Each network chunk's lines go to the parsers at once (``llm.sse``).
+    quietly. Each network chunk's SSE objects go to the parsers as it arrives (``llm.sse``).
     """
 
     def __init__(
@@ -54,8 +53,6 @@ class AsyncChatStream:
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Task[Any] | None = None
         self._reading = False
-        self._lines: collections.deque[str] = collections.deque()
-        self._eof = False
 
     @property
     def response_id(self) -> str:
@@ -94,33 +91,53 @@ class AsyncChatStream:
         if self._reading and self._reader is not None and not self._reader.done():
             self._reader.cancel()
 
-    def _events(self, lines: Iterator[Any]) -> Iterator[Any]:
-        """The stream events of SSE ``lines``, parsed for this stream's API style."""
-        payloads = sse_payloads(lines)
+    def _reader_of_events(self) -> Callable[[dict[str, Any], list[StreamEvent]], None]:
+        """This stream's event parser for its API style: one SSE object at a time."""
         if self._api_style == "responses":
-            return responses_events(payloads, self.progress)
-        return chat_events(payloads)
-
-    def _feed(self) -> Iterator[Any]:
-        while True:
-            if self._lines:
-                yield self._lines.popleft()
-            elif self._eof:
-                return
-            else:
-                yield PAUSE
+            return ResponsesEvents(self.progress).read
+        return chat_events
 
     async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
+        """The stream's events, in order, a network chunk at a time.
+
+        The read is written out here rather than in a helper coroutine: a stream is one
+        chunk per token, and each coroutine or async iterator between the network and
+        the answer costs CPU per chunk (docs/decisions.md#0055)."""
         self._reader = asyncio.current_task()
-        events = self._events(self._feed())
-        chunks = self._raw.http_response.aiter_bytes()
-        lines = SseLines()
+        read = self._reader_of_events()
+        sse = SseParser()
+        body = _body_chunks(self._raw.http_response)
+        events: list[StreamEvent] = []
+        ended = False  # the body ended: its last line was parsed
         try:
-            for event in events:
-                if event is not PAUSE:
-                    yield event
-                elif self.closed or not await self._read(chunks, lines):
+            while not (ended or sse.done):
+                if self.closed:
                     return
+                self._reading = True
+                try:
+                    chunk = await anext(body)
+                except StopAsyncIteration:
+                    payloads = sse.end()
+                    ended = True
+                except asyncio.CancelledError:
+                    if not self.closed:
+                        raise
+                    # Our own interruption (Stop, a stall), not the task's cancellation:
+                    # the answer goes on without this stream.
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    return
+                else:
+                    payloads = sse.payloads(chunk)
+                finally:
+                    self._reading = False
+                for payload in payloads:
+                    read(payload, events)
+                    if events:
+                        for event in events:
+                            yield event
+                        events.clear()
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.profile) from exc
         except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
@@ -129,31 +146,21 @@ class AsyncChatStream:
             raise _connection_lost() from exc
         finally:
             with contextlib.suppress(Exception):
+                if isinstance(body, AsyncGenerator):
+                    await body.aclose()
                 await self._raw.close()
 
-    async def _read(self, chunks: AsyncIterator[bytes], lines: SseLines) -> bool:
-        """The lines of one more network chunk into the buffer (none when it completed
-        no line); False when the stream was closed (Stop, a stall) while waiting. The end
-        of the stream lets the parsers finish."""
-        self._reading = True
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            self._lines.extend(lines.end())
-            self._eof = True
-            return True
-        except asyncio.CancelledError:
-            if not self.closed:
-                raise
-            # Our own interruption, not the task's cancellation: the answer goes on.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            return False
-        finally:
-            self._reading = False
-        self._lines.extend(lines.feed(chunk))
-        return True
+
+def _body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The response body's network chunks as they arrive. A body sent without a content
+    encoding (an event stream normally is) is read from the transport's stream itself,
+    two async generators per chunk fewer than ``aiter_bytes``, which stays the way for
+    an encoded one: it decodes."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity") and isinstance(response.stream, httpx2.AsyncByteStream):
+        response.is_stream_consumed = True  # as aiter_bytes marks it: read once
+        return aiter(response.stream)
+    return response.aiter_bytes()
 
 
 def _connection_lost() -> LLMError:

@@ -1,6 +1,6 @@
-"""The event loop's stream (AsyncChatStream) against the emulator over real HTTP: its own
-line splitting, and a close from another thread (Stop, a stall) that ends a read waiting
-on a silent provider without cancelling the answer's task. What it yields for each API
+"""The event loop's stream (AsyncChatStream) against the emulator over real HTTP: a close
+from another thread (Stop, a stall) that ends a read waiting on a silent provider without
+cancelling the answer's task; its SSE parsing is in test_sse_parser.py. What it yields for each API
 style is in test_client.py, test_responses_api.py and test_background_requests.py."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from llm.client import build_async_client
-from llm.sse import SseLines
 from llm.stream import open_stream_async
 from llm.types import ChatRequest, LLMError, StreamEvent
 
@@ -29,19 +28,6 @@ def request() -> ChatRequest:
 async def close_client(profile: Any) -> None:
     """This test's loop ends here: close the client (and its aiohttp session) it opened."""
     await build_async_client(profile).close()
-
-
-def test_lines_split_across_chunks_keep_characters_and_line_endings() -> None:
-    chunks = [b'data: {"a":', b"1}\r", b"\n\ndata: \xc3", b"\xa9\r\n", b"data: [DONE]"]
-    splitter = SseLines()
-
-    fed = [splitter.feed(chunk) for chunk in chunks]
-
-    # A chunk completes the lines it ends; one that ends none gives none yet.
-    assert fed[0] == [] and fed[1] == ['data: {"a":1}']
-    lines = [line for batch in [*fed, splitter.end()] for line in batch if line]
-    assert lines == ['data: {"a":1}', "data: \u00e9", "data: [DONE]"]
-    assert splitter.end() == []
 
 
 def test_a_close_from_another_thread_ends_a_read_waiting_through_the_reasoning_pause(
