@@ -157,10 +157,11 @@ def _body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     two async generators per chunk fewer than ``aiter_bytes``, which stays the way for
     an encoded one: it decodes."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    if encoding in ("", "identity") and isinstance(response.stream, httpx2.AsyncByteStream):
+    if (encoding in ("", "identity") and not response.is_stream_consumed
+            and isinstance(response.stream, httpx2.AsyncByteStream)):
         response.is_stream_consumed = True  # as aiter_bytes marks it: read once
         return aiter(response.stream)
-    return response.aiter_bytes()
+    return response.aiter_bytes()  # decodes; refuses a body already read
 
 
 def _connection_lost() -> LLMError:

@@ -4,9 +4,14 @@ test_async_stream.py."""
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import AsyncIterator
+
+import httpx2
 import pytest
 
 from llm.sse import SseParser
+from llm.stream import _body_chunks
 from llm.types import LLMError
 
 
@@ -60,3 +65,37 @@ def test_a_malformed_object_fails_the_stream_as_retryable(line: bytes) -> None:
 
 def test_data_that_is_not_an_object_is_skipped() -> None:
     assert list(SseParser().payloads(b"data: [1, 2]\ndata: 3\ndata: {}\n")) == [{}]
+
+
+class _Chunks(httpx2.AsyncByteStream):
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def _read(response: httpx2.Response) -> list[bytes]:
+    return [chunk async for chunk in _body_chunks(response)]
+
+
+async def test_an_unencoded_body_is_read_chunk_by_chunk_from_the_transport() -> None:
+    response = httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                               stream=_Chunks(b"data: {", b'"a":1}\n\n'))
+
+    assert await _read(response) == [b"data: {", b'"a":1}\n\n']
+    assert response.is_stream_consumed  # a second read is refused, as after aiter_bytes
+    with pytest.raises(httpx2.StreamConsumed):
+        await _read(response)
+
+
+async def test_an_encoded_body_is_decoded_before_the_parser_sees_it() -> None:
+    body = gzip.compress(b'data: {"a":1}\n\ndata: [DONE]\n\n')
+    response = httpx2.Response(200, headers={"content-encoding": "gzip"},
+                               stream=_Chunks(body[:10], body[10:]))
+
+    sse = SseParser()
+    payloads = [payload for chunk in await _read(response) for payload in sse.payloads(chunk)]
+
+    assert payloads == [{"a": 1}] and sse.done
