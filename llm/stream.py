@@ -145,10 +145,11 @@ class AsyncChatStream:
                 return  # Stop or a stall closed the response from the monitor thread
             raise _connection_lost() from exc
         finally:
-            with contextlib.suppress(Exception):
-                if isinstance(body, AsyncGenerator):
+            if isinstance(body, AsyncGenerator):
+                with contextlib.suppress(Exception):
                     await body.aclose()
-                await self._raw.close()
+            with contextlib.suppress(Exception):
+                await self._raw.close()  # releases the connection, whatever the reader did
 
 
 def _body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
