@@ -56,9 +56,9 @@ class SseParser:
             yield from self._parsed([rest])
 
     def _parsed(self, lines: list[bytes]) -> Iterator[dict[str, Any]]:
+        if self.done:
+            return  # fed after [DONE]: nothing more is read
         for line in lines:
-            if self.done:
-                return
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()

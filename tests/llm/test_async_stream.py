@@ -1,7 +1,8 @@
 """The event loop's stream (AsyncChatStream) against the emulator over real HTTP: a close
 from another thread (Stop, a stall) that ends a read waiting on a silent provider without
-cancelling the answer's task; its SSE parsing is in test_sse_parser.py. What it yields for each API
-style is in test_client.py, test_responses_api.py and test_background_requests.py."""
+cancelling the answer's task. Its SSE parsing is in test_sse_parser.py; what it yields for
+each API style is in test_client.py, test_responses_api.py and
+test_background_requests.py."""
 
 from __future__ import annotations
 
