@@ -118,6 +118,20 @@ def out_of_order_count(numbers: list[int]) -> int:
     return late
 
 
+def all_frames_rate(answer: Answer, received: int, streaming_s: float) -> float:
+    """Every frame the tab got for an answer, per second of the phase it came in: the
+    frames before the first delta (``message.created``, ``queued``, ``thinking``) over the
+    time from the send to that delta, at least a second (two frames in 50 ms are no
+    flood), and the rest over the upstream's streaming time. The larger rate counts.
+
+    One rate over the streaming time alone counted the once-a-second ``queued`` frames
+    of an answer that waited 11 s for a worker as if they had come with its deltas."""
+    first_delta = min(at for at, frame in answer.frames if frame.get("type") == "delta")
+    before = sum(1 for at, _ in answer.frames if at < first_delta) + (answer.t_created is not None)
+    waited = max(first_delta - answer.t_send, 1.0)
+    return max(before / waited, (received - before) / streaming_s)
+
+
 def seq_gap_count(deltas: list[Frame]) -> int:
     seqs = [f.get("seq", 0) for _, f in deltas]
     gaps = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1)
@@ -172,7 +186,7 @@ def analyse_answer(answer: Answer, *, expected: list[int], tokens_per_second: fl
         # frames queue somewhere): what the source sends a browser.
         result.streaming_s = max(stamps) - offered_from + interval
         result.frames_per_s = len(deltas) / result.streaming_s
-        result.all_frames_per_s = result.frames_received / result.streaming_s
+        result.all_frames_per_s = all_frames_rate(answer, result.frames_received, result.streaming_s)
         # The emulator's first token left `think_s` after it started the response.
         result.admission_ms = (offered_from - think_s - answer.t_send) * 1000
         emulated = max(stamps) - offered_from

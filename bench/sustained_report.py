@@ -276,8 +276,10 @@ def render(rows: list[Row], meta: dict[str, Any]) -> list[str]:
         "the stack added nothing (token k at send + pause + k/rate); *delivered*: tokens received in it.",
         "- *lost / duplicated / out of order*: per answer, the emulator's token numbers against the text "
         "the tab assembled (deltas in seq order, repeats dropped, as the page does); every turn of the step.",
-        "- *frames/answer/s*: every frame the tab received for the answer (message.created, thinking, "
-        "deltas, done) ÷ the emulator's streaming time (first to last token + one interval).",
+        "- *frames/answer/s*: every frame the tab received for the answer, per second of its phase: "
+        "those before the first delta (message.created, queued, thinking) ÷ the time from the send to "
+        "it (at least 1 s), the rest (deltas, done) ÷ the emulator's streaming time (first to last "
+        "token + one interval); the larger of the two.",
         "- *CPU ms per 1,000 tokens*: user + system CPU of all web (worker) processes over the window ÷ "
         "delivered tokens.",
         "",
